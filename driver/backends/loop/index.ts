@@ -1,0 +1,316 @@
+// The loop backend: each volume is a sparse file with its record beside it; snapshots and
+// clones are reflinks (instant, sharing blocks) where the data directory's filesystem
+// supports them, sparse copies otherwise. Node-local: one data directory per node.
+import fs from 'node:fs/promises';
+import path from 'node:path';
+import {
+  BackendError,
+  type Backend,
+  type Capacity,
+  type GroupSnapshotRecord,
+  type SnapshotRecord,
+  type VolumeHealth,
+  type VolumeRecord,
+} from '../backend.js';
+import { readJson, writeJsonAtomic, removeFile, fsyncDir } from '../../host/atomic.js';
+import { run } from '../../host/exec.js';
+import * as loop from '../../host/loop.js';
+import { mountsOf } from '../../host/mount.js';
+import { withFrozen } from '../../host/fs.js';
+import type { Logger } from '../../log.js';
+
+export interface LoopBackendOptions {
+  dataDir: string;
+  /** Caps what GetCapacity reports and what may be provisioned; default: the data directory's size. */
+  capacityBytes?: bigint;
+  maxVolumeBytes?: bigint;
+  log: Logger;
+}
+
+const TRUE_FALSE = ['true', 'false'] as const;
+
+export class LoopBackend implements Backend {
+  readonly kind = 'loop';
+  readonly mutableParameters = { directIO: TRUE_FALSE };
+  private readonly volDir: string;
+  private readonly snapDir: string;
+  private readonly groupDir: string;
+  reflink = false;
+
+  constructor(private readonly opts: LoopBackendOptions) {
+    this.volDir = path.join(opts.dataDir, 'volumes');
+    this.snapDir = path.join(opts.dataDir, 'snapshots');
+    this.groupDir = path.join(opts.dataDir, 'groups');
+  }
+
+  validateParameters(params: Record<string, string>): void {
+    for (const [k, v] of Object.entries(params)) {
+      if (k === 'directIO') {
+        if (!(TRUE_FALSE as readonly string[]).includes(v)) throw new BackendError('invalid', `parameter directIO must be "true" or "false", not ${JSON.stringify(v)}`);
+      }
+    }
+  }
+
+  private volImg(id: string) {
+    return path.join(this.volDir, `${id}.img`);
+  }
+  private volMeta(id: string) {
+    return path.join(this.volDir, `${id}.json`);
+  }
+  private snapImg(id: string) {
+    return path.join(this.snapDir, `${id}.img`);
+  }
+  private snapMeta(id: string) {
+    return path.join(this.snapDir, `${id}.json`);
+  }
+
+  async init(): Promise<void> {
+    for (const d of [this.volDir, this.snapDir, this.groupDir]) await fs.mkdir(d, { recursive: true, mode: 0o700 });
+    this.reflink = await this.probeReflink();
+    // Reconcile: a record is written last on create and removed last on delete, so an
+    // image without a record is a create that never finished, and a record without an
+    // image is a delete that never finished. Temp files are always leftovers.
+    for (const [dir, img, meta] of [
+      [this.volDir, (id: string) => this.volImg(id), (id: string) => this.volMeta(id)],
+      [this.snapDir, (id: string) => this.snapImg(id), (id: string) => this.snapMeta(id)],
+    ] as const) {
+      const names = await fs.readdir(dir);
+      for (const n of names) {
+        if (n.endsWith('.tmp')) {
+          await removeFile(path.join(dir, n));
+          this.opts.log.warn({ file: n }, 'removed a leftover temporary file');
+        } else if (n.endsWith('.img') && !names.includes(n.replace(/\.img$/, '.json'))) {
+          const id = n.replace(/\.img$/, '');
+          if ((await loop.devicesFor(img(id))).length === 0) {
+            await removeFile(img(id));
+            this.opts.log.warn({ id }, 'removed the image of a create that did not finish');
+          }
+        } else if (n.endsWith('.json') && !names.includes(n.replace(/\.json$/, '.img'))) {
+          const id = n.replace(/\.json$/, '');
+          await removeFile(meta(id));
+          this.opts.log.warn({ id }, 'finished a delete that did not finish');
+        }
+      }
+    }
+  }
+
+  private async probeReflink(): Promise<boolean> {
+    const a = path.join(this.opts.dataDir, `.reflink-probe-${process.pid}.tmp`);
+    const b = `${a}.clone.tmp`;
+    try {
+      await fs.writeFile(a, 'probe');
+      await fs.copyFile(a, b, fs.constants.COPYFILE_FICLONE_FORCE);
+      return true;
+    } catch {
+      return false;
+    } finally {
+      await removeFile(a);
+      await removeFile(b);
+    }
+  }
+
+  async capacity(): Promise<Capacity> {
+    const s = await fs.statfs(this.opts.dataDir, { bigint: true });
+    const limit = this.opts.capacityBytes ?? s.blocks * s.bsize;
+    let provisioned = 0n;
+    for (const v of await this.listVolumes()) provisioned += v.capacityBytes;
+    let available = limit > provisioned ? limit - provisioned : 0n;
+    // Sparse files share the filesystem with snapshots and other tenants: never promise more than is free.
+    const free = s.bavail * s.bsize;
+    if (available > free) available = free;
+    return { availableBytes: available, maximumVolumeBytes: this.opts.maxVolumeBytes };
+  }
+
+  async getVolume(id: string): Promise<VolumeRecord | undefined> {
+    return readJson<VolumeRecord>(this.volMeta(id));
+  }
+
+  async listVolumes(): Promise<VolumeRecord[]> {
+    const out: VolumeRecord[] = [];
+    for (const n of (await fs.readdir(this.volDir)).sort()) {
+      if (!n.endsWith('.json')) continue;
+      const r = await readJson<VolumeRecord>(path.join(this.volDir, n));
+      if (r) out.push(r);
+    }
+    return out;
+  }
+
+  async createVolume(rec: VolumeRecord): Promise<VolumeRecord> {
+    const img = this.volImg(rec.id);
+    const tmp = `${img}.tmp`;
+    await removeFile(tmp);
+    try {
+      if (rec.contentSource?.type === 'snapshot') {
+        const src = this.snapImg(rec.contentSource.id);
+        await this.cloneFile(src, tmp);
+      } else if (rec.contentSource?.type === 'volume') {
+        const src = this.volImg(rec.contentSource.id);
+        await this.withQuiesced([src], () => this.cloneFile(src, tmp));
+      } else {
+        const h = await fs.open(tmp, 'wx', 0o600);
+        await h.close();
+      }
+      const h = await fs.open(tmp, 'r+');
+      try {
+        const st = await h.stat();
+        if (BigInt(st.size) < rec.capacityBytes) await h.truncate(Number(rec.capacityBytes));
+        await h.sync();
+      } finally {
+        await h.close();
+      }
+      await fs.rename(tmp, img);
+      await fsyncDir(this.volDir);
+    } catch (err) {
+      await removeFile(tmp);
+      throw err;
+    }
+    await writeJsonAtomic(this.volMeta(rec.id), rec);
+    return rec;
+  }
+
+  async saveVolume(rec: VolumeRecord): Promise<void> {
+    await writeJsonAtomic(this.volMeta(rec.id), rec);
+    const dev = await this.attachedDevice(rec);
+    if (dev) {
+      const want = rec.mutableParameters.directIO !== 'false';
+      const cur = (await loop.devicesFor(this.volImg(rec.id)))[0];
+      if (cur && cur.directIO !== want) await loop.setDirectIO(dev, want);
+    }
+  }
+
+  async expandVolume(rec: VolumeRecord, newBytes: bigint): Promise<VolumeRecord> {
+    const h = await fs.open(this.volImg(rec.id), 'r+');
+    try {
+      const st = await h.stat();
+      if (BigInt(st.size) < newBytes) await h.truncate(Number(newBytes));
+      await h.sync();
+    } finally {
+      await h.close();
+    }
+    const next = { ...rec, capacityBytes: newBytes };
+    await writeJsonAtomic(this.volMeta(rec.id), next);
+    return next;
+  }
+
+  async deleteVolume(id: string): Promise<void> {
+    const devs = await loop.devicesFor(this.volImg(id));
+    if (devs.length > 0) {
+      throw new BackendError(
+        'precondition',
+        `volume ${id} is still attached on this node as ${devs.map((d) => d.name).join(', ')}: unpublish and unstage it first`,
+      );
+    }
+    await removeFile(this.volImg(id));
+    await fsyncDir(this.volDir);
+    await removeFile(this.volMeta(id));
+  }
+
+  async volumeHealth(rec: VolumeRecord): Promise<VolumeHealth> {
+    try {
+      const st = await fs.stat(this.volImg(rec.id));
+      if (BigInt(st.size) < rec.capacityBytes) {
+        return { abnormal: true, message: `backing file is ${st.size} bytes, smaller than the volume's ${rec.capacityBytes}` };
+      }
+      return { abnormal: false, message: 'backing file present' };
+    } catch {
+      return { abnormal: true, message: `backing file ${this.volImg(rec.id)} is missing` };
+    }
+  }
+
+  async getSnapshot(id: string): Promise<SnapshotRecord | undefined> {
+    return readJson<SnapshotRecord>(this.snapMeta(id));
+  }
+
+  async listSnapshots(): Promise<SnapshotRecord[]> {
+    const out: SnapshotRecord[] = [];
+    for (const n of (await fs.readdir(this.snapDir)).sort()) {
+      if (!n.endsWith('.json')) continue;
+      const r = await readJson<SnapshotRecord>(path.join(this.snapDir, n));
+      if (r) out.push(r);
+    }
+    return out;
+  }
+
+  async createSnapshots(recs: SnapshotRecord[]): Promise<SnapshotRecord[]> {
+    const sources = recs.map((r) => this.volImg(r.sourceVolumeId));
+    const tmps = recs.map((r) => `${this.snapImg(r.id)}.tmp`);
+    try {
+      await this.withQuiesced(sources, async () => {
+        for (let i = 0; i < recs.length; i++) {
+          await removeFile(tmps[i]);
+          await this.cloneFile(sources[i], tmps[i]);
+        }
+      });
+      for (let i = 0; i < recs.length; i++) await fs.rename(tmps[i], this.snapImg(recs[i].id));
+      await fsyncDir(this.snapDir);
+    } catch (err) {
+      for (const t of tmps) await removeFile(t);
+      throw err;
+    }
+    for (const r of recs) await writeJsonAtomic(this.snapMeta(r.id), r);
+    return recs;
+  }
+
+  async deleteSnapshot(id: string): Promise<void> {
+    await removeFile(this.snapImg(id));
+    await fsyncDir(this.snapDir);
+    await removeFile(this.snapMeta(id));
+  }
+
+  async getGroupSnapshot(id: string): Promise<GroupSnapshotRecord | undefined> {
+    return readJson<GroupSnapshotRecord>(path.join(this.groupDir, `${id}.json`));
+  }
+
+  async saveGroupSnapshot(rec: GroupSnapshotRecord): Promise<void> {
+    await writeJsonAtomic(path.join(this.groupDir, `${rec.id}.json`), rec);
+  }
+
+  async deleteGroupSnapshotRecord(id: string): Promise<void> {
+    await removeFile(path.join(this.groupDir, `${id}.json`));
+  }
+
+  async attach(rec: VolumeRecord): Promise<string> {
+    return loop.attach(this.volImg(rec.id), { directIO: rec.mutableParameters.directIO !== 'false' });
+  }
+
+  async attachedDevice(rec: VolumeRecord): Promise<string | undefined> {
+    return (await loop.devicesFor(this.volImg(rec.id)))[0]?.name;
+  }
+
+  async detach(rec: VolumeRecord): Promise<void> {
+    await loop.detachAll(this.volImg(rec.id));
+  }
+
+  async refreshDevice(_rec: VolumeRecord, device: string): Promise<void> {
+    await loop.refreshCapacity(device);
+  }
+
+  /** Reflink when the filesystem can (instant, shares blocks), else a copy that keeps holes. */
+  private async cloneFile(src: string, dst: string): Promise<void> {
+    if (this.reflink) {
+      await fs.copyFile(src, dst, fs.constants.COPYFILE_FICLONE_FORCE | fs.constants.COPYFILE_EXCL);
+    } else {
+      await run('cp', ['--sparse=always', '--reflink=never', '--', src, dst]);
+    }
+  }
+
+  /**
+   * Runs fn while the volumes backed by these files hold still: mounted filesystems are
+   * frozen (so the copy includes what is still in their caches), raw devices flushed.
+   */
+  private async withQuiesced<T>(files: string[], fn: () => Promise<T>): Promise<T> {
+    const freeze: string[] = [];
+    for (const f of files) {
+      for (const d of await loop.devicesFor(f)) {
+        const mounts = await mountsOf(d.name);
+        const fsMount = mounts.find((m) => m.source === d.name);
+        if (fsMount) {
+          if (!freeze.includes(fsMount.target)) freeze.push(fsMount.target);
+        } else {
+          await run('blockdev', ['--flushbufs', d.name]);
+        }
+      }
+    }
+    return withFrozen(freeze, fn);
+  }
+}

@@ -1,0 +1,107 @@
+// What every CSI service shares: the backends, this node's identity, the locks, the log.
+import type { Backend, VolumeRecord, SnapshotRecord } from './backends/backend.js';
+import { BackendError } from './backends/backend.js';
+import { KeyedLocks } from './locks.js';
+import type { Logger } from './log.js';
+import { CsiError, invalidArgument, notFound, resourceExhausted, failedPrecondition, unimplemented } from './errors.js';
+import { parseId, type IdKind } from './ids.js';
+import type { FsType } from './host/fs.js';
+
+export interface DriverConfig {
+  driverName: string;
+  version: string;
+  nodeId: string;
+  topologyKey: string;
+  maxVolumesPerNode: number;
+  defaultFsType: FsType;
+  defaultBackend: string;
+  /** Where NodeStage keeps what it needs to find a staged volume again. */
+  nodeStateDir: string;
+  defaultVolumeBytes: bigint;
+}
+
+export class DriverContext {
+  readonly locks = new KeyedLocks();
+
+  constructor(
+    readonly config: DriverConfig,
+    readonly backends: Map<string, Backend>,
+    readonly log: Logger,
+  ) {}
+
+  get topology(): Record<string, string> {
+    return { [this.config.topologyKey]: this.config.nodeId };
+  }
+
+  backendFor(kind: string): Backend {
+    const b = this.backends.get(kind);
+    if (!b) throw invalidArgument(`backend ${JSON.stringify(kind)} is not enabled on this driver; enabled: ${[...this.backends.keys()].join(', ')}`);
+    return b;
+  }
+
+  /** The backend that owns an ID, or undefined when the ID is not one of ours. */
+  ownerOf(id: string, field: string, kind: IdKind): Backend | undefined {
+    const p = parseId(id, field, kind);
+    return p ? this.backends.get(p.backend) : undefined;
+  }
+
+  async findVolume(id: string, field = 'volume_id'): Promise<{ backend: Backend; vol: VolumeRecord } | undefined> {
+    const backend = this.ownerOf(id, field, 'vol');
+    const vol = backend ? await backend.getVolume(id) : undefined;
+    return backend && vol ? { backend, vol } : undefined;
+  }
+
+  async mustFindVolume(id: string, field = 'volume_id'): Promise<{ backend: Backend; vol: VolumeRecord }> {
+    const found = await this.findVolume(id, field);
+    if (!found) throw notFound(`volume ${id} does not exist`);
+    return found;
+  }
+
+  async findSnapshot(id: string, field = 'snapshot_id'): Promise<{ backend: Backend; snap: SnapshotRecord } | undefined> {
+    const backend = this.ownerOf(id, field, 'snap');
+    const snap = backend ? await backend.getSnapshot(id) : undefined;
+    return backend && snap ? { backend, snap } : undefined;
+  }
+
+  async allVolumes(): Promise<VolumeRecord[]> {
+    const out: VolumeRecord[] = [];
+    for (const b of this.backends.values()) out.push(...(await b.listVolumes()));
+    return out;
+  }
+}
+
+/** Maps a backend's refusal to the gRPC code the spec prescribes. */
+export function mapBackendError(err: unknown): unknown {
+  if (!(err instanceof BackendError)) return err;
+  switch (err.kind) {
+    case 'not-found':
+      return notFound(err.message);
+    case 'exhausted':
+      return resourceExhausted(err.message);
+    case 'precondition':
+      return failedPrecondition(err.message);
+    case 'invalid':
+      return invalidArgument(err.message);
+    case 'unsupported':
+      return unimplemented(err.message);
+  }
+}
+
+export async function backendCall<T>(fn: () => Promise<T>): Promise<T> {
+  try {
+    return await fn();
+  } catch (err) {
+    throw err instanceof CsiError ? err : mapBackendError(err);
+  }
+}
+
+/** Creation time as a protobuf Timestamp from the record's fields. */
+export function timestamp(seconds: bigint, nanos: number) {
+  return { seconds: seconds.toString(), nanos };
+}
+
+export function nowTimestamp(): { seconds: bigint; nanos: number } {
+  const ns = process.hrtime.bigint(); // monotonic; only used for sub-ms ordering below
+  const ms = BigInt(Date.now());
+  return { seconds: ms / 1000n, nanos: Number((ms % 1000n) * 1_000_000n + (ns % 1_000_000n)) };
+}

@@ -1,0 +1,475 @@
+// The CSI Controller service: validate, lock, call the backend, map errors.
+import type { Backend, VolumeRecord, SnapshotRecord } from './backends/backend.js';
+import { DriverContext, backendCall, timestamp, nowTimestamp } from './context.js';
+import { invalidArgument, notFound, alreadyExists, failedPrecondition, outOfRange, resourceExhausted } from './errors.js';
+import { deriveId, paginate, parseId } from './ids.js';
+import {
+  checkCapabilities,
+  checkCapability,
+  checkName,
+  checkStringMap,
+  parseRange,
+  SINGLE_NODE_MODES,
+  READ_ONLY_MODES,
+  type Capability,
+} from './validate.js';
+import { MIN_FS_BYTES, type FsType } from './host/fs.js';
+import type * as T from '../proto/types.js';
+
+const MiB = 1n << 20n;
+const roundUpMiB = (n: bigint) => ((n + MiB - 1n) / MiB) * MiB;
+// Parameters the provisioner adds itself (--extra-create-metadata): accepted and stored, never interpreted.
+const CO_PARAMETER_PREFIX = 'csi.storage.k8s.io/';
+const DRIVER_PARAMETERS = new Set(['backend', 'mkfsOptions']);
+
+/** mkfsOptions reach mkfs as arguments: dash-options and their values only, never a path. */
+function checkMkfsOptions(raw: string | undefined): void {
+  if (raw === undefined) return;
+  const tokens = raw.split(/\s+/).filter(Boolean);
+  tokens.forEach((t, i) => {
+    const isOption = /^-{1,2}[A-Za-z][A-Za-z0-9-]*$/.test(t);
+    const isValue = /^[A-Za-z0-9_=,.:^+-]+$/.test(t) && i > 0 && tokens[i - 1].startsWith('-') && !t.startsWith('-');
+    if (!isOption && !isValue) throw invalidArgument(`mkfsOptions token ${JSON.stringify(t.slice(0, 40))} is not allowed: options and their values only, no paths`);
+  });
+}
+
+export const CONTROLLER_CAPABILITIES = [
+  'CREATE_DELETE_VOLUME',
+  'PUBLISH_UNPUBLISH_VOLUME',
+  'LIST_VOLUMES',
+  'GET_CAPACITY',
+  'CREATE_DELETE_SNAPSHOT',
+  'LIST_SNAPSHOTS',
+  'CLONE_VOLUME',
+  'PUBLISH_READONLY',
+  'EXPAND_VOLUME',
+  'LIST_VOLUMES_PUBLISHED_NODES',
+  'VOLUME_CONDITION',
+  'GET_VOLUME',
+  'SINGLE_NODE_MULTI_WRITER',
+  'MODIFY_VOLUME',
+  'GET_SNAPSHOT',
+] as const;
+
+export function volumeMessage(v: VolumeRecord) {
+  return {
+    capacity_bytes: v.capacityBytes.toString(),
+    volume_id: v.id,
+    volume_context: { backend: v.backend, ...(v.fsType ? { fsType: v.fsType } : {}) },
+    content_source: v.contentSource
+      ? v.contentSource.type === 'snapshot'
+        ? { snapshot: { snapshot_id: v.contentSource.id } }
+        : { volume: { volume_id: v.contentSource.id } }
+      : null,
+    accessible_topology: [{ segments: v.topology }],
+  };
+}
+
+export function snapshotMessage(s: SnapshotRecord) {
+  return {
+    size_bytes: s.sizeBytes.toString(),
+    snapshot_id: s.id,
+    source_volume_id: s.sourceVolumeId,
+    creation_time: timestamp(s.createdAtSeconds, s.createdAtNanos),
+    ready_to_use: true,
+    group_snapshot_id: s.groupSnapshotId,
+  };
+}
+
+/** Splits parameters into the backend's own and the CO's metadata, refusing unknown keys early. */
+function backendParameters(backend: Backend, params: Record<string, string>): void {
+  checkMkfsOptions(params.mkfsOptions);
+  const own: Record<string, string> = {};
+  for (const [k, v] of Object.entries(params)) {
+    if (DRIVER_PARAMETERS.has(k) || k.startsWith(CO_PARAMETER_PREFIX)) continue;
+    own[k] = v;
+  }
+  try {
+    backend.validateParameters(own);
+  } catch (err) {
+    throw invalidArgument(err instanceof Error ? err.message : String(err));
+  }
+}
+
+function checkMutable(backend: Backend, m: Record<string, string>): void {
+  for (const [k, v] of Object.entries(m)) {
+    const allowed = backend.mutableParameters[k];
+    if (!allowed) {
+      throw invalidArgument(
+        `mutable parameter ${JSON.stringify(k)} is not supported by the ${backend.kind} backend; supported: ${Object.keys(backend.mutableParameters).join(', ') || 'none'}`,
+      );
+    }
+    if (!allowed.includes(v)) throw invalidArgument(`mutable parameter ${k} must be one of ${allowed.join(', ')}, not ${JSON.stringify(v)}`);
+  }
+}
+
+function sameMap(a: Record<string, string>, b: Record<string, string>): boolean {
+  const ka = Object.keys(a).sort();
+  const kb = Object.keys(b).sort();
+  return ka.length === kb.length && ka.every((k, i) => k === kb[i] && a[k] === b[k]);
+}
+
+function topologyMatches(want: Record<string, string>, have: Record<string, string>): boolean {
+  return Object.entries(want).every(([k, v]) => have[k] === v);
+}
+
+export class ControllerService {
+  /** Serialises ControllerPublish per node so the attach limit cannot be overrun by a burst. */
+  private publishChain = new Map<string, Promise<unknown>>();
+
+  constructor(private readonly ctx: DriverContext) {}
+
+  async ControllerGetCapabilities(): Promise<T.ControllerGetCapabilitiesResponse> {
+    return { capabilities: CONTROLLER_CAPABILITIES.map((type) => ({ rpc: { type } })) };
+  }
+
+  async CreateVolume(req: T.CreateVolumeRequest__Output): Promise<T.CreateVolumeResponse> {
+    checkName(req.name);
+    const caps = checkCapabilities(req.volume_capabilities as Capability[]);
+    const params = checkStringMap(req.parameters, 'parameters');
+    const mutable = checkStringMap(req.mutable_parameters, 'mutable_parameters');
+    const backend = this.ctx.backendFor(params.backend ?? this.ctx.config.defaultBackend);
+    backendParameters(backend, params);
+    checkMutable(backend, mutable);
+    const accessType = caps[0].accessType;
+    const fsType: FsType | '' = accessType === 'mount' ? ((caps.find((c) => c.fsType)?.fsType as FsType) ?? this.ctx.config.defaultFsType) : '';
+
+    // Topology: a node-local backend can only provision where it runs.
+    const req_topo = req.accessibility_requirements;
+    const requisite = (req_topo?.requisite ?? []).map((t) => t.segments ?? {});
+    if (requisite.length > 0 && !requisite.some((t) => topologyMatches(t, this.ctx.topology))) {
+      throw resourceExhausted(
+        `volume cannot be provisioned in the requested topology: this ${backend.kind} backend serves only ${JSON.stringify(this.ctx.topology)}`,
+      );
+    }
+
+    // Content source.
+    let contentSource: VolumeRecord['contentSource'];
+    let sourceBytes = 0n;
+    const lockKeys = [];
+    const cs = req.volume_content_source;
+    if (cs?.snapshot) {
+      const id = cs.snapshot.snapshot_id;
+      const found = await this.ctx.findSnapshot(id, 'volume_content_source.snapshot.snapshot_id');
+      if (!found) throw notFound(`source snapshot ${id} does not exist`);
+      if (found.backend !== backend) throw invalidArgument(`source snapshot ${id} belongs to the ${found.backend.kind} backend, not ${backend.kind}`);
+      contentSource = { type: 'snapshot', id };
+      sourceBytes = found.snap.sizeBytes;
+      lockKeys.push(id);
+    } else if (cs?.volume) {
+      const id = cs.volume.volume_id;
+      const found = await this.ctx.findVolume(id, 'volume_content_source.volume.volume_id');
+      if (!found) throw notFound(`source volume ${id} does not exist`);
+      if (found.backend !== backend) throw invalidArgument(`source volume ${id} belongs to the ${found.backend.kind} backend, not ${backend.kind}`);
+      contentSource = { type: 'volume', id };
+      sourceBytes = found.vol.capacityBytes;
+      lockKeys.push(id);
+    }
+
+    // Capacity: at least what was asked, what the filesystem needs and what the source holds.
+    const range = parseRange(req.capacity_range);
+    let size = range.required > 0n ? range.required : range.limit > 0n && range.limit < this.ctx.config.defaultVolumeBytes ? range.limit : this.ctx.config.defaultVolumeBytes;
+    const min = fsType ? MIN_FS_BYTES[fsType] : MiB;
+    if (size < min) size = min;
+    if (size < sourceBytes) size = sourceBytes;
+    size = roundUpMiB(size);
+    if (range.limit > 0n && size > range.limit) {
+      throw outOfRange(
+        `cannot provision within limit_bytes ${range.limit}: the volume needs ${size} bytes (${fsType ? `${fsType} needs at least ${min}; ` : ''}sizes are whole MiB${sourceBytes ? `; the source holds ${sourceBytes}` : ''})`,
+      );
+    }
+
+    const id = deriveId('vol', backend.kind, req.name);
+    return this.ctx.locks.with([id, ...lockKeys], 'CreateVolume', async () => {
+      const existing = await backend.getVolume(id);
+      if (existing) {
+        const compatible =
+          existing.name === req.name &&
+          existing.capacityBytes >= range.required &&
+          (range.limit === 0n || existing.capacityBytes <= range.limit) &&
+          existing.accessType === accessType &&
+          (accessType === 'block' || existing.fsType === fsType) &&
+          existing.contentSource?.type === contentSource?.type &&
+          existing.contentSource?.id === contentSource?.id &&
+          sameMap(existing.parameters, params);
+        if (!compatible) {
+          throw alreadyExists(`a volume named ${JSON.stringify(req.name)} already exists (${id}) with a different size, access type, filesystem, source or parameters`);
+        }
+        return { volume: volumeMessage(existing) };
+      }
+      const cap = await backendCall(() => backend.capacity(params));
+      if (cap.maximumVolumeBytes !== undefined && size > cap.maximumVolumeBytes) {
+        throw outOfRange(`${size} bytes is more than the largest volume the ${backend.kind} backend makes (${cap.maximumVolumeBytes})`);
+      }
+      if (size > cap.availableBytes) {
+        throw resourceExhausted(`not enough capacity: ${size} bytes asked, ${cap.availableBytes} available in the ${backend.kind} backend`);
+      }
+      const rec: VolumeRecord = {
+        id,
+        name: req.name,
+        backend: backend.kind,
+        capacityBytes: size,
+        accessType,
+        fsType,
+        parameters: params,
+        mutableParameters: mutable,
+        contentSource,
+        topology: this.ctx.topology,
+        published: {},
+        createdAt: new Date().toISOString(),
+      };
+      const made = await backendCall(() => backend.createVolume(rec));
+      return { volume: volumeMessage(made) };
+    });
+  }
+
+  async DeleteVolume(req: T.DeleteVolumeRequest__Output): Promise<T.DeleteVolumeResponse> {
+    const backend = this.ctx.ownerOf(req.volume_id, 'volume_id', 'vol');
+    if (!backend) return {};
+    return this.ctx.locks.with([req.volume_id], 'DeleteVolume', async () => {
+      const vol = await backend.getVolume(req.volume_id);
+      if (!vol) {
+        await backendCall(() => backend.deleteVolume(req.volume_id)); // finishes a half-done delete
+        return {};
+      }
+      const nodes = Object.keys(vol.published);
+      if (nodes.length > 0) throw failedPrecondition(`volume ${vol.id} is still published to node(s) ${nodes.join(', ')}: ControllerUnpublishVolume first`);
+      await backendCall(() => backend.deleteVolume(vol.id));
+      return {};
+    });
+  }
+
+  private async knownNode(nodeId: string, vol: VolumeRecord): Promise<void> {
+    // Node-local volumes are reachable only from the node in their topology.
+    const nodeOf = vol.topology[this.ctx.config.topologyKey];
+    if (nodeId !== this.ctx.config.nodeId || (nodeOf !== undefined && nodeOf !== nodeId)) {
+      throw notFound(`node ${nodeId} is not known to this driver or cannot reach volume ${vol.id} (it lives on ${nodeOf ?? 'an unknown node'})`);
+    }
+  }
+
+  async ControllerPublishVolume(req: T.ControllerPublishVolumeRequest__Output): Promise<T.ControllerPublishVolumeResponse> {
+    if (!req.volume_id) throw invalidArgument('volume_id is required');
+    if (!req.node_id) throw invalidArgument('node_id is required');
+    const cap = checkCapability(req.volume_capability as Capability);
+    checkStringMap(req.volume_context, 'volume_context');
+    const { backend, vol } = await this.ctx.mustFindVolume(req.volume_id);
+    await this.knownNode(req.node_id, vol);
+    if (cap.accessType !== vol.accessType) throw invalidArgument(`volume ${vol.id} is a ${vol.accessType} volume; it cannot be published for ${cap.accessType} access`);
+    const readonly = !!req.readonly || READ_ONLY_MODES.has(cap.mode);
+
+    const prev = this.publishChain.get(req.node_id) ?? Promise.resolve();
+    const next = prev.catch(() => undefined).then(() =>
+      this.ctx.locks.with([vol.id], 'ControllerPublishVolume', async () => {
+        const cur = (await backend.getVolume(vol.id)) ?? vol;
+        const mine = cur.published[req.node_id];
+        if (mine) {
+          if (mine.readonly !== readonly || mine.accessMode !== cap.mode) {
+            throw alreadyExists(`volume ${vol.id} is already published to node ${req.node_id} with readonly=${mine.readonly} and ${mine.accessMode}`);
+          }
+          return { publish_context: {} };
+        }
+        const others = Object.keys(cur.published);
+        if (others.length > 0 && (SINGLE_NODE_MODES.has(cap.mode) || Object.values(cur.published).some((p) => SINGLE_NODE_MODES.has(p.accessMode)))) {
+          throw failedPrecondition(`volume ${vol.id} is already published to node ${others.join(', ')} with a single-node access mode`);
+        }
+        const limit = this.ctx.config.maxVolumesPerNode;
+        if (limit > 0) {
+          const count = (await this.ctx.allVolumes()).filter((v) => v.published[req.node_id]).length;
+          if (count >= limit) throw resourceExhausted(`node ${req.node_id} already has ${count} volumes published, its limit (max_volumes_per_node) is ${limit}`);
+        }
+        cur.published[req.node_id] = { readonly, accessMode: cap.mode };
+        await backendCall(() => backend.saveVolume(cur));
+        return { publish_context: {} };
+      }),
+    );
+    this.publishChain.set(req.node_id, next);
+    try {
+      return await next;
+    } finally {
+      if (this.publishChain.get(req.node_id) === next) this.publishChain.delete(req.node_id);
+    }
+  }
+
+  async ControllerUnpublishVolume(req: T.ControllerUnpublishVolumeRequest__Output): Promise<T.ControllerUnpublishVolumeResponse> {
+    const backend = this.ctx.ownerOf(req.volume_id, 'volume_id', 'vol');
+    if (!backend) return {}; // unknown volume: safely regarded as unpublished (spec)
+    return this.ctx.locks.with([req.volume_id], 'ControllerUnpublishVolume', async () => {
+      const vol = await backend.getVolume(req.volume_id);
+      if (!vol) return {};
+      const nodes = req.node_id ? [req.node_id] : Object.keys(vol.published);
+      if (!nodes.some((n) => vol.published[n])) return {};
+      for (const n of nodes) delete vol.published[n];
+      await backendCall(() => backend.saveVolume(vol));
+      return {};
+    });
+  }
+
+  async ValidateVolumeCapabilities(req: T.ValidateVolumeCapabilitiesRequest__Output): Promise<T.ValidateVolumeCapabilitiesResponse> {
+    if (!req.volume_id) throw invalidArgument('volume_id is required');
+    const caps = checkCapabilities(req.volume_capabilities as Capability[]);
+    const params = checkStringMap(req.parameters, 'parameters');
+    const mutable = checkStringMap(req.mutable_parameters, 'mutable_parameters');
+    const { vol } = await this.ctx.mustFindVolume(req.volume_id);
+    const mismatch =
+      caps.find((c) => c.accessType !== vol.accessType)
+        ? `volume ${vol.id} is a ${vol.accessType} volume`
+        : caps.find((c) => c.fsType && c.fsType !== vol.fsType)
+          ? `volume ${vol.id} holds ${vol.fsType}`
+          : Object.keys(params).length && !sameMap(params, vol.parameters)
+            ? 'parameters differ from the ones the volume was created with'
+            : Object.entries(mutable).some(([k, v]) => vol.mutableParameters[k] !== v)
+              ? 'mutable parameters differ from the volume’s'
+              : '';
+    if (mismatch) return { message: mismatch };
+    return {
+      confirmed: {
+        volume_context: req.volume_context ?? {},
+        volume_capabilities: req.volume_capabilities,
+        parameters: params,
+        mutable_parameters: mutable,
+      },
+    };
+  }
+
+  private async volumeStatus(backend: Backend, v: VolumeRecord) {
+    const health = await backend.volumeHealth(v);
+    return { published_node_ids: Object.keys(v.published), volume_condition: health };
+  }
+
+  async ListVolumes(req: T.ListVolumesRequest__Output): Promise<T.ListVolumesResponse> {
+    const all = await this.ctx.allVolumes();
+    const { page, nextToken } = paginate(all, (v) => v.id, req.starting_token, req.max_entries);
+    const entries = [];
+    for (const v of page) entries.push({ volume: volumeMessage(v), status: await this.volumeStatus(this.ctx.backendFor(v.backend), v) });
+    return { entries, next_token: nextToken };
+  }
+
+  async GetCapacity(req: T.GetCapacityRequest__Output): Promise<T.GetCapacityResponse> {
+    const params = checkStringMap(req.parameters, 'parameters');
+    if (req.volume_capabilities?.length) checkCapabilities(req.volume_capabilities as Capability[]);
+    const backend = this.ctx.backendFor(params.backend ?? this.ctx.config.defaultBackend);
+    backendParameters(backend, params);
+    const segs = req.accessible_topology?.segments;
+    if (segs && Object.keys(segs).length && !topologyMatches(segs, this.ctx.topology)) {
+      return { available_capacity: '0', maximum_volume_size: null, minimum_volume_size: null };
+    }
+    const cap = await backendCall(() => backend.capacity(params));
+    return {
+      available_capacity: cap.availableBytes.toString(),
+      maximum_volume_size: {
+        value: (cap.maximumVolumeBytes !== undefined && cap.maximumVolumeBytes < cap.availableBytes ? cap.maximumVolumeBytes : cap.availableBytes).toString(),
+      },
+      minimum_volume_size: { value: (cap.minimumVolumeBytes ?? MiB).toString() },
+    };
+  }
+
+  async CreateSnapshot(req: T.CreateSnapshotRequest__Output): Promise<T.CreateSnapshotResponse> {
+    checkName(req.name);
+    if (!req.source_volume_id) throw invalidArgument('source_volume_id is required');
+    const params = checkStringMap(req.parameters, 'parameters');
+    for (const k of Object.keys(params)) {
+      if (!k.startsWith(CO_PARAMETER_PREFIX)) throw invalidArgument(`snapshot parameter ${JSON.stringify(k)} is not supported`);
+    }
+    const backend = this.ctx.ownerOf(req.source_volume_id, 'source_volume_id', 'vol');
+    if (!backend) throw notFound(`source volume ${req.source_volume_id} does not exist`);
+    const id = deriveId('snap', backend.kind, req.name);
+    return this.ctx.locks.with([id, req.source_volume_id], 'CreateSnapshot', async () => {
+      const existing = await backend.getSnapshot(id);
+      if (existing) {
+        if (existing.sourceVolumeId !== req.source_volume_id) {
+          throw alreadyExists(`a snapshot named ${JSON.stringify(req.name)} already exists (${id}) of another volume, ${existing.sourceVolumeId}`);
+        }
+        return { snapshot: snapshotMessage(existing) };
+      }
+      const vol = await backend.getVolume(req.source_volume_id);
+      if (!vol) throw notFound(`source volume ${req.source_volume_id} does not exist`);
+      const t = nowTimestamp();
+      const rec: SnapshotRecord = {
+        id,
+        name: req.name,
+        sourceVolumeId: vol.id,
+        sizeBytes: vol.capacityBytes,
+        createdAtSeconds: t.seconds,
+        createdAtNanos: t.nanos,
+        groupSnapshotId: '',
+        parameters: params,
+      };
+      const [made] = await backendCall(() => backend.createSnapshots([rec]));
+      return { snapshot: snapshotMessage(made) };
+    });
+  }
+
+  async DeleteSnapshot(req: T.DeleteSnapshotRequest__Output): Promise<T.DeleteSnapshotResponse> {
+    const backend = this.ctx.ownerOf(req.snapshot_id, 'snapshot_id', 'snap');
+    if (!backend) return {};
+    return this.ctx.locks.with([req.snapshot_id], 'DeleteSnapshot', async () => {
+      const snap = await backend.getSnapshot(req.snapshot_id);
+      if (snap?.groupSnapshotId && (await backend.getGroupSnapshot(snap.groupSnapshotId))) {
+        throw invalidArgument(`snapshot ${snap.id} is part of group snapshot ${snap.groupSnapshotId}; delete the group with DeleteVolumeGroupSnapshot`);
+      }
+      await backendCall(() => backend.deleteSnapshot(req.snapshot_id));
+      return {};
+    });
+  }
+
+  async ListSnapshots(req: T.ListSnapshotsRequest__Output): Promise<T.ListSnapshotsResponse> {
+    let snaps: SnapshotRecord[] = [];
+    if (req.snapshot_id) {
+      const found = parseId(req.snapshot_id, 'snapshot_id', 'snap') ? await this.ctx.findSnapshot(req.snapshot_id) : undefined;
+      snaps = found ? [found.snap] : [];
+    } else {
+      for (const b of this.ctx.backends.values()) snaps.push(...(await b.listSnapshots()));
+    }
+    if (req.source_volume_id) snaps = snaps.filter((s) => s.sourceVolumeId === req.source_volume_id);
+    const { page, nextToken } = paginate(snaps, (s) => s.id, req.starting_token, req.max_entries);
+    return { entries: page.map((s) => ({ snapshot: snapshotMessage(s) })), next_token: nextToken };
+  }
+
+  async GetSnapshot(req: T.GetSnapshotRequest__Output): Promise<T.GetSnapshotResponse> {
+    const found = (await this.ctx.findSnapshot(req.snapshot_id)) ?? undefined;
+    if (!found) throw notFound(`snapshot ${req.snapshot_id} does not exist`);
+    return { snapshot: snapshotMessage(found.snap) };
+  }
+
+  async ControllerExpandVolume(req: T.ControllerExpandVolumeRequest__Output): Promise<T.ControllerExpandVolumeResponse> {
+    if (!req.volume_id) throw invalidArgument('volume_id is required');
+    if (!req.capacity_range) throw invalidArgument('capacity_range is required');
+    const range = parseRange(req.capacity_range);
+    if (req.volume_capability) checkCapability(req.volume_capability as Capability);
+    const { backend, vol } = await this.ctx.mustFindVolume(req.volume_id);
+    const want = roundUpMiB(range.required > 0n ? range.required : range.limit);
+    if (range.limit > 0n && want > range.limit) throw outOfRange(`cannot expand within limit_bytes ${range.limit}: sizes are whole MiB`);
+    return this.ctx.locks.with([vol.id], 'ControllerExpandVolume', async () => {
+      const cur = (await backend.getVolume(vol.id)) ?? vol;
+      if (want <= cur.capacityBytes) {
+        return { capacity_bytes: cur.capacityBytes.toString(), node_expansion_required: Object.keys(cur.published).length > 0 };
+      }
+      const cap = await backend.capacity(cur.parameters);
+      if (want - cur.capacityBytes > cap.availableBytes) {
+        throw resourceExhausted(`not enough capacity to grow ${vol.id} by ${want - cur.capacityBytes} bytes: ${cap.availableBytes} available`);
+      }
+      const next = await backendCall(() => backend.expandVolume(cur, want));
+      // The node must refresh the device's size; for filesystems it also grows the filesystem.
+      return { capacity_bytes: next.capacityBytes.toString(), node_expansion_required: true };
+    });
+  }
+
+  async ControllerGetVolume(req: T.ControllerGetVolumeRequest__Output): Promise<T.ControllerGetVolumeResponse> {
+    if (!req.volume_id) throw invalidArgument('volume_id is required');
+    const { backend, vol } = await this.ctx.mustFindVolume(req.volume_id);
+    return { volume: volumeMessage(vol), status: await this.volumeStatus(backend, vol) };
+  }
+
+  async ControllerModifyVolume(req: T.ControllerModifyVolumeRequest__Output): Promise<T.ControllerModifyVolumeResponse> {
+    if (!req.volume_id) throw invalidArgument('volume_id is required');
+    const mutable = checkStringMap(req.mutable_parameters, 'mutable_parameters');
+    const { backend, vol } = await this.ctx.mustFindVolume(req.volume_id);
+    checkMutable(backend, mutable);
+    return this.ctx.locks.with([vol.id], 'ControllerModifyVolume', async () => {
+      const cur = (await backend.getVolume(vol.id)) ?? vol;
+      cur.mutableParameters = { ...cur.mutableParameters, ...mutable };
+      await backendCall(() => backend.saveVolume(cur));
+      return {};
+    });
+  }
+}

@@ -1,0 +1,57 @@
+// Metadata files are replaced atomically (temp file + fsync + rename + directory fsync),
+// so a crash at any line leaves either the old or the new record, never half of one.
+import fs from 'node:fs/promises';
+import path from 'node:path';
+
+const BIGINT_KEYS = new Set(['capacityBytes', 'sizeBytes', 'createdAtSeconds']);
+
+function replacer(_k: string, v: unknown): unknown {
+  return typeof v === 'bigint' ? v.toString() : v;
+}
+
+function reviver(k: string, v: unknown): unknown {
+  return BIGINT_KEYS.has(k) && typeof v === 'string' ? BigInt(v) : v;
+}
+
+export async function fsyncDir(dir: string): Promise<void> {
+  const h = await fs.open(dir, 'r');
+  try {
+    await h.sync();
+  } finally {
+    await h.close();
+  }
+}
+
+export async function writeJsonAtomic(file: string, value: unknown): Promise<void> {
+  const tmp = `${file}.${process.pid}.${Date.now()}.tmp`;
+  const h = await fs.open(tmp, 'wx', 0o600);
+  try {
+    await h.writeFile(JSON.stringify(value, replacer, 2) + '\n');
+    await h.sync();
+  } finally {
+    await h.close();
+  }
+  try {
+    await fs.rename(tmp, file);
+  } catch (err) {
+    await fs.rm(tmp, { force: true });
+    throw err;
+  }
+  await fsyncDir(path.dirname(file));
+}
+
+/** The parsed file, or undefined when it does not exist. */
+export async function readJson<T>(file: string): Promise<T | undefined> {
+  let text: string;
+  try {
+    text = await fs.readFile(file, 'utf8');
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
+    throw err;
+  }
+  return JSON.parse(text, reviver) as T;
+}
+
+export async function removeFile(file: string): Promise<void> {
+  await fs.rm(file, { force: true });
+}

@@ -1,0 +1,142 @@
+// Filesystems on block devices: probe, make, grow, freeze, and statfs figures.
+import fsp from 'node:fs/promises';
+import { run, CommandError } from './exec.js';
+import { failedPrecondition } from '../errors.js';
+
+export const SUPPORTED_FS = ['ext4', 'ext3', 'xfs', 'btrfs'] as const;
+export type FsType = (typeof SUPPORTED_FS)[number];
+
+/** The smallest volume mkfs accepts for each filesystem (measured on xfsprogs 6.1 / btrfs-progs 6.2). */
+export const MIN_FS_BYTES: Record<FsType, bigint> = {
+  ext4: 16n << 20n,
+  ext3: 16n << 20n,
+  xfs: 300n << 20n,
+  btrfs: 114294784n,
+};
+
+export function isSupportedFs(t: string): t is FsType {
+  return (SUPPORTED_FS as readonly string[]).includes(t);
+}
+
+export interface Probe {
+  type?: string;
+  uuid?: string;
+}
+
+/** What is on the device; undefined when blkid finds nothing (a blank device). */
+export async function probe(device: string): Promise<Probe | undefined> {
+  const r = await run('blkid', ['-p', '-o', 'export', device], { okCodes: [2] });
+  if (r.exitCode === 2 || !r.stdout.trim()) return undefined;
+  const kv: Record<string, string> = {};
+  for (const line of r.stdout.split('\n')) {
+    const i = line.indexOf('=');
+    if (i > 0) kv[line.slice(0, i)] = line.slice(i + 1);
+  }
+  return { type: kv.TYPE, uuid: kv.UUID };
+}
+
+export async function mkfs(device: string, fsType: FsType, extraArgs: string[] = []): Promise<void> {
+  switch (fsType) {
+    case 'ext4':
+    case 'ext3':
+      // lazy init: the loop file stays sparse, the kernel zeroes in the background
+      await run(`mkfs.${fsType}`, ['-q', '-F', '-E', 'lazy_itable_init=1,lazy_journal_init=1', ...extraArgs, device]);
+      return;
+    case 'xfs':
+      await run('mkfs.xfs', ['-q', '-f', ...extraArgs, device]);
+      return;
+    case 'btrfs':
+      await run('mkfs.btrfs', ['-q', '-f', ...extraArgs, device]);
+      return;
+  }
+}
+
+/** Options this driver always adds: xfs clones share their source's UUID, which xfs refuses twice. */
+export function implicitMountOptions(fsType: string): string[] {
+  return fsType === 'xfs' ? ['nouuid'] : [];
+}
+
+/** ext* grows offline before mounting; the others grow online after. */
+export async function growOffline(device: string, fsType: string): Promise<void> {
+  if (fsType === 'ext4' || fsType === 'ext3') {
+    await run('e2fsck', ['-f', '-p', device], { okCodes: [1] });
+    await run('resize2fs', [device]);
+  }
+}
+
+export async function growOnline(device: string, fsType: string, mountpoint: string): Promise<void> {
+  switch (fsType) {
+    case 'xfs':
+      await run('xfs_growfs', [mountpoint]);
+      return;
+    case 'btrfs':
+      await run('btrfs', ['filesystem', 'resize', 'max', mountpoint]);
+      return;
+    case 'ext4':
+    case 'ext3':
+      try {
+        await run('resize2fs', [device]);
+      } catch (err) {
+        if (err instanceof CommandError && /Permission denied|Operation not permitted/.test(err.stderr)) {
+          throw failedPrecondition(
+            `online ${fsType} growth was refused by the kernel (EPERM): resizing a mounted ext filesystem needs CAP_SYS_RESOURCE, ` +
+              `which this node plugin does not have. Give the node plugin CAP_SYS_RESOURCE, or unpublish and unstage the volume: ` +
+              `the next NodeStageVolume grows it offline.`,
+          );
+        }
+        throw err;
+      }
+      return;
+    default:
+      throw failedPrecondition(`cannot grow filesystem type ${fsType}`);
+  }
+}
+
+/** Size of the filesystem on a mounted path, in bytes. */
+export async function filesystemBytes(mountpoint: string): Promise<bigint> {
+  const s = await fsp.statfs(mountpoint, { bigint: true });
+  return s.blocks * s.bsize;
+}
+
+export interface FsStats {
+  totalBytes: bigint;
+  availableBytes: bigint;
+  usedBytes: bigint;
+  totalInodes: bigint;
+  freeInodes: bigint;
+  usedInodes: bigint;
+}
+
+export async function stats(mountpoint: string): Promise<FsStats> {
+  const s = await fsp.statfs(mountpoint, { bigint: true });
+  return {
+    totalBytes: s.blocks * s.bsize,
+    availableBytes: s.bavail * s.bsize,
+    usedBytes: (s.blocks - s.bfree) * s.bsize,
+    totalInodes: s.files,
+    freeInodes: s.ffree,
+    usedInodes: s.files - s.ffree,
+  };
+}
+
+const THAW_TIMEOUT_MS = 30_000;
+
+/**
+ * Runs fn with every given mounted filesystem frozen, and always thaws. Writers to a
+ * frozen filesystem hang in D state, so the window is kept to what fn does.
+ */
+export async function withFrozen<T>(mountpoints: string[], fn: () => Promise<T>): Promise<T> {
+  const frozen: string[] = [];
+  try {
+    for (const m of mountpoints) {
+      await run('fsfreeze', ['-f', m], { timeoutMs: 60_000 });
+      frozen.push(m);
+    }
+    return await fn();
+  } finally {
+    for (const m of frozen.reverse()) {
+      // "unfreeze failed: Invalid argument" = not frozen any more: fine.
+      await run('fsfreeze', ['-u', m], { timeoutMs: THAW_TIMEOUT_MS, okCodes: [1] });
+    }
+  }
+}

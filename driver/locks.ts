@@ -1,0 +1,28 @@
+// One operation at a time per volume/snapshot ID. A second caller gets ABORTED at once
+// (the spec's "operation pending for volume"), never a queue: the CO retries with back-off.
+import { aborted } from './errors.js';
+
+export class KeyedLocks {
+  private readonly held = new Map<string, string>();
+
+  /** Runs fn while holding every key; the keys are always released, also when fn throws. */
+  async with<T>(keys: string[], what: string, fn: () => Promise<T>): Promise<T> {
+    const unique = [...new Set(keys)];
+    for (const k of unique) {
+      const by = this.held.get(k);
+      if (by !== undefined) {
+        throw aborted(`an operation (${by}) is already in progress for ${k}; retry later`);
+      }
+    }
+    for (const k of unique) this.held.set(k, what);
+    try {
+      return await fn();
+    } finally {
+      for (const k of unique) this.held.delete(k);
+    }
+  }
+
+  get size(): number {
+    return this.held.size;
+  }
+}

@@ -1,0 +1,27 @@
+import { pino, type Logger } from 'pino';
+
+export type { Logger };
+
+/** Structured logs, one JSON event per line on stderr (stdout is left to CLIs). */
+export function createLogger(level = process.env.LOG_LEVEL ?? 'info'): Logger {
+  return pino({ level, base: { component: 'tscsi-driver' } }, pino.destination(2));
+}
+
+/**
+ * A copy of a request that is safe to log: every map the spec marks `csi_secret`
+ * is called `secrets` in csi.proto (a unit test holds that true), so those are
+ * replaced wherever they appear, at any depth.
+ */
+export function redactSecrets(value: unknown): unknown {
+  if (Array.isArray(value)) return value.map(redactSecrets);
+  if (value === null || typeof value !== 'object') return value;
+  const out: Record<string, unknown> = {};
+  for (const [k, v] of Object.entries(value as Record<string, unknown>)) {
+    if (k === 'secrets' && v && typeof v === 'object') {
+      out[k] = Object.keys(v as object).length ? '[REDACTED]' : {};
+    } else {
+      out[k] = redactSecrets(v);
+    }
+  }
+  return out;
+}

@@ -1,0 +1,139 @@
+#!/usr/bin/env node
+// Flags and wiring: which services run, which backends are enabled, where state lives.
+import { parseArgs } from 'node:util';
+import os from 'node:os';
+import { createRequire } from 'node:module';
+import { createLogger } from './log.js';
+import { DriverContext, type DriverConfig } from './context.js';
+import { CsiServer } from './server.js';
+import { IdentityService } from './identity.js';
+import { ControllerService } from './controller.js';
+import { GroupControllerService } from './groupcontroller.js';
+import { NodeService } from './node.js';
+import { NodeStateStore } from './nodestate.js';
+import { LoopBackend } from './backends/loop/index.js';
+import type { Backend } from './backends/backend.js';
+import { ensureXfsPool } from './host/pool.js';
+import { parseSize } from './size.js';
+import { isSupportedFs, type FsType } from './host/fs.js';
+
+const USAGE = `tscsi-driver: a CSI driver (spec v1.12) with loop, LVM and Ceph RBD backends
+
+  --endpoint unix:///path        socket to serve on (default unix:///run/tscsi/csi.sock)
+  --mode all|controller|node     which services to serve (default all)
+  --driver-name NAME             CSI driver name (default csi.tscsi.dev)
+  --node-id ID                   this node's ID (default: the host name)
+  --topology-key KEY             topology segment key (default topology.tscsi.dev/node)
+  --data-dir DIR                 loop backend: volume files (default /var/lib/tscsi/loop)
+  --data-pool-size SIZE          loop backend: keep DIR on an XFS image of SIZE (reflink snapshots on ext4 hosts)
+  --capacity SIZE                loop backend: most it provisions in all (default: DIR's filesystem size)
+  --max-volume-size SIZE         largest single volume (default 16Ti)
+  --state-dir DIR                node state (default /var/lib/tscsi/node)
+  --max-volumes-per-node N       attach limit reported by NodeGetInfo (default 256; 0 = none)
+  --default-fs-type TYPE         ext4 (default), xfs or btrfs
+  --default-volume-size SIZE     when CreateVolume gives no capacity (default 1Gi)
+  --log-level LEVEL              pino level (default info)
+`;
+
+async function main(): Promise<void> {
+  const { values } = parseArgs({
+    options: {
+      endpoint: { type: 'string', default: 'unix:///run/tscsi/csi.sock' },
+      mode: { type: 'string', default: 'all' },
+      'driver-name': { type: 'string', default: 'csi.tscsi.dev' },
+      'node-id': { type: 'string', default: os.hostname() },
+      'topology-key': { type: 'string', default: 'topology.tscsi.dev/node' },
+      'data-dir': { type: 'string', default: '/var/lib/tscsi/loop' },
+      'data-pool-size': { type: 'string' },
+      capacity: { type: 'string' },
+      'max-volume-size': { type: 'string', default: '16Ti' },
+      'state-dir': { type: 'string', default: '/var/lib/tscsi/node' },
+      'max-volumes-per-node': { type: 'string', default: '256' },
+      'default-fs-type': { type: 'string', default: 'ext4' },
+      'default-volume-size': { type: 'string', default: '1Gi' },
+      'log-level': { type: 'string', default: process.env.LOG_LEVEL ?? 'info' },
+      help: { type: 'boolean', default: false },
+    },
+    strict: true,
+  });
+  if (values.help) {
+    process.stdout.write(USAGE);
+    return;
+  }
+  const log = createLogger(values['log-level']);
+  const mode = values.mode!;
+  if (!['all', 'controller', 'node'].includes(mode)) throw new Error(`--mode must be all, controller or node`);
+  const fsType = values['default-fs-type']!;
+  if (!isSupportedFs(fsType)) throw new Error(`--default-fs-type ${fsType} is not supported`);
+  const maxPerNode = Number(values['max-volumes-per-node']);
+  if (!Number.isInteger(maxPerNode) || maxPerNode < 0) throw new Error('--max-volumes-per-node must be a whole number');
+
+  const pkg = createRequire(import.meta.url)('../../package.json') as { version: string };
+  const config: DriverConfig = {
+    driverName: values['driver-name']!,
+    version: pkg.version,
+    nodeId: values['node-id']!,
+    topologyKey: values['topology-key']!,
+    maxVolumesPerNode: maxPerNode,
+    defaultFsType: fsType as FsType,
+    defaultBackend: 'loop',
+    nodeStateDir: values['state-dir']!,
+    defaultVolumeBytes: parseSize(values['default-volume-size']!),
+  };
+
+  const dataDir = values['data-dir']!;
+  if (values['data-pool-size']) {
+    const r = await ensureXfsPool(dataDir, parseSize(values['data-pool-size']));
+    log.info({ dataDir, ...r }, 'xfs pool for the loop backend');
+  }
+  const loop = new LoopBackend({
+    dataDir,
+    capacityBytes: values.capacity ? parseSize(values.capacity) : undefined,
+    maxVolumeBytes: parseSize(values['max-volume-size']!),
+    log,
+  });
+  await loop.init();
+  log.info({ dataDir, reflink: loop.reflink }, 'loop backend ready');
+  const backends = new Map<string, Backend>([[loop.kind, loop]]);
+
+  const ctx = new DriverContext(config, backends, log);
+  const nodeState = new NodeStateStore(config.nodeStateDir);
+  await nodeState.init();
+
+  const server = new CsiServer(
+    {
+      identity: new IdentityService(ctx, [dataDir, config.nodeStateDir]),
+      controller: mode !== 'node' ? new ControllerService(ctx) : undefined,
+      groupController: mode !== 'node' ? new GroupControllerService(ctx) : undefined,
+      node: mode !== 'controller' ? new NodeService(ctx, nodeState) : undefined,
+    },
+    log,
+  );
+  await server.listen(values.endpoint!);
+  log.info({ driver: config.driverName, version: config.version, nodeId: config.nodeId, mode }, 'driver started');
+
+  let stopping = false;
+  const stop = (signal: string) => {
+    if (stopping) return;
+    stopping = true;
+    log.info({ signal }, 'shutting down: letting in-flight calls finish');
+    server.shutdown().then(
+      () => {
+        log.info('stopped');
+        log.flush();
+        process.exit(0);
+      },
+      (err: unknown) => {
+        log.error({ err: String(err) }, 'shutdown failed');
+        process.exit(1);
+      },
+    );
+  };
+  process.on('SIGTERM', () => stop('SIGTERM'));
+  process.on('SIGINT', () => stop('SIGINT'));
+}
+
+main().catch((err: unknown) => {
+  process.stderr.write(`tscsi-driver: ${err instanceof Error ? err.message : String(err)}\n`);
+  process.exit(1);
+});

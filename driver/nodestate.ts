@@ -1,0 +1,55 @@
+// What NodeStage/NodePublish must remember across restarts and reboots: where a volume is
+// staged and where it is published. One small record per volume, replaced atomically.
+import fs from 'node:fs/promises';
+import path from 'node:path';
+import { readJson, writeJsonAtomic, removeFile } from './host/atomic.js';
+import type { AccessType } from './backends/backend.js';
+
+export interface NodePublication {
+  readonly: boolean;
+  mode: string;
+}
+
+export interface NodeVolumeState {
+  volumeId: string;
+  stagingPath: string;
+  accessType: AccessType;
+  fsType: string;
+  mountFlags: string[];
+  mode: string;
+  publications: Record<string, NodePublication>;
+}
+
+export class NodeStateStore {
+  constructor(private readonly dir: string) {}
+
+  async init(): Promise<void> {
+    await fs.mkdir(this.dir, { recursive: true, mode: 0o700 });
+  }
+
+  private file(volumeId: string) {
+    return path.join(this.dir, `${volumeId}.json`);
+  }
+
+  get(volumeId: string): Promise<NodeVolumeState | undefined> {
+    return readJson<NodeVolumeState>(this.file(volumeId));
+  }
+
+  put(s: NodeVolumeState): Promise<void> {
+    return writeJsonAtomic(this.file(s.volumeId), s);
+  }
+
+  remove(volumeId: string): Promise<void> {
+    return removeFile(this.file(volumeId));
+  }
+
+  async all(): Promise<NodeVolumeState[]> {
+    const out: NodeVolumeState[] = [];
+    for (const n of await fs.readdir(this.dir)) {
+      if (!n.endsWith('.json')) continue;
+      const s = await readJson<NodeVolumeState>(path.join(this.dir, n));
+      if (s) out.push(s);
+    }
+    return out;
+  }
+}

@@ -1,0 +1,127 @@
+// The gRPC server on a Unix socket, and the one request wrapper every RPC goes through:
+// a log line per call (method, IDs, duration, code; secrets redacted) and every thrown
+// error turned into a status with the code the spec prescribes.
+import * as grpc from '@grpc/grpc-js';
+import fs from 'node:fs/promises';
+import { loadCsi } from '../proto/load.js';
+import { CsiError, codeOf, messageOf } from './errors.js';
+import { redactSecrets, type Logger } from './log.js';
+
+type Impl = object;
+
+const ID_FIELDS = ['volume_id', 'snapshot_id', 'source_volume_id', 'group_snapshot_id', 'node_id', 'name'] as const;
+
+function idsOf(req: Record<string, unknown>): Record<string, string> {
+  const out: Record<string, string> = {};
+  for (const f of ID_FIELDS) {
+    const v = req[f];
+    if (typeof v === 'string' && v) out[f] = v.length > 160 ? `${v.slice(0, 160)}…` : v;
+  }
+  return out;
+}
+
+/** Wraps every method of a service implementation for grpc-js. */
+export function wrapService(service: grpc.ServiceDefinition, impl: Impl, log: Logger): grpc.UntypedServiceImplementation {
+  const out: grpc.UntypedServiceImplementation = {};
+  for (const [method] of Object.entries(service)) {
+    const fn = (impl as Record<string, unknown>)[method];
+    out[method] = (call: grpc.ServerUnaryCall<Record<string, unknown>, unknown>, callback: grpc.sendUnaryData<unknown>) => {
+      const started = process.hrtime.bigint();
+      const req = call.request ?? {};
+      const ids = idsOf(req);
+      const done = (code: grpc.status, err?: unknown) => {
+        const ms = Number(process.hrtime.bigint() - started) / 1e6;
+        const fields = { rpc: method, ...ids, ms: Math.round(ms * 10) / 10, code: grpc.status[code] };
+        if (code === grpc.status.OK) log.info(fields, 'rpc');
+        else if (code === grpc.status.INTERNAL || code === grpc.status.DEADLINE_EXCEEDED) log.error({ ...fields, err: messageOf(err), req: redactSecrets(req) }, 'rpc failed');
+        else log.warn({ ...fields, err: messageOf(err) }, 'rpc refused');
+      };
+      if (typeof fn !== 'function') {
+        done(grpc.status.UNIMPLEMENTED);
+        callback({ code: grpc.status.UNIMPLEMENTED, details: `${method} is not implemented by this plugin` });
+        return;
+      }
+      Promise.resolve()
+        .then(() => (fn as (r: unknown) => Promise<unknown>).call(impl, req))
+        .then(
+          (res) => {
+            done(grpc.status.OK);
+            callback(null, res);
+          },
+          (err: unknown) => {
+            const code = codeOf(err);
+            done(code, err);
+            const details = err instanceof CsiError ? err.message : `internal error: ${messageOf(err)}`;
+            callback({ code, details });
+          },
+        );
+    };
+  }
+  return out;
+}
+
+export interface Services {
+  identity: Impl;
+  controller?: Impl;
+  node?: Impl;
+  groupController?: Impl;
+}
+
+export class CsiServer {
+  private readonly server = new grpc.Server({
+    'grpc.max_receive_message_length': 4 * 1024 * 1024,
+  });
+  private socketPath = '';
+
+  constructor(
+    services: Services,
+    private readonly log: Logger,
+  ) {
+    const csi = loadCsi().csi.v1;
+    this.server.addService(csi.Identity.service, wrapService(csi.Identity.service, services.identity, log));
+    if (services.controller) this.server.addService(csi.Controller.service, wrapService(csi.Controller.service, services.controller, log));
+    if (services.groupController) {
+      this.server.addService(csi.GroupController.service, wrapService(csi.GroupController.service, services.groupController, log));
+    }
+    if (services.node) this.server.addService(csi.Node.service, wrapService(csi.Node.service, services.node, log));
+  }
+
+  /** Listens on unix:///path (or a bare path), replacing a stale socket; the socket is mode 0600. */
+  async listen(endpoint: string): Promise<void> {
+    const p = endpoint.startsWith('unix://') ? endpoint.slice('unix://'.length) : endpoint;
+    if (!p.startsWith('/')) throw new Error(`--endpoint must be unix:///absolute/path, not ${endpoint}`);
+    const st = await fs.lstat(p).catch(() => undefined);
+    if (st) {
+      if (!st.isSocket()) throw new Error(`${p} exists and is not a socket; refusing to replace it`);
+      await fs.unlink(p);
+      this.log.info({ socket: p }, 'removed a stale socket');
+    }
+    const oldMask = process.umask(0o177);
+    try {
+      await new Promise<void>((resolve, reject) =>
+        this.server.bindAsync(`unix://${p}`, grpc.ServerCredentials.createInsecure(), (err) => (err ? reject(err) : resolve())),
+      );
+    } finally {
+      process.umask(oldMask);
+    }
+    await fs.chmod(p, 0o600);
+    this.socketPath = p;
+    this.log.info({ socket: p }, 'listening');
+  }
+
+  /** Stops taking calls, lets the ones in flight finish (up to graceMs), removes the socket. */
+  async shutdown(graceMs = 30_000): Promise<void> {
+    await new Promise<void>((resolve) => {
+      const timer = setTimeout(() => {
+        this.log.warn('in-flight calls did not finish in time; forcing shutdown');
+        this.server.forceShutdown();
+        resolve();
+      }, graceMs);
+      this.server.tryShutdown(() => {
+        clearTimeout(timer);
+        resolve();
+      });
+    });
+    if (this.socketPath) await fs.rm(this.socketPath, { force: true });
+  }
+}

@@ -1,0 +1,148 @@
+// Every field of a request is hostile until checked here.
+import { invalidArgument, outOfRange } from './errors.js';
+import { isSupportedFs, SUPPORTED_FS } from './host/fs.js';
+import type { AccessType } from './backends/backend.js';
+
+export const MAX_NAME_LENGTH = 128;
+// The spec bans these control characters in names.
+const BANNED_CHARS = /[\u0000-\u0008\u000B\u000C\u000E-\u001F\u007F-\u009F]/;
+
+export function checkName(name: string, field = 'name'): void {
+  if (!name) throw invalidArgument(`${field} is required`);
+  if (name.length > MAX_NAME_LENGTH) throw invalidArgument(`${field} is ${name.length} characters long; at most ${MAX_NAME_LENGTH} are allowed`);
+  if (BANNED_CHARS.test(name)) throw invalidArgument(`${field} contains a control character, which the CSI spec bans`);
+}
+
+export const INT64_MAX = (1n << 63n) - 1n;
+
+export function parseBytes(v: string | number | undefined | null, field: string): bigint {
+  if (v === undefined || v === null || v === '') return 0n;
+  const s = String(v);
+  if (!/^-?\d+$/.test(s)) throw invalidArgument(`${field} must be an integer number of bytes`);
+  const n = BigInt(s);
+  if (n < 0n) throw invalidArgument(`${field} must not be negative`);
+  if (n > INT64_MAX) throw outOfRange(`${field} is larger than int64`);
+  return n;
+}
+
+export interface CapRange {
+  required: bigint;
+  limit: bigint;
+}
+
+export function parseRange(r: { required_bytes?: string | number; limit_bytes?: string | number } | null | undefined): CapRange {
+  const required = parseBytes(r?.required_bytes, 'capacity_range.required_bytes');
+  const limit = parseBytes(r?.limit_bytes, 'capacity_range.limit_bytes');
+  if (limit > 0n && required > limit) throw invalidArgument(`capacity_range.required_bytes (${required}) exceeds limit_bytes (${limit})`);
+  return { required, limit };
+}
+
+export const ACCESS_MODES = [
+  'SINGLE_NODE_WRITER',
+  'SINGLE_NODE_READER_ONLY',
+  'MULTI_NODE_READER_ONLY',
+  'MULTI_NODE_SINGLE_WRITER',
+  'MULTI_NODE_MULTI_WRITER',
+  'SINGLE_NODE_SINGLE_WRITER',
+  'SINGLE_NODE_MULTI_WRITER',
+] as const;
+
+export const SINGLE_NODE_MODES = new Set(['SINGLE_NODE_WRITER', 'SINGLE_NODE_READER_ONLY', 'SINGLE_NODE_SINGLE_WRITER', 'SINGLE_NODE_MULTI_WRITER']);
+export const READ_ONLY_MODES = new Set(['SINGLE_NODE_READER_ONLY', 'MULTI_NODE_READER_ONLY']);
+
+// Mount flags a pod's volume may carry. Anything else (exec, suid, dev, remount, options
+// with '=' or ',' smuggling more options) is refused: these flags reach mount(8).
+const MOUNT_FLAGS = new Set([
+  'ro', 'rw', 'noatime', 'nodiratime', 'relatime', 'strictatime', 'lazytime', 'nolazytime',
+  'nosuid', 'nodev', 'noexec', 'sync', 'async', 'dirsync', 'discard', 'nodiscard', 'nouuid',
+  'nobarrier', 'barrier', 'inode64', 'noacl', 'acl', 'user_xattr', 'nouser_xattr',
+]);
+const MOUNT_FLAG_VALUES: Record<string, RegExp> = {
+  commit: /^\d{1,5}$/,
+  data: /^(ordered|writeback|journal)$/,
+  compress: /^(zlib|lzo|zstd|no)(:\d{1,2})?$/,
+  'compress-force': /^(zlib|lzo|zstd)(:\d{1,2})?$/,
+  logbufs: /^\d{1,2}$/,
+  logbsize: /^\d{1,3}k$/,
+  allocsize: /^\d{1,4}[kmg]$/,
+  space_cache: /^v[12]$/,
+};
+
+export function checkMountFlags(flags: string[]): void {
+  for (const f of flags) {
+    if (typeof f !== 'string' || f.length === 0 || f.length > 64 || /[\s,\0]/.test(f)) {
+      throw invalidArgument(`mount flag ${JSON.stringify(String(f).slice(0, 64))} is not allowed: one option per entry, no commas or spaces`);
+    }
+    const eq = f.indexOf('=');
+    if (eq < 0) {
+      if (!MOUNT_FLAGS.has(f)) throw invalidArgument(`mount flag ${JSON.stringify(f)} is not allowed; allowed: ${[...MOUNT_FLAGS].join(', ')}, ${Object.keys(MOUNT_FLAG_VALUES).map((k) => k + '=…').join(', ')}`);
+    } else {
+      const re = MOUNT_FLAG_VALUES[f.slice(0, eq)];
+      if (!re || !re.test(f.slice(eq + 1))) throw invalidArgument(`mount flag ${JSON.stringify(f)} is not allowed`);
+    }
+  }
+}
+
+export function checkFsType(fsType: string): void {
+  if (fsType && !isSupportedFs(fsType)) {
+    throw invalidArgument(`fsType ${JSON.stringify(fsType.slice(0, 32))} is not supported; use one of ${SUPPORTED_FS.join(', ')}`);
+  }
+}
+
+/** The shape proto-loader gives a VolumeCapability (oneof access_type as a discriminator). */
+export interface Capability {
+  block?: object | null;
+  mount?: { fs_type?: string; mount_flags?: string[]; volume_mount_group?: string } | null;
+  access_mode?: { mode?: string } | null;
+  access_type?: string;
+}
+
+export interface CheckedCapability {
+  accessType: AccessType;
+  mode: string;
+  fsType: string;
+  mountFlags: string[];
+}
+
+export function checkCapability(cap: Capability | null | undefined, field = 'volume_capability'): CheckedCapability {
+  if (!cap) throw invalidArgument(`${field} is required`);
+  const accessType: AccessType | undefined = cap.block ? 'block' : cap.mount ? 'mount' : undefined;
+  if (!accessType) throw invalidArgument(`${field}.access_type must be mount or block`);
+  const mode = cap.access_mode?.mode ?? 'UNKNOWN';
+  if (!(ACCESS_MODES as readonly string[]).includes(mode)) throw invalidArgument(`${field}.access_mode ${JSON.stringify(mode)} is not supported`);
+  const fsType = cap.mount?.fs_type ?? '';
+  const mountFlags = cap.mount?.mount_flags ?? [];
+  if (accessType === 'mount') {
+    checkFsType(fsType);
+    checkMountFlags(mountFlags);
+    if (cap.mount?.volume_mount_group) throw invalidArgument(`${field}.mount.volume_mount_group is not supported (no VOLUME_MOUNT_GROUP capability)`);
+  }
+  return { accessType, mode, fsType, mountFlags };
+}
+
+export function checkCapabilities(caps: Capability[] | null | undefined): CheckedCapability[] {
+  if (!caps || caps.length === 0) throw invalidArgument('volume_capabilities is required');
+  const checked = caps.map((c, i) => checkCapability(c, `volume_capabilities[${i}]`));
+  if (new Set(checked.map((c) => c.accessType)).size > 1) throw invalidArgument('volume_capabilities mix block and mount access; a volume is one or the other');
+  if (new Set(checked.map((c) => c.fsType).filter(Boolean)).size > 1) throw invalidArgument('volume_capabilities ask for different filesystem types');
+  return checked;
+}
+
+/** Checks a string map (parameters, contexts) for sane sizes: they end up in JSON records and logs. */
+export function checkStringMap(m: Record<string, string> | null | undefined, field: string): Record<string, string> {
+  const out: Record<string, string> = {};
+  for (const [k, v] of Object.entries(m ?? {})) {
+    if (k.length === 0 || k.length > 256 || BANNED_CHARS.test(k)) throw invalidArgument(`${field} has an invalid key ${JSON.stringify(k.slice(0, 64))}`);
+    if (String(v).length > 4096 || BANNED_CHARS.test(String(v))) throw invalidArgument(`${field}[${JSON.stringify(k)}] has an invalid value`);
+    out[k] = String(v);
+  }
+  return out;
+}
+
+/** A path the CO gives us (staging/target): absolute, normalised, no NUL. */
+export function checkPath(p: string, field: string): string {
+  if (!p) throw invalidArgument(`${field} is required`);
+  if (p.length > 4096 || p.includes('\0') || !p.startsWith('/')) throw invalidArgument(`${field} must be an absolute path`);
+  if (p.split('/').includes('..')) throw invalidArgument(`${field} must not contain '..'`);
+  return p;
+}
