@@ -168,7 +168,8 @@ export class ControllerService {
 
     // Capacity: at least what was asked, what the filesystem needs and what the source holds.
     const range = parseRange(req.capacity_range);
-    let size = range.required > 0n ? range.required : range.limit > 0n && range.limit < this.ctx.config.defaultVolumeBytes ? range.limit : this.ctx.config.defaultVolumeBytes;
+    const fallback = sourceBytes > 0n ? sourceBytes : this.ctx.config.defaultVolumeBytes;
+    let size = range.required > 0n ? range.required : range.limit > 0n && range.limit < fallback ? range.limit : fallback;
     const min = fsType ? MIN_FS_BYTES[fsType] : MiB;
     if (size < min) size = min;
     if (size < sourceBytes) size = sourceBytes;
@@ -442,7 +443,8 @@ export class ControllerService {
     return this.ctx.locks.with([vol.id], 'ControllerExpandVolume', async () => {
       const cur = (await backend.getVolume(vol.id)) ?? vol;
       if (want <= cur.capacityBytes) {
-        return { capacity_bytes: cur.capacityBytes.toString(), node_expansion_required: Object.keys(cur.published).length > 0 };
+        // A retry after a crash must still send the node to grow the device and filesystem.
+        return { capacity_bytes: cur.capacityBytes.toString(), node_expansion_required: true };
       }
       const cap = await backend.capacity(cur.parameters);
       if (want - cur.capacityBytes > cap.availableBytes) {

@@ -7,9 +7,13 @@ export const MAX_NAME_LENGTH = 128;
 // The spec bans these control characters in names.
 const BANNED_CHARS = /[\u0000-\u0008\u000B\u000C\u000E-\u001F\u007F-\u009F]/;
 
+/** The spec's general size limits: 128 bytes for a string, 4 KiB for a map. */
+export const MAX_MAP_BYTES = 4096;
+
 export function checkName(name: string, field = 'name'): void {
   if (!name) throw invalidArgument(`${field} is required`);
-  if (name.length > MAX_NAME_LENGTH) throw invalidArgument(`${field} is ${name.length} characters long; at most ${MAX_NAME_LENGTH} are allowed`);
+  const bytes = Buffer.byteLength(name, 'utf8');
+  if (bytes > MAX_NAME_LENGTH) throw invalidArgument(`${field} is ${bytes} bytes long; the CSI limit is ${MAX_NAME_LENGTH} bytes`);
   if (BANNED_CHARS.test(name)) throw invalidArgument(`${field} contains a control character, which the CSI spec bans`);
 }
 
@@ -68,19 +72,24 @@ const MOUNT_FLAG_VALUES: Record<string, RegExp> = {
   space_cache: /^v[12]$/,
 };
 
+// Mount flags MAY carry sensitive values (the spec says so), so a refusal names the flag
+// by its position and option name only, never its value.
 export function checkMountFlags(flags: string[]): void {
-  for (const f of flags) {
+  flags.forEach((f, i) => {
     if (typeof f !== 'string' || f.length === 0 || f.length > 64 || /[\s,\0]/.test(f)) {
-      throw invalidArgument(`mount flag ${JSON.stringify(String(f).slice(0, 64))} is not allowed: one option per entry, no commas or spaces`);
+      throw invalidArgument(`mount flag #${i + 1} is not allowed: one option per entry, at most 64 characters, no commas or spaces`);
     }
     const eq = f.indexOf('=');
     if (eq < 0) {
-      if (!MOUNT_FLAGS.has(f)) throw invalidArgument(`mount flag ${JSON.stringify(f)} is not allowed; allowed: ${[...MOUNT_FLAGS].join(', ')}, ${Object.keys(MOUNT_FLAG_VALUES).map((k) => k + '=…').join(', ')}`);
+      if (!MOUNT_FLAGS.has(f)) {
+        throw invalidArgument(`mount flag #${i + 1} (${/^[a-z_]{1,20}$/.test(f) ? f : 'unnamed'}) is not allowed; allowed: ${[...MOUNT_FLAGS].join(', ')}, ${Object.keys(MOUNT_FLAG_VALUES).map((k) => k + '=…').join(', ')}`);
+      }
     } else {
-      const re = MOUNT_FLAG_VALUES[f.slice(0, eq)];
-      if (!re || !re.test(f.slice(eq + 1))) throw invalidArgument(`mount flag ${JSON.stringify(f)} is not allowed`);
+      const key = f.slice(0, eq);
+      const re = MOUNT_FLAG_VALUES[key];
+      if (!re || !re.test(f.slice(eq + 1))) throw invalidArgument(`mount flag #${i + 1} (${re ? key + '=…' : 'an option with a value'}) is not allowed`);
     }
-  }
+  });
 }
 
 export function checkFsType(fsType: string): void {
@@ -131,7 +140,10 @@ export function checkCapabilities(caps: Capability[] | null | undefined): Checke
 /** Checks a string map (parameters, contexts) for sane sizes: they end up in JSON records and logs. */
 export function checkStringMap(m: Record<string, string> | null | undefined, field: string): Record<string, string> {
   const out: Record<string, string> = {};
+  let total = 0;
   for (const [k, v] of Object.entries(m ?? {})) {
+    total += Buffer.byteLength(k) + Buffer.byteLength(String(v));
+    if (total > MAX_MAP_BYTES) throw invalidArgument(`${field} is larger than the CSI limit of ${MAX_MAP_BYTES} bytes`);
     if (k.length === 0 || k.length > 256 || BANNED_CHARS.test(k)) throw invalidArgument(`${field} has an invalid key ${JSON.stringify(k.slice(0, 64))}`);
     if (String(v).length > 4096 || BANNED_CHARS.test(String(v))) throw invalidArgument(`${field}[${JSON.stringify(k)}] has an invalid value`);
     out[k] = String(v);

@@ -24,6 +24,14 @@ describe('redactSecrets', () => {
     });
   });
 
+  it('hides mount flags, which the spec says may carry sensitive information', () => {
+    const req = { volume_capability: { mount: { fs_type: 'ext4', mount_flags: ['noatime', 'password=x'] } } };
+    const out = JSON.stringify(redactSecrets(req));
+    expect(out).not.toContain('password=x');
+    expect(out).toContain('2 REDACTED');
+    expect(out).toContain('ext4');
+  });
+
   it('shows an empty secrets map as empty (nothing to hide)', () => {
     expect(redactSecrets({ secrets: {} })).toEqual({ secrets: {} });
   });

@@ -37,11 +37,18 @@ describe('checkName', () => {
     expect(() => checkName('n'.repeat(128))).not.toThrow();
   });
 
-  it('rejects a 129-character name with INVALID_ARGUMENT and says how long it is', () => {
+  it('rejects a 129-byte name with INVALID_ARGUMENT and says how long it is', () => {
     const e = errOf(() => checkName('n'.repeat(129)));
     expect(e.code).toBe(status.INVALID_ARGUMENT);
-    expect(e.message).toContain('129 characters');
+    expect(e.message).toContain('129 bytes');
     expect(e.message).toContain('128');
+  });
+
+  it('counts the spec limit in UTF-8 bytes, not characters', () => {
+    expect(() => checkName('é'.repeat(64))).not.toThrow(); // 128 bytes
+    const e = errOf(() => checkName('é'.repeat(65))); // 130 bytes, 65 characters
+    expect(e.code).toBe(status.INVALID_ARGUMENT);
+    expect(e.message).toContain('130 bytes');
   });
 
   it('rejects an empty name naming the field', () => {
@@ -126,6 +133,15 @@ describe('parseRange', () => {
     const e = errOf(() => parseRange({ required_bytes: '-5' }));
     expect(e.code).toBe(status.INVALID_ARGUMENT);
     expect(e.message).toContain('capacity_range.required_bytes');
+  });
+});
+
+describe('checkMountFlags never echoes a value', () => {
+  it('names a refused key=value flag by position and key only', () => {
+    const e = errOf(() => checkMountFlags(['noatime', 'password=hunter2']));
+    expect(e.code).toBe(status.INVALID_ARGUMENT);
+    expect(e.message).toContain('#2');
+    expect(e.message).not.toContain('hunter2');
   });
 });
 
@@ -276,7 +292,8 @@ describe('checkStringMap', () => {
     ['empty key', { '': 'v' }, /parameters has an invalid key/],
     ['257-char key', { ['k'.repeat(257)]: 'v' }, /parameters has an invalid key/],
     ['control char in key', { 'a\u0001': 'v' }, /parameters has an invalid key/],
-    ['4097-char value', { k: 'v'.repeat(4097) }, /parameters\["k"\] has an invalid value/],
+    ['4097-char value', { k: 'v'.repeat(4097) }, /parameters is larger than the CSI limit of 4096 bytes/],
+    ['a map over 4 KiB in all', Object.fromEntries(Array.from({ length: 50 }, (_, i) => [`key${i}`, 'v'.repeat(80)])), /larger than the CSI limit/],
     ['NUL in value', { k: 'a\0b' }, /parameters\["k"\] has an invalid value/],
   ])('rejects %s with INVALID_ARGUMENT', (_l, m, re) => {
     const e = errOf(() => checkStringMap(m as Record<string, string>, 'parameters'));
@@ -284,7 +301,7 @@ describe('checkStringMap', () => {
     expect(e.message).toMatch(re);
   });
 
-  it('accepts boundary sizes (256-char key, 4096-char value)', () => {
-    expect(() => checkStringMap({ ['k'.repeat(256)]: 'v'.repeat(4096) }, 'parameters')).not.toThrow();
+  it('accepts boundary sizes (256-char key, a map of exactly 4 KiB)', () => {
+    expect(() => checkStringMap({ ['k'.repeat(256)]: 'v'.repeat(4096 - 256) }, 'parameters')).not.toThrow();
   });
 });

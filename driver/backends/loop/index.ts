@@ -29,6 +29,11 @@ export interface LoopBackendOptions {
 
 const TRUE_FALSE = ['true', 'false'] as const;
 
+/** Direct I/O (no second page cache in the loop driver) unless the volume turned it off. */
+function directIOOf(rec: VolumeRecord): boolean {
+  return (rec.mutableParameters.directIO ?? rec.parameters.directIO) !== 'false';
+}
+
 export class LoopBackend implements Backend {
   readonly kind = 'loop';
   readonly mutableParameters = { directIO: TRUE_FALSE };
@@ -45,9 +50,8 @@ export class LoopBackend implements Backend {
 
   validateParameters(params: Record<string, string>): void {
     for (const [k, v] of Object.entries(params)) {
-      if (k === 'directIO') {
-        if (!(TRUE_FALSE as readonly string[]).includes(v)) throw new BackendError('invalid', `parameter directIO must be "true" or "false", not ${JSON.stringify(v)}`);
-      }
+      if (k !== 'directIO') throw new BackendError('invalid', `the loop backend has no parameter ${JSON.stringify(k)}; it takes: directIO (and the driver's backend, mkfsOptions)`);
+      if (!(TRUE_FALSE as readonly string[]).includes(v)) throw new BackendError('invalid', `parameter directIO must be "true" or "false", not ${JSON.stringify(v)}`);
     }
   }
 
@@ -172,7 +176,7 @@ export class LoopBackend implements Backend {
     await writeJsonAtomic(this.volMeta(rec.id), rec);
     const dev = await this.attachedDevice(rec);
     if (dev) {
-      const want = rec.mutableParameters.directIO !== 'false';
+      const want = directIOOf(rec);
       const cur = (await loop.devicesFor(this.volImg(rec.id)))[0];
       if (cur && cur.directIO !== want) await loop.setDirectIO(dev, want);
     }
@@ -270,7 +274,7 @@ export class LoopBackend implements Backend {
   }
 
   async attach(rec: VolumeRecord): Promise<string> {
-    return loop.attach(this.volImg(rec.id), { directIO: rec.mutableParameters.directIO !== 'false' });
+    return loop.attach(this.volImg(rec.id), { directIO: directIOOf(rec) });
   }
 
   async attachedDevice(rec: VolumeRecord): Promise<string | undefined> {

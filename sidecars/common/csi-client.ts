@@ -1,0 +1,52 @@
+// A promise-based CSI client over a Unix socket, for the sidecars, the CLI and the tests.
+// It dials with :authority "localhost", as kubelet and the kubernetes-csi sidecars do.
+import * as grpc from '@grpc/grpc-js';
+import { loadCsi } from '../../proto/load.js';
+
+type Unary = (req: object, cb: (err: grpc.ServiceError | null, res: unknown) => void) => void;
+
+export type CsiService = 'Identity' | 'Controller' | 'Node' | 'GroupController';
+
+/** Every RPC of a service as `await client.Controller.CreateVolume({...})`. */
+export type Rpcs = Record<string, (req?: object, deadlineMs?: number) => Promise<any>>;
+
+export class CsiClient {
+  readonly Identity: Rpcs;
+  readonly Controller: Rpcs;
+  readonly Node: Rpcs;
+  readonly GroupController: Rpcs;
+  private readonly clients: grpc.Client[] = [];
+
+  constructor(endpoint: string, readonly defaultDeadlineMs = 120_000) {
+    const target = endpoint.startsWith('unix://') ? endpoint : `unix://${endpoint}`;
+    const csi = loadCsi().csi.v1;
+    const opts: grpc.ChannelOptions = { 'grpc.default_authority': 'localhost' };
+    const make = (Ctor: grpc.ServiceClientConstructor): Rpcs => {
+      const c = new Ctor(target, grpc.credentials.createInsecure(), opts);
+      this.clients.push(c);
+      const out: Rpcs = {};
+      for (const method of Object.keys(Ctor.service)) {
+        out[method] = (req = {}, deadlineMs = this.defaultDeadlineMs) =>
+          new Promise((resolve, reject) => {
+            const fn = (c as unknown as Record<string, (r: object, m: grpc.Metadata, o: grpc.CallOptions, cb: Parameters<Unary>[1]) => void>)[method];
+            fn.call(c, req, new grpc.Metadata(), { deadline: Date.now() + deadlineMs }, (err, res) => (err ? reject(err) : resolve(res)));
+          });
+      }
+      return out;
+    };
+    this.Identity = make(csi.Identity as unknown as grpc.ServiceClientConstructor);
+    this.Controller = make(csi.Controller as unknown as grpc.ServiceClientConstructor);
+    this.Node = make(csi.Node as unknown as grpc.ServiceClientConstructor);
+    this.GroupController = make(csi.GroupController as unknown as grpc.ServiceClientConstructor);
+  }
+
+  close(): void {
+    for (const c of this.clients) c.close();
+  }
+}
+
+/** The gRPC status name of an error from a call ("NOT_FOUND"), or undefined. */
+export function codeName(err: unknown): string | undefined {
+  const code = (err as { code?: number })?.code;
+  return typeof code === 'number' ? grpc.status[code] : undefined;
+}
