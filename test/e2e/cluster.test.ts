@@ -18,7 +18,8 @@ const MIN = 60_000;
 // A fresh, empty run directory chosen by the test, so `down` can always find
 // the run, even if `up` fails half-way.
 const runDir = mkdtempSync(join(tmpdir(), 'tscsi-e2e-'));
-const env = { ...process.env, TSCSI_CLUSTER_DIR: runDir };
+// kubectl's discovery cache goes into the run dir, which `down` removes
+const env = { ...process.env, TSCSI_CLUSTER_DIR: runDir, KUBECACHEDIR: join(runDir, 'kube-cache') };
 let kubeconfig = '';
 
 async function cluster(...args: string[]) {
@@ -26,7 +27,7 @@ async function cluster(...args: string[]) {
 }
 
 async function kubectl(args: string[], input?: string) {
-  const r = await execa(KUBECTL, ['--kubeconfig', kubeconfig, ...args], { input, reject: false, timeout: 2 * MIN });
+  const r = await execa(KUBECTL, ['--kubeconfig', kubeconfig, ...args], { env, input, reject: false, timeout: 2 * MIN });
   if (r.exitCode !== 0) throw new Error(`kubectl ${args.join(' ')} failed (${r.exitCode}): ${r.stderr}`);
   return r.stdout;
 }
