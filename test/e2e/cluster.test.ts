@@ -170,6 +170,50 @@ describe('single-node cluster', () => {
     await kubectl(['delete', 'pod', 'e2e-busybox', '--wait=true', '--timeout=60s']);
   });
 
+  test('a privileged pod mounts into the kubelet dir with Bidirectional propagation', { timeout: 5 * MIN }, async () => {
+    // What a CSI node plugin does: mount below the kubelet root from inside a
+    // container; the mount must show up on the host. It is left in place so
+    // that `down` has to clean it up.
+    expect(kubeconfig).not.toBe('');
+    const kubeletDir = join(runDir, 'kubelet');
+    const target = join(kubeletDir, 'e2e-propagation');
+    const pod = {
+      apiVersion: 'v1',
+      kind: 'Pod',
+      metadata: { name: 'e2e-propagation', namespace: 'default' },
+      spec: {
+        hostNetwork: true,
+        terminationGracePeriodSeconds: 1,
+        automountServiceAccountToken: false,
+        containers: [
+          {
+            name: 'mounter',
+            image: 'tscsi.local/busybox:1',
+            imagePullPolicy: 'Never',
+            securityContext: { privileged: true },
+            command: [
+              '/bin/sh', '-c',
+              `mkdir -p ${target} && mount -t tmpfs e2e-tmpfs ${target} && echo from-pod > ${target}/f && touch /tmp/ready && trap 'exit 0' TERM && while true; do sleep 1; done`,
+            ],
+            readinessProbe: { exec: { command: ['cat', '/tmp/ready'] }, periodSeconds: 1 },
+            volumeMounts: [{ name: 'kubelet', mountPath: kubeletDir, mountPropagation: 'Bidirectional' }],
+          },
+        ],
+        volumes: [{ name: 'kubelet', hostPath: { path: kubeletDir, type: 'Directory' } }],
+      },
+    };
+    await kubectl(['apply', '-f', '-'], JSON.stringify(pod));
+    const r = await execa(
+      KUBECTL,
+      ['--kubeconfig', kubeconfig, 'wait', '--for=condition=Ready', 'pod/e2e-propagation', '--timeout=120s'],
+      { env, reject: false },
+    );
+    const desc = r.exitCode === 0 ? '' : await kubectl(['describe', 'pod', 'e2e-propagation']);
+    expect(r.exitCode, desc).toBe(0);
+    expect(mountsBelow(target)).toContain(target);
+    expect(readFileSync(join(target, 'f'), 'utf8').trim()).toBe('from-pod');
+  });
+
   test('down leaves no process, mount, loop device or cgroup behind', { timeout: 10 * MIN }, async () => {
     const env = readFileSync(join(runDir, 'cluster.env'), 'utf8');
     const cgroupRoot = /^CGROUP_ROOT=(.+)$/m.exec(env)![1]!;
