@@ -22,6 +22,12 @@ const runDir = mkdtempSync(join(tmpdir(), 'tscsi-e2e-'));
 const env = { ...process.env, TSCSI_CLUSTER_DIR: runDir, KUBECACHEDIR: join(runDir, 'kube-cache') };
 let kubeconfig = '';
 
+// sysctls the kubelet rewrites; `down` of the last run must restore them
+const SYSCTLS = ['kernel/panic', 'kernel/panic_on_oops', 'vm/overcommit_memory'];
+const readSysctls = () => SYSCTLS.map((k) => `${k}=${readFileSync(`/proc/sys/${k}`, 'utf8').trim()}`);
+const sysctlsBefore = readSysctls();
+const otherRunsBefore = existsSync('/run/tscsi-cluster/runs') ? readdirSync('/run/tscsi-cluster/runs').length : 0;
+
 async function cluster(...args: string[]) {
   return execa('bash', [CLI, ...args], { env, stderr: 'inherit', reject: false, timeout: 60 * MIN });
 }
@@ -225,6 +231,8 @@ describe('single-node cluster', () => {
     expect(processesMentioning(runDir + '/').length).toBeGreaterThan(0);
     expect(mountsBelow(runDir).length).toBeGreaterThan(0);
     expect(cgroupDirs(cgroupRoot).length).toBeGreaterThan(0);
+    // the kubelet has rewritten the VM's sysctls while it runs
+    expect(readFileSync('/proc/sys/kernel/panic_on_oops', 'utf8').trim()).toBe('1');
 
     const r = await cluster('down');
     expect(r.exitCode).toBe(0);
@@ -243,6 +251,9 @@ describe('single-node cluster', () => {
         continue;
       }
       expect(target.startsWith(runDir + '/'), `leftover log link ${l}`).toBe(false);
+    }
+    if (otherRunsBefore === 0 && readdirSync('/run/tscsi-cluster/runs').length === 0) {
+      expect(readSysctls()).toEqual(sysctlsBefore);
     }
     // nothing listens on the apiserver's or kubelet's port any more
     expect(await canConnect(apiserverPort)).toBe(false);
