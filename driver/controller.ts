@@ -17,7 +17,7 @@ import { MIN_FS_BYTES, type FsType } from './host/fs.js';
 import type * as T from '../proto/types.js';
 
 const MiB = 1n << 20n;
-const roundUpMiB = (n: bigint) => ((n + MiB - 1n) / MiB) * MiB;
+const roundUp = (n: bigint, unit: bigint) => ((n + unit - 1n) / unit) * unit;
 // Parameters the provisioner adds itself (--extra-create-metadata): accepted and stored, never interpreted.
 const CO_PARAMETER_PREFIX = 'csi.storage.k8s.io/';
 const DRIVER_PARAMETERS = new Set(['backend', 'mkfsOptions']);
@@ -173,10 +173,11 @@ export class ControllerService {
     const min = fsType ? MIN_FS_BYTES[fsType] : MiB;
     if (size < min) size = min;
     if (size < sourceBytes) size = sourceBytes;
-    size = roundUpMiB(size);
+    const unit = await backendCall(() => backend.granularity(params));
+    size = roundUp(size, unit > MiB ? unit : MiB);
     if (range.limit > 0n && size > range.limit) {
       throw outOfRange(
-        `cannot provision within limit_bytes ${range.limit}: the volume needs ${size} bytes (${fsType ? `${fsType} needs at least ${min}; ` : ''}sizes are whole MiB${sourceBytes ? `; the source holds ${sourceBytes}` : ''})`,
+        `cannot provision within limit_bytes ${range.limit}: the volume needs ${size} bytes (${fsType ? `${fsType} needs at least ${min}; ` : ''}sizes are whole multiples of ${unit > MiB ? unit : MiB} bytes${sourceBytes ? `; the source holds ${sourceBytes}` : ''})`,
       );
     }
 
@@ -438,8 +439,9 @@ export class ControllerService {
     const range = parseRange(req.capacity_range);
     if (req.volume_capability) checkCapability(req.volume_capability as Capability);
     const { backend, vol } = await this.ctx.mustFindVolume(req.volume_id);
-    const want = roundUpMiB(range.required > 0n ? range.required : range.limit);
-    if (range.limit > 0n && want > range.limit) throw outOfRange(`cannot expand within limit_bytes ${range.limit}: sizes are whole MiB`);
+    const unit = await backendCall(() => backend.granularity(vol.parameters));
+    const want = roundUp(range.required > 0n ? range.required : range.limit, unit > MiB ? unit : MiB);
+    if (range.limit > 0n && want > range.limit) throw outOfRange(`cannot expand within limit_bytes ${range.limit}: sizes are whole multiples of ${unit} bytes`);
     return this.ctx.locks.with([vol.id], 'ControllerExpandVolume', async () => {
       const cur = (await backend.getVolume(vol.id)) ?? vol;
       if (want <= cur.capacityBytes) {

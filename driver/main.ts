@@ -12,6 +12,7 @@ import { GroupControllerService } from './groupcontroller.js';
 import { NodeService } from './node.js';
 import { NodeStateStore } from './nodestate.js';
 import { LoopBackend } from './backends/loop/index.js';
+import { LvmBackend } from './backends/lvm/index.js';
 import type { Backend } from './backends/backend.js';
 import { ensureXfsPool } from './host/pool.js';
 import { parseSize } from './size.js';
@@ -30,6 +31,10 @@ const USAGE = `tscsi-driver: a CSI driver (spec v1.12) with loop, LVM and Ceph R
   --max-volume-size SIZE         largest single volume (default 16Ti)
   --state-dir DIR                node state (default /var/lib/tscsi/node)
   --max-volumes-per-node N       attach limit reported by NodeGetInfo (default 256; 0 = none)
+  --lvm-volume-groups VG[,VG]    enable the lvm backend on these volume groups (the only ones it touches)
+  --lvm-devices DEV[,DEV]        their physical volumes (default: found by one scan at start)
+  --lvm-mode auto|dm|nodm        device-mapper or loop windows over the PVs (default auto: /proc/misc)
+  --default-backend NAME         backend when a StorageClass does not say (default loop)
   --default-fs-type TYPE         ext4 (default), xfs or btrfs
   --default-volume-size SIZE     when CreateVolume gives no capacity (default 1Gi)
   --log-level LEVEL              pino level (default info)
@@ -49,6 +54,10 @@ async function main(): Promise<void> {
       'max-volume-size': { type: 'string', default: '16Ti' },
       'state-dir': { type: 'string', default: '/var/lib/tscsi/node' },
       'max-volumes-per-node': { type: 'string', default: '256' },
+      'lvm-volume-groups': { type: 'string' },
+      'lvm-devices': { type: 'string' },
+      'lvm-mode': { type: 'string', default: 'auto' },
+      'default-backend': { type: 'string', default: 'loop' },
       'default-fs-type': { type: 'string', default: 'ext4' },
       'default-volume-size': { type: 'string', default: '1Gi' },
       'log-level': { type: 'string', default: process.env.LOG_LEVEL ?? 'info' },
@@ -76,7 +85,7 @@ async function main(): Promise<void> {
     topologyKey: values['topology-key']!,
     maxVolumesPerNode: maxPerNode,
     defaultFsType: fsType as FsType,
-    defaultBackend: 'loop',
+    defaultBackend: values['default-backend']!,
     nodeStateDir: values['state-dir']!,
     defaultVolumeBytes: parseSize(values['default-volume-size']!),
   };
@@ -95,6 +104,21 @@ async function main(): Promise<void> {
   await loop.init();
   log.info({ dataDir, reflink: loop.reflink }, 'loop backend ready');
   const backends = new Map<string, Backend>([[loop.kind, loop]]);
+  if (values['lvm-volume-groups']) {
+    const mode = values['lvm-mode']!;
+    if (mode !== 'auto' && mode !== 'dm' && mode !== 'nodm') throw new Error('--lvm-mode must be auto, dm or nodm');
+    const lvm = new LvmBackend({
+      volumeGroups: values['lvm-volume-groups'].split(',').filter(Boolean),
+      devices: values['lvm-devices']?.split(',').filter(Boolean),
+      mode,
+      stateDir: values['state-dir']!,
+      maxVolumeBytes: parseSize(values['max-volume-size']!),
+      log,
+    });
+    await lvm.init();
+    backends.set(lvm.kind, lvm);
+  }
+  if (!backends.has(config.defaultBackend)) throw new Error(`--default-backend ${config.defaultBackend} is not enabled`);
 
   const ctx = new DriverContext(config, backends, log);
   const nodeState = new NodeStateStore(config.nodeStateDir);

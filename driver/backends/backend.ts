@@ -84,6 +84,8 @@ export interface Backend {
   init(): Promise<void>;
 
   capacity(params: Record<string, string>): Promise<Capacity>;
+  /** Sizes are whole multiples of this (LVM extents); the controller rounds up to it. */
+  granularity(params: Record<string, string>): Promise<bigint>;
 
   getVolume(id: string): Promise<VolumeRecord | undefined>;
   listVolumes(): Promise<VolumeRecord[]>;

@@ -13,6 +13,15 @@ function reviver(k: string, v: unknown): unknown {
   return BIGINT_KEYS.has(k) && typeof v === 'string' ? BigInt(v) : v;
 }
 
+/** JSON for records: bigint sizes and times as decimal strings, read back as bigint. */
+export function recordToJson(value: unknown): string {
+  return JSON.stringify(value, replacer);
+}
+
+export function recordFromJson<T>(text: string): T {
+  return JSON.parse(text, reviver) as T;
+}
+
 export async function fsyncDir(dir: string): Promise<void> {
   const h = await fs.open(dir, 'r');
   try {

@@ -1,6 +1,7 @@
 // Filesystems on block devices: probe, make, grow, freeze, and statfs figures.
 import fsp from 'node:fs/promises';
 import { run, CommandError } from './exec.js';
+import { mountsOf } from './mount.js';
 import { failedPrecondition } from '../errors.js';
 
 export const SUPPORTED_FS = ['ext4', 'ext3', 'xfs', 'btrfs'] as const;
@@ -139,4 +140,21 @@ export async function withFrozen<T>(mountpoints: string[], fn: () => Promise<T>)
       await run('fsfreeze', ['-u', m], { timeoutMs: THAW_TIMEOUT_MS, okCodes: [1] });
     }
   }
+}
+
+/**
+ * Runs fn while these block devices hold still: the filesystems mounted from them are
+ * frozen (so a copy includes what is still in their caches), unmounted ones are flushed.
+ */
+export async function withQuiescedDevices<T>(devices: string[], fn: () => Promise<T>): Promise<T> {
+  const freeze: string[] = [];
+  for (const d of devices) {
+    const fsMount = (await mountsOf(d)).find((m) => m.source === d);
+    if (fsMount) {
+      if (!freeze.includes(fsMount.target)) freeze.push(fsMount.target);
+    } else {
+      await run('blockdev', ['--flushbufs', d]);
+    }
+  }
+  return withFrozen(freeze, fn);
 }

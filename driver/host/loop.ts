@@ -89,3 +89,42 @@ export async function deviceSize(device: string): Promise<bigint> {
   const r = await run('blockdev', ['--getsize64', device]);
   return BigInt(r.stdout.trim());
 }
+
+/** Devices that are windows onto `file` at exactly this offset (LVM without device-mapper). */
+export async function windowsAt(file: string, offset: number): Promise<LoopDevice[]> {
+  return (await devicesFor(file)).filter((d) => d.offset === offset);
+}
+
+/** A window of `size` bytes at `offset` into `file`, or the one already there. */
+export async function attachWindow(file: string, offset: number, size: number, opts: AttachOptions = {}): Promise<string> {
+  const existing = await windowsAt(file, offset);
+  if (existing.length > 0) return existing[0].name;
+  const args = ['-f', '--show', '--offset', String(offset), '--sizelimit', String(size), '--sector-size', String(LOOP_SECTOR_SIZE), `--direct-io=${opts.directIO === false ? 'off' : 'on'}`];
+  if (opts.readOnly) args.push('-r');
+  const r = await run('losetup', [...args, await fs.realpath(file)]);
+  return r.stdout.trim();
+}
+
+export async function detach(device: string): Promise<void> {
+  await run('losetup', ['-d', device]);
+}
+
+/**
+ * Changes an attached device's size limit in place (LOOP_SET_STATUS64), so a mounted
+ * filesystem can grow into it; util-linux has no command for this. perl-base is on every
+ * Debian system, which spares the driver a native module.
+ */
+export async function setSizeLimit(device: string, bytes: bigint): Promise<void> {
+  if (!/^\/dev\/loop\d+$/.test(device)) throw new Error(`not a loop device: ${device}`);
+  const script =
+    'my ($d,$n)=@ARGV; open(my $f,"<",$d) or die "open $d: $!\\n"; my $b="\\0" x 232;' +
+    ' ioctl($f,0x4C05,$b) or die "LOOP_GET_STATUS64: $!\\n"; substr($b,32,8)=pack("Q<",$n);' +
+    ' ioctl($f,0x4C04,$b) or die "LOOP_SET_STATUS64: $!\\n";';
+  await run('perl', ['-e', script, device, bytes.toString()]);
+}
+
+/** The binding of one loop device, or undefined when it is not bound. */
+export async function describe(device: string): Promise<LoopDevice | undefined> {
+  const r = await run('losetup', ['-l', '-J', '-O', 'NAME,BACK-FILE,SIZELIMIT,OFFSET,RO,DIO', device], { okCodes: [1] });
+  return parse(r.stdout)[0];
+}

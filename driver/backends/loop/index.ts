@@ -15,8 +15,7 @@ import {
 import { readJson, writeJsonAtomic, removeFile, fsyncDir } from '../../host/atomic.js';
 import { run } from '../../host/exec.js';
 import * as loop from '../../host/loop.js';
-import { mountsOf } from '../../host/mount.js';
-import { withFrozen } from '../../host/fs.js';
+import { withQuiescedDevices } from '../../host/fs.js';
 import type { Logger } from '../../log.js';
 
 export interface LoopBackendOptions {
@@ -123,6 +122,10 @@ export class LoopBackend implements Backend {
     const free = s.bavail * s.bsize;
     if (available > free) available = free;
     return { availableBytes: available, maximumVolumeBytes: this.opts.maxVolumeBytes };
+  }
+
+  async granularity(): Promise<bigint> {
+    return 1n << 20n;
   }
 
   async getVolume(id: string): Promise<VolumeRecord | undefined> {
@@ -298,23 +301,10 @@ export class LoopBackend implements Backend {
     }
   }
 
-  /**
-   * Runs fn while the volumes backed by these files hold still: mounted filesystems are
-   * frozen (so the copy includes what is still in their caches), raw devices flushed.
-   */
+  /** Runs fn while the volumes backed by these files hold still (frozen or flushed). */
   private async withQuiesced<T>(files: string[], fn: () => Promise<T>): Promise<T> {
-    const freeze: string[] = [];
-    for (const f of files) {
-      for (const d of await loop.devicesFor(f)) {
-        const mounts = await mountsOf(d.name);
-        const fsMount = mounts.find((m) => m.source === d.name);
-        if (fsMount) {
-          if (!freeze.includes(fsMount.target)) freeze.push(fsMount.target);
-        } else {
-          await run('blockdev', ['--flushbufs', d.name]);
-        }
-      }
-    }
-    return withFrozen(freeze, fn);
+    const devices: string[] = [];
+    for (const f of files) for (const d of await loop.devicesFor(f)) devices.push(d.name);
+    return withQuiescedDevices(devices, fn);
   }
 }

@@ -1,0 +1,470 @@
+// The LVM backend: each volume is a logical volume in a volume group the driver was given,
+// and everything about it lives in the LV's own tags, so every state can be rebuilt from
+// `lvs` alone. Two modes, detected at start:
+//  - dm: the kernel has device-mapper; LVs are activated, thin pools give instant
+//    snapshots and clones.
+//  - nodm: no device-mapper (these VMs). LVM edits metadata only; volumes are contiguous
+//    linear LVs exposed through a loop device over their extents on the PV; snapshots and
+//    clones are full copies taken under fsfreeze, so the CSI capabilities stay the same.
+import fs from 'node:fs/promises';
+import {
+  BackendError,
+  type Backend,
+  type Capacity,
+  type GroupSnapshotRecord,
+  type SnapshotRecord,
+  type VolumeHealth,
+  type VolumeRecord,
+} from '../backend.js';
+import { Lvm, type LvInfo } from './lvm.js';
+import { recordFromJson, recordToJson } from '../../host/atomic.js';
+import * as loop from '../../host/loop.js';
+import { wipe, copy } from '../../host/block.js';
+import { withQuiescedDevices } from '../../host/fs.js';
+import { CommandError } from '../../host/exec.js';
+import type { Logger } from '../../log.js';
+
+export interface LvmBackendOptions {
+  volumeGroups: string[];
+  /** Explicit PV devices; default: found by one scan at start. */
+  devices?: string[];
+  mode: 'auto' | 'dm' | 'nodm';
+  stateDir: string;
+  maxVolumeBytes?: bigint;
+  log: Logger;
+}
+
+const TAG_KIND = 'tscsi.kind';
+const TAG_DIRTY = 'tscsi.dirty';
+const TAG_RECORD = 'tscsi.r';
+const CHUNK = 900; // LVM tags are at most 1024 characters
+const PARAMS = new Set(['volumeGroup', 'type', 'thinPool']);
+
+type Kind = 'vol' | 'snap';
+
+interface SnapshotWithGroup extends SnapshotRecord {
+  group?: GroupSnapshotRecord;
+}
+
+function recordTags(kind: Kind, rec: object): string[] {
+  const b64 = Buffer.from(recordToJson(rec)).toString('base64url');
+  const tags = [`${TAG_KIND}=${kind}`];
+  for (let i = 0; i * CHUNK < b64.length; i++) tags.push(`${TAG_RECORD}${i}=${b64.slice(i * CHUNK, (i + 1) * CHUNK)}`);
+  return tags;
+}
+
+function kindOf(lv: LvInfo): Kind | undefined {
+  const t = lv.tags.find((x) => x.startsWith(`${TAG_KIND}=`));
+  const k = t?.slice(TAG_KIND.length + 1);
+  return k === 'vol' || k === 'snap' ? k : undefined;
+}
+
+function recordOf<T>(lv: LvInfo): T | undefined {
+  const parts = lv.tags
+    .filter((t) => t.startsWith(TAG_RECORD))
+    .map((t) => {
+      const eq = t.indexOf('=');
+      return { i: Number(t.slice(TAG_RECORD.length, eq)), v: t.slice(eq + 1) };
+    })
+    .sort((a, b) => a.i - b.i);
+  if (parts.length === 0) return undefined;
+  try {
+    return recordFromJson<T>(Buffer.from(parts.map((p) => p.v).join(''), 'base64url').toString('utf8'));
+  } catch {
+    return undefined;
+  }
+}
+
+function exhaustedOr(err: unknown, what: string): unknown {
+  if (err instanceof CommandError && /Insufficient (suitable )?(contiguous )?(allocatable )?(free )?extents|insufficient free space/i.test(err.stderr)) {
+    return new BackendError('exhausted', `${what}: not enough ${/contiguous/.test(err.stderr) ? 'contiguous ' : ''}free space in the volume group (${err.stderr.trim().split('\n').pop()})`);
+  }
+  return err;
+}
+
+export class LvmBackend implements Backend {
+  readonly kind = 'lvm';
+  readonly mutableParameters = {};
+  lvm!: Lvm;
+  deviceMapper = false;
+  // Fixed once a VG and its PVs exist: an extent's size and where a PV's extents start.
+  private readonly extentBytes = new Map<string, bigint>();
+  private readonly peStart = new Map<string, bigint>();
+
+  constructor(private readonly opts: LvmBackendOptions) {}
+
+  validateParameters(params: Record<string, string>): void {
+    for (const k of Object.keys(params)) {
+      if (!PARAMS.has(k)) throw new BackendError('invalid', `the lvm backend has no parameter ${JSON.stringify(k)}; it takes: ${[...PARAMS].join(', ')}`);
+    }
+    const vg = params.volumeGroup ?? this.opts.volumeGroups[0];
+    if (!this.opts.volumeGroups.includes(vg)) {
+      throw new BackendError('invalid', `volume group ${JSON.stringify(vg.slice(0, 64))} is not one this driver may touch (--lvm-volume-groups: ${this.opts.volumeGroups.join(', ')})`);
+    }
+    const type = params.type ?? 'linear';
+    if (type !== 'linear' && type !== 'thin') throw new BackendError('invalid', `parameter type must be linear or thin, not ${JSON.stringify(type.slice(0, 32))}`);
+    if (type === 'thin') {
+      if (!params.thinPool || !/^[A-Za-z0-9+_.-]{1,64}$/.test(params.thinPool)) throw new BackendError('invalid', 'type thin needs a thinPool parameter naming an existing thin pool');
+      if (this.opts.mode === 'nodm' || (this.lvm && !this.deviceMapper)) {
+        throw new BackendError('invalid', 'thin volumes need device-mapper, which this node does not have; use type linear');
+      }
+    }
+  }
+
+  async init(): Promise<void> {
+    const misc = await fs.readFile('/proc/misc', 'utf8').catch(() => '');
+    const dmPresent = /\bdevice-mapper\b/.test(misc);
+    if (this.opts.mode === 'dm' && !dmPresent) throw new Error('--lvm-mode dm, but the kernel has no device-mapper (/proc/misc)');
+    this.deviceMapper = this.opts.mode === 'dm' || (this.opts.mode === 'auto' && dmPresent);
+    this.lvm = new Lvm(this.opts.stateDir, this.deviceMapper);
+    const devices = this.opts.devices ?? (await Lvm.scanPvs()).filter((p) => this.opts.volumeGroups.includes(p.vg)).map((p) => p.name);
+    await this.lvm.configure(devices);
+    const found = (await this.lvm.vgs(this.opts.volumeGroups).catch(() => [])).map((v) => v.name);
+    const missing = this.opts.volumeGroups.filter((v) => !found.includes(v));
+    if (missing.length) throw new Error(`volume group(s) ${missing.join(', ')} not found on devices ${devices.join(', ') || '(none)'}`);
+    // An LV still marked dirty is a create or copy that never finished: remove it, the
+    // CO's retry makes it again. Exactly one LV per name, or none.
+    for (const lv of await this.ours()) {
+      if (lv.tags.includes(TAG_DIRTY)) {
+        await this.detachLv(lv).catch(() => undefined);
+        await this.lvm.run(['lvremove', '-y', `${lv.vg}/${lv.name}`]);
+        this.opts.log.warn({ lv: `${lv.vg}/${lv.name}` }, 'removed an LV whose create did not finish');
+      }
+    }
+    this.opts.log.info({ mode: this.deviceMapper ? 'dm' : 'nodm', volumeGroups: this.opts.volumeGroups, devices }, 'lvm backend ready');
+  }
+
+  private async ours(select?: string): Promise<LvInfo[]> {
+    return (await this.lvm.lvs(this.opts.volumeGroups, select)).filter((lv) => kindOf(lv) !== undefined);
+  }
+
+  private async findLv(id: string, kind: Kind): Promise<LvInfo | undefined> {
+    const [lv] = (await this.ours(`lv_name=${id}`)).filter((l) => kindOf(l) === kind);
+    return lv;
+  }
+
+  private volumeFrom(lv: LvInfo): VolumeRecord | undefined {
+    const r = recordOf<VolumeRecord>(lv);
+    // The LV's real size wins over the record: an expand that crashed before its tag update
+    // still shows its true size.
+    return r && !lv.tags.includes(TAG_DIRTY) ? { ...r, capacityBytes: lv.sizeBytes } : undefined;
+  }
+
+  private async extentOf(vg: string): Promise<bigint> {
+    let e = this.extentBytes.get(vg);
+    if (e === undefined) {
+      const [info] = await this.lvm.vgs([vg]);
+      if (!info) throw new BackendError('precondition', `volume group ${vg} not found`);
+      e = info.extentBytes;
+      this.extentBytes.set(vg, e);
+    }
+    return e;
+  }
+
+  async granularity(params: Record<string, string>): Promise<bigint> {
+    return this.extentOf(this.vgOf(params));
+  }
+
+  async capacity(params: Record<string, string>): Promise<Capacity> {
+    const vg = this.vgOf(params);
+    const [info] = await this.lvm.vgs([vg]);
+    if (!info) return { availableBytes: 0n };
+    if (params.type === 'thin' && params.thinPool) {
+      const [pool] = await this.lvm.lvs([vg], `lv_name=${params.thinPool}`);
+      const free = pool ? (pool.sizeBytes * BigInt(Math.floor((100 - (pool.dataPercent ?? 0)) * 100))) / 10000n : 0n;
+      return { availableBytes: free, maximumVolumeBytes: this.opts.maxVolumeBytes };
+    }
+    let largest = info.freeBytes;
+    if (!this.deviceMapper) {
+      // Without device-mapper a volume must be one contiguous run of extents.
+      const runs = await this.lvm.freeRuns(vg);
+      largest = BigInt(Math.max(0, ...runs.map((r) => r.size))) * info.extentBytes;
+    }
+    const max = this.opts.maxVolumeBytes;
+    return { availableBytes: info.freeBytes, maximumVolumeBytes: max !== undefined && max < largest ? max : largest };
+  }
+
+  async getVolume(id: string): Promise<VolumeRecord | undefined> {
+    const lv = await this.findLv(id, 'vol');
+    return lv ? this.volumeFrom(lv) : undefined;
+  }
+
+  async listVolumes(): Promise<VolumeRecord[]> {
+    return (await this.ours())
+      .filter((lv) => kindOf(lv) === 'vol')
+      .map((lv) => this.volumeFrom(lv))
+      .filter((v): v is VolumeRecord => !!v);
+  }
+
+  private async lvcreate(kind: Kind, id: string, vg: string, bytes: bigint, params: Record<string, string>, rec: object): Promise<void> {
+    const tags = [...recordTags(kind, rec), TAG_DIRTY].flatMap((t) => ['--addtag', t]);
+    const args =
+      params.type === 'thin'
+        ? ['lvcreate', '-y', '-n', id, '-V', `${bytes}b`, '-T', `${vg}/${params.thinPool}`, ...tags]
+        : ['lvcreate', '-y', '-n', id, '-L', `${bytes}b`, ...(this.deviceMapper ? ['-Wy', '-Zn'] : ['--alloc', 'contiguous', '-Wn', '-Zn']), ...tags, vg];
+    try {
+      await this.lvm.run(args);
+    } catch (err) {
+      throw exhaustedOr(err, `creating ${vg}/${id}`);
+    }
+  }
+
+  private async clearDirty(vg: string, id: string): Promise<void> {
+    await this.lvm.run(['lvchange', '--deltag', TAG_DIRTY, `${vg}/${id}`]);
+  }
+
+  private vgOf(params: Record<string, string>): string {
+    return params.volumeGroup ?? this.opts.volumeGroups[0];
+  }
+
+  async createVolume(rec: VolumeRecord): Promise<VolumeRecord> {
+    const vg = this.vgOf(rec.parameters);
+    const existing = await this.findLv(rec.id, 'vol');
+    if (existing?.tags.includes(TAG_DIRTY)) {
+      await this.detachLv(existing).catch(() => undefined);
+      await this.lvm.run(['lvremove', '-y', `${vg}/${rec.id}`]);
+    } else if (existing) {
+      return this.volumeFrom(existing)!;
+    }
+    const src = rec.contentSource ? await this.findLv(rec.contentSource.id, rec.contentSource.type === 'snapshot' ? 'snap' : 'vol') : undefined;
+    if (rec.contentSource && !src) throw new BackendError('not-found', `content source ${rec.contentSource.id} does not exist`);
+    if (src && src.vg !== vg) throw new BackendError('invalid', `content source ${rec.contentSource!.id} is in volume group ${src.vg}, not ${vg}`);
+
+    if (src && this.deviceMapper && rec.parameters.type === 'thin' && src.poolLv) {
+      // Thin clone: a thin snapshot of the source, instant and sharing blocks.
+      const tags = [...recordTags('vol', rec), TAG_DIRTY].flatMap((t) => ['--addtag', t]);
+      await this.lvm.run(['lvcreate', '-y', '-s', '-kn', '-n', rec.id, ...tags, `${vg}/${src.name}`]);
+      if (rec.capacityBytes > src.sizeBytes) await this.lvm.run(['lvextend', '-L', `${rec.capacityBytes}b`, `${vg}/${rec.id}`]);
+    } else {
+      await this.lvcreate('vol', rec.id, vg, rec.capacityBytes, rec.parameters, rec);
+      const lv = (await this.findLv(rec.id, 'vol'))!;
+      await this.withTempDevice(lv, async (dst) => {
+        if (rec.parameters.type !== 'thin') await wipe(dst);
+        if (src) await this.copyFrom(src, dst);
+      });
+    }
+    await this.clearDirty(vg, rec.id);
+    return (await this.getVolume(rec.id))!;
+  }
+
+  /** Copies an LV's bytes onto a device, freezing the source's filesystem if it is staged. */
+  private async copyFrom(src: LvInfo, dst: string): Promise<void> {
+    const attached = await this.deviceOf(src);
+    await withQuiescedDevices(attached ? [attached] : [], () => this.withTempDevice(src, (s) => copy(s, dst, src.sizeBytes)));
+  }
+
+  async saveVolume(rec: VolumeRecord): Promise<void> {
+    const lv = await this.findLv(rec.id, 'vol');
+    if (!lv) throw new BackendError('not-found', `volume ${rec.id} does not exist`);
+    await this.retag(lv, recordTags('vol', rec));
+  }
+
+  /** Replaces the record tags in one lvchange: one metadata commit, so never half a record. */
+  private async retag(lv: LvInfo, tags: string[]): Promise<void> {
+    const old = lv.tags.filter((t) => t.startsWith(TAG_RECORD) || t.startsWith(`${TAG_KIND}=`));
+    const del = old.filter((t) => !tags.includes(t)).flatMap((t) => ['--deltag', t]);
+    const add = tags.filter((t) => !old.includes(t)).flatMap((t) => ['--addtag', t]);
+    if (del.length + add.length > 0) await this.lvm.run(['lvchange', ...del, ...add, `${lv.vg}/${lv.name}`]);
+  }
+
+  async expandVolume(rec: VolumeRecord, newBytes: bigint): Promise<VolumeRecord> {
+    const lv = await this.findLv(rec.id, 'vol');
+    if (!lv) throw new BackendError('not-found', `volume ${rec.id} does not exist`);
+    if (lv.sizeBytes < newBytes) {
+      try {
+        await this.lvm.run(['lvextend', '-L', `${newBytes}b`, ...(this.deviceMapper ? [] : ['--alloc', 'contiguous']), `${lv.vg}/${lv.name}`]);
+      } catch (err) {
+        throw exhaustedOr(err, `growing ${lv.vg}/${lv.name} in place`);
+      }
+    }
+    const next = { ...rec, capacityBytes: newBytes };
+    await this.saveVolume(next);
+    return next;
+  }
+
+  async deleteVolume(id: string): Promise<void> {
+    const lv = await this.findLv(id, 'vol');
+    if (!lv) return;
+    await this.removeLv(lv);
+  }
+
+  private async removeLv(lv: LvInfo): Promise<void> {
+    const dev = await this.deviceOf(lv);
+    if (dev) throw new BackendError('precondition', `${lv.vg}/${lv.name} is still attached on this node as ${dev}: unstage it first`);
+    // The next tenant of these extents must not see this one's data.
+    if (!lv.poolLv) await this.withTempDevice(lv, (d) => wipe(d));
+    await this.lvm.run(['lvremove', '-y', `${lv.vg}/${lv.name}`]);
+  }
+
+  async volumeHealth(rec: VolumeRecord): Promise<VolumeHealth> {
+    const lv = await this.findLv(rec.id, 'vol');
+    if (!lv) return { abnormal: true, message: `logical volume for ${rec.id} is missing` };
+    if (lv.attr[8] === 'p') return { abnormal: true, message: `${lv.vg}/${lv.name} is partial: a physical volume is missing` };
+    if (!this.deviceMapper && lv.segments.length !== 1) return { abnormal: true, message: `${lv.vg}/${lv.name} has ${lv.segments.length} segments; without device-mapper it must have one` };
+    return { abnormal: false, message: `${lv.vg}/${lv.name} ${lv.attr}` };
+  }
+
+  async getSnapshot(id: string): Promise<SnapshotRecord | undefined> {
+    const lv = await this.findLv(id, 'snap');
+    const r = lv && !lv.tags.includes(TAG_DIRTY) ? recordOf<SnapshotWithGroup>(lv) : undefined;
+    if (!r) return undefined;
+    const { group: _g, ...snap } = r;
+    return snap;
+  }
+
+  private async snapshotsWithGroups(): Promise<SnapshotWithGroup[]> {
+    return (await this.ours())
+      .filter((lv) => kindOf(lv) === 'snap' && !lv.tags.includes(TAG_DIRTY))
+      .map((lv) => recordOf<SnapshotWithGroup>(lv))
+      .filter((s): s is SnapshotWithGroup => !!s);
+  }
+
+  async listSnapshots(): Promise<SnapshotRecord[]> {
+    return (await this.snapshotsWithGroups()).map(({ group: _g, ...s }) => s);
+  }
+
+  async createSnapshots(recs: SnapshotRecord[]): Promise<SnapshotRecord[]> {
+    const sources: LvInfo[] = [];
+    for (const r of recs) {
+      const lv = await this.findLv(r.sourceVolumeId, 'vol');
+      if (!lv) throw new BackendError('not-found', `source volume ${r.sourceVolumeId} does not exist`);
+      sources.push(lv);
+      const stale = await this.findLv(r.id, 'snap');
+      if (stale) await this.removeLv(stale);
+    }
+    const attached = (await Promise.all(sources.map((s) => this.deviceOf(s)))).filter((d): d is string => !!d);
+    const thin = this.deviceMapper && sources.every((s) => s.poolLv);
+    if (thin) {
+      // Thin snapshots are instant: cut them all inside one freeze.
+      await withQuiescedDevices(attached, async () => {
+        for (let i = 0; i < recs.length; i++) {
+          const tags = [...recordTags('snap', recs[i]), TAG_DIRTY].flatMap((t) => ['--addtag', t]);
+          await this.lvm.run(['lvcreate', '-y', '-s', '-kn', '-n', recs[i].id, ...tags, `${sources[i].vg}/${sources[i].name}`]);
+        }
+      });
+    } else {
+      for (let i = 0; i < recs.length; i++) {
+        await this.lvcreate('snap', recs[i].id, sources[i].vg, sources[i].sizeBytes, { type: 'linear' }, recs[i]);
+      }
+      const dests = await Promise.all(recs.map(async (r) => (await this.findLv(r.id, 'snap'))!));
+      // Full copies, all taken inside one freeze so a group is consistent across volumes.
+      await withQuiescedDevices(attached, async () => {
+        for (let i = 0; i < recs.length; i++) {
+          await this.withTempDevice(dests[i], (dst) => this.withTempDevice(sources[i], (src) => copy(src, dst, sources[i].sizeBytes)));
+        }
+      });
+    }
+    for (let i = 0; i < recs.length; i++) await this.clearDirty(sources[i].vg, recs[i].id);
+    return recs;
+  }
+
+  async deleteSnapshot(id: string): Promise<void> {
+    const lv = await this.findLv(id, 'snap');
+    if (lv) await this.removeLv(lv);
+  }
+
+  // A group snapshot has no LV of its own: its record rides in each member's tags.
+  async getGroupSnapshot(id: string): Promise<GroupSnapshotRecord | undefined> {
+    return (await this.snapshotsWithGroups()).find((s) => s.group?.id === id)?.group;
+  }
+
+  async saveGroupSnapshot(rec: GroupSnapshotRecord): Promise<void> {
+    for (const sid of rec.snapshotIds) {
+      const lv = await this.findLv(sid, 'snap');
+      const snap = lv ? recordOf<SnapshotWithGroup>(lv) : undefined;
+      if (!lv || !snap) throw new BackendError('not-found', `member snapshot ${sid} does not exist`);
+      await this.retag(lv, recordTags('snap', { ...snap, group: rec }));
+    }
+  }
+
+  async deleteGroupSnapshotRecord(): Promise<void> {
+    // Nothing left once the members are gone.
+  }
+
+  // ---- node side -------------------------------------------------------------------
+
+  /** Where a nodm window for this LV goes: the PV's backing file when the PV is itself a loop device (one layer, direct I/O). */
+  private async windowOf(lv: LvInfo): Promise<{ file: string; offset: number; size: number }> {
+    if (lv.segments.length !== 1) throw new BackendError('precondition', `${lv.vg}/${lv.name} has ${lv.segments.length} segments; without device-mapper only one contiguous segment can be exposed`);
+    const seg = lv.segments[0];
+    if (!this.peStart.has(seg.pv)) for (const p of await this.lvm.pvs([lv.vg])) this.peStart.set(p.name, p.peStartBytes);
+    const peStart = this.peStart.get(seg.pv);
+    const extent = await this.extentOf(lv.vg);
+    if (peStart === undefined) throw new BackendError('precondition', `physical volume ${seg.pv} of ${lv.vg} not found`);
+    let file = seg.pv;
+    let base = 0;
+    const m = /^\/dev\/loop\d+$/.test(seg.pv) ? (await loop.describe(seg.pv)) : undefined;
+    if (m) {
+      file = m.backFile;
+      base = m.offset;
+    }
+    return { file, offset: base + Number(peStart + BigInt(seg.startPe) * extent), size: Number(lv.sizeBytes) };
+  }
+
+  private dmPath(lv: LvInfo): string {
+    return `/dev/${lv.vg}/${lv.name}`;
+  }
+
+  private async deviceOf(lv: LvInfo): Promise<string | undefined> {
+    if (this.deviceMapper) return lv.attr[4] === 'a' ? this.dmPath(lv) : undefined;
+    if (lv.segments.length !== 1) return undefined;
+    const w = await this.windowOf(lv);
+    return (await loop.windowsAt(w.file, w.offset))[0]?.name;
+  }
+
+  private async attachLv(lv: LvInfo): Promise<string> {
+    if (this.deviceMapper) {
+      await this.lvm.run(['lvchange', '-ay', '-K', `${lv.vg}/${lv.name}`]);
+      return this.dmPath(lv);
+    }
+    const w = await this.windowOf(lv);
+    return loop.attachWindow(w.file, w.offset, w.size);
+  }
+
+  private async detachLv(lv: LvInfo): Promise<void> {
+    if (this.deviceMapper) {
+      await this.lvm.run(['lvchange', '-an', `${lv.vg}/${lv.name}`]);
+      return;
+    }
+    const w = await this.windowOf(lv);
+    for (const d of await loop.windowsAt(w.file, w.offset)) await loop.detach(d.name);
+  }
+
+  /** Runs fn with the LV as a block device: the attached one, or one made for fn and removed after. */
+  private async withTempDevice<T>(lv: LvInfo, fn: (device: string) => Promise<T>): Promise<T> {
+    const existing = await this.deviceOf(lv);
+    if (existing) return fn(existing);
+    const dev = await this.attachLv(lv);
+    try {
+      return await fn(dev);
+    } finally {
+      await this.detachLv(lv);
+    }
+  }
+
+  private async mustLv(rec: VolumeRecord): Promise<LvInfo> {
+    const lv = await this.findLv(rec.id, 'vol');
+    if (!lv) throw new BackendError('not-found', `volume ${rec.id} does not exist`);
+    return lv;
+  }
+
+  async attach(rec: VolumeRecord): Promise<string> {
+    return this.attachLv(await this.mustLv(rec));
+  }
+
+  async attachedDevice(rec: VolumeRecord): Promise<string | undefined> {
+    const lv = await this.findLv(rec.id, 'vol');
+    return lv ? this.deviceOf(lv) : undefined;
+  }
+
+  async detach(rec: VolumeRecord): Promise<void> {
+    const lv = await this.findLv(rec.id, 'vol');
+    if (lv && (await this.deviceOf(lv))) await this.detachLv(lv);
+  }
+
+  async refreshDevice(rec: VolumeRecord, device: string): Promise<void> {
+    if (this.deviceMapper) return; // dm devices follow lvextend by themselves
+    const lv = await this.mustLv(rec);
+    await loop.setSizeLimit(device, lv.sizeBytes);
+  }
+}

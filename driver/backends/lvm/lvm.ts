@@ -1,0 +1,128 @@
+// lvm2, driven through its JSON reports. Every command runs with the driver's own
+// configuration (LVM_SYSTEM_DIR): a device filter limited to the volume groups' PVs (so
+// hundreds of loop devices are never scanned), no archive churn, and, where the kernel has
+// no device-mapper, activation off.
+import fs from 'node:fs/promises';
+import path from 'node:path';
+import { run, type RunResult } from '../../host/exec.js';
+
+export interface LvInfo {
+  vg: string;
+  name: string;
+  sizeBytes: bigint;
+  tags: string[];
+  attr: string;
+  poolLv: string;
+  /** Single-segment placement: the PV and the first extent (nodm windows need it). */
+  segments: Array<{ pv: string; startPe: number; sizePe: number }>;
+  dataPercent: number | undefined;
+}
+
+export interface VgInfo {
+  name: string;
+  extentBytes: bigint;
+  freeBytes: bigint;
+  sizeBytes: bigint;
+}
+
+export interface PvInfo {
+  name: string;
+  vg: string;
+  peStartBytes: bigint;
+}
+
+type Report = { report: Array<Record<string, Array<Record<string, string>>>> };
+
+export class Lvm {
+  readonly confDir: string;
+  private devices: string[] = [];
+
+  constructor(
+    stateDir: string,
+    readonly deviceMapper: boolean,
+  ) {
+    this.confDir = path.join(stateDir, 'lvm-conf');
+  }
+
+  /** Writes the configuration, accepting exactly these PV devices. */
+  async configure(devices: string[]): Promise<void> {
+    this.devices = [...new Set(devices)].sort();
+    const filter = [...this.devices.map((d) => `"a|^${d.replace(/[|"\\]/g, '')}$|"`), '"r|.*|"'].join(', ');
+    const conf = [
+      `global { activation = ${this.deviceMapper ? 1 : 0} }`,
+      `devices { filter = [ ${filter} ] global_filter = [ ${filter} ] use_devicesfile = 0 obtain_device_list_from_udev = 0 }`,
+      `backup { backup = ${this.deviceMapper ? 1 : 0} archive = 0 }`,
+      `activation { udev_sync = 0 udev_rules = 0 monitoring = 0 }`,
+      '',
+    ].join('\n');
+    await fs.mkdir(this.confDir, { recursive: true, mode: 0o700 });
+    const file = path.join(this.confDir, 'lvm.conf');
+    await fs.writeFile(`${file}.tmp`, conf, { mode: 0o600 });
+    await fs.rename(`${file}.tmp`, file);
+  }
+
+  async run(args: string[], timeoutMs = 120_000): Promise<RunResult> {
+    return run('lvm', args, { env: { LVM_SYSTEM_DIR: this.confDir, LVM_SUPPRESS_FD_WARNINGS: '1' }, timeoutMs });
+  }
+
+  private async report(args: string[], key: string): Promise<Array<Record<string, string>>> {
+    const r = await this.run([...args, '--reportformat', 'json', '--units', 'b', '--nosuffix']);
+    const j = JSON.parse(r.stdout) as Report;
+    return j.report.flatMap((x) => x[key] ?? []);
+  }
+
+  /** Every PV the system shows (used once at start to find the volume groups' devices). */
+  static async scanPvs(): Promise<PvInfo[]> {
+    const r = await run('lvm', ['pvs', '--reportformat', 'json', '--units', 'b', '--nosuffix', '-o', 'pv_name,vg_name,pe_start'], {
+      env: { LVM_SUPPRESS_FD_WARNINGS: '1' },
+    });
+    const j = JSON.parse(r.stdout) as Report;
+    return j.report.flatMap((x) => x.pv ?? []).map((p) => ({ name: p.pv_name, vg: p.vg_name, peStartBytes: BigInt(p.pe_start) }));
+  }
+
+  async pvs(vgs: string[]): Promise<PvInfo[]> {
+    const rows = await this.report(['pvs', '-o', 'pv_name,vg_name,pe_start', ...this.devices], 'pv');
+    return rows.filter((p) => vgs.includes(p.vg_name)).map((p) => ({ name: p.pv_name, vg: p.vg_name, peStartBytes: BigInt(p.pe_start) }));
+  }
+
+  async vgs(vgs: string[]): Promise<VgInfo[]> {
+    if (vgs.length === 0) return [];
+    const rows = await this.report(['vgs', '-o', 'vg_name,vg_extent_size,vg_free,vg_size', ...vgs], 'vg');
+    return rows.map((v) => ({ name: v.vg_name, extentBytes: BigInt(v.vg_extent_size), freeBytes: BigInt(v.vg_free), sizeBytes: BigInt(v.vg_size) }));
+  }
+
+  /** Free extents per PV as contiguous runs (what a contiguous LV can use). */
+  async freeRuns(vg: string): Promise<Array<{ pv: string; start: number; size: number }>> {
+    const rows = await this.report(['pvs', '--segments', '-o', 'pv_name,vg_name,pvseg_start,pvseg_size,lv_name', ...this.devices], 'pvseg');
+    return rows.filter((r) => r.vg_name === vg && r.lv_name === '').map((r) => ({ pv: r.pv_name, start: Number(r.pvseg_start), size: Number(r.pvseg_size) }));
+  }
+
+  async lvs(vgs: string[], select?: string): Promise<LvInfo[]> {
+    if (vgs.length === 0) return [];
+    const args = ['lvs', '--segments', '-o', 'vg_name,lv_name,lv_size,lv_tags,lv_attr,pool_lv,seg_start_pe,seg_size_pe,seg_pe_ranges,data_percent'];
+    if (select) args.push('-S', select);
+    const rows = await this.report([...args, ...vgs], 'seg');
+    const byName = new Map<string, LvInfo>();
+    for (const r of rows) {
+      const key = `${r.vg_name}/${r.lv_name}`;
+      let lv = byName.get(key);
+      if (!lv) {
+        lv = {
+          vg: r.vg_name,
+          name: r.lv_name,
+          sizeBytes: BigInt(r.lv_size),
+          tags: r.lv_tags ? r.lv_tags.split(',') : [],
+          attr: r.lv_attr,
+          poolLv: r.pool_lv ?? '',
+          segments: [],
+          dataPercent: r.data_percent ? Number(r.data_percent) : undefined,
+        };
+        byName.set(key, lv);
+      }
+      // seg_pe_ranges: "/dev/loop0:0-24" (linear); empty for thin LVs.
+      const m = /^(.+):(\d+)-(\d+)$/.exec(r.seg_pe_ranges ?? '');
+      if (m) lv.segments.push({ pv: m[1], startPe: Number(m[2]), sizePe: Number(m[3]) - Number(m[2]) + 1 });
+    }
+    return [...byName.values()];
+  }
+}

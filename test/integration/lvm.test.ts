@@ -1,0 +1,155 @@
+// The LVM backend on real lvm2, on a volume group the test makes on a loop-backed PV.
+// On these VMs the kernel has no device-mapper, so this exercises the nodm mode: contiguous
+// linear LVs exposed through loop windows over their extents, copies for snapshots.
+import { describe, it, expect, beforeAll, afterAll } from 'vitest';
+import fs from 'node:fs/promises';
+import path from 'node:path';
+import { DriverHarness, mountCap, MiB } from '../lib/driver-harness.js';
+import { TestVg } from '../lib/lvm-vg.js';
+import { codeName, type CsiClient } from '../../sidecars/common/csi-client.js';
+
+let h: DriverHarness;
+let vg: TestVg;
+let c: CsiClient;
+let foreignTagsBefore: string[] | undefined;
+
+const codeOf = (p: Promise<unknown>) => p.then(() => 'OK', (e) => codeName(e));
+
+beforeAll(async () => {
+  const dir = await fs.mkdtemp('/tmp/tscsi-lvm-');
+  vg = await TestVg.create(dir);
+  // An LV the driver did not create: it must never list, change or remove it.
+  await vg.lvm(['lvcreate', '-q', '-n', 'not-ours', '-L', '8M', '--addtag', 'owner=someone-else', vg.name]);
+  foreignTagsBefore = (await vg.lvs()).get('not-ours');
+  h = await DriverHarness.start({ extraArgs: ['--lvm-volume-groups', vg.name, '--lvm-devices', vg.pv, '--default-backend', 'lvm'] });
+  c = h.client!;
+});
+
+afterAll(async () => {
+  await h?.cleanup();
+  await vg?.destroy();
+  if (vg) await fs.rm(vg.dir, { recursive: true, force: true });
+});
+
+const params = () => ({ backend: 'lvm', volumeGroup: vg.name });
+
+async function stage(volumeId: string, name: string, cap = mountCap('ext4')) {
+  const staging = path.join(h.dir, 'staging', name);
+  await fs.mkdir(staging, { recursive: true });
+  await c.Node.NodeStageVolume({ volume_id: volumeId, staging_target_path: staging, volume_capability: cap });
+  return staging;
+}
+
+describe('lvm backend (no device-mapper: loop windows over the PV)', () => {
+  it('lives through create, stage, write, snapshot, restore, online growth and delete, all recorded in LV tags', async () => {
+    const cap = mountCap('xfs');
+    const v = (await c.Controller.CreateVolume({ name: 'pvc-lvm-1', parameters: params(), capacity_range: { required_bytes: String(320 * MiB) }, volume_capabilities: [cap] })).volume;
+    expect(v.volume_id).toMatch(/^vol-lvm-/);
+    expect(v.capacity_bytes).toBe(String(320 * MiB));
+    const tags = (await vg.lvs()).get(v.volume_id)!;
+    expect(tags).toContain('tscsi.kind=vol');
+    expect(tags.some((t) => t.startsWith('tscsi.r0='))).toBe(true);
+    expect(tags).not.toContain('tscsi.dirty');
+
+    const staging = await stage(v.volume_id, 'v1', cap);
+    await fs.writeFile(path.join(staging, 'data'), 'lvm bytes');
+    const snap = (await c.Controller.CreateSnapshot({ name: 'snap-lvm-1', source_volume_id: v.volume_id })).snapshot;
+    expect(snap.snapshot_id).toMatch(/^snap-lvm-/);
+    expect((await vg.lvs()).has(snap.snapshot_id)).toBe(true);
+
+    const restored = (await c.Controller.CreateVolume({ name: 'pvc-lvm-restore', parameters: params(), volume_capabilities: [cap], volume_content_source: { snapshot: { snapshot_id: snap.snapshot_id } } })).volume;
+    const staging2 = await stage(restored.volume_id, 'restored', cap);
+    expect(await fs.readFile(path.join(staging2, 'data'), 'utf8')).toBe('lvm bytes');
+
+    // Without device-mapper a volume must stay one contiguous run of extents: the snapshot
+    // sits right after the first volume, so it cannot grow in place, and says so.
+    const blocked = await c.Controller.ControllerExpandVolume({ volume_id: v.volume_id, capacity_range: { required_bytes: String(480 * MiB) } }).catch((e) => e);
+    expect(codeName(blocked)).toBe('RESOURCE_EXHAUSTED');
+    expect(blocked.details).toMatch(/contiguous/);
+    // The restored volume is last, with free extents after it: online growth works there
+    // (lvextend in place, the loop window's size limit, xfs_growfs).
+    await c.Controller.ControllerExpandVolume({ volume_id: restored.volume_id, capacity_range: { required_bytes: String(480 * MiB) } });
+    const grown = await c.Node.NodeExpandVolume({ volume_id: restored.volume_id, volume_path: staging2 });
+    expect(grown.capacity_bytes).toBe(String(480 * MiB));
+    const st = await fs.statfs(staging2);
+    expect(st.blocks * st.bsize).toBeGreaterThan(400 * MiB);
+    expect(await fs.readFile(path.join(staging2, 'data'), 'utf8')).toBe('lvm bytes');
+
+    const listed = (await c.Controller.ListVolumes({})).entries.map((e: any) => e.volume.volume_id);
+    expect(listed).toEqual(expect.arrayContaining([v.volume_id, restored.volume_id]));
+    expect(listed).not.toContain('not-ours');
+
+    for (const [id, s] of [[v.volume_id, staging], [restored.volume_id, staging2]]) {
+      await c.Node.NodeUnstageVolume({ volume_id: id, staging_target_path: s });
+      await c.Controller.DeleteVolume({ volume_id: id });
+    }
+    await c.Controller.DeleteSnapshot({ snapshot_id: snap.snapshot_id });
+    expect([...(await vg.lvs()).keys()]).toEqual(['not-ours']);
+    expect((await vg.lvs()).get('not-ours')).toEqual(foreignTagsBefore);
+  });
+
+  it('wipes new volumes: a filesystem left by a deleted volume does not reappear', async () => {
+    const cap = mountCap('ext4');
+    const a = (await c.Controller.CreateVolume({ name: 'pvc-old-tenant', parameters: params(), capacity_range: { required_bytes: String(64 * MiB) }, volume_capabilities: [cap] })).volume;
+    const s = await stage(a.volume_id, 'old');
+    await fs.writeFile(path.join(s, 'secret'), 'old tenant');
+    await c.Node.NodeUnstageVolume({ volume_id: a.volume_id, staging_target_path: s });
+    await c.Controller.DeleteVolume({ volume_id: a.volume_id });
+    // Same extents again (first fit); the new volume must come up blank and be formatted anew.
+    const b = (await c.Controller.CreateVolume({ name: 'pvc-new-tenant', parameters: params(), capacity_range: { required_bytes: String(64 * MiB) }, volume_capabilities: [cap] })).volume;
+    const s2 = await stage(b.volume_id, 'new');
+    await expect(fs.readFile(path.join(s2, 'secret'))).rejects.toThrow();
+    await c.Node.NodeUnstageVolume({ volume_id: b.volume_id, staging_target_path: s2 });
+    await c.Controller.DeleteVolume({ volume_id: b.volume_id });
+  });
+
+  it('refuses hostile parameters with INVALID_ARGUMENT and touches no LV', async () => {
+    const before = await vg.lvs();
+    const cap = mountCap();
+    const cases: Array<Record<string, string>> = [
+      { backend: 'lvm', volumeGroup: 'some-other-vg' },
+      { backend: 'lvm', volumeGroup: `${vg.name}/../x` },
+      { backend: 'lvm', volumeGroup: '../etc' },
+      { backend: 'lvm', volumeGroup: vg.name, type: 'thin', thinPool: 'pool' }, // no device-mapper here
+      { backend: 'lvm', volumeGroup: vg.name, type: 'mirror' },
+      { backend: 'lvm', volumeGroup: vg.name, lvName: 'x/../y' },
+    ];
+    for (const p of cases) {
+      expect(await codeOf(c.Controller.CreateVolume({ name: 'pvc-hostile', parameters: p, volume_capabilities: [cap] })), JSON.stringify(p)).toBe('INVALID_ARGUMENT');
+    }
+    expect(await codeOf(c.Controller.DeleteVolume({ volume_id: 'vol-lvm-../../x' }))).toBe('INVALID_ARGUMENT');
+    expect(await codeOf(c.Controller.DeleteVolume({ volume_id: 'not-ours' }))).toBe('OK'); // not ours: nothing to delete
+    expect(await vg.lvs()).toEqual(before);
+  });
+
+  it('a driver killed in the middle of CreateVolume or DeleteVolume leaves exactly one LV or none, and the retry finishes', async () => {
+    const cap = mountCap('ext4');
+    const src = (await c.Controller.CreateVolume({ name: 'pvc-crash-src', parameters: params(), capacity_range: { required_bytes: String(512 * MiB) }, volume_capabilities: [cap] })).volume;
+    const existing = new Set((await vg.lvs()).keys());
+    const req = { name: 'pvc-crash-clone', parameters: params(), volume_capabilities: [cap], volume_content_source: { volume: { volume_id: src.volume_id } } };
+    // The clone copies 512 MiB: kill the driver while it does.
+    const pending = codeOf(c.Controller.CreateVolume(req));
+    for (let i = 0; i < 200 && ![...(await vg.lvs()).keys()].some((n) => !existing.has(n)); i++) await new Promise((r) => setTimeout(r, 10));
+    await h.stopProcess('SIGKILL');
+    expect(['UNAVAILABLE', 'CANCELLED', 'INTERNAL', 'OK']).toContain(await pending);
+    const clones = () => vg.lvs().then((m) => [...m.keys()].filter((n) => n.startsWith('vol-lvm-') && n !== src.volume_id && !existing.has(n)));
+    expect((await clones()).length).toBeLessThanOrEqual(1);
+    await h.startProcess();
+    c = h.client!;
+    expect((await clones()).length).toBeLessThanOrEqual(1);
+    const clone = (await c.Controller.CreateVolume(req)).volume;
+    expect(await clones()).toEqual([clone.volume_id]);
+    expect((await vg.lvs()).get(clone.volume_id)).not.toContain('tscsi.dirty');
+
+    const del = codeOf(c.Controller.DeleteVolume({ volume_id: clone.volume_id }));
+    await new Promise((r) => setTimeout(r, 20));
+    await h.stopProcess('SIGKILL');
+    await del;
+    await h.startProcess();
+    c = h.client!;
+    await c.Controller.DeleteVolume({ volume_id: clone.volume_id });
+    await c.Controller.DeleteVolume({ volume_id: src.volume_id });
+    expect(await clones()).toEqual([]);
+    expect([...(await vg.lvs()).keys()]).toEqual(['not-ours']);
+  });
+});

@@ -1,0 +1,44 @@
+// A throwaway volume group on a loop-backed PV, made and inspected with a private lvm
+// configuration that sees only that PV.
+import fs from 'node:fs/promises';
+import path from 'node:path';
+import { execa } from 'execa';
+import { loopDevicesUnder } from './driver-harness.js';
+
+export class TestVg {
+  private constructor(
+    readonly dir: string,
+    readonly name: string,
+    readonly pv: string,
+  ) {}
+
+  static async create(dir: string, sizeGiB = 4): Promise<TestVg> {
+    await fs.mkdir(path.join(dir, 'lvmconf'), { recursive: true });
+    const img = path.join(dir, 'pv.img');
+    await execa('truncate', ['-s', `${sizeGiB}G`, img]);
+    const pv = (await execa('losetup', ['-f', '--show', img])).stdout.trim();
+    await fs.writeFile(
+      path.join(dir, 'lvmconf', 'lvm.conf'),
+      `devices { filter = [ "a|^${pv}$|", "r|.*|" ] use_devicesfile = 0 }\nbackup { backup = 0 archive = 0 }\nglobal { activation = 0 }\n`,
+    );
+    const vg = new TestVg(dir, `tscsitest${process.pid}${Math.floor(Math.random() * 1e6)}`, pv);
+    await vg.lvm(['vgcreate', '-q', vg.name, pv]);
+    return vg;
+  }
+
+  lvm(args: string[]) {
+    return execa('lvm', args, { env: { LVM_SYSTEM_DIR: path.join(this.dir, 'lvmconf'), LVM_SUPPRESS_FD_WARNINGS: '1' } });
+  }
+
+  /** LV name -> tags, straight from lvm2. */
+  async lvs(): Promise<Map<string, string[]>> {
+    const r = await this.lvm(['lvs', '--reportformat', 'json', '-o', 'lv_name,lv_tags', this.name]);
+    const rows = (JSON.parse(r.stdout) as { report: Array<{ lv: Array<{ lv_name: string; lv_tags: string }> }> }).report[0].lv;
+    return new Map(rows.map((x) => [x.lv_name, x.lv_tags ? x.lv_tags.split(',') : []]));
+  }
+
+  /** Detaches the PV and any window the driver left over it (the metadata goes with the file). */
+  async destroy(): Promise<void> {
+    for (const d of await loopDevicesUnder(this.dir)) await execa('losetup', ['-d', d], { reject: false });
+  }
+}
