@@ -61,7 +61,7 @@ export function volumeMessage(v: VolumeRecord) {
         ? { snapshot: { snapshot_id: v.contentSource.id } }
         : { volume: { volume_id: v.contentSource.id } }
       : null,
-    accessible_topology: [{ segments: v.topology }],
+    accessible_topology: Object.keys(v.topology).length ? [{ segments: v.topology }] : [],
   };
 }
 
@@ -137,7 +137,7 @@ export class ControllerService {
     // Topology: a node-local backend can only provision where it runs.
     const req_topo = req.accessibility_requirements;
     const requisite = (req_topo?.requisite ?? []).map((t) => t.segments ?? {});
-    if (requisite.length > 0 && !requisite.some((t) => topologyMatches(t, this.ctx.topology))) {
+    if (backend.nodeLocal && requisite.length > 0 && !requisite.some((t) => topologyMatches(t, this.ctx.topology))) {
       throw resourceExhausted(
         `volume cannot be provisioned in the requested topology: this ${backend.kind} backend serves only ${JSON.stringify(this.ctx.topology)}`,
       );
@@ -216,7 +216,7 @@ export class ControllerService {
         parameters: params,
         mutableParameters: mutable,
         contentSource,
-        topology: this.ctx.topology,
+        topology: backend.nodeLocal ? this.ctx.topology : {},
         published: {},
         createdAt: new Date().toISOString(),
       };
@@ -241,7 +241,11 @@ export class ControllerService {
     });
   }
 
-  private async knownNode(nodeId: string, vol: VolumeRecord): Promise<void> {
+  private async knownNode(nodeId: string, vol: VolumeRecord, backend: Backend): Promise<void> {
+    if (!backend.nodeLocal) {
+      if (!(await backend.knowsNode?.(nodeId))) throw notFound(`node ${nodeId} is not known to the ${backend.kind} backend`);
+      return;
+    }
     // Node-local volumes are reachable only from the node in their topology.
     const nodeOf = vol.topology[this.ctx.config.topologyKey];
     if (nodeId !== this.ctx.config.nodeId || (nodeOf !== undefined && nodeOf !== nodeId)) {
@@ -255,7 +259,7 @@ export class ControllerService {
     const cap = checkCapability(req.volume_capability as Capability);
     checkStringMap(req.volume_context, 'volume_context');
     const { backend, vol } = await this.ctx.mustFindVolume(req.volume_id);
-    await this.knownNode(req.node_id, vol);
+    await this.knownNode(req.node_id, vol, backend);
     if (cap.accessType !== vol.accessType) throw invalidArgument(`volume ${vol.id} is a ${vol.accessType} volume; it cannot be published for ${cap.accessType} access`);
     const readonly = !!req.readonly || READ_ONLY_MODES.has(cap.mode);
 
@@ -352,7 +356,7 @@ export class ControllerService {
     const backend = this.ctx.backendFor(params.backend ?? this.ctx.config.defaultBackend);
     backendParameters(backend, params);
     const segs = req.accessible_topology?.segments;
-    if (segs && Object.keys(segs).length && !topologyMatches(segs, this.ctx.topology)) {
+    if (backend.nodeLocal && segs && Object.keys(segs).length && !topologyMatches(segs, this.ctx.topology)) {
       return { available_capacity: '0', maximum_volume_size: null, minimum_volume_size: null };
     }
     const cap = await backendCall(() => backend.capacity(params));

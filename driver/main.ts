@@ -34,6 +34,7 @@ const USAGE = `tscsi-driver: a CSI driver (spec v1.12) with loop, LVM and Ceph R
   --lvm-volume-groups VG[,VG]    enable the lvm backend on these volume groups (the only ones it touches)
   --lvm-devices DEV[,DEV]        their physical volumes (default: found by one scan at start)
   --lvm-mode auto|dm|nodm        device-mapper or loop windows over the PVs (default auto: /proc/misc)
+  --lvm-thin-overprovision N     thin pools may promise N x their size (default 10)
   --default-backend NAME         backend when a StorageClass does not say (default loop)
   --default-fs-type TYPE         ext4 (default), xfs or btrfs
   --default-volume-size SIZE     when CreateVolume gives no capacity (default 1Gi)
@@ -57,6 +58,7 @@ async function main(): Promise<void> {
       'lvm-volume-groups': { type: 'string' },
       'lvm-devices': { type: 'string' },
       'lvm-mode': { type: 'string', default: 'auto' },
+      'lvm-thin-overprovision': { type: 'string', default: '10' },
       'default-backend': { type: 'string', default: 'loop' },
       'default-fs-type': { type: 'string', default: 'ext4' },
       'default-volume-size': { type: 'string', default: '1Gi' },
@@ -111,6 +113,7 @@ async function main(): Promise<void> {
       volumeGroups: values['lvm-volume-groups'].split(',').filter(Boolean),
       devices: values['lvm-devices']?.split(',').filter(Boolean),
       mode,
+      thinOverprovisionRatio: Number(values['lvm-thin-overprovision']),
       stateDir: values['state-dir']!,
       maxVolumeBytes: parseSize(values['max-volume-size']!),
       log,

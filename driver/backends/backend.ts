@@ -75,6 +75,14 @@ export class BackendError extends Error {
 export interface Backend {
   /** The value of the `backend` StorageClass parameter that selects it, and the ID prefix. */
   readonly kind: string;
+  /**
+   * Node-local backends (loop, LVM) serve only the node they run on: their volumes carry
+   * this node's topology segment and publish only to it. Shared backends (RBD) reach any
+   * node the backend knows (knowsNode).
+   */
+  readonly nodeLocal: boolean;
+  /** Shared backends: whether a node ID names a node that can reach this backend's volumes. */
+  knowsNode?(nodeId: string): Promise<boolean>;
   /** Mutable parameters (ControllerModifyVolume) and their allowed values. */
   readonly mutableParameters: Record<string, readonly string[]>;
   /** Checks backend-specific CreateVolume parameters; throws BackendError('invalid'). */

@@ -16,7 +16,7 @@ import {
   type VolumeHealth,
   type VolumeRecord,
 } from '../backend.js';
-import { Lvm, type LvInfo } from './lvm.js';
+import { Lvm, type LvInfo, type LvmRunner } from './lvm.js';
 import { recordFromJson, recordToJson } from '../../host/atomic.js';
 import * as loop from '../../host/loop.js';
 import { wipe, copy } from '../../host/block.js';
@@ -24,8 +24,37 @@ import { withQuiescedDevices } from '../../host/fs.js';
 import { CommandError } from '../../host/exec.js';
 import type { Logger } from '../../log.js';
 
+/** The node-side tools the backend uses; unit tests replace them to check exact commands. */
+export interface LvmHost {
+  wipe(device: string): Promise<void>;
+  copy(src: string, dst: string, bytes: bigint): Promise<void>;
+  withQuiescedDevices<T>(devices: string[], fn: () => Promise<T>): Promise<T>;
+  attachWindow(file: string, offset: number, size: number): Promise<string>;
+  windowsAt(file: string, offset: number): Promise<Array<{ name: string }>>;
+  detach(device: string): Promise<void>;
+  setSizeLimit(device: string, bytes: bigint): Promise<void>;
+  describe(device: string): Promise<{ backFile: string; offset: number } | undefined>;
+  hasDeviceMapper(): Promise<boolean>;
+}
+
+export const realHost: LvmHost = {
+  wipe,
+  copy,
+  withQuiescedDevices,
+  attachWindow: (f, o, s) => loop.attachWindow(f, o, s),
+  windowsAt: loop.windowsAt,
+  detach: loop.detach,
+  setSizeLimit: loop.setSizeLimit,
+  describe: loop.describe,
+  hasDeviceMapper: async () => /\bdevice-mapper\b/.test(await fs.readFile('/proc/misc', 'utf8').catch(() => '')),
+};
+
 export interface LvmBackendOptions {
   volumeGroups: string[];
+  /** Thin pools may promise this many times their size (thin volumes only grow on write). */
+  thinOverprovisionRatio?: number;
+  host?: LvmHost;
+  runner?: LvmRunner;
   /** Explicit PV devices; default: found by one scan at start. */
   devices?: string[];
   mode: 'auto' | 'dm' | 'nodm';
@@ -83,6 +112,7 @@ function exhaustedOr(err: unknown, what: string): unknown {
 }
 
 export class LvmBackend implements Backend {
+  readonly nodeLocal = true;
   readonly kind = 'lvm';
   readonly mutableParameters = {};
   lvm!: Lvm;
@@ -91,7 +121,11 @@ export class LvmBackend implements Backend {
   private readonly extentBytes = new Map<string, bigint>();
   private readonly peStart = new Map<string, bigint>();
 
-  constructor(private readonly opts: LvmBackendOptions) {}
+  private readonly host: LvmHost;
+
+  constructor(private readonly opts: LvmBackendOptions) {
+    this.host = opts.host ?? realHost;
+  }
 
   validateParameters(params: Record<string, string>): void {
     for (const k of Object.keys(params)) {
@@ -112,11 +146,10 @@ export class LvmBackend implements Backend {
   }
 
   async init(): Promise<void> {
-    const misc = await fs.readFile('/proc/misc', 'utf8').catch(() => '');
-    const dmPresent = /\bdevice-mapper\b/.test(misc);
+    const dmPresent = await this.host.hasDeviceMapper();
     if (this.opts.mode === 'dm' && !dmPresent) throw new Error('--lvm-mode dm, but the kernel has no device-mapper (/proc/misc)');
     this.deviceMapper = this.opts.mode === 'dm' || (this.opts.mode === 'auto' && dmPresent);
-    this.lvm = new Lvm(this.opts.stateDir, this.deviceMapper);
+    this.lvm = new Lvm(this.opts.stateDir, this.deviceMapper, this.opts.runner);
     const devices = this.opts.devices ?? (await Lvm.scanPvs()).filter((p) => this.opts.volumeGroups.includes(p.vg)).map((p) => p.name);
     await this.lvm.configure(devices);
     const found = (await this.lvm.vgs(this.opts.volumeGroups).catch(() => [])).map((v) => v.name);
@@ -170,9 +203,18 @@ export class LvmBackend implements Backend {
     const [info] = await this.lvm.vgs([vg]);
     if (!info) return { availableBytes: 0n };
     if (params.type === 'thin' && params.thinPool) {
-      const [pool] = await this.lvm.lvs([vg], `lv_name=${params.thinPool}`);
-      const free = pool ? (pool.sizeBytes * BigInt(Math.floor((100 - (pool.dataPercent ?? 0)) * 100))) / 10000n : 0n;
-      return { availableBytes: free, maximumVolumeBytes: this.opts.maxVolumeBytes };
+      // Over-provisioning: promise up to ratio x the pool, less what thin volumes already claim,
+      // and never more than the ratio x the pool's unwritten space.
+      const all = await this.lvm.lvs([vg]);
+      const pool = all.find((l) => l.name === params.thinPool);
+      if (!pool) return { availableBytes: 0n };
+      const ratio = BigInt(Math.round((this.opts.thinOverprovisionRatio ?? 10) * 100));
+      const claimed = all.filter((l) => l.poolLv === pool.name).reduce((a, l) => a + l.sizeBytes, 0n);
+      const promised = (pool.sizeBytes * ratio) / 100n - claimed;
+      const unwritten = (pool.sizeBytes * BigInt(Math.floor((100 - (pool.dataPercent ?? 0)) * 100))) / 10000n;
+      const cap = (unwritten * ratio) / 100n;
+      const available = promised < 0n ? 0n : promised < cap ? promised : cap;
+      return { availableBytes: available, maximumVolumeBytes: this.opts.maxVolumeBytes };
     }
     let largest = info.freeBytes;
     if (!this.deviceMapper) {
@@ -237,11 +279,15 @@ export class LvmBackend implements Backend {
       if (rec.capacityBytes > src.sizeBytes) await this.lvm.run(['lvextend', '-L', `${rec.capacityBytes}b`, `${vg}/${rec.id}`]);
     } else {
       await this.lvcreate('vol', rec.id, vg, rec.capacityBytes, rec.parameters, rec);
-      const lv = (await this.findLv(rec.id, 'vol'))!;
-      await this.withTempDevice(lv, async (dst) => {
-        if (rec.parameters.type !== 'thin') await wipe(dst);
-        if (src) await this.copyFrom(src, dst);
-      });
+      const thinVolume = rec.parameters.type === 'thin';
+      // Thin pools hand out zeroed blocks; everything else is wiped before first use.
+      if (!thinVolume || src) {
+        const lv = (await this.findLv(rec.id, 'vol'))!;
+        await this.withTempDevice(lv, async (dst) => {
+          if (!thinVolume) await this.host.wipe(dst);
+          if (src) await this.copyFrom(src, dst);
+        });
+      }
     }
     await this.clearDirty(vg, rec.id);
     return (await this.getVolume(rec.id))!;
@@ -250,7 +296,7 @@ export class LvmBackend implements Backend {
   /** Copies an LV's bytes onto a device, freezing the source's filesystem if it is staged. */
   private async copyFrom(src: LvInfo, dst: string): Promise<void> {
     const attached = await this.deviceOf(src);
-    await withQuiescedDevices(attached ? [attached] : [], () => this.withTempDevice(src, (s) => copy(s, dst, src.sizeBytes)));
+    await this.host.withQuiescedDevices(attached ? [attached] : [], () => this.withTempDevice(src, (s) => this.host.copy(s, dst, src.sizeBytes)));
   }
 
   async saveVolume(rec: VolumeRecord): Promise<void> {
@@ -292,7 +338,7 @@ export class LvmBackend implements Backend {
     const dev = await this.deviceOf(lv);
     if (dev) throw new BackendError('precondition', `${lv.vg}/${lv.name} is still attached on this node as ${dev}: unstage it first`);
     // The next tenant of these extents must not see this one's data.
-    if (!lv.poolLv) await this.withTempDevice(lv, (d) => wipe(d));
+    if (!lv.poolLv) await this.withTempDevice(lv, (d) => this.host.wipe(d));
     await this.lvm.run(['lvremove', '-y', `${lv.vg}/${lv.name}`]);
   }
 
@@ -336,7 +382,7 @@ export class LvmBackend implements Backend {
     const thin = this.deviceMapper && sources.every((s) => s.poolLv);
     if (thin) {
       // Thin snapshots are instant: cut them all inside one freeze.
-      await withQuiescedDevices(attached, async () => {
+      await this.host.withQuiescedDevices(attached, async () => {
         for (let i = 0; i < recs.length; i++) {
           const tags = [...recordTags('snap', recs[i]), TAG_DIRTY].flatMap((t) => ['--addtag', t]);
           await this.lvm.run(['lvcreate', '-y', '-s', '-kn', '-n', recs[i].id, ...tags, `${sources[i].vg}/${sources[i].name}`]);
@@ -348,9 +394,9 @@ export class LvmBackend implements Backend {
       }
       const dests = await Promise.all(recs.map(async (r) => (await this.findLv(r.id, 'snap'))!));
       // Full copies, all taken inside one freeze so a group is consistent across volumes.
-      await withQuiescedDevices(attached, async () => {
+      await this.host.withQuiescedDevices(attached, async () => {
         for (let i = 0; i < recs.length; i++) {
-          await this.withTempDevice(dests[i], (dst) => this.withTempDevice(sources[i], (src) => copy(src, dst, sources[i].sizeBytes)));
+          await this.withTempDevice(dests[i], (dst) => this.withTempDevice(sources[i], (src) => this.host.copy(src, dst, sources[i].sizeBytes)));
         }
       });
     }
@@ -393,7 +439,7 @@ export class LvmBackend implements Backend {
     if (peStart === undefined) throw new BackendError('precondition', `physical volume ${seg.pv} of ${lv.vg} not found`);
     let file = seg.pv;
     let base = 0;
-    const m = /^\/dev\/loop\d+$/.test(seg.pv) ? (await loop.describe(seg.pv)) : undefined;
+    const m = /^\/dev\/loop\d+$/.test(seg.pv) ? (await this.host.describe(seg.pv)) : undefined;
     if (m) {
       file = m.backFile;
       base = m.offset;
@@ -409,7 +455,7 @@ export class LvmBackend implements Backend {
     if (this.deviceMapper) return lv.attr[4] === 'a' ? this.dmPath(lv) : undefined;
     if (lv.segments.length !== 1) return undefined;
     const w = await this.windowOf(lv);
-    return (await loop.windowsAt(w.file, w.offset))[0]?.name;
+    return (await this.host.windowsAt(w.file, w.offset))[0]?.name;
   }
 
   private async attachLv(lv: LvInfo): Promise<string> {
@@ -418,7 +464,7 @@ export class LvmBackend implements Backend {
       return this.dmPath(lv);
     }
     const w = await this.windowOf(lv);
-    return loop.attachWindow(w.file, w.offset, w.size);
+    return this.host.attachWindow(w.file, w.offset, w.size);
   }
 
   private async detachLv(lv: LvInfo): Promise<void> {
@@ -427,7 +473,7 @@ export class LvmBackend implements Backend {
       return;
     }
     const w = await this.windowOf(lv);
-    for (const d of await loop.windowsAt(w.file, w.offset)) await loop.detach(d.name);
+    for (const d of await this.host.windowsAt(w.file, w.offset)) await this.host.detach(d.name);
   }
 
   /** Runs fn with the LV as a block device: the attached one, or one made for fn and removed after. */
@@ -465,6 +511,6 @@ export class LvmBackend implements Backend {
   async refreshDevice(rec: VolumeRecord, device: string): Promise<void> {
     if (this.deviceMapper) return; // dm devices follow lvextend by themselves
     const lv = await this.mustLv(rec);
-    await loop.setSizeLimit(device, lv.sizeBytes);
+    await this.host.setSizeLimit(device, lv.sizeBytes);
   }
 }

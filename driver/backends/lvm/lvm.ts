@@ -33,6 +33,11 @@ export interface PvInfo {
 
 type Report = { report: Array<Record<string, Array<Record<string, string>>>> };
 
+/** How lvm is run: the real `lvm` binary, or a recorder in unit tests. */
+export type LvmRunner = (args: string[], env: Record<string, string>, timeoutMs: number) => Promise<RunResult>;
+
+const realRunner: LvmRunner = (args, env, timeoutMs) => run('lvm', args, { env, timeoutMs });
+
 export class Lvm {
   readonly confDir: string;
   private devices: string[] = [];
@@ -40,6 +45,7 @@ export class Lvm {
   constructor(
     stateDir: string,
     readonly deviceMapper: boolean,
+    private readonly runner: LvmRunner = realRunner,
   ) {
     this.confDir = path.join(stateDir, 'lvm-conf');
   }
@@ -62,7 +68,7 @@ export class Lvm {
   }
 
   async run(args: string[], timeoutMs = 120_000): Promise<RunResult> {
-    return run('lvm', args, { env: { LVM_SYSTEM_DIR: this.confDir, LVM_SUPPRESS_FD_WARNINGS: '1' }, timeoutMs });
+    return this.runner(args, { LVM_SYSTEM_DIR: this.confDir, LVM_SUPPRESS_FD_WARNINGS: '1' }, timeoutMs);
   }
 
   private async report(args: string[], key: string): Promise<Array<Record<string, string>>> {

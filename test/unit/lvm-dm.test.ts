@@ -1,0 +1,262 @@
+// The device-mapper path of the LVM backend cannot run on these VMs (no device-mapper), so
+// it is checked here against a small in-memory lvm that answers the JSON reports and
+// records every command: the assertions are the exact lvm2 argument lists the backend runs.
+import { describe, it, expect, beforeEach } from 'vitest';
+import { pino } from 'pino';
+import { LvmBackend, type LvmHost } from '../../driver/backends/lvm/index.js';
+import type { VolumeRecord, SnapshotRecord } from '../../driver/backends/backend.js';
+
+const MiB = 1024n * 1024n;
+const GiB = 1024n * MiB;
+
+interface FakeLv {
+  name: string;
+  size: bigint;
+  tags: string[];
+  pool: string;
+  active: boolean;
+  segType: string;
+}
+
+/** Just enough lvm2 for the backend: reports in lvm's JSON shape, and the commands it sends. */
+class FakeLvm {
+  lvs = new Map<string, FakeLv>();
+  calls: string[][] = [];
+  constructor(readonly vg: string) {
+    this.lvs.set('pool', { name: 'pool', size: 10n * GiB, tags: [], pool: '', active: true, segType: 'thin-pool' });
+  }
+
+  runner = async (args: string[]) => {
+    const [cmd, ...rest] = args;
+    if (!['lvs', 'vgs', 'pvs'].includes(cmd)) this.calls.push(args);
+    const ok = (stdout = '') => ({ stdout, stderr: '', exitCode: 0 });
+    const report = (key: string, rows: object[]) => ok(JSON.stringify({ report: [{ [key]: rows }] }));
+    const opt = (flag: string): string | undefined => (rest.includes(flag) ? rest[rest.indexOf(flag) + 1] : undefined);
+    const lvArg = () => rest[rest.length - 1].split('/')[1];
+    switch (cmd) {
+      case 'vgs':
+        return report('vg', [{ vg_name: this.vg, vg_extent_size: String(4n * MiB), vg_free: String(20n * GiB), vg_size: String(40n * GiB) }]);
+      case 'pvs':
+        return report('pv', [{ pv_name: '/dev/sdb', vg_name: this.vg, pe_start: String(MiB) }]);
+      case 'lvs': {
+        const sel = opt('-S')?.replace(/^lv_name=/, '');
+        const rows = [...this.lvs.values()]
+          .filter((l) => !sel || l.name === sel)
+          .map((l) => ({
+            vg_name: this.vg,
+            lv_name: l.name,
+            lv_size: String(l.size),
+            lv_tags: l.tags.join(','),
+            lv_attr: `${l.segType === 'thin-pool' ? 't' : 'V'}wi-${l.active ? 'a' : '-'}-tz--`,
+            pool_lv: l.pool,
+            seg_start_pe: '0',
+            seg_size_pe: String(l.size / (4n * MiB)),
+            seg_pe_ranges: '',
+            data_percent: l.segType === 'thin-pool' ? '12.50' : '',
+          }));
+        return report('seg', rows);
+      }
+      case 'lvcreate': {
+        const name = opt('-n');
+        const tags = rest.flatMap((a, i) => (rest[i - 1] === '--addtag' ? [a] : []));
+        if (rest.includes('-s')) {
+          const origin = this.lvs.get(lvArg())!;
+          this.lvs.set(name, { name, size: origin.size, tags, pool: origin.pool, active: false, segType: 'thin' });
+        } else {
+          const size = BigInt((opt('-V') ?? opt('-L'))!.replace(/b$/, ''));
+          const pool = opt('-T')?.split('/')[1] ?? '';
+          this.lvs.set(name, { name, size, tags, pool, active: false, segType: pool ? 'thin' : 'linear' });
+        }
+        return ok();
+      }
+      case 'lvchange': {
+        const lv = this.lvs.get(lvArg())!;
+        if (rest.includes('-ay')) lv.active = true;
+        if (rest.includes('-an')) lv.active = false;
+        rest.forEach((a, i) => {
+          if (rest[i - 1] === '--deltag') lv.tags = lv.tags.filter((t) => t !== a);
+          if (rest[i - 1] === '--addtag') lv.tags.push(a);
+        });
+        return ok();
+      }
+      case 'lvextend':
+        this.lvs.get(lvArg())!.size = BigInt(opt('-L')!.replace(/b$/, ''));
+        return ok();
+      case 'lvremove':
+        this.lvs.delete(lvArg());
+        return ok();
+      default:
+        throw new Error(`unexpected lvm command ${args.join(' ')}`);
+    }
+  };
+}
+
+class FakeHost implements LvmHost {
+  ops: string[] = [];
+  async wipe(d: string) {
+    this.ops.push(`wipe ${d}`);
+  }
+  async copy(s: string, d: string, n: bigint) {
+    this.ops.push(`copy ${s} ${d} ${n}`);
+  }
+  async withQuiescedDevices<T>(devs: string[], fn: () => Promise<T>) {
+    this.ops.push(`freeze ${devs.join(',')}`);
+    try {
+      return await fn();
+    } finally {
+      this.ops.push(`thaw ${devs.join(',')}`);
+    }
+  }
+  async attachWindow(): Promise<string> {
+    throw new Error('no loop windows in dm mode');
+  }
+  async windowsAt() {
+    return [];
+  }
+  async detach() {}
+  async setSizeLimit() {
+    throw new Error('no loop windows in dm mode');
+  }
+  async describe() {
+    return undefined;
+  }
+  async hasDeviceMapper() {
+    return true;
+  }
+}
+
+function volume(id: string, params: Record<string, string>, extra: Partial<VolumeRecord> = {}): VolumeRecord {
+  return {
+    id,
+    name: `pvc-${id}`,
+    backend: 'lvm',
+    capacityBytes: GiB,
+    accessType: 'mount',
+    fsType: 'ext4',
+    parameters: params,
+    mutableParameters: {},
+    topology: {},
+    published: {},
+    createdAt: '2026-11-23T00:00:00Z',
+    ...extra,
+  };
+}
+
+let fake: FakeLvm;
+let host: FakeHost;
+let b: LvmBackend;
+const VG = 'vg0';
+const thin = { backend: 'lvm', volumeGroup: VG, type: 'thin', thinPool: 'pool' };
+const linear = { backend: 'lvm', volumeGroup: VG };
+const tagArgs = (args: string[]) => args.filter((a, i) => args[i - 1] === '--addtag');
+
+beforeEach(async () => {
+  fake = new FakeLvm(VG);
+  host = new FakeHost();
+  b = new LvmBackend({ volumeGroups: [VG], devices: ['/dev/sdb'], mode: 'auto', stateDir: '/tmp/tscsi-unit-lvm', log: pino({ level: 'silent' }), host, runner: fake.runner });
+  await b.init();
+});
+
+describe('lvm backend, device-mapper mode (exact lvm2 commands)', () => {
+  it('detects device-mapper and accepts thin parameters', () => {
+    expect(b.deviceMapper).toBe(true);
+    expect(() => b.validateParameters({ volumeGroup: VG, type: 'thin', thinPool: 'pool' })).not.toThrow();
+  });
+
+  it('creates a thin volume in the pool, tagged with its record, without wiping (thin pools zero new blocks)', async () => {
+    const v = await b.createVolume(volume('vol-lvm-a', thin));
+    const [create, clear] = fake.calls;
+    expect(create.slice(0, 8)).toEqual(['lvcreate', '-y', '-n', 'vol-lvm-a', '-V', `${GiB}b`, '-T', `${VG}/pool`]);
+    expect(tagArgs(create)).toContain('tscsi.kind=vol');
+    expect(tagArgs(create)).toContain('tscsi.dirty');
+    expect(clear).toEqual(['lvchange', '--deltag', 'tscsi.dirty', `${VG}/vol-lvm-a`]);
+    expect(host.ops.filter((o) => o.startsWith('wipe'))).toEqual([]);
+    expect(v.capacityBytes).toBe(GiB);
+    expect((await b.getVolume('vol-lvm-a'))?.name).toBe('pvc-vol-lvm-a');
+  });
+
+  it('creates a linear volume with -Wy -Zn, activates it once to wipe it, and deactivates it', async () => {
+    await b.createVolume(volume('vol-lvm-l', linear));
+    expect(fake.calls[0].slice(0, 9)).toEqual(['lvcreate', '-y', '-n', 'vol-lvm-l', '-L', `${GiB}b`, '-Wy', '-Zn', '--addtag']);
+    expect(fake.calls[0][fake.calls[0].length - 1]).toBe(VG);
+    expect(fake.calls[1]).toEqual(['lvchange', '-ay', '-K', `${VG}/vol-lvm-l`]);
+    expect(host.ops).toEqual([`wipe /dev/${VG}/vol-lvm-l`]);
+    expect(fake.calls[2]).toEqual(['lvchange', '-an', `${VG}/vol-lvm-l`]);
+  });
+
+  it('stages by activation: attach -> /dev/vg/lv, detach -> lvchange -an', async () => {
+    const v = await b.createVolume(volume('vol-lvm-s', thin));
+    fake.calls = [];
+    expect(await b.attach(v)).toBe(`/dev/${VG}/vol-lvm-s`);
+    expect(fake.calls).toEqual([['lvchange', '-ay', '-K', `${VG}/vol-lvm-s`]]);
+    expect(await b.attachedDevice(v)).toBe(`/dev/${VG}/vol-lvm-s`);
+    await b.detach(v);
+    expect(fake.calls[1]).toEqual(['lvchange', '-an', `${VG}/vol-lvm-s`]);
+  });
+
+  it('snapshots thin volumes with thin snapshots inside one freeze, and clones from them', async () => {
+    const v = await b.createVolume(volume('vol-lvm-src', thin));
+    await b.attach(v);
+    fake.calls = [];
+    const snap: SnapshotRecord = { id: 'snap-lvm-1', name: 's', sourceVolumeId: v.id, sizeBytes: GiB, createdAtSeconds: 1n, createdAtNanos: 0, groupSnapshotId: '', parameters: {} };
+    await b.createSnapshots([snap]);
+    expect(fake.calls[0].slice(0, 6)).toEqual(['lvcreate', '-y', '-s', '-kn', '-n', 'snap-lvm-1']);
+    expect(fake.calls[0][fake.calls[0].length - 1]).toBe(`${VG}/vol-lvm-src`);
+    expect(tagArgs(fake.calls[0])).toContain('tscsi.kind=snap');
+    expect(host.ops).toEqual([`freeze /dev/${VG}/vol-lvm-src`, `thaw /dev/${VG}/vol-lvm-src`]);
+    expect(host.ops.some((o) => o.startsWith('copy'))).toBe(false);
+    expect((await b.listSnapshots()).map((s) => s.id)).toEqual(['snap-lvm-1']);
+
+    fake.calls = [];
+    await b.createVolume(volume('vol-lvm-clone', thin, { capacityBytes: 2n * GiB, contentSource: { type: 'snapshot', id: 'snap-lvm-1' } }));
+    expect(fake.calls[0].slice(0, 6)).toEqual(['lvcreate', '-y', '-s', '-kn', '-n', 'vol-lvm-clone']);
+    expect(fake.calls[0][fake.calls[0].length - 1]).toBe(`${VG}/snap-lvm-1`);
+    expect(fake.calls[1]).toEqual(['lvextend', '-L', `${2n * GiB}b`, `${VG}/vol-lvm-clone`]);
+    expect(fake.calls[2]).toEqual(['lvchange', '--deltag', 'tscsi.dirty', `${VG}/vol-lvm-clone`]);
+  });
+
+  it('grows with lvextend -L (no contiguous policy: device-mapper maps any extents)', async () => {
+    const v = await b.createVolume(volume('vol-lvm-g', thin));
+    fake.calls = [];
+    await b.expandVolume(v, 3n * GiB);
+    expect(fake.calls[0]).toEqual(['lvextend', '-L', `${3n * GiB}b`, `${VG}/vol-lvm-g`]);
+    expect(fake.calls[1][0]).toBe('lvchange'); // the record's tags follow in one lvchange
+    await expect(b.refreshDevice(v, `/dev/${VG}/vol-lvm-g`)).resolves.toBeUndefined();
+  });
+
+  it('deletes: refuses while active, removes thin LVs without wiping, wipes linear ones first', async () => {
+    const t = await b.createVolume(volume('vol-lvm-t', thin));
+    await b.attach(t);
+    await expect(b.deleteVolume(t.id)).rejects.toThrow(/still attached/);
+    await b.detach(t);
+    fake.calls = [];
+    await b.deleteVolume(t.id);
+    expect(fake.calls).toEqual([['lvremove', '-y', `${VG}/vol-lvm-t`]]);
+
+    await b.createVolume(volume('vol-lvm-lin', linear));
+    fake.calls = [];
+    host.ops = [];
+    await b.deleteVolume('vol-lvm-lin');
+    expect(fake.calls).toEqual([
+      ['lvchange', '-ay', '-K', `${VG}/vol-lvm-lin`],
+      ['lvchange', '-an', `${VG}/vol-lvm-lin`],
+      ['lvremove', '-y', `${VG}/vol-lvm-lin`],
+    ]);
+    expect(host.ops).toEqual([`wipe /dev/${VG}/vol-lvm-lin`]);
+  });
+
+  it('reports thin capacity with over-provisioning: ratio x pool, less what thin volumes claim', async () => {
+    // pool 10 GiB, 12.5 % written, ratio 10: promised 100 GiB - claimed; capped by 10 x unwritten.
+    await b.createVolume(volume('vol-lvm-c', thin, { capacityBytes: 30n * GiB }));
+    const cap = await b.capacity(thin);
+    expect(cap.availableBytes).toBe(70n * GiB);
+  });
+
+  it('removes LVs left dirty by a crash at start-up, with lvremove', async () => {
+    fake.lvs.set('vol-lvm-half', { name: 'vol-lvm-half', size: GiB, tags: ['tscsi.kind=vol', 'tscsi.dirty'], pool: 'pool', active: false, segType: 'thin' });
+    fake.calls = [];
+    await b.init();
+    expect(fake.calls).toContainEqual(['lvremove', '-y', `${VG}/vol-lvm-half`]);
+    expect(fake.lvs.has('vol-lvm-half')).toBe(false);
+  });
+});
