@@ -1,0 +1,117 @@
+// Kubernetes access shared by the sidecars: the kubeconfig (flag, $KUBECONFIG or in-cluster),
+// typed API clients, merge patches, and watches that restart themselves.
+import * as k8s from '@kubernetes/client-node';
+import type { Logger } from 'pino';
+
+export { k8s };
+
+export function loadKubeConfig(file?: string): k8s.KubeConfig {
+  const kc = new k8s.KubeConfig();
+  if (file) kc.loadFromFile(file);
+  else if (process.env.KUBECONFIG) kc.loadFromFile(process.env.KUBECONFIG);
+  else kc.loadFromCluster();
+  return kc;
+}
+
+export interface Clients {
+  kc: k8s.KubeConfig;
+  core: k8s.CoreV1Api;
+  storage: k8s.StorageV1Api;
+  coordination: k8s.CoordinationV1Api;
+}
+
+export function clients(kc: k8s.KubeConfig): Clients {
+  return {
+    kc,
+    core: kc.makeApiClient(k8s.CoreV1Api),
+    storage: kc.makeApiClient(k8s.StorageV1Api),
+    coordination: kc.makeApiClient(k8s.CoordinationV1Api),
+  };
+}
+
+/** Options that make a patch call send a JSON merge patch. */
+export const mergePatch = k8s.setHeaderOptions('Content-Type', k8s.PatchStrategy.MergePatch);
+
+/** The HTTP status of a failed API call (404, 409, ...), or undefined. */
+export function httpStatus(err: unknown): number | undefined {
+  const code = (err as { code?: unknown })?.code;
+  return typeof code === 'number' ? code : undefined;
+}
+
+/**
+ * A list+watch cache of one resource that calls onChange(key) for every add, update and
+ * delete, restarts itself after errors, and hands every key to onChange again each
+ * resync period (so nothing is lost to a missed event).
+ */
+export class Watch<T extends k8s.KubernetesObject> {
+  private informer: k8s.Informer<T> & k8s.ObjectCache<T>;
+  private resync?: NodeJS.Timeout;
+  private stopped = false;
+
+  constructor(
+    kc: k8s.KubeConfig,
+    path: string,
+    list: () => Promise<k8s.KubernetesListObject<T>>,
+    private readonly onChange: (key: string, obj: T | undefined) => void,
+    private readonly log: Logger,
+    private readonly resyncMs = 30_000,
+  ) {
+    this.informer = k8s.makeInformer(kc, path, list);
+    const key = (o: T) => (o.metadata?.namespace ? `${o.metadata.namespace}/${o.metadata.name}` : o.metadata?.name ?? '');
+    this.informer.on('add', (o) => this.onChange(key(o), o));
+    this.informer.on('update', (o) => this.onChange(key(o), o));
+    this.informer.on('delete', (o) => this.onChange(key(o), undefined));
+    this.informer.on('error', (err) => {
+      if (this.stopped) return;
+      this.log.warn({ path, err: String(err) }, 'watch failed; restarting');
+      setTimeout(() => {
+        if (!this.stopped) this.informer.start().catch((e) => this.log.error({ path, err: String(e) }, 'watch restart failed'));
+      }, 1000);
+    });
+  }
+
+  async start(): Promise<void> {
+    await this.informer.start();
+    this.resync = setInterval(() => {
+      for (const o of this.informer.list()) this.onChange(o.metadata?.namespace ? `${o.metadata.namespace}/${o.metadata.name}` : o.metadata?.name ?? '', o);
+    }, this.resyncMs);
+  }
+
+  get(key: string): T | undefined {
+    const [a, b] = key.includes('/') ? key.split('/') : [undefined, key];
+    return this.informer.get(b, a);
+  }
+
+  list(): readonly T[] {
+    return this.informer.list();
+  }
+
+  async stop(): Promise<void> {
+    this.stopped = true;
+    if (this.resync) clearInterval(this.resync);
+    await this.informer.stop();
+  }
+}
+
+/** Parses a Kubernetes quantity ("1Gi", "500M", "1073741824") into bytes. */
+export function quantityToBytes(q: string): bigint {
+  const m = /^(\d+)(\.\d+)?(Ki|Mi|Gi|Ti|Pi|Ei|k|M|G|T|P|E|m)?$/.exec(q.trim());
+  if (!m) throw new Error(`not a quantity: ${q}`);
+  const units: Record<string, [bigint, bigint]> = {
+    '': [1n, 1n], Ki: [1n << 10n, 1n], Mi: [1n << 20n, 1n], Gi: [1n << 30n, 1n], Ti: [1n << 40n, 1n], Pi: [1n << 50n, 1n], Ei: [1n << 60n, 1n],
+    k: [1000n, 1n], M: [10n ** 6n, 1n], G: [10n ** 9n, 1n], T: [10n ** 12n, 1n], P: [10n ** 15n, 1n], E: [10n ** 18n, 1n], m: [1n, 1000n],
+  };
+  const [mul, div] = units[m[3] ?? ''];
+  const frac = m[2] ? m[2].slice(1) : '';
+  const scaled = BigInt(m[1] + frac) * mul;
+  const denom = div * 10n ** BigInt(frac.length);
+  return (scaled + denom - 1n) / denom; // round up: never provision less than asked
+}
+
+/** Bytes as the quantity Kubernetes shows ("1Gi" when it divides evenly). */
+export function bytesToQuantity(b: bigint): string {
+  for (const [suffix, unit] of [['Ti', 1n << 40n], ['Gi', 1n << 30n], ['Mi', 1n << 20n], ['Ki', 1n << 10n]] as const) {
+    if (b % unit === 0n && b >= unit) return `${b / unit}${suffix}`;
+  }
+  return b.toString();
+}
