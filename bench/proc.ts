@@ -9,6 +9,10 @@ export const CLK_TCK = 100;
 export interface ProcStatus {
   rssBytes: number;
   hwmBytes: number;
+  /** Anonymous memory (heaps, stacks): the process's own. */
+  rssAnonBytes: number;
+  /** File-backed pages (the node binary, shared libraries), shared with other processes. */
+  rssFileBytes: number;
 }
 
 export function readStatus(pid: number): ProcStatus | undefined {
@@ -22,7 +26,7 @@ export function readStatus(pid: number): ProcStatus | undefined {
     const m = new RegExp(`^${key}:\\s+(\\d+) kB`, 'm').exec(text);
     return m ? Number(m[1]) * 1024 : NaN;
   };
-  return { rssBytes: kb('VmRSS'), hwmBytes: kb('VmHWM') };
+  return { rssBytes: kb('VmRSS'), hwmBytes: kb('VmHWM'), rssAnonBytes: kb('RssAnon'), rssFileBytes: kb('RssFile') };
 }
 
 export interface CpuTimes {

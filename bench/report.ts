@@ -11,6 +11,11 @@ export interface SubjectInfo {
   reason?: string;
   idleRssStartBytes?: number;
   idleRssEndBytes?: number;
+  /** RssAnon / RssFile of the idle figures. */
+  idleSplitStart?: { anon: number; file: number };
+  idleSplitEnd?: { anon: number; file: number };
+  /** Extra node flags the driver ran with (experiments only). */
+  nodeFlags?: string[];
 }
 
 export interface PhaseSummary {
@@ -162,7 +167,10 @@ export function renderMarkdown(rep: RunReport, notes: string): string {
   L.push('');
   const idle = rep.subjects
     .filter((s) => s.available && s.idleRssStartBytes !== undefined)
-    .map((s) => `${s.label} ${fmtMiB(s.idleRssStartBytes)} MiB at start, ${fmtMiB(s.idleRssEndBytes)} MiB after the run`);
+    .map((s) => {
+      const split = (x?: { anon: number; file: number }) => (x ? ` (anon ${fmtMiB(x.anon)} + file-backed ${fmtMiB(x.file)})` : '');
+      return `${s.label} ${fmtMiB(s.idleRssStartBytes)} MiB${split(s.idleSplitStart)} at start, ${fmtMiB(s.idleRssEndBytes)} MiB${split(s.idleSplitEnd)} after the run`;
+    });
   if (idle.length) L.push(`Idle RSS: ${idle.join('; ')}.`, '');
 
   L.push('## Latency per RPC (ms: p50 / p90 / p99)', '');

@@ -26,7 +26,9 @@ const USAGE = `npm run bench -- [options]
   --fs-type TYPE        filesystem for ours and the raw tools (default ext4)
   --out DIR             where RESULTS.md, chart.svg, results.json go (default: bench/ of the repo)
   --no-write            print only
+  --render FILE         only re-render RESULTS.md and chart.svg next to FILE (a results.json)
   --cpu-prof            run our driver under node --cpu-prof (profiles go to OUT/profile/)
+  --driver-node-flags F node flags for our driver, space-separated (experiments, e.g. --max-semi-space-size=2)
 `;
 
 const REPO = (() => {
@@ -52,10 +54,18 @@ async function machine(): Promise<RunReport['machine']> {
   };
 }
 
+/** package version, commit, and whether the driver's sources differ from that commit. */
+async function ourVersion(version: string): Promise<string> {
+  const head = (await execa('git', ['-C', REPO, 'rev-parse', '--short', 'HEAD'], { reject: false })).stdout || '?';
+  const dirty = (await execa('git', ['-C', REPO, 'status', '--porcelain', '--', 'driver', 'proto', 'sidecars'], { reject: false })).stdout.trim();
+  return `${version} (commit ${head}${dirty ? ', with uncommitted changes in driver/ from work in progress' : ''})`;
+}
+
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
-function idleRss(pid: number | undefined): number | undefined {
-  return pid === undefined ? undefined : readStatus(pid)?.rssBytes;
+function idle(pid: number | undefined): { rss?: number; split?: { anon: number; file: number } } {
+  const s = pid === undefined ? undefined : readStatus(pid);
+  return s ? { rss: s.rssBytes, split: { anon: s.rssAnonBytes, file: s.rssFileBytes } } : {};
 }
 
 export async function main(argv = process.argv.slice(2)): Promise<number> {
@@ -72,11 +82,23 @@ export async function main(argv = process.argv.slice(2)): Promise<number> {
       out: { type: 'string', default: path.join(REPO, 'bench') },
       'no-write': { type: 'boolean', default: false },
       'cpu-prof': { type: 'boolean', default: false },
+      'driver-node-flags': { type: 'string', default: '' },
+      render: { type: 'string' },
       help: { type: 'boolean', default: false },
     },
   });
   if (values.help) {
     process.stdout.write(USAGE);
+    return 0;
+  }
+  if (values.render) {
+    // Re-render RESULTS.md and chart.svg from a results.json (e.g. after editing bench/notes.md).
+    const rep = JSON.parse(await fs.readFile(values.render, 'utf8')) as RunReport;
+    const dir = path.dirname(path.resolve(values.render));
+    const notes = await fs.readFile(path.join(REPO, 'bench', 'notes.md'), 'utf8').catch(() => '');
+    await fs.writeFile(path.join(dir, 'RESULTS.md'), renderMarkdown(rep, notes));
+    await fs.writeFile(path.join(dir, 'chart.svg'), renderSvg(rep));
+    printSummary(rep);
     return 0;
   }
   if (process.getuid?.() !== 0) {
@@ -121,9 +143,12 @@ export async function main(argv = process.argv.slice(2)): Promise<number> {
 
   try {
     if (wanted.includes('ours')) {
-      const nodeFlags = values['cpu-prof'] ? ['--cpu-prof', `--cpu-prof-dir=${path.join(out, 'profile')}`] : [];
+      const nodeFlags = [
+        ...(values['cpu-prof'] ? ['--cpu-prof', `--cpu-prof-dir=${path.join(out, 'profile')}`] : []),
+        ...values['driver-node-flags']!.split(/\s+/).filter(Boolean),
+      ];
       subjects.push(new OursSubject({ ...common('ours'), nodeFlags }));
-      infos.push({ key: 'ours', label: 'tscsi (loop)', available: true });
+      infos.push({ key: 'ours', label: `tscsi (loop)${nodeFlags.length ? ' ' + nodeFlags.filter((f) => !f.startsWith('--cpu-prof-dir')).join(' ') : ''}`, available: true, nodeFlags });
     }
     if (wanted.includes('hostpath')) {
       const hp = await ensureHostpath();
@@ -158,7 +183,9 @@ export async function main(argv = process.argv.slice(2)): Promise<number> {
     await sleep(2000);
     for (const s of subjects) {
       const info = infos.find((i) => i.key === s.key)!;
-      info.idleRssStartBytes = idleRss(s.pid);
+      const m = idle(s.pid);
+      info.idleRssStartBytes = m.rss;
+      info.idleSplitStart = m.split;
     }
 
     const merged = new Map<string, PhaseResult>();
@@ -182,7 +209,12 @@ export async function main(argv = process.argv.slice(2)): Promise<number> {
       }
     }
     await sleep(2000);
-    for (const s of subjects) infos.find((i) => i.key === s.key)!.idleRssEndBytes = idleRss(s.pid);
+    for (const s of subjects) {
+      const info = infos.find((i) => i.key === s.key)!;
+      const m = idle(s.pid);
+      info.idleRssEndBytes = m.rss;
+      info.idleSplitEnd = m.split;
+    }
 
     const pkg = JSON.parse(readFileSync(path.join(REPO, 'package.json'), 'utf8')) as { version: string };
     const rep: RunReport = {
@@ -190,7 +222,7 @@ export async function main(argv = process.argv.slice(2)): Promise<number> {
       machine: await machine(),
       versions: {
         node: process.version,
-        ours: `${pkg.version} (${(await execa('git', ['-C', REPO, 'rev-parse', '--short', 'HEAD'], { reject: false })).stdout || '?'})`,
+        ours: await ourVersion(pkg.version),
         hostpath: hostpathTag,
         tools: {
           'util-linux': await toolVersion('losetup', ['--version'], /util-linux ([\d.]+)/),

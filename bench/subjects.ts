@@ -173,7 +173,8 @@ export class OursSubject extends CsiSubject {
       file: process.execPath,
       args: [
         ...(this.opts.nodeFlags ?? []),
-        DRIVER_MAIN,
+        // TSCSI_BENCH_DRIVER: another build of the driver (an experiment), else dist/driver/main.js.
+        process.env.TSCSI_BENCH_DRIVER ?? DRIVER_MAIN,
         '--endpoint', `unix://${this.socket}`,
         '--node-id', 'bench-node',
         '--data-dir', path.join(this.opts.dir, 'data'),
