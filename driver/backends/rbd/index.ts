@@ -1,0 +1,623 @@
+// The Ceph RBD backend: each volume is an RBD image, each snapshot an image of its own
+// (a clone of a short-lived snapshot of the source, as ceph-csi does, so a snapshot
+// outlives its source), and every CSI record lives in the image's own metadata
+// (`rbd image-meta`), so every state is rebuilt from the cluster alone; there is no database.
+//
+// Images: csi-vol-<hash> / csi-snap-<hash>, the hash being the one of the CSI ID (which is
+// derived from the CSI name). An image without the record key is a create that did not
+// finish; one marked tscsi.deleting is a delete that did not finish. Both are finished by
+// the next attempt and at start-up.
+//
+// Shared storage: `nodeLocal = false`; node plugins register their node ID in the omap of
+// the RADOS object `tscsi.nodes` in each cluster's first pool (and the config may list
+// more), which is what knowsNode answers from.
+import path from 'node:path';
+import {
+  BackendError,
+  type Backend,
+  type Capacity,
+  type GroupSnapshotRecord,
+  type SnapshotRecord,
+  type VolumeHealth,
+  type VolumeRecord,
+} from '../backend.js';
+import { recordFromJson, recordToJson } from '../../host/atomic.js';
+import { withQuiescedDevices } from '../../host/fs.js';
+import { parseSize } from '../../size.js';
+import type { Logger } from '../../log.js';
+import { CephCli, credentialsFrom, errnoOf, imageSpec, isNotFound, poolSpec, EEXIST, type Credentials } from './cli.js';
+import { checkName, invalid, loadConfig, NODE_ID_RE, parseFeatures, type ClusterConfig, type PoolRef, type RbdConfig } from './config.js';
+import { DeviceMapper, FuseMapper, type MapTarget, type Mapper } from './mapper.js';
+
+export { loadConfig, parseConfig } from './config.js';
+export type { RbdConfig } from './config.js';
+
+const MiB = 1n << 20n;
+const META_RECORD = 'tscsi.record';
+const META_DELETING = 'tscsi.deleting';
+const META_GROUP = 'tscsi.group';
+const NODES_OBJECT = 'tscsi.nodes';
+const PARAMS = new Set(['clusterID', 'pool', 'radosNamespace', 'imageFeatures']);
+const VOL_RE = /^csi-vol-[0-9a-f]{32}$/;
+const SNAP_RE = /^csi-snap-[0-9a-f]{32}$/;
+
+export interface RbdBackendOptions {
+  config: RbdConfig;
+  /** Private directory: temporary key files, fuse mappings. */
+  stateDir: string;
+  nodeId?: string;
+  /** Node plugin: register nodeId in RADOS and re-map after a restart. */
+  node?: boolean;
+  /** Controller: finish half-done creates and deletes at start-up. */
+  controller?: boolean;
+  maxVolumeBytes?: bigint;
+  log: Logger;
+  /** Tests: another mapper than the configured one. */
+  mapper?: Mapper;
+}
+
+interface Loc {
+  cluster: ClusterConfig;
+  pool: PoolRef;
+}
+
+/** What image-meta holds under tscsi.record: the CSI record and the image's clone depth. */
+interface Stored<T> {
+  record: T;
+  depth: number;
+}
+
+interface RbdInfo {
+  name: string;
+  size: number;
+  features: string[];
+  parent?: { pool: string; pool_namespace?: string; image: string; snapshot: string; trash?: boolean };
+}
+
+interface RbdSnap {
+  id: number;
+  name: string;
+  protected?: string;
+}
+
+const hashOf = (id: string) => id.slice(id.lastIndexOf('-') + 1);
+export const volumeImage = (id: string) => `csi-vol-${hashOf(id)}`;
+export const snapshotImage = (id: string) => `csi-snap-${hashOf(id)}`;
+
+export class RbdBackend implements Backend {
+  readonly kind = 'rbd';
+  readonly nodeLocal = false;
+  readonly mutableParameters = {};
+  readonly cli: CephCli;
+  readonly mapper: Mapper;
+  private readonly where = new Map<string, Loc>(); // image name -> where it was last seen
+  private readonly knownNodes = new Map<string, number>();
+  private capCache = new Map<string, { at: number; bytes: bigint }>();
+
+  constructor(private readonly opts: RbdBackendOptions) {
+    this.cli = new CephCli(path.join(opts.stateDir, 'keys'));
+    const c = opts.config;
+    this.mapper =
+      opts.mapper ??
+      (c.mapper === 'fuse' ? new FuseMapper(path.join(opts.stateDir, 'fuse'), this.cli, opts.log) : new DeviceMapper(c.mapper, this.cli, c.mapOptions));
+  }
+
+  get config(): RbdConfig {
+    return this.opts.config;
+  }
+
+  // ---- parameters and locations ----
+
+  validateParameters(params: Record<string, string>): void {
+    for (const k of Object.keys(params)) {
+      if (!PARAMS.has(k)) throw invalid(`the rbd backend has no parameter ${JSON.stringify(k)}; it takes: ${[...PARAMS].join(', ')} (and the driver's backend, mkfsOptions)`);
+    }
+    this.locFromParams(params);
+    if (params.imageFeatures !== undefined) parseFeatures(params.imageFeatures);
+  }
+
+  private cluster(id: string | undefined): ClusterConfig {
+    const cs = this.config.clusters;
+    if (id === undefined) {
+      if (cs.length === 1) return cs[0];
+      throw invalid(`parameter clusterID is required: this driver knows clusters ${cs.map((c) => c.clusterID).join(', ')}`);
+    }
+    const c = cs.find((x) => x.clusterID === id);
+    if (!c) throw invalid(`clusterID ${JSON.stringify(id.slice(0, 64))} is not in the driver's rbd config; known: ${cs.map((x) => x.clusterID).join(', ')}`);
+    return c;
+  }
+
+  /** Where a volume of these parameters lives; only pools the config lists are allowed. */
+  private locFromParams(params: Record<string, string>): Loc {
+    const cluster = this.cluster(params.clusterID);
+    const pool = params.pool === undefined ? cluster.pools[0].pool : checkName('pool', params.pool);
+    const ns = params.radosNamespace === undefined ? (params.pool === undefined ? cluster.pools[0].namespace : '') : checkName('radosNamespace', params.radosNamespace);
+    const ref = cluster.pools.find((p) => p.pool === pool && p.namespace === ns);
+    if (!ref) {
+      throw invalid(`pool ${poolSpec({ pool, namespace: ns })} is not one the driver may use in cluster ${cluster.clusterID}; allowed: ${cluster.pools.map(poolSpec).join(', ')}`);
+    }
+    return { cluster, pool: ref };
+  }
+
+  private allLocs(): Loc[] {
+    return this.config.clusters.flatMap((cluster) => cluster.pools.map((pool) => ({ cluster, pool })));
+  }
+
+  /** The config's default credentials (reads carry no secrets), or undefined. */
+  private defaultCreds(cluster: ClusterConfig): Credentials | undefined {
+    return cluster.user && cluster.keyFile ? { user: cluster.user, keyFile: cluster.keyFile } : undefined;
+  }
+
+  /** Secrets when the request has them, else the config's default user. */
+  private creds(cluster: ClusterConfig, secrets?: Record<string, string>): Credentials {
+    return credentialsFrom(cluster, secrets);
+  }
+
+  private features(params: Record<string, string>): string {
+    return parseFeatures(params.imageFeatures ?? this.config.imageFeatures).join(',');
+  }
+
+  // ---- image helpers ----
+
+  private async info(loc: Loc, name: string, creds = this.creds(loc.cluster)): Promise<RbdInfo | undefined> {
+    try {
+      return await this.cli.rbdJson<RbdInfo>(loc.cluster, creds, ['info', imageSpec(loc.pool, name)]);
+    } catch (err) {
+      if (isNotFound(err)) return undefined;
+      throw err;
+    }
+  }
+
+  private async meta(loc: Loc, name: string, creds = this.creds(loc.cluster)): Promise<Record<string, string> | undefined> {
+    try {
+      return (await this.cli.rbdJson<Record<string, string> | null>(loc.cluster, creds, ['image-meta', 'list', imageSpec(loc.pool, name)])) ?? {};
+    } catch (err) {
+      if (isNotFound(err)) return undefined;
+      throw err;
+    }
+  }
+
+  private async setMeta(loc: Loc, name: string, key: string, value: string, creds = this.creds(loc.cluster)): Promise<void> {
+    await this.cli.rbd(loc.cluster, creds, ['image-meta', 'set', imageSpec(loc.pool, name), key, value]);
+  }
+
+  /** Finds an image by name in every allowed pool (the last place it was seen first). */
+  private async findImage(name: string, secrets?: Record<string, string>): Promise<Loc | undefined> {
+    const hint = this.where.get(name);
+    if (hint && (await this.info(hint, name, this.creds(hint.cluster, secrets)))) return hint;
+    this.where.delete(name);
+    for (const loc of this.allLocs()) {
+      if (loc === hint) continue;
+      if (await this.info(loc, name, this.creds(loc.cluster, secrets))) {
+        this.where.set(name, loc);
+        return loc;
+      }
+    }
+    return undefined;
+  }
+
+  private async stored<T>(name: string, secrets?: Record<string, string>): Promise<{ loc: Loc; stored: Stored<T>; meta: Record<string, string> } | undefined> {
+    const loc = await this.findImage(name, secrets);
+    if (!loc) return undefined;
+    const meta = await this.meta(loc, name, this.creds(loc.cluster, secrets));
+    if (!meta || !meta[META_RECORD] || meta[META_DELETING]) return undefined;
+    return { loc, stored: recordFromJson<Stored<T>>(meta[META_RECORD]), meta };
+  }
+
+  private async listStored<T>(re: RegExp): Promise<Array<{ loc: Loc; name: string; stored: Stored<T>; meta: Record<string, string> }>> {
+    const out = [];
+    for (const loc of this.allLocs()) {
+      const names = (await this.cli.rbdJson<string[] | null>(loc.cluster, this.creds(loc.cluster), ['ls', poolSpec(loc.pool)])) ?? [];
+      for (const name of names.filter((n) => re.test(n)).sort()) {
+        const meta = await this.meta(loc, name);
+        if (!meta || !meta[META_RECORD] || meta[META_DELETING]) continue;
+        this.where.set(name, loc);
+        out.push({ loc, name, stored: recordFromJson<Stored<T>>(meta[META_RECORD]), meta });
+      }
+    }
+    return out;
+  }
+
+  /**
+   * Removes an image completely: refuses while it is mapped anywhere (it has watchers),
+   * marks it deleting, removes its snapshots (a snapshot with clone-v2 children goes to the
+   * trash namespace), then the image; an image whose trashed snapshots still have children
+   * goes to the RBD trash and is removed by a later sweep once they are gone.
+   */
+  private async removeImage(loc: Loc, name: string, creds: Credentials): Promise<void> {
+    const spec = imageSpec(loc.pool, name);
+    let status: { watchers?: Array<{ address: string }> };
+    try {
+      status = await this.cli.rbdJson(loc.cluster, creds, ['status', spec]);
+    } catch (err) {
+      if (isNotFound(err)) return;
+      throw err;
+    }
+    const watchers = status?.watchers ?? [];
+    if (watchers.length > 0) {
+      throw new BackendError(
+        'precondition',
+        `RBD image ${spec} is still mapped (watched by ${watchers.map((w) => w.address).join(', ')}): unstage the volume on its node first${this.config.mapper === 'fuse' ? ' (a crashed mapper lets go after the OSD watch timeout)' : ''}`,
+      );
+    }
+    try {
+      await this.setMeta(loc, name, META_DELETING, new Date().toISOString(), creds);
+      const snaps = (await this.cli.rbdJson<RbdSnap[] | null>(loc.cluster, creds, ['snap', 'ls', spec])) ?? [];
+      for (const s of snaps) {
+        if (s.protected === 'true') await this.cli.rbd(loc.cluster, creds, ['snap', 'unprotect', `${spec}@${s.name}`]).catch(() => undefined);
+        await this.cli.rbd(loc.cluster, creds, ['snap', 'rm', '--no-progress', `${spec}@${s.name}`]);
+      }
+      const r = await this.cli.rbd(loc.cluster, creds, ['rm', '--no-progress', spec]).catch((err: unknown) => err);
+      if (r instanceof Error) {
+        if (isNotFound(r)) return;
+        // Trashed snapshots with clones of them left: park the image in the RBD trash.
+        this.opts.log.info({ image: spec }, 'image still has clones of its snapshots; moved to the RBD trash until they are gone');
+        await this.cli.rbd(loc.cluster, creds, ['trash', 'mv', spec]);
+      }
+    } catch (err) {
+      if (isNotFound(err)) return;
+      throw err;
+    } finally {
+      this.where.delete(name);
+    }
+    await this.sweepTrash(loc, creds);
+  }
+
+  /** Removes our images from the RBD trash once nothing depends on them any more. */
+  private async sweepTrash(loc: Loc, creds: Credentials): Promise<void> {
+    // Removing a child frees its parent's trashed snapshot, so a parent may leave on the next round.
+    for (let round = 0; round < 8; round++) {
+      const list = (await this.cli.rbdJson<Array<{ id: string; name: string }> | null>(loc.cluster, creds, ['trash', 'ls', poolSpec(loc.pool)]).catch(() => null)) ?? [];
+      let removed = 0;
+      for (const t of list) {
+        if (!VOL_RE.test(t.name) && !SNAP_RE.test(t.name)) continue;
+        if (!/^[0-9a-f]+$/.test(t.id)) continue;
+        await this.cli.rbd(loc.cluster, creds, ['trash', 'rm', '--no-progress', imageSpec(loc.pool, t.id)]).then(
+          () => {
+            removed++;
+            this.opts.log.info({ image: t.name, pool: poolSpec(loc.pool) }, 'removed an image from the RBD trash');
+          },
+          () => undefined,
+        );
+      }
+      if (removed === 0) return;
+    }
+  }
+
+  /** A snapshot of spec named snap, taken while the image's filesystem on this node (if any) is frozen. */
+  private async freshSnap(loc: Loc, image: string, snap: string, creds: Credentials): Promise<void> {
+    const spec = imageSpec(loc.pool, image);
+    await this.cli.rbd(loc.cluster, creds, ['snap', 'rm', '--no-progress', `${spec}@${snap}`]).catch((err: unknown) => {
+      if (!isNotFound(err)) throw err;
+    });
+    await this.cli.rbd(loc.cluster, creds, ['snap', 'create', '--no-progress', `${spec}@${snap}`]);
+  }
+
+  private async devicesOn(locs: Array<{ loc: Loc; image: string }>): Promise<string[]> {
+    const out: string[] = [];
+    for (const { loc, image } of locs) {
+      const d = await this.mapper.mapped({ cluster: loc.cluster, pool: loc.pool, image }).catch(() => undefined);
+      if (d) out.push(d);
+    }
+    return out;
+  }
+
+  /** Clones src@snap into dst (clone format 2: the parent snapshot may be removed later), flattening when too deep. */
+  private async cloneInto(src: Loc, srcImage: string, snap: string, dst: Loc, dstImage: string, features: string, depth: number, creds: Credentials): Promise<number> {
+    if (src.cluster !== dst.cluster) throw invalid(`cannot clone across clusters (${src.cluster.clusterID} -> ${dst.cluster.clusterID})`);
+    await this.cli.rbd(dst.cluster, creds, [
+      'clone',
+      '--rbd-default-clone-format', '2',
+      '--image-feature', features,
+      imageSpec(src.pool, srcImage, snap),
+      imageSpec(dst.pool, dstImage),
+    ]);
+    if (depth > this.config.maxCloneDepth) {
+      await this.cli.rbd(dst.cluster, creds, ['flatten', '--no-progress', imageSpec(dst.pool, dstImage)], 30 * 60_000);
+      this.opts.log.info({ image: imageSpec(dst.pool, dstImage), depth, max: this.config.maxCloneDepth }, 'flattened a clone that would be too deep');
+      return 0;
+    }
+    return depth;
+  }
+
+  // ---- Backend ----
+
+  async init(): Promise<void> {
+    await this.cli.init();
+    if (this.mapper instanceof FuseMapper) await this.mapper.init();
+    const log = this.opts.log;
+    if (this.opts.node && this.opts.nodeId) {
+      if (!NODE_ID_RE.test(this.opts.nodeId)) throw new Error(`node ID ${JSON.stringify(this.opts.nodeId)} cannot be registered in RADOS: letters, digits, '_', '.', ':', '-'`);
+      for (const cluster of this.config.clusters) {
+        const creds = this.defaultCreds(cluster);
+        if (!creds) continue;
+        await this.rados(cluster, creds, ['setomapval', NODES_OBJECT, this.opts.nodeId, JSON.stringify({ registeredAt: new Date().toISOString() })]).then(
+          () => log.info({ clusterID: cluster.clusterID, nodeId: this.opts.nodeId }, 'node registered in RADOS'),
+          (err: unknown) => log.error({ clusterID: cluster.clusterID, err: String(err) }, 'could not register this node in RADOS'),
+        );
+      }
+      await this.mapper.recover(this.config.clusters, (c) => this.defaultCreds(c));
+    }
+    if (this.opts.controller) {
+      for (const loc of this.allLocs()) {
+        const creds = this.defaultCreds(loc.cluster);
+        if (!creds) continue;
+        try {
+          const names = (await this.cli.rbdJson<string[] | null>(loc.cluster, creds, ['ls', poolSpec(loc.pool)])) ?? [];
+          for (const name of names.filter((n) => VOL_RE.test(n) || SNAP_RE.test(n))) {
+            const meta = await this.meta(loc, name, creds);
+            if (meta && (!meta[META_RECORD] || meta[META_DELETING])) {
+              await this.removeImage(loc, name, creds).then(
+                () => log.warn({ image: imageSpec(loc.pool, name) }, meta[META_DELETING] ? 'finished a delete that did not finish' : 'removed the image of a create that did not finish'),
+                (err: unknown) => log.warn({ image: imageSpec(loc.pool, name), err: String(err) }, 'could not clean up a half-done image yet'),
+              );
+            }
+          }
+          await this.sweepTrash(loc, creds);
+        } catch (err) {
+          log.error({ pool: poolSpec(loc.pool), clusterID: loc.cluster.clusterID, err: String(err) }, 'start-up reconciliation failed');
+        }
+      }
+    }
+  }
+
+  private async rados(cluster: ClusterConfig, creds: Credentials, args: string[]) {
+    const p = cluster.pools[0];
+    return this.cli.tool('rados', cluster, creds, ['-p', p.pool, ...(p.namespace ? ['-N', p.namespace] : []), ...args]);
+  }
+
+  async knowsNode(nodeId: string): Promise<boolean> {
+    if (!NODE_ID_RE.test(nodeId)) return false;
+    if (this.config.nodes.includes(nodeId)) return true;
+    const seen = this.knownNodes.get(nodeId);
+    if (seen && Date.now() - seen < 60_000) return true;
+    for (const cluster of this.config.clusters) {
+      const creds = this.defaultCreds(cluster);
+      if (!creds) continue;
+      const r = await this.rados(cluster, creds, ['listomapkeys', NODES_OBJECT]).catch(() => undefined);
+      if (r && r.stdout.split('\n').includes(nodeId)) {
+        this.knownNodes.set(nodeId, Date.now());
+        return true;
+      }
+    }
+    return false;
+  }
+
+  async capacity(params: Record<string, string>): Promise<Capacity> {
+    const loc = this.locFromParams(params);
+    const key = `${loc.cluster.clusterID}/${loc.pool.pool}`;
+    const hit = this.capCache.get(key);
+    let bytes: bigint;
+    if (hit && Date.now() - hit.at < 10_000) {
+      bytes = hit.bytes;
+    } else {
+      const r = await this.cli.tool('ceph', loc.cluster, this.creds(loc.cluster), ['df', '--format', 'json'], 30_000);
+      const df = JSON.parse(r.stdout) as { pools?: Array<{ name: string; stats: { max_avail: number } }> };
+      const p = df.pools?.find((x) => x.name === loc.pool.pool);
+      if (!p) throw new BackendError('not-found', `pool ${loc.pool.pool} does not exist in cluster ${loc.cluster.clusterID}`);
+      bytes = BigInt(Math.floor(p.stats.max_avail));
+      this.capCache.set(key, { at: Date.now(), bytes });
+    }
+    return { availableBytes: bytes, maximumVolumeBytes: this.opts.maxVolumeBytes };
+  }
+
+  async granularity(): Promise<bigint> {
+    return MiB;
+  }
+
+  async getVolume(id: string): Promise<VolumeRecord | undefined> {
+    return (await this.stored<VolumeRecord>(volumeImage(id)))?.stored.record;
+  }
+
+  async listVolumes(): Promise<VolumeRecord[]> {
+    return (await this.listStored<VolumeRecord>(VOL_RE)).map((s) => s.stored.record);
+  }
+
+  async createVolume(rec: VolumeRecord, secrets?: Record<string, string>): Promise<VolumeRecord> {
+    const loc = this.locFromParams(rec.parameters);
+    const creds = credentialsFrom(loc.cluster, secrets);
+    const name = volumeImage(rec.id);
+    const spec = imageSpec(loc.pool, name);
+    const meta = await this.meta(loc, name, creds);
+    if (meta?.[META_RECORD] && !meta[META_DELETING]) return recordFromJson<Stored<VolumeRecord>>(meta[META_RECORD]).record;
+    if (meta) await this.removeImage(loc, name, creds); // a create (or delete) that did not finish
+    const features = this.features(rec.parameters);
+    let depth = 0;
+    const cs = rec.contentSource;
+    if (!cs) {
+      await this.cli.rbd(loc.cluster, creds, ['create', '--size', `${rec.capacityBytes / MiB}M`, '--image-feature', features, spec]);
+    } else if (cs.type === 'snapshot') {
+      const src = await this.stored<SnapshotRecord>(snapshotImage(cs.id), secrets);
+      if (!src) throw new BackendError('not-found', `source snapshot ${cs.id} does not exist`);
+      const srcImage = snapshotImage(cs.id);
+      depth = await this.cloneInto(src.loc, srcImage, srcImage, loc, name, features, src.stored.depth + 1, creds);
+    } else {
+      const src = await this.stored<VolumeRecord>(volumeImage(cs.id), secrets);
+      if (!src) throw new BackendError('not-found', `source volume ${cs.id} does not exist`);
+      const srcImage = volumeImage(cs.id);
+      const tmp = `csi-tmp-${hashOf(rec.id)}`;
+      const devs = await this.devicesOn([{ loc: src.loc, image: srcImage }]);
+      await withQuiescedDevices(devs, () => this.freshSnap(src.loc, srcImage, tmp, creds));
+      depth = await this.cloneInto(src.loc, srcImage, tmp, loc, name, features, src.stored.depth + 1, creds);
+      // With clone format 2 the snapshot goes to the trash namespace and disappears with its last clone.
+      await this.cli.rbd(loc.cluster, creds, ['snap', 'rm', '--no-progress', imageSpec(src.loc.pool, srcImage, tmp)]);
+    }
+    const info = await this.info(loc, name, creds);
+    if (info && BigInt(info.size) < rec.capacityBytes) {
+      await this.cli.rbd(loc.cluster, creds, ['resize', '--no-progress', '--size', `${rec.capacityBytes / MiB}M`, spec]);
+    }
+    // The record last: its presence is what makes the image a volume.
+    await this.setMeta(loc, name, META_RECORD, recordToJson({ record: rec, depth } satisfies Stored<VolumeRecord>), creds);
+    this.where.set(name, loc);
+    return rec;
+  }
+
+  async saveVolume(rec: VolumeRecord, secrets?: Record<string, string>): Promise<void> {
+    const name = volumeImage(rec.id);
+    const found = await this.stored<VolumeRecord>(name, secrets);
+    if (!found) throw new BackendError('not-found', `volume ${rec.id} does not exist`);
+    const creds = credentialsFrom(found.loc.cluster, secrets);
+    await this.setMeta(found.loc, name, META_RECORD, recordToJson({ record: rec, depth: found.stored.depth }), creds);
+  }
+
+  async expandVolume(rec: VolumeRecord, newBytes: bigint, secrets?: Record<string, string>): Promise<VolumeRecord> {
+    const name = volumeImage(rec.id);
+    const found = await this.stored<VolumeRecord>(name, secrets);
+    if (!found) throw new BackendError('not-found', `volume ${rec.id} does not exist`);
+    const creds = credentialsFrom(found.loc.cluster, secrets);
+    const info = await this.info(found.loc, name, creds);
+    if (info && BigInt(info.size) < newBytes) {
+      await this.cli.rbd(found.loc.cluster, creds, ['resize', '--no-progress', '--size', `${newBytes / MiB}M`, imageSpec(found.loc.pool, name)]);
+    }
+    const next = { ...rec, capacityBytes: newBytes };
+    await this.setMeta(found.loc, name, META_RECORD, recordToJson({ record: next, depth: found.stored.depth }), creds);
+    return next;
+  }
+
+  async deleteVolume(id: string, secrets?: Record<string, string>): Promise<void> {
+    const name = volumeImage(id);
+    const loc = await this.findImage(name, secrets);
+    if (!loc) return;
+    await this.removeImage(loc, name, credentialsFrom(loc.cluster, secrets));
+  }
+
+  async volumeHealth(rec: VolumeRecord): Promise<VolumeHealth> {
+    const name = volumeImage(rec.id);
+    const loc = await this.findImage(name).catch(() => undefined);
+    if (!loc) return { abnormal: true, message: `RBD image ${name} is missing or the cluster cannot be reached` };
+    const info = await this.info(loc, name).catch(() => undefined);
+    if (!info) return { abnormal: true, message: `RBD image ${imageSpec(loc.pool, name)} cannot be read` };
+    if (BigInt(info.size) < rec.capacityBytes) return { abnormal: true, message: `RBD image ${imageSpec(loc.pool, name)} is ${info.size} bytes, smaller than the volume's ${rec.capacityBytes}` };
+    return { abnormal: false, message: `RBD image ${imageSpec(loc.pool, name)} present` };
+  }
+
+  async getSnapshot(id: string): Promise<SnapshotRecord | undefined> {
+    return (await this.stored<SnapshotRecord>(snapshotImage(id)))?.stored.record;
+  }
+
+  async listSnapshots(): Promise<SnapshotRecord[]> {
+    return (await this.listStored<SnapshotRecord>(SNAP_RE)).map((s) => s.stored.record);
+  }
+
+  /**
+   * All sources are cut together (their filesystems on this node frozen meanwhile), then
+   * each cut becomes an image of its own: a clone of the cut, which is then removed from
+   * the source (it lives on in the trash namespace while the clone needs it). The snapshot
+   * image carries one snapshot of its own, which restores clone from.
+   */
+  async createSnapshots(recs: SnapshotRecord[], secrets?: Record<string, string>): Promise<SnapshotRecord[]> {
+    const work: Array<{ rec: SnapshotRecord; src: Loc; srcImage: string; depth: number; features: string; creds: Credentials; name: string; done: boolean }> = [];
+    for (const rec of recs) {
+      const srcImage = volumeImage(rec.sourceVolumeId);
+      const src = await this.stored<VolumeRecord>(srcImage, secrets);
+      if (!src) throw new BackendError('not-found', `source volume ${rec.sourceVolumeId} does not exist`);
+      const creds = credentialsFrom(src.loc.cluster, secrets);
+      const name = snapshotImage(rec.id);
+      const meta = await this.meta(src.loc, name, creds);
+      const done = !!meta?.[META_RECORD] && !meta[META_DELETING];
+      if (meta && !done) await this.removeImage(src.loc, name, creds);
+      work.push({ rec, src: src.loc, srcImage, depth: src.stored.depth + 1, features: this.features(src.stored.record.parameters), creds, name, done });
+    }
+    const todo = work.filter((w) => !w.done);
+    const devs = await this.devicesOn(todo.map((w) => ({ loc: w.src, image: w.srcImage })));
+    await withQuiescedDevices(devs, async () => {
+      for (const w of todo) await this.freshSnap(w.src, w.srcImage, w.name, w.creds);
+    });
+    for (const w of todo) {
+      const depth = await this.cloneInto(w.src, w.srcImage, w.name, w.src, w.name, w.features, w.depth, w.creds);
+      await this.cli.rbd(w.src.cluster, w.creds, ['snap', 'rm', '--no-progress', imageSpec(w.src.pool, w.srcImage, w.name)]);
+      await this.cli.rbd(w.src.cluster, w.creds, ['snap', 'create', '--no-progress', imageSpec(w.src.pool, w.name, w.name)]).catch((err: unknown) => {
+        if (errnoOf(err) !== EEXIST) throw err;
+      });
+      await this.setMeta(w.src, w.name, META_RECORD, recordToJson({ record: w.rec, depth } satisfies Stored<SnapshotRecord>), w.creds);
+      this.where.set(w.name, w.src);
+    }
+    const out: SnapshotRecord[] = [];
+    for (const w of work) out.push(w.done ? ((await this.getSnapshot(w.rec.id)) ?? w.rec) : w.rec);
+    return out;
+  }
+
+  async deleteSnapshot(id: string, secrets?: Record<string, string>): Promise<void> {
+    const name = snapshotImage(id);
+    const loc = await this.findImage(name, secrets);
+    if (!loc) return;
+    await this.removeImage(loc, name, credentialsFrom(loc.cluster, secrets));
+  }
+
+  async getGroupSnapshot(id: string): Promise<GroupSnapshotRecord | undefined> {
+    for (const s of await this.listStored<SnapshotRecord>(SNAP_RE)) {
+      if (s.stored.record.groupSnapshotId !== id || !s.meta[META_GROUP]) continue;
+      return recordFromJson<GroupSnapshotRecord>(s.meta[META_GROUP]);
+    }
+    return undefined;
+  }
+
+  /** A group's record is kept in the metadata of each of its member snapshots. */
+  async saveGroupSnapshot(rec: GroupSnapshotRecord): Promise<void> {
+    for (const sid of rec.snapshotIds) {
+      const name = snapshotImage(sid);
+      const loc = await this.findImage(name);
+      if (loc) await this.setMeta(loc, name, META_GROUP, recordToJson(rec));
+    }
+  }
+
+  async deleteGroupSnapshotRecord(id: string): Promise<void> {
+    for (const s of await this.listStored<SnapshotRecord>(SNAP_RE)) {
+      if (s.stored.record.groupSnapshotId !== id || !s.meta[META_GROUP]) continue;
+      await this.cli.rbd(s.loc.cluster, this.creds(s.loc.cluster), ['image-meta', 'remove', imageSpec(s.loc.pool, s.name), META_GROUP]);
+    }
+  }
+
+  // ---- node side ----
+
+  private target(rec: VolumeRecord): MapTarget {
+    const loc = this.locFromParams(rec.parameters);
+    return { cluster: loc.cluster, pool: loc.pool, image: volumeImage(rec.id) };
+  }
+
+  async attach(rec: VolumeRecord, secrets?: Record<string, string>): Promise<string> {
+    const t = this.target(rec);
+    const have = await this.mapper.mapped(t);
+    if (have) return have;
+    return this.mapper.map(t, credentialsFrom(t.cluster, secrets));
+  }
+
+  async attachedDevice(rec: VolumeRecord): Promise<string | undefined> {
+    return this.mapper.mapped(this.target(rec));
+  }
+
+  async detach(rec: VolumeRecord): Promise<void> {
+    await this.mapper.unmap(this.target(rec));
+  }
+
+  async refreshDevice(rec: VolumeRecord, device: string): Promise<void> {
+    await this.mapper.refresh(this.target(rec), device);
+  }
+}
+
+/** The driver flags of the RBD backend (see the report for their wiring in main.ts). */
+export interface RbdFlags {
+  'rbd-config'?: string;
+  'rbd-mapper'?: string;
+  'state-dir'?: string;
+  'node-id'?: string;
+  mode?: string;
+  'max-volume-size'?: string;
+}
+
+/** Builds the backend from the driver's flags, or undefined when --rbd-config is not given. The caller runs init(). */
+export async function rbdBackendFromFlags(values: RbdFlags, log: Logger): Promise<RbdBackend | undefined> {
+  const file = values['rbd-config'];
+  if (!file) return undefined;
+  const config = await loadConfig(file, { mapper: values['rbd-mapper'] });
+  const mode = values.mode ?? 'all';
+  return new RbdBackend({
+    config,
+    stateDir: path.join(values['state-dir'] ?? '/var/lib/tscsi/node', 'rbd'),
+    nodeId: values['node-id'],
+    node: mode !== 'controller',
+    controller: mode !== 'node',
+    maxVolumeBytes: values['max-volume-size'] ? parseSize(values['max-volume-size']) : undefined,
+    log,
+  });
+}

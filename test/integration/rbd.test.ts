@@ -1,0 +1,420 @@
+// The RBD backend against a real Ceph cluster started by the test on 127.0.0.1 (one mon,
+// one bluestore OSD, one mgr, cephx), the node side through the fuse mapper (rbd-fuse +
+// a loop device): these VMs have neither the rbd nor the nbd kernel driver. The driver's
+// services run in this process on a private socket and are called over gRPC.
+import { describe, it, expect, beforeAll, afterAll } from 'vitest';
+import fs from 'node:fs/promises';
+import path from 'node:path';
+import { pino } from 'pino';
+import { execa } from 'execa';
+import { startCeph, stopCeph, adminRbd, cleanupDriverDir, type CephEnv } from '../lib/ceph/cluster.js';
+import { CsiClient, codeName } from '../../sidecars/common/csi-client.js';
+import { DriverContext, type DriverConfig } from '../../driver/context.js';
+import { CsiServer } from '../../driver/server.js';
+import { IdentityService } from '../../driver/identity.js';
+import { ControllerService } from '../../driver/controller.js';
+import { GroupControllerService } from '../../driver/groupcontroller.js';
+import { NodeService } from '../../driver/node.js';
+import { NodeStateStore } from '../../driver/nodestate.js';
+import { CsiError } from '../../driver/errors.js';
+import { BackendError, type VolumeRecord } from '../../driver/backends/backend.js';
+import { RbdBackend, parseConfig, volumeImage, snapshotImage, type RbdConfig } from '../../driver/backends/rbd/index.js';
+
+const MiB = 1024 * 1024;
+const NODE = 'rbd-node-1';
+const OTHER_NODE = 'rbd-node-2';
+
+let root: string;
+let ceph: CephEnv | undefined;
+let drv: InProcDriver | undefined;
+
+function configFor(env: CephEnv, extra: Record<string, unknown> = {}, withDefaultUser = true): RbdConfig {
+  return parseConfig({
+    clusters: [{ clusterID: 'test', monitors: [env.mon], pools: [env.pool, `${env.pool}/ns1`], ...(withDefaultUser ? { user: env.user, keyFile: env.keyFile } : {}) }],
+    mapper: 'fuse',
+    maxCloneDepth: 2,
+    nodes: [OTHER_NODE],
+    ...extra,
+  });
+}
+
+/** The driver's services wired as main.ts wires them, with the rbd backend only. */
+class InProcDriver {
+  client!: CsiClient;
+  server!: CsiServer;
+  backend!: RbdBackend;
+  ctx!: DriverContext;
+  readonly socket: string;
+  readonly logFile: string;
+
+  constructor(readonly dir: string) {
+    this.socket = path.join(dir, 'csi.sock');
+    this.logFile = path.join(dir, 'driver.log');
+  }
+
+  async start(config: RbdConfig): Promise<void> {
+    await fs.mkdir(this.dir, { recursive: true });
+    const log = pino({ level: 'debug', base: { component: 'tscsi-driver' } }, pino.destination({ dest: this.logFile, sync: true, append: true }));
+    this.backend = new RbdBackend({ config, stateDir: path.join(this.dir, 'state', 'rbd'), nodeId: NODE, node: true, controller: true, log });
+    await this.backend.init();
+    const dc: DriverConfig = {
+      driverName: 'csi.tscsi.dev',
+      version: 'test',
+      nodeId: NODE,
+      topologyKey: 'topology.tscsi.dev/node',
+      maxVolumesPerNode: 16,
+      defaultFsType: 'ext4',
+      defaultBackend: 'rbd',
+      nodeStateDir: path.join(this.dir, 'state'),
+      defaultVolumeBytes: 64n * 1024n * 1024n,
+    };
+    this.ctx = new DriverContext(dc, new Map([['rbd', this.backend]]), log);
+    const nodeState = new NodeStateStore(dc.nodeStateDir);
+    await nodeState.init();
+    this.server = new CsiServer(
+      {
+        identity: new IdentityService(this.ctx, [dc.nodeStateDir]),
+        controller: new ControllerService(this.ctx),
+        groupController: new GroupControllerService(this.ctx),
+        node: new NodeService(this.ctx, nodeState),
+      },
+      log,
+    );
+    await this.server.listen(`unix://${this.socket}`);
+    this.client = new CsiClient(this.socket);
+  }
+
+  async stop(): Promise<void> {
+    this.client?.close();
+    await this.server?.shutdown(5_000);
+  }
+}
+
+const mountCap = (fsType = 'ext4', mode = 'SINGLE_NODE_WRITER') => ({ mount: { fs_type: fsType, mount_flags: [] }, access_mode: { mode } });
+const params = (extra: Record<string, string> = {}) => ({ backend: 'rbd', clusterID: 'test', pool: ceph!.pool, ...extra });
+const codeOf = (p: Promise<unknown>) => p.then(() => 'OK', (e) => codeName(e) ?? String(e));
+
+async function imageMeta(spec: string): Promise<Record<string, string>> {
+  return JSON.parse((await adminRbd(ceph!, ['image-meta', 'list', '--format', 'json', spec])) || '{}') as Record<string, string>;
+}
+
+async function rbdNames(poolSpec = ceph!.pool): Promise<string[]> {
+  return JSON.parse((await adminRbd(ceph!, ['ls', '--format', 'json', poolSpec])) || '[]') as string[];
+}
+
+async function stage(volumeId: string, name: string, cap = mountCap()) {
+  const staging = path.join(root, 'staging', name);
+  const target = path.join(root, 'pods', name, 'mount');
+  await fs.mkdir(staging, { recursive: true });
+  await drv!.client.Node.NodeStageVolume({ volume_id: volumeId, staging_target_path: staging, volume_capability: cap });
+  await drv!.client.Node.NodePublishVolume({ volume_id: volumeId, staging_target_path: staging, target_path: target, volume_capability: cap });
+  return { staging, target };
+}
+
+async function unstage(volumeId: string, p: { staging: string; target: string }) {
+  await drv!.client.Node.NodeUnpublishVolume({ volume_id: volumeId, target_path: p.target });
+  await drv!.client.Node.NodeUnstageVolume({ volume_id: volumeId, staging_target_path: p.staging });
+}
+
+/** Deletes, waiting out the OSD watch timeout (10 s here) of a helper that was killed. */
+async function deleteVolumeEventually(id: string, timeoutMs = 60_000) {
+  const end = Date.now() + timeoutMs;
+  for (;;) {
+    const code = await codeOf(drv!.client.Controller.DeleteVolume({ volume_id: id }));
+    if (code === 'OK') return;
+    if (code !== 'FAILED_PRECONDITION' || Date.now() > end) throw new Error(`DeleteVolume ${id}: ${code}`);
+    await new Promise((r) => setTimeout(r, 1000));
+  }
+}
+
+/** Collects every process's command line and environment while fn runs. */
+async function watchProcesses<T>(fn: () => Promise<T>): Promise<{ result: T; seen: string[]; samples: number }> {
+  const seen = new Set<string>();
+  let running = true;
+  let samples = 0;
+  const sampler = (async () => {
+    while (running) {
+      for (const p of await fs.readdir('/proc').catch(() => [] as string[])) {
+        if (!/^\d+$/.test(p)) continue;
+        const cmd = await fs.readFile(`/proc/${p}/cmdline`, 'utf8').catch(() => '');
+        if (!/rbd|rados|ceph/.test(cmd)) continue;
+        const env = await fs.readFile(`/proc/${p}/environ`, 'utf8').catch(() => '');
+        seen.add(`${cmd.replace(/\0/g, ' ')} || ${env.replace(/\0/g, ' ')}`);
+      }
+      samples++;
+      await new Promise((r) => setTimeout(r, 5));
+    }
+  })();
+  try {
+    const result = await fn();
+    return { result, seen: [...seen], samples };
+  } finally {
+    running = false;
+    await sampler;
+  }
+}
+
+beforeAll(async () => {
+  root = await fs.mkdtemp('/tmp/tscsi-rbd-');
+  ceph = await startCeph(path.join(root, 'ceph'));
+  await adminRbd(ceph, ['namespace', 'create', `${ceph.pool}/ns1`]);
+  drv = new InProcDriver(path.join(root, 'driver'));
+  await drv.start(configFor(ceph));
+}, 600_000);
+
+afterAll(async () => {
+  await drv?.stop().catch(() => undefined);
+  if (root) await cleanupDriverDir(root);
+  if (root) await stopCeph(path.join(root, 'ceph'));
+  if (root) await fs.rm(root, { recursive: true, force: true });
+}, 180_000);
+
+describe('rbd backend on a real Ceph cluster (fuse mapper)', () => {
+  it('refuses parameters it does not know or allow', async () => {
+    const c = drv!.client;
+    const bad = [
+      params({ pool: 'not-allowed' }),
+      params({ pool: '--help' }),
+      params({ radosNamespace: '../x' }),
+      params({ imageFeatures: 'layering,journaling' }),
+      params({ imageFeatures: 'object-map' }),
+      params({ clusterID: 'nope' }),
+      params({ poool: 'rbd' }),
+    ];
+    for (const p of bad) {
+      expect(await codeOf(c.Controller.CreateVolume({ name: 'pvc-bad', parameters: p, volume_capabilities: [mountCap()] }))).toBe('INVALID_ARGUMENT');
+    }
+  });
+
+  it('lives through create, publish, stage, write, snapshot, clone, data check, expand and delete', async () => {
+    const c = drv!.client;
+    const cap = mountCap('xfs');
+    const v = (await c.Controller.CreateVolume({ name: 'pvc-rbd-1', parameters: params(), capacity_range: { required_bytes: String(320 * MiB) }, volume_capabilities: [cap] })).volume;
+    expect(v.volume_id).toMatch(/^vol-rbd-[0-9a-f]{32}$/);
+    expect(v.accessible_topology).toEqual([]);
+    const img = `${ceph!.pool}/${volumeImage(v.volume_id)}`;
+    const info = JSON.parse(await adminRbd(ceph!, ['info', '--format', 'json', img]));
+    expect(info.size).toBe(320 * MiB);
+    expect(info.features).toEqual(expect.arrayContaining(['layering', 'deep-flatten']));
+    expect(JSON.parse((await imageMeta(img))['tscsi.record']).record.name).toBe('pvc-rbd-1');
+    // Idempotent: the same name finds the same image.
+    expect((await c.Controller.CreateVolume({ name: 'pvc-rbd-1', parameters: params(), capacity_range: { required_bytes: String(320 * MiB) }, volume_capabilities: [cap] })).volume.volume_id).toBe(v.volume_id);
+
+    // ControllerPublish: recorded in image metadata; a second node for an RWO volume is refused.
+    expect(await codeOf(c.Controller.ControllerPublishVolume({ volume_id: v.volume_id, node_id: 'unknown-node', volume_capability: cap }))).toBe('NOT_FOUND');
+    await c.Controller.ControllerPublishVolume({ volume_id: v.volume_id, node_id: NODE, volume_capability: cap });
+    expect(JSON.parse((await imageMeta(img))['tscsi.record']).record.published).toHaveProperty(NODE);
+    expect(await codeOf(c.Controller.ControllerPublishVolume({ volume_id: v.volume_id, node_id: OTHER_NODE, volume_capability: cap }))).toBe('FAILED_PRECONDITION');
+
+    const p = await stage(v.volume_id, 'v1', cap);
+    const payload = Buffer.alloc(3 * MiB, 'rbd-data-');
+    await fs.writeFile(path.join(p.target, 'data'), payload);
+    const st = JSON.parse(await adminRbd(ceph!, ['status', '--format', 'json', img]));
+    expect(st.watchers.length).toBe(1); // mapped by rbd-fuse
+
+    // Snapshot while staged (frozen around the cut), then a volume from it.
+    const snap = (await c.Controller.CreateSnapshot({ name: 'snap-rbd-1', source_volume_id: v.volume_id })).snapshot;
+    expect(snap.snapshot_id).toMatch(/^snap-rbd-/);
+    expect((await rbdNames()).includes(snapshotImage(snap.snapshot_id))).toBe(true);
+    const listed = (await c.Controller.ListSnapshots({ source_volume_id: v.volume_id })).entries.map((e: any) => e.snapshot.snapshot_id);
+    expect(listed).toEqual([snap.snapshot_id]);
+    await fs.writeFile(path.join(p.target, 'after-snapshot'), 'not in the snapshot');
+
+    const restored = (await c.Controller.CreateVolume({ name: 'pvc-rbd-restore', parameters: params(), volume_capabilities: [cap], volume_content_source: { snapshot: { snapshot_id: snap.snapshot_id } } })).volume;
+    expect(restored.capacity_bytes).toBe(String(320 * MiB));
+    const pr = await stage(restored.volume_id, 'restored', cap);
+    expect((await fs.readFile(path.join(pr.target, 'data'))).equals(payload)).toBe(true);
+    await expect(fs.stat(path.join(pr.target, 'after-snapshot'))).rejects.toThrow();
+
+    // A clone of a volume (volume content source), larger than its source.
+    const cloned = (await c.Controller.CreateVolume({ name: 'pvc-rbd-clone', parameters: params(), capacity_range: { required_bytes: String(400 * MiB) }, volume_capabilities: [cap], volume_content_source: { volume: { volume_id: v.volume_id } } })).volume;
+    expect(cloned.capacity_bytes).toBe(String(400 * MiB));
+    const pc = await stage(cloned.volume_id, 'cloned', cap);
+    expect((await fs.readFile(path.join(pc.target, 'after-snapshot'), 'utf8'))).toBe('not in the snapshot');
+    const statfs = await fs.statfs(pc.staging);
+    const srcfs = await fs.statfs(p.staging);
+    expect(statfs.blocks * statfs.bsize).toBeGreaterThan(srcfs.blocks * srcfs.bsize + 60 * MiB); // xfs grown to the clone's size at stage
+
+    // Online expansion: rbd resize, then the loop device and xfs.
+    const ex = await c.Controller.ControllerExpandVolume({ volume_id: v.volume_id, capacity_range: { required_bytes: String(480 * MiB) } });
+    expect(ex.capacity_bytes).toBe(String(480 * MiB));
+    expect(JSON.parse(await adminRbd(ceph!, ['info', '--format', 'json', img])).size).toBe(480 * MiB);
+    const nx = await c.Node.NodeExpandVolume({ volume_id: v.volume_id, volume_path: p.target });
+    expect(nx.capacity_bytes).toBe(String(480 * MiB));
+    const grown = await fs.statfs(p.staging);
+    expect(grown.blocks * grown.bsize).toBeGreaterThan(srcfs.blocks * srcfs.bsize + 140 * MiB);
+    expect((await fs.readFile(path.join(p.target, 'data'))).equals(payload)).toBe(true);
+
+    // Still mapped: DeleteVolume is refused with FAILED_PRECONDITION (published, then watched).
+    expect(await codeOf(c.Controller.DeleteVolume({ volume_id: v.volume_id }))).toBe('FAILED_PRECONDITION');
+    await c.Controller.ControllerUnpublishVolume({ volume_id: v.volume_id, node_id: NODE });
+    const mapped = await c.Controller.DeleteVolume({ volume_id: v.volume_id }).catch((e) => e);
+    expect(codeName(mapped)).toBe('FAILED_PRECONDITION');
+    expect(mapped.details).toMatch(/still mapped/);
+
+    const vols = (await c.Controller.ListVolumes({})).entries.map((e: any) => e.volume.volume_id);
+    expect(vols).toEqual(expect.arrayContaining([v.volume_id, restored.volume_id, cloned.volume_id]));
+    const cap0 = await c.Controller.GetCapacity({ parameters: params() });
+    expect(BigInt(cap0.available_capacity)).toBeGreaterThan(1n << 30n);
+
+    await unstage(v.volume_id, p);
+    await unstage(restored.volume_id, pr);
+    await unstage(cloned.volume_id, pc);
+    // The snapshot outlives its source.
+    await c.Controller.DeleteVolume({ volume_id: v.volume_id });
+    expect(await c.Controller.DeleteVolume({ volume_id: v.volume_id })).toEqual({});
+    expect((await c.Controller.ListSnapshots({ snapshot_id: snap.snapshot_id })).entries.length).toBe(1);
+    const again = (await c.Controller.CreateVolume({ name: 'pvc-rbd-restore-2', parameters: params(), volume_capabilities: [cap], volume_content_source: { snapshot: { snapshot_id: snap.snapshot_id } } })).volume;
+    const pa = await stage(again.volume_id, 'again', cap);
+    expect((await fs.readFile(path.join(pa.target, 'data'))).equals(payload)).toBe(true);
+    await unstage(again.volume_id, pa);
+
+    await c.Controller.DeleteSnapshot({ snapshot_id: snap.snapshot_id });
+    for (const id of [restored.volume_id, cloned.volume_id, again.volume_id]) await c.Controller.DeleteVolume({ volume_id: id });
+    expect((await rbdNames()).filter((n) => n.startsWith('csi-'))).toEqual([]);
+    // Nothing left in the trash either: parents parked there leave with their last clone.
+    const trash = JSON.parse((await adminRbd(ceph!, ['trash', 'ls', '--format', 'json', ceph!.pool])) || '[]') as Array<{ name: string }>;
+    expect(trash.filter((t) => t.name.startsWith('csi-'))).toEqual([]);
+  });
+
+  it('bounds clone depth by flattening, and works in a RADOS namespace', async () => {
+    const c = drv!.client;
+    const cap = mountCap('ext4');
+    const p = params({ radosNamespace: 'ns1' });
+    let src = (await c.Controller.CreateVolume({ name: 'pvc-depth-0', parameters: p, capacity_range: { required_bytes: String(32 * MiB) }, volume_capabilities: [cap] })).volume;
+    const made = [src.volume_id];
+    const snaps: string[] = [];
+    for (let i = 1; i <= 3; i++) {
+      const s = (await c.Controller.CreateSnapshot({ name: `snap-depth-${i}`, source_volume_id: src.volume_id })).snapshot;
+      snaps.push(s.snapshot_id);
+      src = (await c.Controller.CreateVolume({ name: `pvc-depth-${i}`, parameters: p, volume_capabilities: [cap], volume_content_source: { snapshot: { snapshot_id: s.snapshot_id } } })).volume;
+      made.push(src.volume_id);
+    }
+    expect(await rbdNames(`${ceph!.pool}/ns1`)).toEqual(expect.arrayContaining(made.map(volumeImage)));
+    // maxCloneDepth 2: no image has a chain of parents longer than 2.
+    for (const name of await rbdNames(`${ceph!.pool}/ns1`)) {
+      let depth = 0;
+      let spec = `${ceph!.pool}/ns1/${name}`;
+      for (;;) {
+        const info = JSON.parse(await adminRbd(ceph!, ['info', '--format', 'json', spec]));
+        if (!info.parent) break;
+        depth++;
+        if (info.parent.trash) break;
+        spec = `${info.parent.pool}/${info.parent.pool_namespace ? `${info.parent.pool_namespace}/` : ''}${info.parent.image}`;
+      }
+      expect(depth, name).toBeLessThanOrEqual(2);
+    }
+    for (const s of snaps) await c.Controller.DeleteSnapshot({ snapshot_id: s });
+    for (const id of made.reverse()) await c.Controller.DeleteVolume({ volume_id: id });
+    expect(await rbdNames(`${ceph!.pool}/ns1`)).toEqual([]);
+  });
+
+  it('takes cephx credentials from CSI secrets through 0600 key files only: never on a command line, in an environment or a log', async () => {
+    const env = ceph!;
+    const log = pino({ level: 'debug' }, pino.destination({ dest: drv!.logFile, sync: true, append: true }));
+    const stateDir = path.join(root, 'driver', 'secrets-state');
+    const b = new RbdBackend({ config: configFor(env, {}, false), stateDir, nodeId: NODE, log });
+    await b.init();
+    const secrets = { userID: env.user, userKey: env.key };
+    const rec: VolumeRecord = {
+      id: 'vol-rbd-0123456789abcdef0123456789abcdef',
+      name: 'pvc-secrets',
+      backend: 'rbd',
+      capacityBytes: 32n * 1024n * 1024n,
+      accessType: 'block',
+      fsType: '',
+      parameters: { clusterID: 'test', pool: env.pool },
+      mutableParameters: {},
+      topology: {},
+      published: {},
+      createdAt: new Date().toISOString(),
+    };
+    // Without secrets and without a default user there are no credentials: a clear refusal.
+    const none = await b.createVolume(rec).catch((e) => e);
+    expect(none).toBeInstanceOf(BackendError);
+    expect(none.kind).toBe('invalid');
+    expect(none.message).toMatch(/userID\/userKey/);
+
+    const { seen, samples } = await watchProcesses(async () => {
+      await b.createVolume(rec, secrets);
+      await b.expandVolume(rec, 48n * 1024n * 1024n, secrets);
+      const dev = await b.attach(rec, secrets);
+      expect(dev).toMatch(/^\/dev\/loop\d+$/);
+      await execa('dd', ['if=/dev/zero', `of=${dev}`, 'bs=1M', 'count=1', 'oflag=direct', 'status=none']);
+      await b.detach(rec);
+      await b.deleteVolume(rec.id, secrets);
+    });
+    expect(samples).toBeGreaterThan(5);
+    expect(seen.some((s) => s.includes('--keyfile'))).toBe(true); // the sampler did see our commands
+    for (const s of seen) expect(s).not.toContain(env.key);
+    expect(await fs.readdir(path.join(stateDir, 'keys'))).toEqual([]); // every key file removed
+    expect(await fs.readFile(drv!.logFile, 'utf8')).not.toContain(env.key);
+    expect(await rbdNames()).not.toContain(volumeImage(rec.id));
+  });
+
+  it('turns the missing krbd kernel driver into a clear FAILED_PRECONDITION', async () => {
+    const log = pino({ level: 'silent' });
+    const b = new RbdBackend({ config: configFor(ceph!, { mapper: 'krbd' }), stateDir: path.join(root, 'driver', 'krbd-state'), log });
+    await b.init();
+    const ctx = new DriverContext(drv!.ctx.config, new Map([['rbd', b]]), log);
+    const v = (await drv!.client.Controller.CreateVolume({ name: 'pvc-krbd', parameters: params(), capacity_range: { required_bytes: String(32 * MiB) }, volume_capabilities: [mountCap()] })).volume;
+    const node = new NodeService(ctx, new NodeStateStore(path.join(root, 'driver', 'krbd-node')));
+    const staging = path.join(root, 'staging', 'krbd');
+    await fs.mkdir(staging, { recursive: true });
+    const err = await node.NodeStageVolume({ volume_id: v.volume_id, staging_target_path: staging, volume_capability: mountCap() } as never).catch((e) => e);
+    expect(err).toBeInstanceOf(CsiError);
+    expect(codeName(err)).toBe('FAILED_PRECONDITION');
+    expect(err.message).toMatch(/krbd mapper could not map .*no rbd driver.*--rbd-mapper fuse/);
+    await drv!.client.Controller.DeleteVolume({ volume_id: v.volume_id });
+  });
+
+  it('re-maps staged volumes after a node plugin restart whose rbd-fuse helpers died', async () => {
+    let c = drv!.client;
+    const cap = mountCap('ext4');
+    const v = (await c.Controller.CreateVolume({ name: 'pvc-restart', parameters: params(), capacity_range: { required_bytes: String(64 * MiB) }, volume_capabilities: [cap] })).volume;
+    const p = await stage(v.volume_id, 'restart', cap);
+    const blk = (await c.Controller.CreateVolume({ name: 'pvc-restart-block', parameters: params(), capacity_range: { required_bytes: String(16 * MiB) }, volume_capabilities: [{ block: {}, access_mode: { mode: 'SINGLE_NODE_WRITER' } }] })).volume;
+    const bcap = { block: {}, access_mode: { mode: 'SINGLE_NODE_WRITER' } };
+    const bstaging = path.join(root, 'staging', 'restart-block');
+    const btarget = path.join(root, 'pods', 'restart-block', 'dev');
+    await fs.mkdir(bstaging, { recursive: true });
+    await c.Node.NodeStageVolume({ volume_id: blk.volume_id, staging_target_path: bstaging, volume_capability: bcap });
+    await c.Node.NodePublishVolume({ volume_id: blk.volume_id, staging_target_path: bstaging, target_path: btarget, volume_capability: bcap });
+    await fs.writeFile(path.join(p.target, 'before'), 'written before the crash');
+    await execa('sync');
+    const mappings = (await execa('find', [path.join(root, 'driver', 'state', 'rbd', 'fuse'), '-name', 'mapping.json'])).stdout.split('\n').filter(Boolean);
+    expect(mappings.length).toBe(2);
+    const before = await Promise.all(mappings.map(async (f) => JSON.parse(await fs.readFile(f, 'utf8')) as { pid: number; device: string }));
+
+    // The plugin and its helpers die (as a container restart kills them all).
+    await drv!.stop();
+    for (const m of before) process.kill(m.pid, 'SIGKILL');
+    await new Promise((r) => setTimeout(r, 300));
+    await expect(fs.readFile(path.join(p.target, 'before'), 'utf8').then(() => execa('dd', [`if=${path.join(p.staging, 'before')}`, 'of=/dev/null', 'iflag=direct', 'status=none']))).rejects.toThrow();
+
+    drv = new InProcDriver(path.join(root, 'driver'));
+    await drv.start(configFor(ceph!));
+    c = drv.client;
+    const after = await Promise.all(mappings.map(async (f) => JSON.parse(await fs.readFile(f, 'utf8')) as { pid: number; device: string }));
+    for (let i = 0; i < after.length; i++) expect(after[i].pid).not.toBe(before[i].pid);
+    expect(await fs.readFile(path.join(p.target, 'before'), 'utf8')).toBe('written before the crash');
+    await fs.writeFile(path.join(p.target, 'after'), 'written after the re-map');
+    await execa('sync');
+    expect(await fs.readFile(path.join(p.staging, 'after'), 'utf8')).toBe('written after the re-map');
+    await execa('dd', ['if=/dev/zero', `of=${btarget}`, 'bs=1M', 'count=1', 'oflag=direct', 'status=none']);
+
+    await unstage(v.volume_id, p);
+    await c.Node.NodeUnpublishVolume({ volume_id: blk.volume_id, target_path: btarget });
+    await c.Node.NodeUnstageVolume({ volume_id: blk.volume_id, staging_target_path: bstaging });
+    // The killed helpers' watches last until the OSD times them out (10 s on this cluster).
+    await deleteVolumeEventually(v.volume_id);
+    await deleteVolumeEventually(blk.volume_id);
+    expect((await rbdNames()).filter((n) => n.startsWith('csi-'))).toEqual([]);
+  }, 240_000);
+
+  it('registers its node in RADOS, which is what knowsNode answers from', async () => {
+    expect(await drv!.backend.knowsNode(NODE)).toBe(true);
+    expect(await drv!.backend.knowsNode(OTHER_NODE)).toBe(true); // from the config's list
+    expect(await drv!.backend.knowsNode('never-registered')).toBe(false);
+  });
+});
