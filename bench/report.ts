@@ -139,8 +139,8 @@ export function renderMarkdown(rep: RunReport, notes: string): string {
   L.push(`- **Run:** \`${rep.config.command}\` — ${rep.config.ops} operations per subject × workload × concurrency (split into ${rep.config.rounds} alternating rounds), concurrency ${rep.config.concurrencies.join(', ')}, ${mib} MiB volumes, ${rep.config.fsType}; ${rep.wallSeconds.toFixed(0)} s in all`);
   L.push('');
   for (const s of rep.subjects) if (!s.available) L.push(`> **${s.label} was not measured:** ${s.reason}`, '');
-  L.push(notes.trim(), '');
   L.push('![latency by concurrency](chart.svg)', '');
+  if (notes.trim()) L.push('What each subject does, where the comparison is apples to oranges, the profile and the suggested fixes: see [Notes](#notes) below.', '');
 
   L.push('## Goals', '', '| goal | figure | result |', '|---|---|---|');
   for (const g of evaluateGoals(rep)) L.push(`| ${g.goal} | ${g.figure} | **${g.met}** |`);
@@ -197,6 +197,7 @@ export function renderMarkdown(rep: RunReport, notes: string): string {
     for (const p of errs) L.push(`- ${p.subject} ${p.workload} c=${p.concurrency}: ${p.samples.slice(0, 2).join(' | ').replace(/\|/g, '\\|')}`);
     L.push('');
   }
+  if (notes.trim()) L.push('## Notes', '', notes.trim().replace(/^## /gm, '### '), '');
   return L.join('\n') + '\n';
 }
 

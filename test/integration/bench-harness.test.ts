@@ -14,6 +14,7 @@ import { OursSubject, RawSubject, DRIVER_MAIN, type Subject } from '../../bench/
 import { cleanupDir, loopDevicesUnder, mountsUnder } from '../../bench/host.js';
 import { renderMarkdown, renderSvg, summarizePhase, evaluateGoals, type RunReport } from '../../bench/report.js';
 import { main } from '../../bench/run.js';
+import { summarizeProfile } from '../../bench/profile.js';
 
 describe('bench statistics (pure)', () => {
   it('percentile interpolates between closest ranks', () => {
@@ -54,6 +55,28 @@ describe('bench statistics (pure)', () => {
   it('picks the newest v1 tag from go list -m -versions', () => {
     expect(newestV1('v1.2.0 v1.10.0 v1.9.3 v1.18.0-rc1 v1.17.1 v0.9.0 v2.0.0')).toBe('v1.17.1');
     expect(newestV1('')).toBeUndefined();
+  });
+});
+
+describe('bench profile summary (pure)', () => {
+  it('attributes sampled time to functions, their callers and files, idle apart', () => {
+    const cf = (functionName: string, url = '') => ({ functionName, url, lineNumber: 0 });
+    const s = summarizeProfile({
+      nodes: [
+        { id: 1, callFrame: cf('(root)'), children: [2, 4] },
+        { id: 2, callFrame: cf('run', 'file:///x/dist/driver/host/exec.js'), children: [3] },
+        { id: 3, callFrame: cf('spawn', 'node:internal/child_process') },
+        { id: 4, callFrame: cf('(idle)') },
+      ],
+      samples: [3, 3, 2, 4, 3],
+      timeDeltas: [1000, 1000, 2000, 5000, 1000],
+    });
+    expect(s.totalMs).toBe(10);
+    expect(s.idleMs).toBe(5);
+    expect(s.busyMs).toBe(5);
+    expect(s.bySelf[0]).toEqual({ name: 'spawn node:internal/child_process:1', ms: 3 });
+    expect(s.byInclusive.find((r) => r.name.startsWith('run '))!.ms).toBe(5);
+    expect(s.byFile.find((r) => r.name === 'driver/host/exec.js')!.ms).toBe(2);
   });
 });
 
