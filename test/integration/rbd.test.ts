@@ -205,6 +205,12 @@ describe('rbd backend on a real Ceph cluster (fuse mapper)', () => {
     await c.Controller.ControllerPublishVolume({ volume_id: v.volume_id, node_id: NODE, volume_capability: cap });
     expect(JSON.parse((await imageMeta(img))['tscsi.record']).record.published).toHaveProperty(NODE);
     expect(await codeOf(c.Controller.ControllerPublishVolume({ volume_id: v.volume_id, node_id: OTHER_NODE, volume_capability: cap }))).toBe('FAILED_PRECONDITION');
+    // And the other node's plugin will not map it either.
+    const other = new RbdBackend({ config: configFor(ceph!), stateDir: path.join(root, 'driver', 'other-node'), nodeId: OTHER_NODE, log: pino({ level: 'silent' }) });
+    const refused = await other.attach((await drv!.backend.getVolume(v.volume_id))!).catch((e) => e);
+    expect(refused).toBeInstanceOf(BackendError);
+    expect(refused.kind).toBe('precondition');
+    expect(refused.message).toMatch(/published to node rbd-node-1 .*may not map it/);
 
     const p = await stage(v.volume_id, 'v1', cap);
     const payload = Buffer.alloc(3 * MiB, 'rbd-data-');

@@ -39,6 +39,7 @@ const META_GROUP = 'tscsi.group';
 const NODES_OBJECT = 'tscsi.nodes';
 const PARAMS = new Set(['clusterID', 'pool', 'radosNamespace', 'imageFeatures']);
 const VOL_RE = /^csi-vol-[0-9a-f]{32}$/;
+const SINGLE_NODE_MODES = new Set(['SINGLE_NODE_WRITER', 'SINGLE_NODE_READER_ONLY', 'SINGLE_NODE_SINGLE_WRITER', 'SINGLE_NODE_MULTI_WRITER']);
 const SNAP_RE = /^csi-snap-[0-9a-f]{32}$/;
 
 export interface RbdBackendOptions {
@@ -405,8 +406,8 @@ export class RbdBackend implements Backend {
     return MiB;
   }
 
-  async getVolume(id: string): Promise<VolumeRecord | undefined> {
-    return (await this.stored<VolumeRecord>(volumeImage(id)))?.stored.record;
+  async getVolume(id: string, secrets?: Record<string, string>): Promise<VolumeRecord | undefined> {
+    return (await this.stored<VolumeRecord>(volumeImage(id), secrets))?.stored.record;
   }
 
   async listVolumes(): Promise<VolumeRecord[]> {
@@ -491,8 +492,8 @@ export class RbdBackend implements Backend {
     return { abnormal: false, message: `RBD image ${imageSpec(loc.pool, name)} present` };
   }
 
-  async getSnapshot(id: string): Promise<SnapshotRecord | undefined> {
-    return (await this.stored<SnapshotRecord>(snapshotImage(id)))?.stored.record;
+  async getSnapshot(id: string, secrets?: Record<string, string>): Promise<SnapshotRecord | undefined> {
+    return (await this.stored<SnapshotRecord>(snapshotImage(id), secrets))?.stored.record;
   }
 
   async listSnapshots(): Promise<SnapshotRecord[]> {
@@ -579,6 +580,15 @@ export class RbdBackend implements Backend {
     const t = this.target(rec);
     const have = await this.mapper.mapped(t);
     if (have) return have;
+    // ControllerPublish recorded which node may map a single-node volume: no other node maps it.
+    const me = this.opts.nodeId;
+    const holders = Object.entries(rec.published);
+    if (me && holders.length > 0 && !rec.published[me] && holders.some(([, p]) => SINGLE_NODE_MODES.has(p.accessMode))) {
+      throw new BackendError(
+        'precondition',
+        `volume ${rec.id} is published to node ${holders.map(([n]) => n).join(', ')} with a single-node access mode; node ${me} may not map it (ControllerPublishVolume to this node first)`,
+      );
+    }
     return this.mapper.map(t, credentialsFrom(t.cluster, secrets));
   }
 

@@ -1,0 +1,176 @@
+// The RBD backend's checks that need no cluster: the config file, StorageClass parameters,
+// credentials from CSI secrets, key files, and the krbd mapper's error.
+import { describe, it, expect } from 'vitest';
+import fs from 'node:fs/promises';
+import os from 'node:os';
+import path from 'node:path';
+import { pino } from 'pino';
+import { parseConfig, parseFeatures, checkKey } from '../../driver/backends/rbd/config.js';
+import { CephCli, credentialsFrom, errnoOf, imageSpec } from '../../driver/backends/rbd/cli.js';
+import { DeviceMapper } from '../../driver/backends/rbd/mapper.js';
+import { RbdBackend, volumeImage, snapshotImage } from '../../driver/backends/rbd/index.js';
+import { BackendError } from '../../driver/backends/backend.js';
+import { CommandError } from '../../driver/host/exec.js';
+
+const KEY = 'AQBqEIJpAAAAABAAzu1bM0Kp2SF1HOLo6N3pFw==';
+const base = () => ({
+  clusters: [{ clusterID: 'c1', monitors: ['127.0.0.1:6789', 'v2:10.0.0.2:3300', 'mon.example.com'], pools: ['rbd', 'rbd/tenant-a', 'fast'], user: 'csi', keyFile: '/etc/tscsi/csi.key' }],
+});
+
+function backend(cfg: Record<string, unknown> = base()) {
+  return new RbdBackend({ config: parseConfig(cfg), stateDir: '/nonexistent', log: pino({ level: 'silent' }) });
+}
+
+describe('rbd config file', () => {
+  it('takes a valid file with defaults', () => {
+    const c = parseConfig(base());
+    expect(c.mapper).toBe('krbd');
+    expect(c.maxCloneDepth).toBe(4);
+    expect(c.imageFeatures).toBe('layering,deep-flatten');
+    expect(c.clusters[0].pools).toEqual([
+      { pool: 'rbd', namespace: '' },
+      { pool: 'rbd', namespace: 'tenant-a' },
+      { pool: 'fast', namespace: '' },
+    ]);
+    expect(parseConfig(base(), { mapper: 'fuse' }).mapper).toBe('fuse');
+  });
+
+  it.each([
+    [{ clusters: [] }, /at least one cluster/],
+    [{ clusters: [{ ...base().clusters[0], monitors: ['127.0.0.1:6789 --id admin'] }] }, /not host\[:port\]/],
+    [{ clusters: [{ ...base().clusters[0], pools: ['-p'] }] }, /pool/],
+    [{ clusters: [{ ...base().clusters[0], pools: ['a/b/c'] }] }, /not "pool" or "pool\/namespace"/],
+    [{ clusters: [{ ...base().clusters[0], keyFile: undefined }] }, /user and keyFile go together/],
+    [{ clusters: [{ ...base().clusters[0], keyFile: 'relative' }] }, /absolute/],
+    [{ clusters: [base().clusters[0], base().clusters[0]] }, /appears twice/],
+    [{ ...base(), mapper: 'ggate' }, /mapper must be one of/],
+    [{ ...base(), maxCloneDepth: 0 }, /maxCloneDepth/],
+    [{ ...base(), nodes: ['ok', '-bad'] }, /nodes/],
+    [{ ...base(), mapOptions: ['ms_mode=prefer-crc', 'x;y'] }, /mapOptions/],
+  ])('refuses %j', (cfg, re) => {
+    expect(() => parseConfig(cfg as Record<string, unknown>)).toThrow(re);
+  });
+});
+
+describe('rbd StorageClass parameters', () => {
+  it('takes pools, namespaces and features the config allows', () => {
+    const b = backend();
+    b.validateParameters({});
+    b.validateParameters({ clusterID: 'c1', pool: 'rbd', radosNamespace: 'tenant-a', imageFeatures: 'layering,exclusive-lock,object-map,fast-diff' });
+    b.validateParameters({ pool: 'fast' });
+  });
+
+  it.each([
+    [{ pool: 'other' }, /not one the driver may use/],
+    [{ pool: 'rbd', radosNamespace: 'tenant-b' }, /not one the driver may use/],
+    [{ pool: '--conf=/etc/passwd' }, /pool/],
+    [{ radosNamespace: 'a/b' }, /radosNamespace/],
+    [{ clusterID: 'c2' }, /not in the driver's rbd config/],
+    [{ imageFeatures: 'journaling' }, /not supported/],
+    [{ imageFeatures: 'deep-flatten' }, /must include layering/],
+    [{ imageFeatures: 'layering,object-map' }, /needs exclusive-lock/],
+    [{ imageFeatures: 'layering,exclusive-lock,fast-diff' }, /needs object-map/],
+    [{ userKey: KEY }, /has no parameter "userKey"/],
+  ])('refuses %j', (p, re) => {
+    const err = (() => {
+      try {
+        backend().validateParameters(p as Record<string, string>);
+      } catch (e) {
+        return e as BackendError;
+      }
+      return undefined;
+    })();
+    expect(err).toBeInstanceOf(BackendError);
+    expect(err!.kind).toBe('invalid');
+    expect(err!.message).toMatch(re);
+  });
+
+  it('needs clusterID when the config has several clusters', () => {
+    const two = { clusters: [base().clusters[0], { ...base().clusters[0], clusterID: 'c2' }] };
+    expect(() => backend(two).validateParameters({ pool: 'rbd' })).toThrow(/clusterID is required/);
+    backend(two).validateParameters({ clusterID: 'c2', pool: 'rbd' });
+  });
+
+  it('parses feature lists', () => {
+    expect(parseFeatures(' layering , deep-flatten,layering')).toEqual(['layering', 'deep-flatten']);
+  });
+
+  it('derives image names from CSI IDs', () => {
+    expect(volumeImage('vol-rbd-0123456789abcdef0123456789abcdef')).toBe('csi-vol-0123456789abcdef0123456789abcdef');
+    expect(snapshotImage('snap-rbd-0123456789abcdef0123456789abcdef')).toBe('csi-snap-0123456789abcdef0123456789abcdef');
+    expect(imageSpec({ pool: 'rbd', namespace: 'ns' }, 'img', 's1')).toBe('rbd/ns/img@s1');
+    expect(imageSpec({ pool: 'rbd', namespace: '' }, 'img')).toBe('rbd/img');
+  });
+});
+
+describe('rbd credentials', () => {
+  const cluster = parseConfig(base()).clusters[0];
+  const noDefault = parseConfig({ clusters: [{ ...base().clusters[0], user: undefined, keyFile: undefined }] }).clusters[0];
+
+  it('prefers the CSI secrets (ceph-csi names), else the config default', () => {
+    expect(credentialsFrom(cluster, { userID: 'client.kube', userKey: KEY })).toEqual({ user: 'kube', key: KEY });
+    expect(credentialsFrom(cluster, {})).toEqual({ user: 'csi', keyFile: '/etc/tscsi/csi.key' });
+    expect(credentialsFrom(cluster)).toEqual({ user: 'csi', keyFile: '/etc/tscsi/csi.key' });
+  });
+
+  it('refuses half secrets, bad keys (without echoing them) and no credentials at all', () => {
+    expect(() => credentialsFrom(cluster, { userID: 'kube' })).toThrow(/both userID and userKey/);
+    const bad = 'not a key; rm -rf /';
+    expect(() => checkKey(bad)).toThrow(/not valid base64/);
+    try {
+      checkKey(bad);
+    } catch (e) {
+      expect((e as Error).message).not.toContain(bad);
+    }
+    expect(() => credentialsFrom(cluster, { userID: '--id', userKey: KEY })).toThrow(/user ID is not valid/);
+    expect(() => credentialsFrom(noDefault)).toThrow(/no cephx credentials for cluster c1/);
+  });
+
+  it('passes a secret key through a 0600 file in a 0700 directory, removed afterwards even on failure', async () => {
+    const dir = await fs.mkdtemp(path.join(os.tmpdir(), 'tscsi-rbd-unit-'));
+    try {
+      const cli = new CephCli(path.join(dir, 'keys'));
+      await cli.init();
+      expect((await fs.stat(path.join(dir, 'keys'))).mode & 0o777).toBe(0o700);
+      let seen = '';
+      await cli.withKeyFile({ user: 'kube', key: KEY }, async (f) => {
+        seen = f;
+        expect((await fs.stat(f)).mode & 0o777).toBe(0o600);
+        expect((await fs.readFile(f, 'utf8')).trim()).toBe(KEY);
+      });
+      await expect(fs.stat(seen)).rejects.toThrow();
+      await expect(cli.withKeyFile({ user: 'kube', key: KEY }, async () => Promise.reject(new Error('boom')))).rejects.toThrow('boom');
+      expect(await fs.readdir(path.join(dir, 'keys'))).toEqual([]);
+      // A config key file is used in place, nothing is copied.
+      await cli.withKeyFile({ user: 'csi', keyFile: '/etc/tscsi/csi.key' }, async (f) => expect(f).toBe('/etc/tscsi/csi.key'));
+      expect(cli.connArgs(cluster, 'kube', '/k')).toEqual(['-c', '/dev/null', '-m', '127.0.0.1:6789,v2:10.0.0.2:3300,mon.example.com', '--id', 'kube', '--keyfile', '/k']);
+    } finally {
+      await fs.rm(dir, { recursive: true, force: true });
+    }
+  });
+
+  it('reads errno from rbd stderr', () => {
+    expect(errnoOf(new CommandError('rbd info', 2, 'rbd: error opening image x: (2) No such file or directory', false))).toBe(2);
+    expect(errnoOf(new CommandError('rbd rm', 16, 'rbd: error: image still has watchers\n(16) Device or resource busy', false))).toBe(16);
+    expect(errnoOf(new Error('x'))).toBeUndefined();
+  });
+});
+
+describe('krbd mapper', () => {
+  it('turns a kernel without rbd into an error a person can act on', async () => {
+    const stderr = 'rbd: failed to load rbd kernel module (127)\nrbd: map failed: (2) No such file or directory';
+    const fakeCli = { rbd: async () => Promise.reject(new CommandError('rbd device map', 2, stderr, false)) } as unknown as CephCli;
+    class NoList extends DeviceMapper {
+      override async mapped() {
+        return undefined;
+      }
+    }
+    const m = new NoList('krbd', fakeCli, []);
+    const cluster = parseConfig(base()).clusters[0];
+    const err = await m.map({ cluster, pool: { pool: 'rbd', namespace: '' }, image: 'csi-vol-x' }, { user: 'csi', keyFile: '/k' }).catch((e) => e);
+    expect(err).toBeInstanceOf(BackendError);
+    expect(err.kind).toBe('precondition');
+    expect(err.message).toMatch(/krbd mapper could not map rbd\/csi-vol-x/);
+    expect(err.message).toMatch(/--rbd-mapper/);
+  });
+});
