@@ -15,6 +15,8 @@ export const DRIVER_MAIN = path.join(ROOT, 'dist', 'driver', 'main.js');
 export interface DriverOptions {
   extraArgs?: string[];
   nodeId?: string;
+  /** Where to serve (default: csi.sock in the harness's own directory). */
+  socketPath?: string;
 }
 
 export class DriverHarness {
@@ -28,7 +30,7 @@ export class DriverHarness {
 
   private constructor(dir: string, private readonly opts: DriverOptions) {
     this.dir = dir;
-    this.socket = path.join(dir, 'csi.sock');
+    this.socket = opts.socketPath ?? path.join(dir, 'csi.sock');
     this.dataDir = path.join(dir, 'data');
     this.stateDir = path.join(dir, 'node');
     this.logFile = path.join(dir, 'driver.log');
@@ -46,6 +48,7 @@ export class DriverHarness {
   }
 
   async startProcess(): Promise<void> {
+    await fs.mkdir(path.dirname(this.socket), { recursive: true });
     const log = await fs.open(this.logFile, 'a');
     this.proc = spawn(
       process.execPath,

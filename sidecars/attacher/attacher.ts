@@ -1,0 +1,128 @@
+// The attacher: VolumeAttachments for our driver become ControllerPublish/Unpublish calls;
+// the result goes into status.attached / attachError, and a finalizer keeps the object
+// until the volume is unpublished.
+import type { Logger } from 'pino';
+import { CsiClient, codeName } from '../common/csi-client.js';
+import { k8s, type Clients, Watch, mergePatch, httpStatus } from '../common/kube.js';
+import { WorkQueue } from '../common/workqueue.js';
+import { csiAccessMode } from '../provisioner/provisioner.js';
+
+/** Remembers the CSI node ID used to publish, so detach works after the Node is gone. */
+export const ANN_NODE_ID = 'csi.tscsi.dev/node-id';
+
+export interface AttacherOptions {
+  driverName: string;
+  workers: number;
+  timeoutMs: number;
+  log: Logger;
+}
+
+export class Attacher {
+  private readonly queue: WorkQueue;
+  private vas!: Watch<k8s.V1VolumeAttachment>;
+  readonly finalizer: string;
+
+  constructor(
+    private readonly k: Clients,
+    private readonly csi: CsiClient,
+    private readonly opts: AttacherOptions,
+  ) {
+    this.queue = new WorkQueue((key) => this.sync(key), { workers: opts.workers }, opts.log);
+    this.finalizer = `external-attacher/${opts.driverName.replace(/\//g, '-')}`;
+  }
+
+  async start(): Promise<void> {
+    this.vas = new Watch(this.k.kc, '/apis/storage.k8s.io/v1/volumeattachments', () => this.k.storage.listVolumeAttachment(), (key) => this.queue.add(key), this.opts.log);
+    await this.vas.start();
+    this.opts.log.info({ driver: this.opts.driverName }, 'attacher started');
+  }
+
+  async stop(): Promise<void> {
+    this.queue.stop();
+    await this.vas?.stop();
+  }
+
+  private async nodeId(nodeName: string): Promise<string | undefined> {
+    try {
+      const n = await this.k.storage.readCSINode({ name: nodeName });
+      return n.spec?.drivers?.find((d) => d.name === this.opts.driverName)?.nodeID;
+    } catch (err) {
+      if (httpStatus(err) === 404) return undefined;
+      throw err;
+    }
+  }
+
+  private async sync(key: string): Promise<void> {
+    const va = this.vas.get(key);
+    if (!va || va.spec.attacher !== this.opts.driverName) return;
+    const finalizers = va.metadata?.finalizers ?? [];
+    const pvName = va.spec.source.persistentVolumeName;
+    const pv = pvName ? await this.k.core.readPersistentVolume({ name: pvName }).catch((e) => (httpStatus(e) === 404 ? undefined : Promise.reject(e))) : undefined;
+
+    if (va.metadata?.deletionTimestamp) {
+      if (!finalizers.includes(this.finalizer)) return;
+      const nodeId = va.metadata.annotations?.[ANN_NODE_ID] ?? (await this.nodeId(va.spec.nodeName));
+      const volumeId = pv?.spec?.csi?.volumeHandle ?? va.spec.source.inlineVolumeSpec?.csi?.volumeHandle;
+      if (nodeId && volumeId) {
+        try {
+          await this.csi.Controller.ControllerUnpublishVolume({ volume_id: volumeId, node_id: nodeId }, this.opts.timeoutMs);
+        } catch (err) {
+          await this.setStatus(key, { detachError: { time: new Date(), message: errText(err) } });
+          throw err;
+        }
+      } else {
+        this.opts.log.warn({ va: key }, 'node or volume gone: nothing left to unpublish');
+      }
+      await this.k.storage.patchVolumeAttachment({ name: key, body: { metadata: { finalizers: finalizers.filter((f) => f !== this.finalizer) } } }, mergePatch);
+      return;
+    }
+
+    const csiSrc = pv?.spec?.csi ?? va.spec.source.inlineVolumeSpec?.csi;
+    if (!csiSrc) {
+      await this.setStatus(key, { attached: false, attachError: { time: new Date(), message: `persistent volume ${pvName} not found or not a CSI volume` } });
+      throw new Error(`no CSI source for ${key}`);
+    }
+    const nodeId = await this.nodeId(va.spec.nodeName);
+    if (!nodeId) {
+      await this.setStatus(key, { attached: false, attachError: { time: new Date(), message: `driver ${this.opts.driverName} is not registered on node ${va.spec.nodeName}` } });
+      throw new Error(`no CSINode entry for ${va.spec.nodeName}`);
+    }
+    if (va.status?.attached && va.metadata?.annotations?.[ANN_NODE_ID] === nodeId) return;
+    if (!finalizers.includes(this.finalizer) || va.metadata?.annotations?.[ANN_NODE_ID] !== nodeId) {
+      await this.k.storage.patchVolumeAttachment(
+        { name: key, body: { metadata: { finalizers: finalizers.includes(this.finalizer) ? finalizers : [...finalizers, this.finalizer], annotations: { [ANN_NODE_ID]: nodeId } } } },
+        mergePatch,
+      );
+    }
+    const block = pv?.spec?.volumeMode === 'Block';
+    const mode = csiAccessMode((pv?.spec?.accessModes ?? ['ReadWriteOnce'])[0]);
+    try {
+      const res = await this.csi.Controller.ControllerPublishVolume(
+        {
+          volume_id: csiSrc.volumeHandle,
+          node_id: nodeId,
+          volume_capability: { ...(block ? { block: {} } : { mount: { fs_type: csiSrc.fsType ?? '', mount_flags: pv?.spec?.mountOptions ?? [] } }), access_mode: { mode } },
+          readonly: !!csiSrc.readOnly,
+          volume_context: csiSrc.volumeAttributes ?? {},
+        },
+        this.opts.timeoutMs,
+      );
+      await this.setStatus(key, { attached: true, attachmentMetadata: res.publish_context ?? {}, attachError: null });
+      this.opts.log.info({ va: key, volumeId: csiSrc.volumeHandle, nodeId }, 'attached');
+    } catch (err) {
+      await this.setStatus(key, { attached: false, attachError: { time: new Date(), message: errText(err) } });
+      throw err;
+    }
+  }
+
+  private async setStatus(name: string, status: Record<string, unknown>): Promise<void> {
+    await this.k.storage.patchVolumeAttachmentStatus({ name, body: { status } }, mergePatch).catch((err) => {
+      if (httpStatus(err) !== 404) throw err;
+    });
+  }
+}
+
+function errText(err: unknown): string {
+  const code = codeName(err);
+  return code ? `rpc error: code = ${code} desc = ${(err as { details?: string }).details ?? ''}` : err instanceof Error ? err.message : String(err);
+}

@@ -1,0 +1,99 @@
+// The resizer: a bound claim of ours asking for more than its PV has -> ControllerExpandVolume
+// -> the PV's capacity; then the claim's status tells kubelet whether the node must finish
+// (NodeResizePending + FileSystemResizePending) or the claim already has its new size.
+import type { Logger } from 'pino';
+import { CsiClient, codeName } from '../common/csi-client.js';
+import { k8s, type Clients, Watch, mergePatch, quantityToBytes, bytesToQuantity, httpStatus } from '../common/kube.js';
+import { WorkQueue } from '../common/workqueue.js';
+import { Recorder } from '../common/events.js';
+
+export interface ResizerOptions {
+  driverName: string;
+  workers: number;
+  timeoutMs: number;
+  log: Logger;
+}
+
+export class Resizer {
+  private readonly queue: WorkQueue;
+  private claims!: Watch<k8s.V1PersistentVolumeClaim>;
+  private readonly recorder: Recorder;
+
+  constructor(
+    private readonly k: Clients,
+    private readonly csi: CsiClient,
+    private readonly opts: ResizerOptions,
+  ) {
+    this.queue = new WorkQueue((key) => this.sync(key), { workers: opts.workers }, opts.log);
+    this.recorder = new Recorder(k.core, `${opts.driverName}-resizer`, opts.log);
+  }
+
+  async start(): Promise<void> {
+    this.claims = new Watch(this.k.kc, '/api/v1/persistentvolumeclaims', () => this.k.core.listPersistentVolumeClaimForAllNamespaces(), (key) => this.queue.add(key), this.opts.log);
+    await this.claims.start();
+    this.opts.log.info({ driver: this.opts.driverName }, 'resizer started');
+  }
+
+  async stop(): Promise<void> {
+    this.queue.stop();
+    await this.claims?.stop();
+  }
+
+  private async sync(key: string): Promise<void> {
+    const pvc = this.claims.get(key);
+    if (!pvc?.spec?.volumeName || pvc.status?.phase !== 'Bound' || pvc.metadata?.deletionTimestamp) return;
+    const want = pvc.spec.resources?.requests?.storage;
+    if (!want) return;
+    let pv: k8s.V1PersistentVolume;
+    try {
+      pv = await this.k.core.readPersistentVolume({ name: pvc.spec.volumeName });
+    } catch (err) {
+      if (httpStatus(err) === 404) return;
+      throw err;
+    }
+    if (pv.spec?.csi?.driver !== this.opts.driverName) return;
+    const wantBytes = quantityToBytes(String(want));
+    const haveBytes = quantityToBytes(String(pv.spec.capacity?.storage ?? '0'));
+    if (wantBytes <= haveBytes) return;
+    const [namespace, name] = key.split('/');
+    const block = pv.spec.volumeMode === 'Block';
+
+    await this.patchClaimStatus(namespace, name, {
+      allocatedResources: { storage: String(want) },
+      allocatedResourceStatuses: { storage: 'ControllerResizeInProgress' },
+      conditions: [{ type: 'Resizing', status: 'True', lastTransitionTime: new Date().toISOString() }],
+    });
+    let res;
+    try {
+      res = await this.csi.Controller.ControllerExpandVolume(
+        {
+          volume_id: pv.spec.csi.volumeHandle,
+          capacity_range: { required_bytes: wantBytes.toString() },
+          volume_capability: { ...(block ? { block: {} } : { mount: { fs_type: pv.spec.csi.fsType ?? '', mount_flags: pv.spec.mountOptions ?? [] } }), access_mode: { mode: 'SINGLE_NODE_MULTI_WRITER' } },
+        },
+        this.opts.timeoutMs,
+      );
+    } catch (err) {
+      const msg = codeName(err) ? `rpc error: code = ${codeName(err)} desc = ${(err as { details?: string }).details}` : String(err);
+      await this.patchClaimStatus(namespace, name, { allocatedResourceStatuses: { storage: 'ControllerResizeInfeasible' }, conditions: [] });
+      await this.recorder.event(pvc, 'Warning', 'VolumeResizeFailed', msg);
+      throw err;
+    }
+    const newBytes = BigInt(res.capacity_bytes);
+    await this.k.core.patchPersistentVolume({ name: pv.metadata!.name!, body: { spec: { capacity: { storage: bytesToQuantity(newBytes) } } } }, mergePatch);
+    if (res.node_expansion_required) {
+      await this.patchClaimStatus(namespace, name, {
+        allocatedResourceStatuses: { storage: 'NodeResizePending' },
+        conditions: [{ type: 'FileSystemResizePending', status: 'True', lastTransitionTime: new Date().toISOString(), message: 'Waiting for user to (re-)start a pod to finish file system resize of volume on node.' }],
+      });
+    } else {
+      await this.patchClaimStatus(namespace, name, { capacity: { storage: bytesToQuantity(newBytes) }, allocatedResourceStatuses: null, conditions: [] });
+    }
+    await this.recorder.event(pvc, 'Normal', 'VolumeResizeSuccessful', `controller resized volume ${pv.metadata?.name} to ${bytesToQuantity(newBytes)}`);
+    this.opts.log.info({ pvc: key, bytes: newBytes.toString(), node: !!res.node_expansion_required }, 'volume expanded');
+  }
+
+  private async patchClaimStatus(namespace: string, name: string, status: Record<string, unknown>): Promise<void> {
+    await this.k.core.patchNamespacedPersistentVolumeClaimStatus({ name, namespace, body: { status } }, mergePatch);
+  }
+}
