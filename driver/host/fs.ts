@@ -26,6 +26,16 @@ export interface Probe {
 
 /** What is on the device; undefined when blkid finds nothing (a blank device). */
 export async function probe(device: string): Promise<Probe | undefined> {
+  const loopName = /^\/dev\/(loop\d+)$/.exec(device)?.[1];
+  if (loopName) {
+    // A whole sparse file that was never written reads as zeros: nothing for blkid to find.
+    const back = await fsp.readFile(`/sys/block/${loopName}/loop/backing_file`, 'utf8').then((s) => s.trim(), () => undefined);
+    const offset = await fsp.readFile(`/sys/block/${loopName}/loop/offset`, 'utf8').then((s) => s.trim(), () => '');
+    if (back && !back.endsWith(' (deleted)') && offset === '0') {
+      const st = await fsp.stat(back).catch(() => undefined);
+      if (st && st.blocks === 0) return undefined;
+    }
+  }
   const r = await run('blkid', ['-p', '-o', 'export', device], { okCodes: [2] });
   if (r.exitCode === 2 || !r.stdout.trim()) return undefined;
   const kv: Record<string, string> = {};

@@ -43,11 +43,36 @@ function parse(stdout: string): LoopDevice[] {
   return out;
 }
 
-/** Devices currently backed by `file` (`-J -j` alone ignores -J, hence `-l`). */
+const SYS_BLOCK = '/sys/block';
+
+async function sysRead(dev: string, file: string): Promise<string | undefined> {
+  return fs.readFile(`${SYS_BLOCK}/${dev}/${file}`, 'utf8').then(
+    (s) => s.trim(),
+    () => undefined,
+  );
+}
+
+/**
+ * Devices currently backed by `file`, read from /sys/block/loopN/loop/* (no process is
+ * started: spawning losetup dominated the driver's CPU under load).
+ */
 export async function devicesFor(file: string): Promise<LoopDevice[]> {
   const real = await fs.realpath(file).catch(() => file);
-  const r = await run('losetup', ['-l', '-J', '-O', 'NAME,BACK-FILE,SIZELIMIT,OFFSET,RO,DIO', '-j', real]);
-  return parse(r.stdout).filter((d) => d.backFile === real);
+  const out: LoopDevice[] = [];
+  for (const dev of await fs.readdir(SYS_BLOCK)) {
+    if (!dev.startsWith('loop')) continue;
+    const back = (await sysRead(dev, 'loop/backing_file'))?.replace(/ \(deleted\)$/, '');
+    if (back !== real) continue; // unbound devices have no loop/backing_file
+    out.push({
+      name: `/dev/${dev}`,
+      backFile: back,
+      sizeLimit: Number((await sysRead(dev, 'loop/sizelimit')) ?? 0),
+      offset: Number((await sysRead(dev, 'loop/offset')) ?? 0),
+      readOnly: (await sysRead(dev, 'ro')) === '1',
+      directIO: (await sysRead(dev, 'loop/dio')) === '1',
+    });
+  }
+  return out;
 }
 
 export interface AttachOptions {
