@@ -1,0 +1,312 @@
+// A small Prometheus registry (text exposition format 0.0.4, no dependency): counters,
+// gauges and histograms with labels, and the wrapper that makes every CSI call of a
+// CsiClient count into tscsi_csi_operations_total / tscsi_csi_operation_duration_seconds.
+import type { CsiClient, CsiService, Rpcs } from './csi-client.js';
+import { codeName } from './csi-client.js';
+
+export const CONTENT_TYPE = 'text/plain; version=0.0.4; charset=utf-8';
+
+const METRIC_NAME = /^[a-zA-Z_:][a-zA-Z0-9_:]*$/;
+const LABEL_NAME = /^[a-zA-Z_][a-zA-Z0-9_]*$/;
+
+export type Labels = Record<string, string>;
+
+/** Seconds-scale buckets for RPCs: 5 ms .. 5 min (a CreateVolume with mkfs, a copy). */
+export const DEFAULT_BUCKETS: readonly number[] = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300];
+
+/** A sample value as the exposition format writes it (+Inf, -Inf, NaN, else JS number text). */
+export function formatValue(v: number): string {
+  if (Number.isNaN(v)) return 'NaN';
+  if (v === Infinity) return '+Inf';
+  if (v === -Infinity) return '-Inf';
+  return String(v);
+}
+
+/** Escapes a label value: backslash, double quote and line feed. */
+export function escapeLabelValue(v: string): string {
+  return v.replace(/\\/g, '\\\\').replace(/"/g, '\\"').replace(/\n/g, '\\n');
+}
+
+/** Escapes HELP text: backslash and line feed. */
+export function escapeHelp(v: string): string {
+  return v.replace(/\\/g, '\\\\').replace(/\n/g, '\\n');
+}
+
+function renderLabels(pairs: Array<[string, string]>): string {
+  if (pairs.length === 0) return '';
+  return `{${pairs.map(([k, v]) => `${k}="${escapeLabelValue(v)}"`).join(',')}}`;
+}
+
+abstract class Metric {
+  abstract readonly type: 'counter' | 'gauge' | 'histogram';
+
+  constructor(
+    readonly name: string,
+    readonly help: string,
+    readonly labelNames: readonly string[],
+  ) {
+    if (!METRIC_NAME.test(name)) throw new Error(`invalid metric name ${JSON.stringify(name)}`);
+    const seen = new Set<string>();
+    for (const l of labelNames) {
+      if (!LABEL_NAME.test(l) || l.startsWith('__')) throw new Error(`${name}: invalid label name ${JSON.stringify(l)}`);
+      if (seen.has(l)) throw new Error(`${name}: duplicate label ${l}`);
+      seen.add(l);
+    }
+  }
+
+  /** The label values in labelNames order; every label must be given, no other. */
+  protected values(labels: Labels): string[] {
+    const keys = Object.keys(labels);
+    for (const k of keys) if (!this.labelNames.includes(k)) throw new Error(`${this.name}: unknown label ${k}`);
+    return this.labelNames.map((l) => {
+      const v = labels[l];
+      if (v === undefined) throw new Error(`${this.name}: missing label ${l}`);
+      return String(v);
+    });
+  }
+
+  protected pairs(values: readonly string[]): Array<[string, string]> {
+    return this.labelNames.map((l, i) => [l, values[i]!]);
+  }
+
+  protected header(): string[] {
+    return [`# HELP ${this.name} ${escapeHelp(this.help)}`, `# TYPE ${this.name} ${this.type}`];
+  }
+
+  abstract render(): string[];
+}
+
+/** Series keyed by their label values, kept in a stable (sorted) order for rendering. */
+class SeriesMap<V> {
+  private readonly m = new Map<string, { values: string[]; v: V }>();
+  get(values: string[], make: () => V): V {
+    const key = JSON.stringify(values);
+    let e = this.m.get(key);
+    if (!e) {
+      e = { values, v: make() };
+      this.m.set(key, e);
+    }
+    return e.v;
+  }
+  peek(values: string[]): V | undefined {
+    return this.m.get(JSON.stringify(values))?.v;
+  }
+  sorted(): Array<{ values: string[]; v: V }> {
+    return [...this.m.entries()].sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0)).map(([, e]) => e);
+  }
+  clear(): void {
+    this.m.clear();
+  }
+}
+
+export class Counter extends Metric {
+  readonly type = 'counter' as const;
+  private readonly series = new SeriesMap<{ n: number }>();
+
+  inc(labels: Labels = {}, by = 1): void {
+    if (!(by >= 0)) throw new Error(`${this.name}: a counter only goes up (inc by ${by})`);
+    this.series.get(this.values(labels), () => ({ n: 0 })).n += by;
+  }
+
+  get(labels: Labels = {}): number {
+    return this.series.peek(this.values(labels))?.n ?? 0;
+  }
+
+  render(): string[] {
+    const out = this.header();
+    for (const { values, v } of this.series.sorted()) out.push(`${this.name}${renderLabels(this.pairs(values))} ${formatValue(v.n)}`);
+    return out;
+  }
+}
+
+export class Gauge extends Metric {
+  readonly type = 'gauge' as const;
+  private readonly series = new SeriesMap<{ n: number }>();
+
+  set(labels: Labels, value: number): void {
+    this.series.get(this.values(labels), () => ({ n: 0 })).n = value;
+  }
+
+  inc(labels: Labels = {}, by = 1): void {
+    this.series.get(this.values(labels), () => ({ n: 0 })).n += by;
+  }
+
+  get(labels: Labels = {}): number {
+    return this.series.peek(this.values(labels))?.n ?? 0;
+  }
+
+  render(): string[] {
+    const out = this.header();
+    for (const { values, v } of this.series.sorted()) out.push(`${this.name}${renderLabels(this.pairs(values))} ${formatValue(v.n)}`);
+    return out;
+  }
+}
+
+interface HistogramData {
+  counts: number[]; // per bucket, not cumulative
+  sum: number;
+  count: number;
+}
+
+export class Histogram extends Metric {
+  readonly type = 'histogram' as const;
+  readonly buckets: readonly number[];
+  private readonly series = new SeriesMap<HistogramData>();
+
+  constructor(name: string, help: string, labelNames: readonly string[], buckets: readonly number[] = DEFAULT_BUCKETS) {
+    super(name, help, labelNames);
+    if (labelNames.includes('le')) throw new Error(`${name}: "le" is reserved in histograms`);
+    const b = buckets.filter((x) => x !== Infinity);
+    if (b.length === 0) throw new Error(`${name}: a histogram needs at least one bucket`);
+    for (let i = 0; i < b.length; i++) {
+      if (!Number.isFinite(b[i]!)) throw new Error(`${name}: bucket ${b[i]} is not a number`);
+      if (i > 0 && !(b[i]! > b[i - 1]!)) throw new Error(`${name}: buckets must increase`);
+    }
+    this.buckets = b;
+  }
+
+  observe(labels: Labels, value: number): void {
+    const d = this.series.get(this.values(labels), () => ({ counts: new Array<number>(this.buckets.length).fill(0), sum: 0, count: 0 }));
+    const i = this.buckets.findIndex((le) => value <= le);
+    if (i >= 0) d.counts[i]! += 1;
+    d.sum += value;
+    d.count += 1;
+  }
+
+  /** Count and sum of one series (for tests and callers that want them). */
+  get(labels: Labels): { count: number; sum: number } {
+    const d = this.series.peek(this.values(labels));
+    return { count: d?.count ?? 0, sum: d?.sum ?? 0 };
+  }
+
+  render(): string[] {
+    const out = this.header();
+    for (const { values, v } of this.series.sorted()) {
+      const pairs = this.pairs(values);
+      let cumulative = 0;
+      this.buckets.forEach((le, i) => {
+        cumulative += v.counts[i]!;
+        out.push(`${this.name}_bucket${renderLabels([...pairs, ['le', formatValue(le)]])} ${cumulative}`);
+      });
+      out.push(`${this.name}_bucket${renderLabels([...pairs, ['le', '+Inf']])} ${v.count}`);
+      out.push(`${this.name}_sum${renderLabels(pairs)} ${formatValue(v.sum)}`);
+      out.push(`${this.name}_count${renderLabels(pairs)} ${v.count}`);
+    }
+    return out;
+  }
+}
+
+export class Registry {
+  private readonly metrics = new Map<string, Metric>();
+
+  private add<M extends Metric>(m: M): M {
+    const existing = this.metrics.get(m.name);
+    if (existing) {
+      // the same definition twice (two sidecar parts asking for one metric) gets the one instance
+      if (existing.type === m.type && existing.labelNames.join(',') === m.labelNames.join(',')) return existing as M;
+      throw new Error(`metric ${m.name} is already registered with another type or labels`);
+    }
+    this.metrics.set(m.name, m);
+    return m;
+  }
+
+  counter(name: string, help: string, labelNames: readonly string[] = []): Counter {
+    return this.add(new Counter(name, help, labelNames));
+  }
+
+  gauge(name: string, help: string, labelNames: readonly string[] = []): Gauge {
+    return this.add(new Gauge(name, help, labelNames));
+  }
+
+  histogram(name: string, help: string, labelNames: readonly string[] = [], buckets?: readonly number[]): Histogram {
+    return this.add(new Histogram(name, help, labelNames, buckets));
+  }
+
+  /** The exposition text: every metric (sorted by name) with HELP and TYPE, ending in a newline. */
+  render(): string {
+    const lines: string[] = [];
+    for (const name of [...this.metrics.keys()].sort()) lines.push(...this.metrics.get(name)!.render());
+    return lines.length ? lines.join('\n') + '\n' : '';
+  }
+}
+
+/** The registry the sidecar processes share (one per process). */
+export const defaultRegistry = new Registry();
+
+/** Renders the exposition text of a registry (the default one unless given). */
+export function renderMetrics(registry: Registry = defaultRegistry): string {
+  return registry.render();
+}
+
+const CSI_SERVICES: readonly CsiService[] = ['Identity', 'Controller', 'Node', 'GroupController'];
+
+/**
+ * CSI call metrics of one sidecar: tscsi_csi_operations_total{driver,method,code} and
+ * tscsi_csi_operation_duration_seconds{driver,method,code}. `method` is the full gRPC
+ * path ("/csi.v1.Controller/CreateVolume"), `code` the gRPC status name ("OK",
+ * "DEADLINE_EXCEEDED", ...; "UNKNOWN" for errors without a code). The driver name is
+ * usually learnt from GetPluginInfo after the client exists, hence settable.
+ */
+export class CsiCallMetrics {
+  driver: string;
+  readonly operations: Counter;
+  readonly duration: Histogram;
+
+  constructor(registry: Registry = defaultRegistry, driver = 'unknown', buckets: readonly number[] = DEFAULT_BUCKETS) {
+    this.driver = driver;
+    this.operations = registry.counter('tscsi_csi_operations_total', 'CSI calls made by this sidecar, by driver, method and gRPC status code.', [
+      'driver',
+      'method',
+      'code',
+    ]);
+    this.duration = registry.histogram(
+      'tscsi_csi_operation_duration_seconds',
+      'Duration of the CSI calls made by this sidecar, in seconds.',
+      ['driver', 'method', 'code'],
+      buckets,
+    );
+  }
+
+  record(method: string, code: string, seconds: number): void {
+    const labels = { driver: this.driver, method, code };
+    this.operations.inc(labels);
+    this.duration.observe(labels, seconds);
+  }
+
+  /** Wraps every RPC of the client in place (and returns it) so that each call is recorded. */
+  instrument<C extends CsiClient>(client: C): C {
+    for (const service of CSI_SERVICES) {
+      const rpcs = client[service] as Rpcs | undefined;
+      if (!rpcs) continue;
+      for (const method of Object.keys(rpcs)) {
+        const inner = rpcs[method]!;
+        if ((inner as { __instrumented?: boolean }).__instrumented) continue;
+        const full = `/csi.v1.${service}/${method}`;
+        const wrapped = async (req?: object, deadlineMs?: number): Promise<any> => {
+          const t0 = process.hrtime.bigint();
+          const seconds = () => Number(process.hrtime.bigint() - t0) / 1e9;
+          try {
+            const res = await inner(req, deadlineMs);
+            // the first GetPluginInfo answer names the driver for this and every later call
+            if (this.driver === 'unknown' && full === '/csi.v1.Identity/GetPluginInfo' && typeof res?.name === 'string' && res.name) this.driver = res.name;
+            this.record(full, 'OK', seconds());
+            return res;
+          } catch (err) {
+            this.record(full, codeName(err) ?? 'UNKNOWN', seconds());
+            throw err;
+          }
+        };
+        (wrapped as { __instrumented?: boolean }).__instrumented = true;
+        rpcs[method] = wrapped;
+      }
+    }
+    return client;
+  }
+}
+
+/** Instruments a CSI client with the (default) registry's CSI call metrics; returns the metrics. */
+export function csiCallMetrics(client: CsiClient, opts: { registry?: Registry; driver?: string } = {}): CsiCallMetrics {
+  const m = new CsiCallMetrics(opts.registry ?? defaultRegistry, opts.driver ?? 'unknown');
+  m.instrument(client);
+  return m;
+}
