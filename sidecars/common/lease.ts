@@ -218,6 +218,10 @@ export class LeaderElector {
           lastRenew = this.now();
           continue;
         }
+        if (this.observed && this.observed.holder !== this.identity) {
+          log?.warn({ lease: `${this.cfg.namespace}/${this.cfg.name}`, identity: this.identity, holder: this.observed.holder }, 'the lease has another holder; leadership lost');
+          break;
+        }
         if (renewDeadlinePassed(lastRenew, this.now(), this.renewDeadlineMs)) {
           log?.warn({ lease: `${this.cfg.namespace}/${this.cfg.name}`, identity: this.identity }, 'failed to renew the lease in time; leadership lost');
           break;

@@ -7,13 +7,15 @@
 import { afterAll, describe, expect, test } from 'vitest';
 import { execa } from 'execa';
 import { spawn, type ChildProcess } from 'node:child_process';
-import { existsSync, lstatSync, mkdirSync, mkdtempSync, openSync, closeSync, readFileSync, rmSync } from 'node:fs';
+import { existsSync, lstatSync, mkdirSync, mkdtempSync, openSync, closeSync, readFileSync, rmSync, symlinkSync } from 'node:fs';
+import * as grpc from '@grpc/grpc-js';
 import net from 'node:net';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import zlib from 'node:zlib';
 import { CsiClient } from '../../sidecars/common/csi-client.js';
 import { LeaderElector } from '../../sidecars/common/lease.js';
+import { registrationService } from '../../sidecars/registrar/registrar.js';
 import { releaseXfsPool } from '../../driver/host/pool.js';
 
 const ROOT = resolve(import.meta.dirname, '../..');
@@ -107,6 +109,20 @@ function logLines(x: Proc): Array<Record<string, any>> {
         return JSON.parse(l) as Record<string, any>;
       } catch {
         throw new Error(`${x.name}: log line is not JSON: ${l}`);
+      }
+    });
+}
+
+/** The driver's JSON log lines (anything else it printed is skipped). */
+function driverLog(): Array<Record<string, any>> {
+  if (!driver) return [];
+  return readFileSync(driver.log, 'utf8')
+    .split('\n')
+    .flatMap((l) => {
+      try {
+        return [JSON.parse(l) as Record<string, any>];
+      } catch {
+        return [];
       }
     });
 }
@@ -230,6 +246,9 @@ describe('registrar, liveness probe and leader election on a real kubelet', () =
       `registrar start -> socket ${tListen - t0} ms, -> kubelet GetInfo ${tGetInfo - t0} ms, -> NotifyRegistrationStatus ${tNotify - t0} ms, -> CSINode seen ${tCsiNode - t0} ms`,
     );
     expect(lstatSync(regSock).isSocket()).toBe(true);
+    // kubelet then asked the driver itself for the node's ID, topology and attach limit
+    const nodeGetInfo = await waitFor('NodeGetInfo in the driver log', async () => driverLog().find((x) => x.rpc === 'NodeGetInfo' && x.time >= t0), 10_000);
+    console.log(`registrar start -> kubelet's NodeGetInfo on the driver ${nodeGetInfo.time - t0} ms`);
 
     expect(await httpGet(port, '/healthz')).toEqual({ status: 200, body: 'ok' });
     const metrics = await httpGet(port, '/metrics');
@@ -280,6 +299,36 @@ describe('registrar, liveness probe and leader election on a real kubelet', () =
     );
     console.log(`stale socket: registrar start -> stable registration ${since - t0} ms`);
     expect(await ourDriverInCsiNode()).toMatchObject({ nodeID: NODE, topologyKeys: [TOPOLOGY_KEY] });
+  });
+
+  test('the registrar retries until the driver answers, and exits 1 when kubelet reports a failed registration', { timeout: 2 * MIN }, async () => {
+    expect(driver && running(driver)).toBe(true);
+    // a registry of its own (kubelet does not watch it): this test plays kubelet
+    const dir = join(work, 'fake-registry');
+    const late = join(work, 'late-csi.sock'); // the driver's socket appears here only later
+    const r = start('registrar-fake-kubelet', 'sidecars/registrar/main.js', ['--csi-address', late, '--kubelet-registration-path', csiSock, '--plugin-registration-dir', dir]);
+    await waitFor('a retry in the log', async () => logLines(r).some((x) => x.msg === 'driver not answering GetPluginInfo yet; retrying'), 30_000);
+    expect(running(r)).toBe(true);
+    symlinkSync(csiSock, late);
+    const sock = join(dir, `${DRIVER}-reg.sock`);
+    await waitFor('the registration socket', async () => existsSync(sock) && lstatSync(sock).isSocket(), 30_000);
+
+    const Ctor = registrationService();
+    const kubelet = new Ctor(`unix://${sock}`, grpc.credentials.createInsecure());
+    const call = (method: string, req: object) =>
+      new Promise<any>((res, rej) =>
+        (kubelet as unknown as Record<string, (q: object, cb: (e: Error | null, v: unknown) => void) => void>)[method]!.call(kubelet, req, (e, v) => (e ? rej(e) : res(v))),
+      );
+    try {
+      expect(await call('GetInfo', {})).toEqual({ type: 'CSIPlugin', name: DRIVER, endpoint: csiSock, supported_versions: ['1.0.0'] });
+      await call('NotifyRegistrationStatus', { plugin_registered: false, error: 'rejected by the test' });
+    } finally {
+      kubelet.close();
+    }
+    const exit = await Promise.race([r.exited, sleep(15_000).then(() => 'still running')]);
+    expect(exit).toEqual({ code: 1, signal: null });
+    expect(existsSync(sock)).toBe(false);
+    expect(logLines(r).find((x) => x.rpc === 'NotifyRegistrationStatus')).toMatchObject({ level: 50, registered: false, error: 'rejected by the test' });
   });
 
   test('liveness probe: /healthz is 200 while the driver runs and 500 once it is stopped', { timeout: 2 * MIN }, async () => {

@@ -46,3 +46,133 @@ describe('leader election decisions', () => {
     expect(() => validateTimings(15_000, 10_000, 0)).toThrow(/retryPeriod/);
   });
 });
+
+// ---- the elector's loop against an in-memory Lease API with the apiserver's optimistic concurrency ----
+import { LeaderElector, MicroTime } from '../../sidecars/common/lease.js';
+import type { CoordinationV1Api, V1Lease } from '@kubernetes/client-node';
+
+class FakeLeaseApi {
+  lease?: V1Lease;
+  rv = 0;
+  down = false;
+  writes: string[] = [];
+  private err(code: number) {
+    return Object.assign(new Error(`HTTP ${code}`), { code });
+  }
+  private copy(l: V1Lease): V1Lease {
+    return JSON.parse(JSON.stringify(l));
+  }
+  async readNamespacedLease(): Promise<V1Lease> {
+    if (this.down) throw this.err(503);
+    if (!this.lease) throw this.err(404);
+    return this.copy(this.lease);
+  }
+  async createNamespacedLease({ body }: { body: V1Lease }): Promise<V1Lease> {
+    if (this.down) throw this.err(503);
+    if (this.lease) throw this.err(409);
+    this.lease = this.copy({ ...body, metadata: { ...body.metadata, resourceVersion: String(++this.rv) } });
+    this.writes.push(`create:${body.spec?.holderIdentity}`);
+    return this.copy(this.lease);
+  }
+  async replaceNamespacedLease({ body }: { body: V1Lease }): Promise<V1Lease> {
+    if (this.down) throw this.err(503);
+    if (!this.lease) throw this.err(404);
+    if (body.metadata?.resourceVersion !== this.lease.metadata?.resourceVersion) throw this.err(409);
+    this.lease = this.copy({ ...body, metadata: { ...body.metadata, resourceVersion: String(++this.rv) } });
+    this.writes.push(`replace:${body.spec?.holderIdentity}`);
+    return this.copy(this.lease);
+  }
+  get holder(): string | undefined {
+    return this.lease?.spec?.holderIdentity;
+  }
+}
+
+const FAST = { leaseDurationMs: 1_500, renewDeadlineMs: 1_000, retryPeriodMs: 200 };
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+async function until(fn: () => boolean, ms = 5_000): Promise<void> {
+  const end = Date.now() + ms;
+  while (!fn()) {
+    if (Date.now() > end) throw new Error('condition not met in time');
+    await sleep(10);
+  }
+}
+
+describe('LeaderElector loop (fake API, short timings)', () => {
+  function elector(api: FakeLeaseApi, identity: string, events: string[]) {
+    return new LeaderElector(api as unknown as CoordinationV1Api, {
+      namespace: 'ns',
+      name: 'l',
+      identity,
+      ...FAST,
+      onStartedLeading: () => void events.push(`${identity}+`),
+      onStoppedLeading: () => void events.push(`${identity}-`),
+    });
+  }
+
+  it('one of two leads; a released lease passes at once; a vanished leader only after expiry', async () => {
+    const api = new FakeLeaseApi();
+    const events: string[] = [];
+    const a = elector(api, 'a', events);
+    a.start();
+    await until(() => a.isLeader());
+    const b = elector(api, 'b', events);
+    b.start();
+    await sleep(700);
+    expect([a.isLeader(), b.isLeader()]).toEqual([true, false]);
+    expect(api.holder).toBe('a');
+    expect(api.lease?.spec?.leaseDurationSeconds).toBe(2); // whole seconds, rounded up
+    expect(api.writes.filter((w) => w === 'replace:a').length).toBeGreaterThanOrEqual(2); // renewing
+
+    let t = Date.now();
+    await a.stop();
+    expect(api.holder).toBe('');
+    await until(() => b.isLeader(), 2_000);
+    expect(Date.now() - t).toBeLessThan(1_000);
+    expect(api.lease?.spec?.leaseTransitions).toBe(1); // a -> b (the release itself is no transition), as client-go counts
+
+    const c = elector(api, 'c', events);
+    c.start();
+    await sleep(300);
+    t = Date.now();
+    await b.stop({ release: false });
+    expect(api.holder).toBe('b');
+    await until(() => c.isLeader(), 5_000);
+    expect(Date.now() - t).toBeGreaterThanOrEqual(2_000 - 200 - 440 - 50); // lease 2 s, seen changing at most a renew + retry earlier
+    await c.stop();
+    expect(events).toEqual(['a+', 'a-', 'b+', 'b-', 'c+', 'c-']);
+  });
+
+  it('a leader that cannot renew steps down after the renew deadline', async () => {
+    const api = new FakeLeaseApi();
+    const events: string[] = [];
+    const a = elector(api, 'a', events);
+    a.start();
+    await until(() => a.isLeader());
+    api.down = true;
+    const t = Date.now();
+    await until(() => !a.isLeader(), 3_000);
+    expect(Date.now() - t).toBeGreaterThanOrEqual(FAST.renewDeadlineMs - FAST.retryPeriodMs - 50);
+    expect(events).toEqual(['a+', 'a-']);
+    api.down = false;
+    await until(() => a.isLeader(), 3_000); // contends again, and the lease is still its own
+    await a.stop();
+  });
+
+  it('a leader that sees another holder steps down at once', async () => {
+    const api = new FakeLeaseApi();
+    const events: string[] = [];
+    const a = elector(api, 'a', events);
+    a.start();
+    await until(() => a.isLeader());
+    api.lease!.spec!.holderIdentity = 'intruder';
+    api.lease!.spec!.renewTime = new MicroTime();
+    api.lease!.metadata!.resourceVersion = String(++api.rv);
+    await until(() => !a.isLeader(), 1_000);
+    await a.stop();
+    expect(api.holder).toBe('intruder'); // not released: it is not a's
+  });
+
+  it('writes renewTime and acquireTime with microseconds', () => {
+    expect(JSON.stringify({ t: new MicroTime(Date.UTC(2026, 0, 2, 3, 4, 5, 678)) })).toBe('{"t":"2026-01-02T03:04:05.678000Z"}');
+  });
+});
