@@ -8,13 +8,13 @@ import os from 'node:os';
 import { performance } from 'node:perf_hooks';
 import type { Logger } from 'pino';
 // Types only: this module never loads @kubernetes/client-node itself (the caller hands in
-// the CoordinationV1Api), so it also loads where that package does not (see MicroTime).
+// the CoordinationV1Api, or anything with its three Lease methods, e.g. a fake in tests).
 import type * as k8s from '@kubernetes/client-node';
 
 /**
  * A metav1.MicroTime value: serialized with microseconds ("...T12:00:00.123000Z"), which the
- * apiserver requires for acquireTime/renewTime. Same as client-node's V1MicroTime (its
- * serializer passes the object through and JSON.stringify calls toISOString).
+ * apiserver requires for acquireTime/renewTime. Same as client-node's V1MicroTime (1.x and
+ * 2.x: the serializer passes the object through and JSON.stringify calls toISOString).
  */
 export class MicroTime extends Date {
   override toISOString(): string {

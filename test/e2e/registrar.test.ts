@@ -12,7 +12,6 @@ import * as grpc from '@grpc/grpc-js';
 import net from 'node:net';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
-import zlib from 'node:zlib';
 import { CsiClient } from '../../sidecars/common/csi-client.js';
 import { LeaderElector } from '../../sidecars/common/lease.js';
 import { registrationService } from '../../sidecars/registrar/registrar.js';
@@ -154,17 +153,6 @@ function canConnectUnix(p: string): Promise<boolean> {
 async function ourDriverInCsiNode(): Promise<any> {
   const csiNode = await kubectlJson(['get', 'csinode', NODE]);
   return (csiNode.spec?.drivers ?? []).find((d: { name: string }) => d.name === DRIVER);
-}
-
-/** @kubernetes/client-node 2.x pulls in undici 8, which wants node:zlib's zstd (Node >= 22.15) at load time. */
-async function loadClientNode() {
-  const z = zlib as unknown as Record<string, unknown>;
-  if (typeof z.createZstdDecompress !== 'function') {
-    z.createZstdDecompress = () => {
-      throw new Error('zstd is not available on this Node');
-    };
-  }
-  return import('@kubernetes/client-node');
 }
 
 const registrarArgs = (extra: string[] = []) => [
@@ -352,7 +340,7 @@ describe('registrar, liveness probe and leader election on a real kubelet', () =
 
   test('leader election: exactly one of two candidates leads; stopping it hands over within the lease duration', { timeout: 3 * MIN }, async () => {
     expect(clusterUp).toBe(true);
-    const k8s = await loadClientNode();
+    const k8s = await import('@kubernetes/client-node');
     const kc = new k8s.KubeConfig();
     kc.loadFromFile(kubeconfig);
     const api = kc.makeApiClient(k8s.CoordinationV1Api);
