@@ -198,9 +198,15 @@ export class RbdBackend implements Backend {
   }
 
   private async stored<T>(name: string, secrets?: Record<string, string>): Promise<{ loc: Loc; stored: Stored<T>; meta: Record<string, string> } | undefined> {
-    const loc = await this.findImage(name, secrets);
-    if (!loc) return undefined;
-    const meta = await this.meta(loc, name, this.creds(loc.cluster, secrets));
+    // Where the image was last seen: one call (its metadata) instead of a search.
+    const hint = this.where.get(name);
+    let meta = hint ? await this.meta(hint, name, this.creds(hint.cluster, secrets)) : undefined;
+    let loc = meta ? hint : undefined;
+    if (!loc) {
+      loc = await this.findImage(name, secrets);
+      if (!loc) return undefined;
+      meta = await this.meta(loc, name, this.creds(loc.cluster, secrets));
+    }
     if (!meta || !meta[META_RECORD] || meta[META_DELETING]) return undefined;
     return { loc, stored: recordFromJson<Stored<T>>(meta[META_RECORD]), meta };
   }
