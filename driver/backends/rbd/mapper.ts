@@ -188,7 +188,10 @@ export class FuseMapper implements Mapper {
   private async boundDevice(t: MapTarget, rec: FuseMapping | undefined): Promise<string | undefined> {
     if (!rec?.device) return undefined;
     const d = await loop.describe(rec.device).catch(() => undefined);
-    return d && d.backFile === this.fileOf(t) ? rec.device : undefined;
+    // The kernel keeps the resolved path; the mapping's own directory is an ordinary one (never
+    // stat inside the fuse mount: a dead helper makes that fail).
+    const dir = await fs.realpath(this.dirOf(t)).catch(() => this.dirOf(t));
+    return d && d.backFile === path.join(dir, 'mnt', t.image) ? rec.device : undefined;
   }
 
   async mapped(t: MapTarget): Promise<string | undefined> {
