@@ -2,12 +2,13 @@
 import { parseArgs } from 'node:util';
 import { CsiClient } from '../common/csi-client.js';
 import { clients, loadKubeConfig } from '../common/kube.js';
-import { sidecarLogger, driverName, onStop, fatal } from '../common/run.js';
+import { sidecarLogger, driverName, fatal, runController, CONTROLLER_FLAG_OPTIONS } from '../common/run.js';
 import { Attacher } from './attacher.js';
 
 async function main(): Promise<void> {
   const { values } = parseArgs({
     options: {
+      ...CONTROLLER_FLAG_OPTIONS,
       'csi-address': { type: 'string', default: '/run/tscsi/csi.sock' },
       kubeconfig: { type: 'string' },
       'worker-threads': { type: 'string', default: '10' },
@@ -16,17 +17,15 @@ async function main(): Promise<void> {
   });
   const log = sidecarLogger('tscsi-attacher');
   const csi = new CsiClient(values['csi-address']!);
-  const a = new Attacher(clients(loadKubeConfig(values.kubeconfig)), csi, {
-    driverName: await driverName(csi, log),
+  const k = clients(loadKubeConfig(values.kubeconfig));
+  const name = await driverName(csi, log);
+  const a = new Attacher(k, csi, {
+    driverName: name,
     workers: Number(values['worker-threads']),
     timeoutMs: Number(values.timeout) * 1000,
     log,
   });
-  await a.start();
-  onStop(log, async () => {
-    await a.stop();
-    csi.close();
-  });
+  await runController('tscsi-attacher', values, csi, k, name, a, log);
 }
 
 main().catch(fatal('tscsi-attacher'));

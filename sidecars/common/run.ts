@@ -2,6 +2,10 @@
 // clean stop on SIGTERM/SIGINT.
 import { pino, type Logger } from 'pino';
 import { CsiClient } from './csi-client.js';
+import type { Clients } from './kube.js';
+import { serveHttp } from './http.js';
+import { csiCallMetrics, renderMetrics, CONTENT_TYPE as METRICS_CONTENT_TYPE } from './metrics.js';
+import { LeaderElector } from './lease.js';
 
 export function sidecarLogger(component: string): Logger {
   return pino({ level: process.env.LOG_LEVEL ?? 'info', base: { component } }, pino.destination(2));
@@ -45,4 +49,70 @@ export function fatal(component: string) {
     process.stderr.write(`${component}: ${err instanceof Error ? err.message : String(err)}\n`);
     process.exit(1);
   };
+}
+
+export interface Controller {
+  start(): Promise<void>;
+  stop(): Promise<void>;
+}
+
+export interface ControllerFlags {
+  'leader-election'?: boolean;
+  'leader-election-namespace'?: string;
+  'http-endpoint'?: string;
+}
+
+/** Flags every controller-side sidecar shares. */
+export const CONTROLLER_FLAG_OPTIONS = {
+  'leader-election': { type: 'boolean', default: false },
+  'leader-election-namespace': { type: 'string', default: process.env.POD_NAMESPACE ?? 'default' },
+  'http-endpoint': { type: 'string' },
+} as const;
+
+/**
+ * Runs a controller-side sidecar: CSI call metrics, /healthz (the driver's Probe) and
+ * /metrics on --http-endpoint, and, with --leader-election, work only while holding the
+ * Lease (losing it exits non-zero so the container restarts as a candidate).
+ */
+export async function runController(component: string, flags: ControllerFlags, csi: CsiClient, k: Clients, driver: string, controller: Controller, log: Logger): Promise<void> {
+  csiCallMetrics(csi, { driver });
+  const http = flags['http-endpoint']
+    ? await serveHttp(
+        flags['http-endpoint'],
+        {
+          '/healthz': async () => {
+            const r = await csi.Identity.Probe({}, 3000).catch((e: unknown) => ({ error: String((e as Error).message ?? e) }));
+            return 'error' in r || r.ready?.value === false ? { status: 500, body: `probe failed: ${'error' in r ? r.error : 'not ready'}\n` } : { status: 200, body: 'ok\n' };
+          },
+          '/metrics': () => ({ status: 200, body: renderMetrics(), contentType: METRICS_CONTENT_TYPE }),
+        },
+        log,
+      )
+    : undefined;
+  let elector: LeaderElector | undefined;
+  if (flags['leader-election']) {
+    elector = new LeaderElector(k.coordination, {
+      namespace: flags['leader-election-namespace'] ?? 'default',
+      name: `${component}-${driver.replace(/[^a-z0-9-]/gi, '-')}`.toLowerCase(),
+      log,
+      onStartedLeading: async () => {
+        log.info('leading: starting work');
+        await controller.start();
+      },
+      onStoppedLeading: async () => {
+        log.warn('lost leadership: stopping');
+        await controller.stop();
+        process.exit(1);
+      },
+    });
+    elector.start();
+  } else {
+    await controller.start();
+  }
+  onStop(log, async () => {
+    if (elector) await elector.stop();
+    else await controller.stop();
+    await http?.close();
+    csi.close();
+  });
 }

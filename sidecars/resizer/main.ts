@@ -2,12 +2,13 @@
 import { parseArgs } from 'node:util';
 import { CsiClient } from '../common/csi-client.js';
 import { clients, loadKubeConfig } from '../common/kube.js';
-import { sidecarLogger, driverName, onStop, fatal } from '../common/run.js';
+import { sidecarLogger, driverName, fatal, runController, CONTROLLER_FLAG_OPTIONS } from '../common/run.js';
 import { Resizer } from './resizer.js';
 
 async function main(): Promise<void> {
   const { values } = parseArgs({
     options: {
+      ...CONTROLLER_FLAG_OPTIONS,
       'csi-address': { type: 'string', default: '/run/tscsi/csi.sock' },
       kubeconfig: { type: 'string' },
       'worker-threads': { type: 'string', default: '10' },
@@ -16,17 +17,15 @@ async function main(): Promise<void> {
   });
   const log = sidecarLogger('tscsi-resizer');
   const csi = new CsiClient(values['csi-address']!);
-  const r = new Resizer(clients(loadKubeConfig(values.kubeconfig)), csi, {
-    driverName: await driverName(csi, log),
+  const k = clients(loadKubeConfig(values.kubeconfig));
+  const name = await driverName(csi, log);
+  const r = new Resizer(k, csi, {
+    driverName: name,
     workers: Number(values['worker-threads']),
     timeoutMs: Number(values.timeout) * 1000,
     log,
   });
-  await r.start();
-  onStop(log, async () => {
-    await r.stop();
-    csi.close();
-  });
+  await runController('tscsi-resizer', values, csi, k, name, r, log);
 }
 
 main().catch(fatal('tscsi-resizer'));

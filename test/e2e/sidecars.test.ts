@@ -13,6 +13,7 @@ const MIN = 60_000;
 const env = new ClusterEnv();
 let driver: DriverHarness | undefined;
 const timings: Record<string, number> = {};
+const HTTP_PORT = 21000 + (process.pid % 20000);
 
 const sidecar = (name: string) => path.join(ROOT, 'dist', 'sidecars', name, 'main.js');
 
@@ -73,7 +74,7 @@ beforeAll(async () => {
   driver = await DriverHarness.start({ socketPath: socket, nodeId: NODE_NAME, extraArgs: ['--default-fs-type', 'ext4'] });
   const kc = ['--kubeconfig', env.kubeconfig];
   env.start('registrar', [sidecar('registrar'), '--csi-address', socket, '--kubelet-registration-path', socket, '--plugin-registration-dir', path.join(env.kubeletDir, 'plugins_registry')]);
-  env.start('provisioner', [sidecar('provisioner'), '--csi-address', socket, ...kc]);
+  env.start('provisioner', [sidecar('provisioner'), '--csi-address', socket, ...kc, '--leader-election', '--http-endpoint', `127.0.0.1:${HTTP_PORT}`]);
   env.start('attacher', [sidecar('attacher'), '--csi-address', socket, ...kc]);
   env.start('resizer', [sidecar('resizer'), '--csi-address', socket, ...kc]);
   await env.apply({
@@ -209,6 +210,16 @@ describe('the driver and our sidecars on a real cluster', () => {
     await env.kubectl(['delete', 'pvc', 'fleeting', '--wait=true', '--timeout=120s']);
     await env.waitFor('no volume left', async () => (await volumeIds()).length === before.length, 2 * MIN, async () => JSON.stringify(await volumeIds()));
     await env.waitFor('no PV left', async () => !(await env.kubectl(['get', 'pv', '-o', 'name'])).trim());
+  });
+
+  it('the provisioner leads through a Lease and serves /healthz and /metrics', { timeout: 2 * MIN }, async () => {
+    const lease = await env.json(['get', 'lease', '-n', 'default', 'tscsi-provisioner-csi-tscsi-dev']);
+    expect(lease.spec.holderIdentity).toBeTruthy();
+    const health = await fetch(`http://127.0.0.1:${HTTP_PORT}/healthz`);
+    expect(health.status).toBe(200);
+    const metrics = await (await fetch(`http://127.0.0.1:${HTTP_PORT}/metrics`)).text();
+    expect(metrics).toMatch(/tscsi_csi_operations_total\{[^}]*method="\/csi\.v1\.Controller\/CreateVolume"[^}]*code="OK"[^}]*\} [1-9]/);
+    expect(metrics).toMatch(/tscsi_csi_operation_duration_seconds_bucket\{/);
   });
 
   it('a claim that cannot be provisioned gets an event a person can read', { timeout: 3 * MIN }, async () => {
