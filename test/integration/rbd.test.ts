@@ -17,6 +17,7 @@ import { GroupControllerService } from '../../driver/groupcontroller.js';
 import { NodeService } from '../../driver/node.js';
 import { NodeStateStore } from '../../driver/nodestate.js';
 import { CsiError } from '../../driver/errors.js';
+import { deriveId } from '../../driver/ids.js';
 import { BackendError, type VolumeRecord } from '../../driver/backends/backend.js';
 import { RbdBackend, parseConfig, volumeImage, snapshotImage, type RbdConfig } from '../../driver/backends/rbd/index.js';
 
@@ -417,6 +418,35 @@ describe('rbd backend on a real Ceph cluster (fuse mapper)', () => {
     await deleteVolumeEventually(blk.volume_id);
     expect((await rbdNames()).filter((n) => n.startsWith('csi-'))).toEqual([]);
   }, 240_000);
+
+  it('finishes creates and deletes that a crash interrupted, on retry and at start-up', async () => {
+    const pool = ceph!.pool;
+    const cap = mountCap();
+    const create = (name: string) => drv!.client.Controller.CreateVolume({ name, parameters: params(), capacity_range: { required_bytes: String(32 * MiB) }, volume_capabilities: [cap] });
+    // A create that died after `rbd create`, before the record: not a volume, and the retry makes it afresh.
+    const id = deriveId('vol', 'rbd', 'pvc-crash-create');
+    await adminRbd(ceph!, ['create', '--size', '8M', `${pool}/${volumeImage(id)}`]);
+    expect((await drv!.client.Controller.ListVolumes({})).entries.map((e: any) => e.volume.volume_id)).not.toContain(id);
+    expect(await codeOf(drv!.client.Controller.ControllerGetVolume({ volume_id: id }))).toBe('NOT_FOUND');
+    expect((await create('pvc-crash-create')).volume.volume_id).toBe(id);
+    expect(JSON.parse(await adminRbd(ceph!, ['info', '--format', 'json', `${pool}/${volumeImage(id)}`])).size).toBe(32 * MiB);
+    // A delete that died after marking the image: gone for the CO, finished by the retry.
+    await adminRbd(ceph!, ['image-meta', 'set', `${pool}/${volumeImage(id)}`, 'tscsi.deleting', 'test']);
+    expect(await codeOf(drv!.client.Controller.ControllerGetVolume({ volume_id: id }))).toBe('NOT_FOUND');
+    await drv!.client.Controller.DeleteVolume({ volume_id: id });
+    expect(await rbdNames()).not.toContain(volumeImage(id));
+    // Both kinds of leftovers are also cleared when the controller starts.
+    const half = deriveId('vol', 'rbd', 'pvc-crash-half');
+    await adminRbd(ceph!, ['create', '--size', '8M', `${pool}/${volumeImage(half)}`]);
+    const marked = (await create('pvc-crash-marked')).volume.volume_id;
+    await adminRbd(ceph!, ['image-meta', 'set', `${pool}/${volumeImage(marked)}`, 'tscsi.deleting', 'test']);
+    await drv!.stop();
+    drv = new InProcDriver(path.join(root, 'driver'));
+    await drv.start(configFor(ceph!));
+    const names = await rbdNames();
+    expect(names).not.toContain(volumeImage(half));
+    expect(names).not.toContain(volumeImage(marked));
+  });
 
   it('registers its node in RADOS, which is what knowsNode answers from', async () => {
     expect(await drv!.backend.knowsNode(NODE)).toBe(true);
