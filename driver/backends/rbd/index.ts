@@ -96,6 +96,8 @@ export class RbdBackend implements Backend {
   private capCache = new Map<string, { at: number; bytes: bigint }>();
 
   constructor(private readonly opts: RbdBackendOptions) {
+    // Key file paths travel in rbd-fuse's CEPH_ARGS, which Ceph splits at whitespace.
+    if (!path.isAbsolute(opts.stateDir) || /\s/.test(opts.stateDir)) throw new Error(`the rbd state directory must be an absolute path without whitespace: ${JSON.stringify(opts.stateDir)}`);
     this.cli = new CephCli(path.join(opts.stateDir, 'keys'));
     const c = opts.config;
     this.mapper =
