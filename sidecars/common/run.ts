@@ -2,7 +2,8 @@
 // clean stop on SIGTERM/SIGINT.
 import { pino, type Logger } from 'pino';
 import { CsiClient } from './csi-client.js';
-import type { Clients } from './kube.js';
+import { parseArgs } from 'node:util';
+import { clients, loadKubeConfig, type Clients } from './kube.js';
 import { serveHttp } from './http.js';
 import { csiCallMetrics, renderMetrics, CONTENT_TYPE as METRICS_CONTENT_TYPE } from './metrics.js';
 import { LeaderElector } from './lease.js';
@@ -115,4 +116,41 @@ export async function runController(component: string, flags: ControllerFlags, c
     await http?.close();
     csi.close();
   });
+}
+
+export interface CommonControllerOptions {
+  driverName: string;
+  workers: number;
+  timeoutMs: number;
+  log: Logger;
+}
+
+/**
+ * The whole main() of a controller-side sidecar: the shared flags (plus `extra`), the
+ * driver's name from its socket, the controller `make` builds, and runController.
+ */
+export function controllerMain(
+  component: string,
+  defaultTimeoutSeconds: number,
+  make: (k: Clients, csi: CsiClient, opts: CommonControllerOptions, values: Record<string, string | boolean | undefined>) => Controller,
+  extra: Record<string, { type: 'string' }> = {},
+): void {
+  (async () => {
+    const { values } = parseArgs({
+      options: {
+        ...CONTROLLER_FLAG_OPTIONS,
+        'csi-address': { type: 'string', default: '/run/tscsi/csi.sock' },
+        kubeconfig: { type: 'string' },
+        'worker-threads': { type: 'string', default: '10' },
+        timeout: { type: 'string', default: String(defaultTimeoutSeconds) },
+        ...extra,
+      },
+    });
+    const log = sidecarLogger(component);
+    const csi = new CsiClient(values['csi-address'] as string);
+    const name = await driverName(csi, log);
+    const k = clients(loadKubeConfig(values.kubeconfig as string | undefined));
+    const opts = { driverName: name, workers: Number(values['worker-threads']), timeoutMs: Number(values.timeout) * 1000, log };
+    await runController(component, values as ControllerFlags, csi, k, name, make(k, csi, opts, values), log);
+  })().catch(fatal(component));
 }
