@@ -220,7 +220,7 @@ export class ControllerService {
         published: {},
         createdAt: new Date().toISOString(),
       };
-      const made = await backendCall(() => backend.createVolume(rec));
+      const made = await backendCall(() => backend.createVolume(rec, req.secrets ?? {}));
       return { volume: volumeMessage(made) };
     });
   }
@@ -231,12 +231,12 @@ export class ControllerService {
     return this.ctx.locks.with([req.volume_id], 'DeleteVolume', async () => {
       const vol = await backend.getVolume(req.volume_id);
       if (!vol) {
-        await backendCall(() => backend.deleteVolume(req.volume_id)); // finishes a half-done delete
+        await backendCall(() => backend.deleteVolume(req.volume_id, req.secrets ?? {})); // finishes a half-done delete
         return {};
       }
       const nodes = Object.keys(vol.published);
       if (nodes.length > 0) throw failedPrecondition(`volume ${vol.id} is still published to node(s) ${nodes.join(', ')}: ControllerUnpublishVolume first`);
-      await backendCall(() => backend.deleteVolume(vol.id));
+      await backendCall(() => backend.deleteVolume(vol.id, req.secrets ?? {}));
       return {};
     });
   }
@@ -284,7 +284,7 @@ export class ControllerService {
           if (count >= limit) throw resourceExhausted(`node ${req.node_id} already has ${count} volumes published, its limit (max_volumes_per_node) is ${limit}`);
         }
         cur.published[req.node_id] = { readonly, accessMode: cap.mode };
-        await backendCall(() => backend.saveVolume(cur));
+        await backendCall(() => backend.saveVolume(cur, req.secrets ?? {}));
         return { publish_context: {} };
       }),
     );
@@ -305,7 +305,7 @@ export class ControllerService {
       const nodes = req.node_id ? [req.node_id] : Object.keys(vol.published);
       if (!nodes.some((n) => vol.published[n])) return {};
       for (const n of nodes) delete vol.published[n];
-      await backendCall(() => backend.saveVolume(vol));
+      await backendCall(() => backend.saveVolume(vol, req.secrets ?? {}));
       return {};
     });
   }
@@ -400,7 +400,7 @@ export class ControllerService {
         groupSnapshotId: '',
         parameters: params,
       };
-      const [made] = await backendCall(() => backend.createSnapshots([rec]));
+      const [made] = await backendCall(() => backend.createSnapshots([rec], req.secrets ?? {}));
       return { snapshot: snapshotMessage(made) };
     });
   }
@@ -413,7 +413,7 @@ export class ControllerService {
       if (snap?.groupSnapshotId && (await backend.getGroupSnapshot(snap.groupSnapshotId))) {
         throw invalidArgument(`snapshot ${snap.id} is part of group snapshot ${snap.groupSnapshotId}; delete the group with DeleteVolumeGroupSnapshot`);
       }
-      await backendCall(() => backend.deleteSnapshot(req.snapshot_id));
+      await backendCall(() => backend.deleteSnapshot(req.snapshot_id, req.secrets ?? {}));
       return {};
     });
   }
@@ -456,7 +456,7 @@ export class ControllerService {
       if (want - cur.capacityBytes > cap.availableBytes) {
         throw resourceExhausted(`not enough capacity to grow ${vol.id} by ${want - cur.capacityBytes} bytes: ${cap.availableBytes} available`);
       }
-      const next = await backendCall(() => backend.expandVolume(cur, want));
+      const next = await backendCall(() => backend.expandVolume(cur, want, req.secrets ?? {}));
       // The node must refresh the device's size; for filesystems it also grows the filesystem.
       return { capacity_bytes: next.capacityBytes.toString(), node_expansion_required: true };
     });

@@ -77,8 +77,8 @@ export class GroupControllerService {
         parameters: params,
       }));
       // Members cut by an attempt that crashed before the group record are cut again, together.
-      for (const r of recs) if (await backend.getSnapshot(r.id)) await backendCall(() => backend.deleteSnapshot(r.id));
-      const made = await backendCall(() => backend.createSnapshots(recs));
+      for (const r of recs) if (await backend.getSnapshot(r.id)) await backendCall(() => backend.deleteSnapshot(r.id, req.secrets ?? {}));
+      const made = await backendCall(() => backend.createSnapshots(recs, req.secrets ?? {}));
       const group: GroupSnapshotRecord = {
         id,
         name: req.name,
@@ -112,7 +112,7 @@ export class GroupControllerService {
       if (req.snapshot_ids?.length && !sameSet(req.snapshot_ids, g.snapshotIds)) {
         throw invalidArgument(`snapshot_ids do not match the members of group snapshot ${g.id}`);
       }
-      for (const s of g.snapshotIds) await backendCall(() => backend.deleteSnapshot(s));
+      for (const s of g.snapshotIds) await backendCall(() => backend.deleteSnapshot(s, req.secrets ?? {}));
       await backendCall(() => backend.deleteGroupSnapshotRecord(g.id));
       return {};
     });

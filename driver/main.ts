@@ -13,6 +13,7 @@ import { NodeService } from './node.js';
 import { NodeStateStore } from './nodestate.js';
 import { LoopBackend } from './backends/loop/index.js';
 import { LvmBackend } from './backends/lvm/index.js';
+import { rbdBackendFromFlags } from './backends/rbd/index.js';
 import type { Backend } from './backends/backend.js';
 import { ensureXfsPool } from './host/pool.js';
 import { parseSize } from './size.js';
@@ -35,6 +36,8 @@ const USAGE = `tscsi-driver: a CSI driver (spec v1.12) with loop, LVM and Ceph R
   --lvm-devices DEV[,DEV]        their physical volumes (default: found by one scan at start)
   --lvm-mode auto|dm|nodm        device-mapper or loop windows over the PVs (default auto: /proc/misc)
   --lvm-thin-overprovision N     thin pools may promise N x their size (default 10)
+  --rbd-config FILE              enable the rbd backend: Ceph clusters, allowed pools, default cephx user (JSON)
+  --rbd-mapper krbd|rbd-nbd|fuse how node plugins map RBD images (default: the config's, else krbd)
   --default-backend NAME         backend when a StorageClass does not say (default loop)
   --default-fs-type TYPE         ext4 (default), xfs or btrfs
   --default-volume-size SIZE     when CreateVolume gives no capacity (default 1Gi)
@@ -59,6 +62,8 @@ async function main(): Promise<void> {
       'lvm-devices': { type: 'string' },
       'lvm-mode': { type: 'string', default: 'auto' },
       'lvm-thin-overprovision': { type: 'string', default: '10' },
+      'rbd-config': { type: 'string' },
+      'rbd-mapper': { type: 'string' },
       'default-backend': { type: 'string', default: 'loop' },
       'default-fs-type': { type: 'string', default: 'ext4' },
       'default-volume-size': { type: 'string', default: '1Gi' },
@@ -120,6 +125,12 @@ async function main(): Promise<void> {
     });
     await lvm.init();
     backends.set(lvm.kind, lvm);
+  }
+  const rbd = await rbdBackendFromFlags(values, log);
+  if (rbd) {
+    await rbd.init();
+    backends.set(rbd.kind, rbd);
+    log.info({ mapper: rbd.mapper.kind, clusters: rbd.config.clusters.map((c) => c.clusterID) }, 'rbd backend ready');
   }
   if (!backends.has(config.defaultBackend)) throw new Error(`--default-backend ${config.defaultBackend} is not enabled`);
 

@@ -74,7 +74,7 @@ export class NodeService {
       if (prev && prev.stagingPath !== staging) {
         throw alreadyExists(`volume ${vol.id} is already staged at ${prev.stagingPath}, not ${staging}`);
       }
-      const device = await backendCall(() => backend.attach(vol));
+      const device = await backendCall(() => backend.attach(vol, req.secrets ?? {}));
       const record: NodeVolumeState = prev ?? {
         volumeId: vol.id,
         stagingPath: staging,

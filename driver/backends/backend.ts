@@ -72,6 +72,12 @@ export class BackendError extends Error {
   }
 }
 
+/**
+ * The CSI secrets of a request (its `secrets` field: provisioner, node-stage, ... secrets).
+ * Only backends that need credentials look at them (RBD: userID/userKey). Never logged.
+ */
+export type Secrets = Record<string, string>;
+
 export interface Backend {
   /** The value of the `backend` StorageClass parameter that selects it, and the ID prefix. */
   readonly kind: string;
@@ -95,28 +101,28 @@ export interface Backend {
   /** Sizes are whole multiples of this (LVM extents); the controller rounds up to it. */
   granularity(params: Record<string, string>): Promise<bigint>;
 
-  getVolume(id: string): Promise<VolumeRecord | undefined>;
+  getVolume(id: string, secrets?: Secrets): Promise<VolumeRecord | undefined>;
   listVolumes(): Promise<VolumeRecord[]>;
   /** Creates the storage for a record the controller has fully decided (content source included). */
-  createVolume(rec: VolumeRecord): Promise<VolumeRecord>;
+  createVolume(rec: VolumeRecord, secrets?: Secrets): Promise<VolumeRecord>;
   /** Persists a metadata change of an existing volume (publications, mutable parameters). */
-  saveVolume(rec: VolumeRecord): Promise<void>;
-  expandVolume(rec: VolumeRecord, newBytes: bigint): Promise<VolumeRecord>;
-  deleteVolume(id: string): Promise<void>;
+  saveVolume(rec: VolumeRecord, secrets?: Secrets): Promise<void>;
+  expandVolume(rec: VolumeRecord, newBytes: bigint, secrets?: Secrets): Promise<VolumeRecord>;
+  deleteVolume(id: string, secrets?: Secrets): Promise<void>;
   volumeHealth(rec: VolumeRecord): Promise<VolumeHealth>;
 
   getSnapshot(id: string): Promise<SnapshotRecord | undefined>;
   listSnapshots(): Promise<SnapshotRecord[]>;
   /** Takes all snapshots at one point in time (a group snapshot is several). */
-  createSnapshots(recs: SnapshotRecord[]): Promise<SnapshotRecord[]>;
-  deleteSnapshot(id: string): Promise<void>;
+  createSnapshots(recs: SnapshotRecord[], secrets?: Secrets): Promise<SnapshotRecord[]>;
+  deleteSnapshot(id: string, secrets?: Secrets): Promise<void>;
 
   getGroupSnapshot(id: string): Promise<GroupSnapshotRecord | undefined>;
   saveGroupSnapshot(rec: GroupSnapshotRecord): Promise<void>;
   deleteGroupSnapshotRecord(id: string): Promise<void>;
 
   // Node side: expose a volume as a block device on this node.
-  attach(rec: VolumeRecord): Promise<string>;
+  attach(rec: VolumeRecord, secrets?: Secrets): Promise<string>;
   attachedDevice(rec: VolumeRecord): Promise<string | undefined>;
   detach(rec: VolumeRecord): Promise<void>;
   /** Makes an attached device see the volume's current size. */
