@@ -1,0 +1,453 @@
+// Installs the driver on the real single-node cluster the way an admin does: the image from
+// deploy/image/build (no Docker engine, no registry) imported into the node's containerd,
+// then `kubectl apply -k` of the manifests in deploy/ (through deploy/overlays/e2e and one
+// overlay generated here for this cluster run's paths). The driver and every sidecar run as
+// pods; claims, pods, growth, raw block, delete and retain go through them; `kubectl
+// delete -k` removes what was installed.
+//
+// Needs root, kubectl, a built tree (`npm run build`). The image is cached in
+// $TSCSI_IMAGE_CACHE/images (default /var/cache/tscsi-image) under the hash of its inputs.
+import { describe, it, expect, beforeAll, afterAll } from 'vitest';
+import { execa } from 'execa';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import * as k8s from '@kubernetes/client-node';
+import { ClusterEnv, NODE_NAME } from '../lib/cluster-env.js';
+import { CsiClient } from '../../sidecars/common/csi-client.js';
+
+const ROOT = path.resolve(import.meta.dirname, '..', '..');
+const DEPLOY = path.join(ROOT, 'deploy');
+const CLI = path.join(ROOT, 'test', 'cluster', 'cluster');
+const DRIVER = 'csi.tscsi.dev';
+const NS = 'tscsi';
+const MIN = 60_000;
+const VERSION = JSON.parse(fs.readFileSync(path.join(ROOT, 'package.json'), 'utf8')).version as string;
+const IMAGE = `tscsi.local/tscsi:${VERSION}`;
+const CACHE = process.env.TSCSI_IMAGE_CACHE ?? '/var/cache/tscsi-image';
+
+const env = new ClusterEnv();
+const work = fs.mkdtempSync(path.join(os.tmpdir(), 'tscsi-e2e-deploy-'));
+const overlay = path.join(work, 'overlay');
+const dataDir = path.join(env.runDir, 'tscsi-data'); // removed (unmounted, loops detached) by `cluster down`
+const results: Record<string, number | string | boolean> = {};
+let csi: CsiClient | undefined;
+let installed = false;
+const handles = new Set<string>(); // volumes this run made: their loop devices are detached at the end
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+/** The image archive, from the cache when nothing it is built from changed. */
+async function image(): Promise<string> {
+  const build = path.join(DEPLOY, 'image', 'build');
+  const key = (await execa('bash', [build, '--print-key'])).stdout.trim();
+  const dir = path.join(CACHE, 'images');
+  const file = path.join(dir, `tscsi-${VERSION}-${key}.oci.tar`);
+  if (fs.existsSync(file)) {
+    results.imageCached = true;
+    return file;
+  }
+  const t0 = Date.now();
+  const r = await execa('bash', [build, '--out', file], { reject: false, timeout: 30 * MIN, all: true });
+  if (r.exitCode !== 0) throw new Error(`deploy/image/build failed (${r.exitCode}):\n${r.all}`);
+  results.imageBuildMs = Date.now() - t0;
+  results.imageCached = false;
+  // keep the newest few
+  const old = fs
+    .readdirSync(dir)
+    .filter((f) => f.endsWith('.oci.tar') && f !== path.basename(file))
+    .map((f) => ({ f, t: fs.statSync(path.join(dir, f)).mtimeMs }))
+    .sort((a, b) => b.t - a.t)
+    .slice(3);
+  for (const { f } of old) fs.rmSync(path.join(dir, f), { force: true });
+  return file;
+}
+
+function clusterEnvFile(): Record<string, string> {
+  const out: Record<string, string> = {};
+  for (const line of fs.readFileSync(path.join(env.runDir, 'cluster.env'), 'utf8').split('\n')) {
+    const m = /^([A-Z_]+)=(.*)$/.exec(line.trim());
+    if (m) out[m[1]] = m[2].replace(/^["']|["']$/g, '');
+  }
+  return out;
+}
+
+/**
+ * The overlay for this cluster run, on top of deploy/overlays/e2e: JSON patches whose
+ * indices come from the rendered manifests (so they follow edits of deploy/base).
+ */
+async function writeOverlay(apiPort: string, healthPort: number): Promise<void> {
+  const rendered = (await execa('kubectl', ['kustomize', path.join(DEPLOY, 'overlays', 'e2e')])).stdout;
+  const objs = k8s.loadAllYaml(rendered) as any[];
+  const kubelet = env.kubeletDir;
+  const apiEnv = [
+    { name: 'KUBERNETES_SERVICE_HOST', value: '127.0.0.1' },
+    { name: 'KUBERNETES_SERVICE_PORT', value: apiPort },
+  ];
+  const patchesFor = (kind: string, name: string, edit: (spec: any, ops: any[]) => void) => {
+    const obj = objs.find((o) => o.kind === kind && o.metadata.name === name);
+    if (!obj) throw new Error(`${kind}/${name} is not in the rendered manifests`);
+    const ops: any[] = [];
+    edit(obj.spec.template.spec, ops);
+    return { target: { kind, name }, patch: JSON.stringify(ops) };
+  };
+  const idx = (list: any[], name: string, key = 'name') => {
+    const i = (list ?? []).findIndex((x) => x[key] === name);
+    if (i < 0) throw new Error(`${name} not found`);
+    return i;
+  };
+  const P = '/spec/template/spec';
+  const withApi = (spec: any, ops: any[], containers: string[]) => {
+    for (const c of containers) {
+      const ci = idx(spec.containers, c);
+      if (!spec.containers[ci].env) ops.push({ op: 'add', path: `${P}/containers/${ci}/env`, value: [] });
+      for (const e of apiEnv) ops.push({ op: 'add', path: `${P}/containers/${ci}/env/-`, value: e });
+    }
+  };
+  const node = patchesFor('DaemonSet', 'tscsi-node', (spec, ops) => {
+    const vol = (n: string, p: string) => ops.push({ op: 'replace', path: `${P}/volumes/${idx(spec.volumes, n)}/hostPath/path`, value: p });
+    vol('socket-dir', path.join(kubelet, 'plugins', DRIVER));
+    vol('registration-dir', path.join(kubelet, 'plugins_registry'));
+    vol('kubelet-dir', kubelet);
+    vol('data-dir', dataDir);
+    const d = idx(spec.containers, 'driver');
+    ops.push({ op: 'replace', path: `${P}/containers/${d}/volumeMounts/${idx(spec.containers[d].volumeMounts, 'kubelet-dir')}/mountPath`, value: kubelet });
+    ops.push({ op: 'replace', path: `${P}/containers/${d}/ports/${idx(spec.containers[d].ports, 'healthz')}/containerPort`, value: healthPort });
+    const r = idx(spec.containers, 'registrar');
+    ops.push({
+      op: 'replace',
+      path: `${P}/containers/${r}/env/${idx(spec.containers[r].env, 'KUBELET_REGISTRATION_PATH')}/value`,
+      value: path.join(kubelet, 'plugins', DRIVER, 'csi.sock'),
+    });
+    const l = idx(spec.containers, 'livenessprobe');
+    const args = (spec.containers[l].args as string[]).map((a) => (a.startsWith('--http-endpoint=') ? `--http-endpoint=$(POD_IP):${healthPort}` : a));
+    ops.push({ op: 'replace', path: `${P}/containers/${l}/args`, value: args });
+    withApi(spec, ops, ['provisioner', 'attacher', 'resizer']);
+  });
+  const controller = patchesFor('Deployment', 'tscsi-controller', (spec, ops) => withApi(spec, ops, ['provisioner', 'attacher', 'resizer']));
+  fs.mkdirSync(overlay, { recursive: true });
+  const kustomization = {
+    apiVersion: 'kustomize.config.k8s.io/v1beta1',
+    kind: 'Kustomization',
+    resources: [path.relative(overlay, path.join(DEPLOY, 'overlays', 'e2e'))],
+    patches: [node, controller],
+  };
+  fs.writeFileSync(path.join(overlay, 'kustomization.yaml'), k8s.dumpYaml(kustomization));
+}
+
+async function freePort(): Promise<number> {
+  const net = await import('node:net');
+  return new Promise((resolve, reject) => {
+    const s = net.createServer();
+    s.once('error', reject);
+    s.listen(0, '127.0.0.1', () => {
+      const p = (s.address() as { port: number }).port;
+      s.close(() => resolve(p));
+    });
+  });
+}
+
+function pod(name: string, claim: string, script: string, block = false) {
+  return {
+    apiVersion: 'v1',
+    kind: 'Pod',
+    metadata: { name, namespace: 'default' },
+    spec: {
+      hostNetwork: true,
+      restartPolicy: 'Never',
+      terminationGracePeriodSeconds: 1,
+      containers: [
+        {
+          name: 'c',
+          image: 'tscsi.local/busybox:1',
+          imagePullPolicy: 'Never',
+          command: ['sh', '-c', script],
+          ...(block ? { volumeDevices: [{ name: 'v', devicePath: '/dev/xvda' }] } : { volumeMounts: [{ name: 'v', mountPath: '/data' }] }),
+        },
+      ],
+      volumes: [{ name: 'v', persistentVolumeClaim: { claimName: claim } }],
+    },
+  };
+}
+
+function claim(name: string, sc: string, size: string, extra: object = {}) {
+  return {
+    apiVersion: 'v1',
+    kind: 'PersistentVolumeClaim',
+    metadata: { name, namespace: 'default' },
+    spec: { storageClassName: sc, accessModes: ['ReadWriteOnce'], resources: { requests: { storage: size } }, ...extra },
+  };
+}
+
+const phase = (p: string) => env.kubectl(['get', 'pod', p, '-o', 'jsonpath={.status.phase}']);
+const logs = (p: string) => env.kubectl(['logs', p]);
+
+async function diagnostics(): Promise<string> {
+  const parts: string[] = [];
+  for (const args of [
+    ['get', 'pods', '-A', '-o', 'wide'],
+    ['describe', 'pods', '-n', NS],
+    ['get', 'events', '-A', '--sort-by=.lastTimestamp'],
+    ['get', 'pvc,pv,volumeattachment', '-A'],
+  ]) {
+    parts.push(`--- kubectl ${args.join(' ')} ---\n${await env.kubectl(args).catch((e) => String(e))}`);
+  }
+  for (const c of ['driver', 'registrar', 'provisioner', 'attacher', 'resizer', 'livenessprobe']) {
+    parts.push(`--- logs ${c} ---\n${await env.kubectl(['logs', '-n', NS, 'daemonset/tscsi-node', '-c', c, '--tail=30']).catch((e) => String(e))}`);
+  }
+  return parts.join('\n');
+}
+
+async function waitPhase(p: string, want: string[], timeoutMs = 3 * MIN) {
+  return env.waitFor(`pod ${p} ${want.join('|')}`, async () => want.includes(await phase(p)) && phase(p), timeoutMs, diagnostics);
+}
+
+async function volumeIds(): Promise<string[]> {
+  const r = await csi!.Controller.ListVolumes({});
+  return r.entries.map((e: any) => e.volume.volume_id);
+}
+
+async function nodePodReady(): Promise<boolean> {
+  const pods = await env.json(['get', 'pods', '-n', NS, '-l', 'app.kubernetes.io/component=node']);
+  return pods.items.length === 1 && pods.items.every((p: any) => p.status.conditions?.some((c: any) => c.type === 'Ready' && c.status === 'True'));
+}
+
+/**
+ * Loop devices of this run's volumes that are still attached after `cluster down` (which
+ * detaches by backing-file path inside the run dir; a device attached by an exited driver
+ * container shows a path relative to that container's mount instead, see the known bug below).
+ */
+async function detachLeftovers(): Promise<void> {
+  for (const dev of fs.readdirSync('/sys/block').filter((d) => d.startsWith('loop'))) {
+    let back = '';
+    try {
+      back = fs.readFileSync(`/sys/block/${dev}/loop/backing_file`, 'utf8').trim().replace(/ \(deleted\)$/, '');
+    } catch {
+      continue;
+    }
+    const id = path.basename(back).replace(/\.img$/, '');
+    if (!handles.has(id) || !(back.startsWith('/loop/') || back.startsWith(dataDir))) continue;
+    const r = await execa('losetup', ['-d', `/dev/${dev}`], { reject: false });
+    results.leftoverLoopDevicesDetached = Number(results.leftoverLoopDevicesDetached ?? 0) + (r.exitCode === 0 ? 1 : 0);
+  }
+}
+
+beforeAll(async () => {
+  const [, archive] = await Promise.all([env.up(), image()]);
+  results.imageBytes = fs.statSync(archive).size;
+  const imp = await execa('bash', [CLI, 'import', archive], { env: { ...process.env, TSCSI_CLUSTER_DIR: env.runDir }, reject: false, all: true, timeout: 10 * MIN });
+  if (imp.exitCode !== 0) throw new Error(`cluster import failed: ${imp.all}`);
+  await writeOverlay(clusterEnvFile().PORT_APISERVER, await freePort());
+}, 60 * MIN);
+
+afterAll(async () => {
+  csi?.close();
+  if (process.env.TSCSI_E2E_KEEP_LOGS) console.log(await diagnostics());
+  await env.down();
+  await detachLeftovers();
+  fs.rmSync(work, { recursive: true, force: true });
+  console.log(`deploy e2e: ${JSON.stringify(results)}`);
+}, 15 * MIN);
+
+describe('installed from deploy/ as pods on a real cluster', () => {
+  it('kubectl apply -k: the node pod is Ready and kubelet registers the driver', { timeout: 6 * MIN }, async () => {
+    const t0 = Date.now();
+    await env.kubectl(['apply', '-k', overlay]);
+    installed = true;
+    await env.waitFor('node pod Ready', nodePodReady, 4 * MIN, diagnostics);
+    results.applyToPodReadyMs = Date.now() - t0;
+    const entry = await env.waitFor(
+      'CSINode entry',
+      async () => (await env.json(['get', 'csinode', NODE_NAME])).spec.drivers?.find((d: any) => d.name === DRIVER),
+      2 * MIN,
+      diagnostics,
+    );
+    results.applyToRegisteredMs = Date.now() - t0;
+    expect(entry.nodeID).toBe(NODE_NAME);
+    expect(entry.topologyKeys).toEqual(['topology.tscsi.dev/node']);
+    const pod = (await env.json(['get', 'pods', '-n', NS, '-l', 'app.kubernetes.io/component=node'])).items[0];
+    expect(pod.spec.containers.map((c: any) => c.image)).toEqual(Array(6).fill(IMAGE));
+    expect(pod.status.containerStatuses.every((c: any) => c.ready && c.restartCount === 0)).toBe(true);
+    // the controller Deployment (RBD only) is installed, scaled to 0
+    expect((await env.json(['get', 'deployment', '-n', NS, 'tscsi-controller'])).spec.replicas).toBe(0);
+    // the driver's socket is on the host, in the kubelet's plugin dir: the test talks CSI to it
+    csi = new CsiClient(path.join(env.kubeletDir, 'plugins', DRIVER, 'csi.sock'));
+    const info = await csi.Identity.GetPluginInfo({});
+    expect(info.name).toBe(DRIVER);
+    expect(info.vendor_version).toBe(VERSION);
+    // the StorageClasses as the README tells users to apply them
+    await env.kubectl(['apply', '-k', path.join(DEPLOY, 'examples')]);
+    // and two of the test's own: xfs (ext4 grows online only with CAP_SYS_RESOURCE, which
+    // these VMs do not give even to privileged containers) and reclaim Retain
+    const sc = (name: string, reclaimPolicy: string, parameters: object) => ({
+      apiVersion: 'storage.k8s.io/v1',
+      kind: 'StorageClass',
+      metadata: { name },
+      provisioner: DRIVER,
+      volumeBindingMode: 'WaitForFirstConsumer',
+      allowVolumeExpansion: true,
+      reclaimPolicy,
+      parameters,
+    });
+    await env.apply(sc('tscsi-e2e-xfs', 'Delete', { backend: 'loop', 'csi.storage.k8s.io/fstype': 'xfs' }));
+    await env.apply(sc('tscsi-e2e-retain', 'Retain', { backend: 'loop' }));
+  });
+
+  it('every manifest in deploy/ passes kubectl apply --dry-run=server', { timeout: 3 * MIN }, async () => {
+    const checked: string[] = [];
+    for (const k of ['.', 'base', 'examples', 'overlays/lvm', 'overlays/e2e']) {
+      await env.kubectl(['apply', '--dry-run=server', '-k', path.join(DEPLOY, k)]);
+      checked.push(`-k ${k}`);
+    }
+    for (const f of fs.readdirSync(path.join(DEPLOY, 'examples')).filter((f) => f.endsWith('.yaml') && f !== 'kustomization.yaml')) {
+      await env.kubectl(['apply', '--dry-run=server', '-f', path.join(DEPLOY, 'examples', f)]);
+      checked.push(f);
+    }
+    expect(checked.length).toBeGreaterThanOrEqual(9);
+  });
+
+  it('a claim keeps its data across pods: written by one, read by the next', { timeout: 8 * MIN }, async () => {
+    const t0 = Date.now();
+    await env.apply(claim('data', 'tscsi-e2e-xfs', '512Mi'));
+    await env.apply(pod('writer', 'data', 'echo hello-from-writer > /data/f && sync && echo written && sleep 3600'));
+    await waitPhase('writer', ['Running']);
+    results.pvcToRunningMs = Date.now() - t0;
+    await env.waitFor('writer wrote', async () => (await logs('writer')).includes('written'));
+    const pvc = await env.json(['get', 'pvc', 'data']);
+    const pv = await env.json(['get', 'pv', pvc.spec.volumeName]);
+    expect(pv.metadata.annotations['pv.kubernetes.io/provisioned-by']).toBe(DRIVER);
+    expect(pv.spec.csi.fsType).toBe('xfs');
+    handles.add(pv.spec.csi.volumeHandle);
+    expect(pv.spec.nodeAffinity.required.nodeSelectorTerms[0].matchExpressions[0]).toEqual({ key: 'topology.tscsi.dev/node', operator: 'In', values: [NODE_NAME] });
+    const va = (await env.json(['get', 'volumeattachment'])).items.find((v: any) => v.spec.source.persistentVolumeName === pv.metadata.name);
+    expect(va.status.attached).toBe(true);
+    // the backing file is in the DaemonSet's data dir on the host
+    expect(fs.readdirSync(path.join(dataDir, 'loop')).length).toBeGreaterThan(0);
+
+    await env.kubectl(['delete', 'pod', 'writer', '--wait=true', '--timeout=120s']);
+    await env.apply(pod('reader', 'data', 'cat /data/f; while true; do df -k /data | tail -1; sleep 1; done'));
+    await waitPhase('reader', ['Running']);
+    await env.waitFor('reader saw the file', async () => (await logs('reader')).includes('hello-from-writer'));
+  });
+
+  it('grows the claim while the pod runs: the pod sees the new size', { timeout: 6 * MIN }, async () => {
+    await env.kubectl(['patch', 'pvc', 'data', '--type', 'merge', '-p', JSON.stringify({ spec: { resources: { requests: { storage: '1Gi' } } } })]);
+    await env.waitFor('claim capacity 1Gi', async () => (await env.kubectl(['get', 'pvc', 'data', '-o', 'jsonpath={.status.capacity.storage}'])) === '1Gi', 4 * MIN, diagnostics);
+    await env.waitFor(
+      'the pod sees about 1 GiB',
+      async () => {
+        const last = (await logs('reader')).trim().split('\n').pop() ?? '';
+        return Number(last.trim().split(/\s+/)[1]) > 900 * 1024;
+      },
+      2 * MIN,
+      diagnostics,
+    );
+    await env.kubectl(['delete', 'pod', 'reader', '--wait=true', '--timeout=120s']);
+  });
+
+  it('a Block claim is written and read raw', { timeout: 6 * MIN }, async () => {
+    await env.apply(claim('raw', 'tscsi-loop', '64Mi', { volumeMode: 'Block' }));
+    await env.apply(pod('raw-io', 'raw', 'echo raw-block-bytes | dd of=/dev/xvda bs=512 count=1 conv=sync,fsync 2>/dev/null; dd if=/dev/xvda bs=512 count=1 2>/dev/null | head -c 15; echo', true));
+    await waitPhase('raw-io', ['Succeeded', 'Failed']);
+    handles.add(await env.kubectl(['get', 'pv', await env.kubectl(['get', 'pvc', 'raw', '-o', 'jsonpath={.spec.volumeName}']), '-o', 'jsonpath={.spec.csi.volumeHandle}']));
+    expect(await logs('raw-io')).toContain('raw-block-bytes');
+    expect(await phase('raw-io')).toBe('Succeeded');
+    await env.kubectl(['delete', 'pod', 'raw-io', '--wait=true', '--timeout=120s']);
+  });
+
+  it('deleting a claim deletes its PV and its backing volume', { timeout: 5 * MIN }, async () => {
+    const pvName = await env.kubectl(['get', 'pvc', 'data', '-o', 'jsonpath={.spec.volumeName}']);
+    const handle = await env.kubectl(['get', 'pv', pvName, '-o', 'jsonpath={.spec.csi.volumeHandle}']);
+    expect(await volumeIds()).toContain(handle);
+    await env.kubectl(['delete', 'pvc', 'data', 'raw', '--wait=true', '--timeout=120s']);
+    await env.waitFor('PV gone', async () => !(await env.kubectl(['get', 'pv', '-o', 'name'])).includes(pvName), 3 * MIN, diagnostics);
+    await env.waitFor('backing volume gone', async () => !(await volumeIds()).includes(handle));
+  });
+
+  it('with reclaim Retain the backing volume stays after the claim is gone', { timeout: 5 * MIN }, async () => {
+    await env.apply(claim('kept', 'tscsi-e2e-retain', '32Mi'));
+    await env.apply(pod('keeper', 'kept', 'echo kept > /data/f && sync'));
+    await waitPhase('keeper', ['Succeeded', 'Failed']);
+    const pvName = await env.kubectl(['get', 'pvc', 'kept', '-o', 'jsonpath={.spec.volumeName}']);
+    const handle = await env.kubectl(['get', 'pv', pvName, '-o', 'jsonpath={.spec.csi.volumeHandle}']);
+    handles.add(handle);
+    await env.kubectl(['delete', 'pod', 'keeper', '--wait=true', '--timeout=120s']);
+    await env.kubectl(['delete', 'pvc', 'kept', '--wait=true', '--timeout=60s']);
+    await env.waitFor('PV Released', async () => (await env.kubectl(['get', 'pv', pvName, '-o', 'jsonpath={.status.phase}'])) === 'Released');
+    await sleep(3000);
+    expect(await volumeIds()).toContain(handle);
+    await env.kubectl(['delete', 'pv', pvName, '--wait=true', '--timeout=60s']);
+    // once VolumeAttachment is gone the admin may delete the volume itself
+    await env.waitFor('no VolumeAttachment', async () => !(await env.kubectl(['get', 'volumeattachment', '-o', 'name'])).trim(), 2 * MIN);
+    expect(await volumeIds()).toContain(handle);
+    await csi!.Controller.DeleteVolume({ volume_id: handle });
+  });
+
+  it('the driver pod restarts under a running pod: the pod keeps its volume', { timeout: 8 * MIN }, async () => {
+    await env.apply(claim('survivor', 'tscsi-loop', '64Mi'));
+    await env.apply(pod('survivor', 'survivor', 'echo before > /data/f; while true; do date >> /data/f; tail -1 /data/f; sleep 1; done'));
+    await waitPhase('survivor', ['Running']);
+    const pvName = await env.kubectl(['get', 'pvc', 'survivor', '-o', 'jsonpath={.spec.volumeName}']);
+    handles.add(await env.kubectl(['get', 'pv', pvName, '-o', 'jsonpath={.spec.csi.volumeHandle}']));
+    const before = (await env.json(['get', 'pods', '-n', NS, '-l', 'app.kubernetes.io/component=node'])).items[0].metadata.name;
+    await env.kubectl(['delete', 'pod', '-n', NS, before, '--wait=true', '--timeout=120s']);
+    const t0 = Date.now();
+    await env.waitFor(
+      'a new node pod Ready',
+      async () => {
+        const items = (await env.json(['get', 'pods', '-n', NS, '-l', 'app.kubernetes.io/component=node'])).items;
+        return items.length === 1 && items[0].metadata.name !== before && (await nodePodReady());
+      },
+      4 * MIN,
+      diagnostics,
+    );
+    results.driverRestartToReadyMs = Date.now() - t0;
+    expect(await phase('survivor')).toBe('Running');
+    const n = (await logs('survivor')).split('\n').length;
+    await env.waitFor('the pod still writes to its volume', async () => (await logs('survivor')).split('\n').length > n + 2);
+  });
+
+  // KNOWN BUG (driver/host/loop.ts devicesFor): a loop device attached by a driver container
+  // that has since exited reports its backing file relative to that container's (now
+  // detached) hostPath mount ("/loop/volumes/vol-….img"), so the restarted driver does not
+  // recognise its own device: NodeExpandVolume/NodeUnstageVolume answer "not staged". Fails
+  // until devicesFor also matches such a path (by inode). Remove `.fails` then.
+  it.fails('after a driver restart its volumes are still unstaged and deleted', { timeout: 4 * MIN }, async () => {
+    const pvName = await env.kubectl(['get', 'pvc', 'survivor', '-o', 'jsonpath={.spec.volumeName}']);
+    const handle = await env.kubectl(['get', 'pv', pvName, '-o', 'jsonpath={.spec.csi.volumeHandle}']);
+    await env.kubectl(['delete', 'pod', 'survivor', '--wait=true', '--timeout=120s']);
+    await env.kubectl(['delete', 'pvc', 'survivor', '--wait=false']);
+    await env.waitFor('volume deleted', async () => !(await volumeIds()).includes(handle), 2 * MIN);
+  });
+
+  it('kubectl delete -k removes everything it installed', { timeout: 5 * MIN }, async () => {
+    await env.kubectl(['delete', 'storageclass', 'tscsi-e2e-xfs', 'tscsi-e2e-retain', '--ignore-not-found']);
+    await env.kubectl(['delete', '-k', path.join(DEPLOY, 'examples'), '--ignore-not-found']);
+    const t0 = Date.now();
+    await env.kubectl(['delete', '-k', overlay, '--wait=true', '--timeout=180s']);
+    installed = false;
+    results.deleteMs = Date.now() - t0;
+    // nothing labelled part-of=tscsi is left, in any kind the manifests use
+    const left = await env.kubectl([
+      'get',
+      'csidriver,clusterrole,clusterrolebinding,namespace',
+      '-l',
+      'app.kubernetes.io/part-of=tscsi',
+      '-o',
+      'name',
+    ]);
+    expect(left.trim()).toBe('');
+    expect((await env.kubectl(['get', 'namespace', '-o', 'name'])).split('\n')).not.toContain(`namespace/${NS}`);
+    // kubelet notices the registration socket is gone
+    await env.waitFor(
+      'CSINode without the driver',
+      async () => !((await env.json(['get', 'csinode', NODE_NAME])).spec.drivers ?? []).some((d: any) => d.name === DRIVER),
+      2 * MIN,
+    );
+  });
+});
+
+// If a test failed half-way, leave nothing mounted: `cluster down` (afterAll) deletes the
+// pods first (their volumes are unpublished by the still-running driver), then unmounts and
+// detaches whatever is left below the run dir.
+void installed;

@@ -1,0 +1,102 @@
+// Static checks of the manifests in deploy/ as kustomize renders them (kubectl kustomize):
+// one image at the package's version, least privilege, the CSIDriver fields the issue fixes,
+// the node plugin's paths. The real apply runs in test/e2e/deploy.test.ts.
+import { describe, it, expect } from 'vitest';
+import { execFileSync } from 'node:child_process';
+import fs from 'node:fs';
+import path from 'node:path';
+import * as k8s from '@kubernetes/client-node';
+
+const ROOT = path.resolve(import.meta.dirname, '..', '..');
+const DEPLOY = path.join(ROOT, 'deploy');
+const VERSION = JSON.parse(fs.readFileSync(path.join(ROOT, 'package.json'), 'utf8')).version as string;
+let hasKubectl = true;
+try {
+  execFileSync('kubectl', ['version', '--client'], { stdio: 'ignore' });
+} catch {
+  hasKubectl = false;
+}
+
+function render(dir: string): any[] {
+  // plain JSON objects (loadAllYaml would build typed classes)
+  return JSON.parse(JSON.stringify(k8s.loadAllYaml(execFileSync('kubectl', ['kustomize', path.join(DEPLOY, dir)], { encoding: 'utf8' }))));
+}
+const find = (objs: any[], kind: string, name: string) => objs.find((o) => o.kind === kind && o.metadata.name === name);
+
+describe.skipIf(!hasKubectl)('deploy/ manifests', () => {
+  const objs = hasKubectl ? render('.') : [];
+  const ds = find(objs, 'DaemonSet', 'tscsi-node');
+  const dep = find(objs, 'Deployment', 'tscsi-controller');
+  const containers = [...(ds?.spec.template.spec.containers ?? []), ...(dep?.spec.template.spec.containers ?? [])];
+
+  it('every container runs the one image at the package version, a program the entrypoint knows', () => {
+    const entry = fs.readFileSync(path.join(DEPLOY, 'image', 'tscsi.mjs'), 'utf8');
+    expect(containers.length).toBe(11);
+    for (const c of containers) {
+      expect(c.image).toBe(`tscsi.local/tscsi:${VERSION}`);
+      expect(entry).toContain(`  ${c.args[0]}: 'dist/`);
+    }
+  });
+
+  it('the CSIDriver object', () => {
+    expect(find(objs, 'CSIDriver', 'csi.tscsi.dev').spec).toMatchObject({
+      attachRequired: true,
+      podInfoOnMount: false,
+      fsGroupPolicy: 'File',
+      storageCapacity: false,
+      volumeLifecycleModes: ['Persistent'],
+    });
+  });
+
+  it('only the node driver container is privileged; it sees the kubelet dir at the same path, Bidirectional', () => {
+    const privileged = containers.filter((c) => c.securityContext?.privileged).map((c) => c.name);
+    expect(privileged).toEqual(['driver']);
+    expect(ds.spec.template.spec.containers[0].securityContext.privileged).toBe(true);
+    const driver = ds.spec.template.spec.containers.find((c: any) => c.name === 'driver');
+    const vol = ds.spec.template.spec.volumes.find((v: any) => v.name === 'kubelet-dir');
+    const mount = driver.volumeMounts.find((m: any) => m.name === 'kubelet-dir');
+    expect(mount).toEqual({ name: 'kubelet-dir', mountPath: vol.hostPath.path, mountPropagation: 'Bidirectional' });
+    const reg = ds.spec.template.spec.containers.find((c: any) => c.name === 'registrar');
+    const regPath = reg.env.find((e: any) => e.name === 'KUBELET_REGISTRATION_PATH').value;
+    const sockDir = ds.spec.template.spec.volumes.find((v: any) => v.name === 'socket-dir').hostPath.path;
+    expect(regPath).toBe(`${sockDir}/csi.sock`);
+    expect(ds.spec.template.spec.volumes.find((v: any) => v.name === 'registration-dir').hostPath.path).toBe(`${vol.hostPath.path}/plugins_registry`);
+  });
+
+  it('node-local backends: the node provisioner takes only its own node\'s claims; the controller is scaled to 0', () => {
+    const prov = ds.spec.template.spec.containers.find((c: any) => c.name === 'provisioner');
+    expect(prov.args).toContain('--node-name=$(NODE_NAME)');
+    expect(prov.env).toContainEqual({ name: 'NODE_NAME', valueFrom: { fieldRef: { fieldPath: 'spec.nodeName' } } });
+    const driver = ds.spec.template.spec.containers.find((c: any) => c.name === 'driver');
+    expect(driver.args).toContain('--mode=all');
+    expect(driver.args).toContain('--node-id=$(NODE_NAME)');
+    expect(dep.spec.replicas).toBe(0);
+  });
+
+  it('RBAC: no wildcards, secrets only for the controller, one service account per component', () => {
+    for (const r of objs.filter((o) => o.kind === 'ClusterRole' || o.kind === 'Role')) {
+      for (const rule of r.rules) {
+        expect(rule.verbs).not.toContain('*');
+        expect(rule.resources).not.toContain('*');
+        if (rule.resources.includes('secrets')) expect(r.metadata.name).toBe('tscsi-controller-secrets');
+      }
+    }
+    const secretsBindings = objs.filter((o) => o.kind.endsWith('Binding') && o.roleRef.name === 'tscsi-controller-secrets');
+    expect(secretsBindings.flatMap((b) => b.subjects.map((s: any) => s.name))).toEqual(['tscsi-controller']);
+    expect(ds.spec.template.spec.serviceAccountName).toBe('tscsi-node');
+    expect(dep.spec.template.spec.serviceAccountName).toBe('tscsi-controller');
+  });
+
+  it('the overlays and the examples render', () => {
+    expect(render('overlays/lvm').find((o) => o.kind === 'DaemonSet').spec.template.spec.containers[0].args).toContain('--lvm-volume-groups=tscsi');
+    const e2e = render('overlays/e2e');
+    for (const o of e2e.filter((x) => x.kind === 'DaemonSet' || x.kind === 'Deployment')) {
+      for (const c of o.spec.template.spec.containers) expect(c.imagePullPolicy).toBe('Never');
+    }
+    const scs = render('examples').filter((o) => o.kind === 'StorageClass');
+    expect(scs.map((s) => [s.metadata.name, s.volumeBindingMode])).toEqual([
+      ['tscsi-loop', 'WaitForFirstConsumer'],
+      ['tscsi-lvm', 'WaitForFirstConsumer'],
+    ]);
+  });
+});
