@@ -203,9 +203,11 @@ describe('the driver and our sidecars on a real cluster', () => {
   it('a claim deleted while it is being provisioned leaves no volume behind', { timeout: 5 * MIN }, async () => {
     const before = await volumeIds();
     await env.apply(claim('fleeting', 'tscsi-immediate', '32Mi'));
+    // Delete as soon as provisioning has begun (our claim finalizer is on) or, if it was
+    // quicker than this poll, has already finished (the claim is bound).
     await env.waitFor('provisioning started', async () => {
       const p = await env.json(['get', 'pvc', 'fleeting']);
-      return (p.metadata.finalizers ?? []).includes('csi.tscsi.dev/provisioning');
+      return (p.metadata.finalizers ?? []).includes('csi.tscsi.dev/provisioning') || !!p.spec.volumeName;
     });
     await env.kubectl(['delete', 'pvc', 'fleeting', '--wait=true', '--timeout=120s']);
     await env.waitFor('no volume left', async () => (await volumeIds()).length === before.length, 2 * MIN, async () => JSON.stringify(await volumeIds()));
