@@ -295,7 +295,7 @@ describe('installed from deploy/ as pods on a real cluster', () => {
 
   it('every manifest in deploy/ passes kubectl apply --dry-run=server', { timeout: 3 * MIN }, async () => {
     const checked: string[] = [];
-    for (const k of ['.', 'base', 'examples', 'overlays/lvm', 'overlays/e2e']) {
+    for (const k of ['.', 'base', 'examples', 'overlays/lvm', 'overlays/rbd', 'overlays/e2e']) {
       await env.kubectl(['apply', '--dry-run=server', '-k', path.join(DEPLOY, k)]);
       checked.push(`-k ${k}`);
     }
@@ -303,7 +303,7 @@ describe('installed from deploy/ as pods on a real cluster', () => {
       await env.kubectl(['apply', '--dry-run=server', '-f', path.join(DEPLOY, 'examples', f)]);
       checked.push(f);
     }
-    expect(checked.length).toBeGreaterThanOrEqual(9);
+    expect(checked.length).toBeGreaterThanOrEqual(10);
   });
 
   it('a claim keeps its data across pods: written by one, read by the next', { timeout: 8 * MIN }, async () => {

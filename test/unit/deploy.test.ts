@@ -89,6 +89,9 @@ describe.skipIf(!hasKubectl)('deploy/ manifests', () => {
 
   it('the overlays and the examples render', () => {
     expect(render('overlays/lvm').find((o) => o.kind === 'DaemonSet').spec.template.spec.containers[0].args).toContain('--lvm-volume-groups=tscsi');
+    const rbd = render('overlays/rbd');
+    expect(rbd.find((o) => o.kind === 'Deployment').spec.replicas).toBe(1);
+    expect(rbd.find((o) => o.kind === 'DaemonSet').spec.template.spec.containers[0].args).toContain('--rbd-config=/etc/tscsi/rbd.json');
     const e2e = render('overlays/e2e');
     for (const o of e2e.filter((x) => x.kind === 'DaemonSet' || x.kind === 'Deployment')) {
       for (const c of o.spec.template.spec.containers) expect(c.imagePullPolicy).toBe('Never');
