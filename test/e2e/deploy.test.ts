@@ -415,9 +415,17 @@ describe('installed from deploy/ as pods on a real cluster', () => {
   it.fails('after a driver restart its volumes are still unstaged and deleted', { timeout: 4 * MIN }, async () => {
     const pvName = await env.kubectl(['get', 'pvc', 'survivor', '-o', 'jsonpath={.spec.volumeName}']);
     const handle = await env.kubectl(['get', 'pv', pvName, '-o', 'jsonpath={.spec.csi.volumeHandle}']);
-    await env.kubectl(['delete', 'pod', 'survivor', '--wait=true', '--timeout=120s']);
-    await env.kubectl(['delete', 'pvc', 'survivor', '--wait=false']);
-    await env.waitFor('volume deleted', async () => !(await volumeIds()).includes(handle), 2 * MIN);
+    try {
+      await env.kubectl(['delete', 'pod', 'survivor', '--wait=true', '--timeout=90s']);
+      await env.kubectl(['delete', 'pvc', 'survivor', '--wait=false']);
+      await env.waitFor('volume deleted', async () => !(await volumeIds()).includes(handle), 90_000);
+    } catch (err) {
+      // what the driver answered kubelet for this volume, for whoever fixes it
+      const log = await env.kubectl(['logs', '-n', NS, 'daemonset/tscsi-node', '-c', 'driver']).catch((e) => String(e));
+      const lines = log.split('\n').filter((l) => l.includes(handle) && /"level":(40|50)/.test(l));
+      console.log(`driver restart, known bug: ${String(err).split('\n')[0]}\n${lines.slice(-4).join('\n')}`);
+      throw err;
+    }
   });
 
   it('kubectl delete -k removes everything it installed', { timeout: 5 * MIN }, async () => {
