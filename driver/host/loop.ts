@@ -52,27 +52,57 @@ async function sysRead(dev: string, file: string): Promise<string | undefined> {
   );
 }
 
+function majMin(dev: number): string {
+  // Linux dev_t as glibc's major()/minor() split it.
+  const d = BigInt(dev);
+  const major = ((d >> 8n) & 0xfffn) | ((d >> 32n) & ~0xfffn);
+  const minor = (d & 0xffn) | ((d >> 12n) & ~0xffn);
+  return `${major}:${minor}`;
+}
+
 /**
  * Devices currently backed by `file`, read from /sys/block/loopN/loop/* (no process is
  * started: spawning losetup dominated the driver's CPU under load).
+ *
+ * sysfs shows a backing file by the path it had in the mount namespace of whoever
+ * attached it. A device attached by a node plugin container that has since restarted shows
+ * a path that means nothing here (its hostPath mount is gone), so such devices are matched
+ * by the file's inode and device instead (one losetup call, only when there are any).
  */
 export async function devicesFor(file: string): Promise<LoopDevice[]> {
   const real = await fs.realpath(file).catch(() => file);
   const out: LoopDevice[] = [];
+  const strangers: Array<{ dev: string; back: string }> = [];
   for (const dev of await fs.readdir(SYS_BLOCK)) {
     if (!dev.startsWith('loop')) continue;
     const back = (await sysRead(dev, 'loop/backing_file'))?.replace(/ \(deleted\)$/, '');
-    if (back !== real) continue; // unbound devices have no loop/backing_file
-    out.push({
-      name: `/dev/${dev}`,
-      backFile: back,
-      sizeLimit: Number((await sysRead(dev, 'loop/sizelimit')) ?? 0),
-      offset: Number((await sysRead(dev, 'loop/offset')) ?? 0),
-      readOnly: (await sysRead(dev, 'ro')) === '1',
-      directIO: (await sysRead(dev, 'loop/dio')) === '1',
-    });
+    if (back === undefined) continue; // unbound devices have no loop/backing_file
+    if (back === real) out.push(await describeSys(dev, real));
+    else if (!(await fs.stat(back).then(() => true, () => false))) strangers.push({ dev, back });
+  }
+  if (strangers.length > 0) {
+    const st = await fs.stat(real).catch(() => undefined);
+    if (st) {
+      const want = majMin(st.dev);
+      for (const x of strangers) {
+        const r = await run('losetup', ['-l', '-J', '-O', 'NAME,BACK-INO,BACK-MAJ:MIN', `/dev/${x.dev}`], { okCodes: [1] });
+        const d = r.stdout.trim() ? (JSON.parse(r.stdout) as { loopdevices?: Array<{ 'back-ino'?: number | string; 'back-maj:min'?: string } | null> }).loopdevices?.[0] : undefined;
+        if (d && Number(d['back-ino']) === st.ino && String(d['back-maj:min'] ?? '').trim() === want) out.push(await describeSys(x.dev, real));
+      }
+    }
   }
   return out;
+}
+
+async function describeSys(dev: string, backFile: string): Promise<LoopDevice> {
+  return {
+    name: `/dev/${dev}`,
+    backFile,
+    sizeLimit: Number((await sysRead(dev, 'loop/sizelimit')) ?? 0),
+    offset: Number((await sysRead(dev, 'loop/offset')) ?? 0),
+    readOnly: (await sysRead(dev, 'ro')) === '1',
+    directIO: (await sysRead(dev, 'loop/dio')) === '1',
+  };
 }
 
 export interface AttachOptions {
