@@ -407,12 +407,11 @@ describe('installed from deploy/ as pods on a real cluster', () => {
     await env.waitFor('the pod still writes to its volume', async () => (await logs('survivor')).split('\n').length > n + 2);
   });
 
-  // KNOWN BUG (driver/host/loop.ts devicesFor): a loop device attached by a driver container
-  // that has since exited reports its backing file relative to that container's (now
-  // detached) hostPath mount ("/loop/volumes/vol-….img"), so the restarted driver does not
-  // recognise its own device: NodeExpandVolume/NodeUnstageVolume answer "not staged". Fails
-  // until devicesFor also matches such a path (by inode). Remove `.fails` then.
-  it.fails('after a driver restart its volumes are still unstaged and deleted', { timeout: 4 * MIN }, async () => {
+  // A loop device attached by a driver container that has since exited names its backing
+  // file relative to that container's (now detached) hostPath mount; the driver matches
+  // such devices by inode (driver/host/loop.ts). Before that, NodeUnpublish/NodeUnstage/
+  // NodeExpand answered "not staged" / "not volume …" here.
+  it('after a driver restart its volumes are still unpublished, unstaged and deleted', { timeout: 4 * MIN }, async () => {
     const pvName = await env.kubectl(['get', 'pvc', 'survivor', '-o', 'jsonpath={.spec.volumeName}']);
     const handle = await env.kubectl(['get', 'pv', pvName, '-o', 'jsonpath={.spec.csi.volumeHandle}']);
     try {
@@ -423,7 +422,7 @@ describe('installed from deploy/ as pods on a real cluster', () => {
       // what the driver answered kubelet for this volume, for whoever fixes it
       const log = await env.kubectl(['logs', '-n', NS, 'daemonset/tscsi-node', '-c', 'driver']).catch((e) => String(e));
       const lines = log.split('\n').filter((l) => l.includes(handle) && /"level":(40|50)/.test(l));
-      console.log(`driver restart, known bug: ${String(err).split('\n')[0]}\n${lines.slice(-4).join('\n')}`);
+      console.log(`after the driver restart: ${String(err).split('\n')[0]}\n${lines.slice(-4).join('\n')}`);
       throw err;
     }
   });
