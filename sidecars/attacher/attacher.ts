@@ -12,6 +12,8 @@ export const ANN_NODE_ID = 'csi.tscsi.dev/node-id';
 
 export interface AttacherOptions {
   driverName: string;
+  /** Node-local backends: only VolumeAttachments for this node (one attacher per node). */
+  nodeName?: string;
   workers: number;
   timeoutMs: number;
   log: Logger;
@@ -55,6 +57,7 @@ export class Attacher {
   private async sync(key: string): Promise<void> {
     const va = this.vas.get(key);
     if (!va || va.spec.attacher !== this.opts.driverName) return;
+    if (this.opts.nodeName && va.spec.nodeName !== this.opts.nodeName) return;
     const finalizers = va.metadata?.finalizers ?? [];
     const pvName = va.spec.source.persistentVolumeName;
     const pv = pvName ? await this.k.core.readPersistentVolume({ name: pvName }).catch((e) => (httpStatus(e) === 404 ? undefined : Promise.reject(e))) : undefined;

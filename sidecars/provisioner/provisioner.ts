@@ -285,7 +285,8 @@ export function nodeAffinity(topologies: Array<{ segments: Record<string, string
   return terms.length ? { required: { nodeSelectorTerms: terms } } : undefined;
 }
 
-function affinityNames(pv: k8s.V1PersistentVolume, node: string): boolean {
+/** Whether a PV's node affinity lets it be used on `node` (no affinity: any node). */
+export function affinityNames(pv: k8s.V1PersistentVolume, node: string): boolean {
   const terms = pv.spec?.nodeAffinity?.required?.nodeSelectorTerms;
   if (!terms?.length) return true;
   return terms.some((t) => (t.matchExpressions ?? []).some((e) => e.values?.includes(node)));

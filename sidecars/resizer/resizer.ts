@@ -6,9 +6,12 @@ import { CsiClient, codeName } from '../common/csi-client.js';
 import { k8s, type Clients, Watch, mergePatch, quantityToBytes, bytesToQuantity, httpStatus } from '../common/kube.js';
 import { WorkQueue } from '../common/workqueue.js';
 import { Recorder } from '../common/events.js';
+import { affinityNames } from '../provisioner/provisioner.js';
 
 export interface ResizerOptions {
   driverName: string;
+  /** Node-local backends: only volumes whose node affinity names this node (one resizer per node). */
+  nodeName?: string;
   workers: number;
   timeoutMs: number;
   log: Logger;
@@ -52,6 +55,7 @@ export class Resizer {
       throw err;
     }
     if (pv.spec?.csi?.driver !== this.opts.driverName) return;
+    if (this.opts.nodeName && !affinityNames(pv, this.opts.nodeName)) return;
     const wantBytes = quantityToBytes(String(want));
     const haveBytes = quantityToBytes(String(pv.spec.capacity?.storage ?? '0'));
     if (wantBytes <= haveBytes) return;
