@@ -78,7 +78,10 @@ export async function devicesFor(file: string): Promise<LoopDevice[]> {
     const back = (await sysRead(dev, 'loop/backing_file'))?.replace(/ \(deleted\)$/, '');
     if (back === undefined) continue; // unbound devices have no loop/backing_file
     if (back === real) out.push(await describeSys(dev, real));
-    else if (!(await fs.stat(back).then(() => true, () => false))) strangers.push({ dev, back });
+    // A path relative to a mount that is gone is a tail of the real path ("/loop/volumes/x.img"
+    // of "/var/lib/tscsi/loop/volumes/x.img"); only those are checked, and by inode. Other
+    // devices' paths are never touched (stat on a dead FUSE file can hang or mislead).
+    else if (back.startsWith('/') && real.endsWith(back)) strangers.push({ dev, back });
   }
   if (strangers.length > 0) {
     const st = await fs.stat(real).catch(() => undefined);
