@@ -103,12 +103,6 @@ export async function growOnline(device: string, fsType: string, mountpoint: str
   }
 }
 
-/** Size of the filesystem on a mounted path, in bytes. */
-export async function filesystemBytes(mountpoint: string): Promise<bigint> {
-  const s = await fsp.statfs(mountpoint, { bigint: true });
-  return s.blocks * s.bsize;
-}
-
 export interface FsStats {
   totalBytes: bigint;
   availableBytes: bigint;
