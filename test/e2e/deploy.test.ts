@@ -13,7 +13,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import * as k8s from '@kubernetes/client-node';
-import { ClusterEnv, NODE_NAME } from '../lib/cluster-env.js';
+import { ClusterEnv, NODE_NAME, pod, claim } from '../lib/cluster-env.js';
 import { CsiClient } from '../../sidecars/common/csi-client.js';
 
 const ROOT = path.resolve(import.meta.dirname, '..', '..');
@@ -145,38 +145,6 @@ async function freePort(): Promise<number> {
       s.close(() => resolve(p));
     });
   });
-}
-
-function pod(name: string, claim: string, script: string, block = false) {
-  return {
-    apiVersion: 'v1',
-    kind: 'Pod',
-    metadata: { name, namespace: 'default' },
-    spec: {
-      hostNetwork: true,
-      restartPolicy: 'Never',
-      terminationGracePeriodSeconds: 1,
-      containers: [
-        {
-          name: 'c',
-          image: 'tscsi.local/busybox:1',
-          imagePullPolicy: 'Never',
-          command: ['sh', '-c', script],
-          ...(block ? { volumeDevices: [{ name: 'v', devicePath: '/dev/xvda' }] } : { volumeMounts: [{ name: 'v', mountPath: '/data' }] }),
-        },
-      ],
-      volumes: [{ name: 'v', persistentVolumeClaim: { claimName: claim } }],
-    },
-  };
-}
-
-function claim(name: string, sc: string, size: string, extra: object = {}) {
-  return {
-    apiVersion: 'v1',
-    kind: 'PersistentVolumeClaim',
-    metadata: { name, namespace: 'default' },
-    spec: { storageClassName: sc, accessModes: ['ReadWriteOnce'], resources: { requests: { storage: size } }, ...extra },
-  };
 }
 
 const phase = (p: string) => env.kubectl(['get', 'pod', p, '-o', 'jsonpath={.status.phase}']);

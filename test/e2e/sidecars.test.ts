@@ -4,7 +4,7 @@
 import { describe, it, expect, beforeAll, afterAll } from 'vitest';
 import fs from 'node:fs/promises';
 import path from 'node:path';
-import { ClusterEnv, NODE_NAME } from '../lib/cluster-env.js';
+import { ClusterEnv, NODE_NAME, pod, claim } from '../lib/cluster-env.js';
 import { DriverHarness } from '../lib/driver-harness.js';
 
 const ROOT = path.resolve(import.meta.dirname, '..', '..');
@@ -16,38 +16,6 @@ const timings: Record<string, number> = {};
 const HTTP_PORT = 21000 + (process.pid % 20000);
 
 const sidecar = (name: string) => path.join(ROOT, 'dist', 'sidecars', name, 'main.js');
-
-function pod(name: string, claim: string, script: string, block = false) {
-  return {
-    apiVersion: 'v1',
-    kind: 'Pod',
-    metadata: { name, namespace: 'default' },
-    spec: {
-      hostNetwork: true,
-      restartPolicy: 'Never',
-      terminationGracePeriodSeconds: 1,
-      containers: [
-        {
-          name: 'c',
-          image: 'tscsi.local/busybox:1',
-          imagePullPolicy: 'Never',
-          command: ['sh', '-c', script],
-          ...(block ? { volumeDevices: [{ name: 'v', devicePath: '/dev/xvda' }] } : { volumeMounts: [{ name: 'v', mountPath: '/data' }] }),
-        },
-      ],
-      volumes: [{ name: 'v', persistentVolumeClaim: { claimName: claim } }],
-    },
-  };
-}
-
-function claim(name: string, sc: string, size: string, extra: object = {}) {
-  return {
-    apiVersion: 'v1',
-    kind: 'PersistentVolumeClaim',
-    metadata: { name, namespace: 'default' },
-    spec: { storageClassName: sc, accessModes: ['ReadWriteOnce'], resources: { requests: { storage: size } }, ...extra },
-  };
-}
 
 async function phase(podName: string): Promise<string> {
   return env.kubectl(['get', 'pod', podName, '-o', 'jsonpath={.status.phase}']);

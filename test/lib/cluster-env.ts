@@ -90,3 +90,37 @@ export class ClusterEnv {
     fs.rmSync(this.runDir, { recursive: true, force: true });
   }
 }
+
+/** A busybox pod (hostNetwork, never pulled) running `script` with the claim at /data, or as /dev/xvda for a block claim. */
+export function pod(name: string, claim: string, script: string, block = false) {
+  return {
+    apiVersion: 'v1',
+    kind: 'Pod',
+    metadata: { name, namespace: 'default' },
+    spec: {
+      hostNetwork: true,
+      restartPolicy: 'Never',
+      terminationGracePeriodSeconds: 1,
+      containers: [
+        {
+          name: 'c',
+          image: 'tscsi.local/busybox:1',
+          imagePullPolicy: 'Never',
+          command: ['sh', '-c', script],
+          ...(block ? { volumeDevices: [{ name: 'v', devicePath: '/dev/xvda' }] } : { volumeMounts: [{ name: 'v', mountPath: '/data' }] }),
+        },
+      ],
+      volumes: [{ name: 'v', persistentVolumeClaim: { claimName: claim } }],
+    },
+  };
+}
+
+/** A ReadWriteOnce claim of `size` from StorageClass `sc`. */
+export function claim(name: string, sc: string, size: string, extra: object = {}) {
+  return {
+    apiVersion: 'v1',
+    kind: 'PersistentVolumeClaim',
+    metadata: { name, namespace: 'default' },
+    spec: { storageClassName: sc, accessModes: ['ReadWriteOnce'], resources: { requests: { storage: size } }, ...extra },
+  };
+}
