@@ -1,9 +1,8 @@
 // What every CSI service shares: the backends, this node's identity, the locks, the log.
 import type { Backend, VolumeRecord, SnapshotRecord } from './backends/backend.js';
-import { BackendError } from './backends/backend.js';
 import { KeyedLocks } from './locks.js';
 import type { Logger } from './log.js';
-import { CsiError, invalidArgument, notFound, resourceExhausted, failedPrecondition, unimplemented } from './errors.js';
+import { invalidArgument, notFound } from './errors.js';
 import { parseId, type IdKind } from './ids.js';
 import type { FsType } from './host/fs.js';
 
@@ -70,29 +69,12 @@ export class DriverContext {
   }
 }
 
-/** Maps a backend's refusal to the gRPC code the spec prescribes. */
-export function mapBackendError(err: unknown): unknown {
-  if (!(err instanceof BackendError)) return err;
-  switch (err.kind) {
-    case 'not-found':
-      return notFound(err.message);
-    case 'exhausted':
-      return resourceExhausted(err.message);
-    case 'precondition':
-      return failedPrecondition(err.message);
-    case 'invalid':
-      return invalidArgument(err.message);
-    case 'unsupported':
-      return unimplemented(err.message);
-  }
-}
-
+/**
+ * Redundant: the request wrapper (server.ts) maps every BackendError to its code. Kept only
+ * until its last callers (node.ts, groupcontroller.ts) drop it; do not add new uses.
+ */
 export async function backendCall<T>(fn: () => Promise<T>): Promise<T> {
-  try {
-    return await fn();
-  } catch (err) {
-    throw err instanceof CsiError ? err : mapBackendError(err);
-  }
+  return fn();
 }
 
 /** Creation time as a protobuf Timestamp from the record's fields. */

@@ -1,6 +1,6 @@
 // The CSI Controller service: validate, lock, call the backend, map errors.
 import type { Backend, VolumeRecord, SnapshotRecord } from './backends/backend.js';
-import { DriverContext, backendCall, timestamp, nowTimestamp } from './context.js';
+import { DriverContext, timestamp, nowTimestamp } from './context.js';
 import { invalidArgument, notFound, alreadyExists, failedPrecondition, outOfRange, resourceExhausted } from './errors.js';
 import { deriveId, paginate, parseId } from './ids.js';
 import {
@@ -173,7 +173,7 @@ export class ControllerService {
     const min = fsType ? MIN_FS_BYTES[fsType] : MiB;
     if (size < min) size = min;
     if (size < sourceBytes) size = sourceBytes;
-    const unit = await backendCall(() => backend.granularity(params));
+    const unit = await backend.granularity(params);
     size = roundUp(size, unit > MiB ? unit : MiB);
     if (range.limit > 0n && size > range.limit) {
       throw outOfRange(
@@ -199,7 +199,7 @@ export class ControllerService {
         }
         return { volume: volumeMessage(existing) };
       }
-      const cap = await backendCall(() => backend.capacity(params));
+      const cap = await backend.capacity(params);
       if (cap.maximumVolumeBytes !== undefined && size > cap.maximumVolumeBytes) {
         throw outOfRange(`${size} bytes is more than the largest volume the ${backend.kind} backend makes (${cap.maximumVolumeBytes})`);
       }
@@ -220,7 +220,7 @@ export class ControllerService {
         published: {},
         createdAt: new Date().toISOString(),
       };
-      const made = await backendCall(() => backend.createVolume(rec, req.secrets ?? {}));
+      const made = await backend.createVolume(rec, req.secrets ?? {});
       return { volume: volumeMessage(made) };
     });
   }
@@ -231,12 +231,12 @@ export class ControllerService {
     return this.ctx.locks.with([req.volume_id], 'DeleteVolume', async () => {
       const vol = await backend.getVolume(req.volume_id);
       if (!vol) {
-        await backendCall(() => backend.deleteVolume(req.volume_id, req.secrets ?? {})); // finishes a half-done delete
+        await backend.deleteVolume(req.volume_id, req.secrets ?? {}); // finishes a half-done delete
         return {};
       }
       const nodes = Object.keys(vol.published);
       if (nodes.length > 0) throw failedPrecondition(`volume ${vol.id} is still published to node(s) ${nodes.join(', ')}: ControllerUnpublishVolume first`);
-      await backendCall(() => backend.deleteVolume(vol.id, req.secrets ?? {}));
+      await backend.deleteVolume(vol.id, req.secrets ?? {});
       return {};
     });
   }
@@ -284,7 +284,7 @@ export class ControllerService {
           if (count >= limit) throw resourceExhausted(`node ${req.node_id} already has ${count} volumes published, its limit (max_volumes_per_node) is ${limit}`);
         }
         cur.published[req.node_id] = { readonly, accessMode: cap.mode };
-        await backendCall(() => backend.saveVolume(cur, req.secrets ?? {}));
+        await backend.saveVolume(cur, req.secrets ?? {});
         return { publish_context: {} };
       }),
     );
@@ -305,7 +305,7 @@ export class ControllerService {
       const nodes = req.node_id ? [req.node_id] : Object.keys(vol.published);
       if (!nodes.some((n) => vol.published[n])) return {};
       for (const n of nodes) delete vol.published[n];
-      await backendCall(() => backend.saveVolume(vol, req.secrets ?? {}));
+      await backend.saveVolume(vol, req.secrets ?? {});
       return {};
     });
   }
@@ -359,7 +359,7 @@ export class ControllerService {
     if (backend.nodeLocal && segs && Object.keys(segs).length && !topologyMatches(segs, this.ctx.topology)) {
       return { available_capacity: '0', maximum_volume_size: null, minimum_volume_size: null };
     }
-    const cap = await backendCall(() => backend.capacity(params));
+    const cap = await backend.capacity(params);
     return {
       available_capacity: cap.availableBytes.toString(),
       maximum_volume_size: {
@@ -400,7 +400,7 @@ export class ControllerService {
         groupSnapshotId: '',
         parameters: params,
       };
-      const [made] = await backendCall(() => backend.createSnapshots([rec], req.secrets ?? {}));
+      const [made] = await backend.createSnapshots([rec], req.secrets ?? {});
       return { snapshot: snapshotMessage(made) };
     });
   }
@@ -413,7 +413,7 @@ export class ControllerService {
       if (snap?.groupSnapshotId && (await backend.getGroupSnapshot(snap.groupSnapshotId))) {
         throw invalidArgument(`snapshot ${snap.id} is part of group snapshot ${snap.groupSnapshotId}; delete the group with DeleteVolumeGroupSnapshot`);
       }
-      await backendCall(() => backend.deleteSnapshot(req.snapshot_id, req.secrets ?? {}));
+      await backend.deleteSnapshot(req.snapshot_id, req.secrets ?? {});
       return {};
     });
   }
@@ -443,7 +443,7 @@ export class ControllerService {
     const range = parseRange(req.capacity_range);
     if (req.volume_capability) checkCapability(req.volume_capability as Capability);
     const { backend, vol } = await this.ctx.mustFindVolume(req.volume_id);
-    const unit = await backendCall(() => backend.granularity(vol.parameters));
+    const unit = await backend.granularity(vol.parameters);
     const want = roundUp(range.required > 0n ? range.required : range.limit, unit > MiB ? unit : MiB);
     if (range.limit > 0n && want > range.limit) throw outOfRange(`cannot expand within limit_bytes ${range.limit}: sizes are whole multiples of ${unit} bytes`);
     return this.ctx.locks.with([vol.id], 'ControllerExpandVolume', async () => {
@@ -456,7 +456,7 @@ export class ControllerService {
       if (want - cur.capacityBytes > cap.availableBytes) {
         throw resourceExhausted(`not enough capacity to grow ${vol.id} by ${want - cur.capacityBytes} bytes: ${cap.availableBytes} available`);
       }
-      const next = await backendCall(() => backend.expandVolume(cur, want, req.secrets ?? {}));
+      const next = await backend.expandVolume(cur, want, req.secrets ?? {});
       // The node must refresh the device's size; for filesystems it also grows the filesystem.
       return { capacity_bytes: next.capacityBytes.toString(), node_expansion_required: true };
     });
@@ -476,7 +476,7 @@ export class ControllerService {
     return this.ctx.locks.with([vol.id], 'ControllerModifyVolume', async () => {
       const cur = (await backend.getVolume(vol.id)) ?? vol;
       cur.mutableParameters = { ...cur.mutableParameters, ...mutable };
-      await backendCall(() => backend.saveVolume(cur));
+      await backend.saveVolume(cur);
       return {};
     });
   }

@@ -1,6 +1,9 @@
 // Every failure leaves the driver as a CsiError carrying the gRPC code the CSI spec
-// prescribes; anything else is mapped to INTERNAL by the request wrapper.
+// prescribes. The request wrapper maps the rest in one place (toCsiError): a backend's
+// refusal keeps its meaning, work stopped by the caller's deadline or cancellation says so,
+// and anything else is INTERNAL.
 import { status } from '@grpc/grpc-js';
+import { BackendError } from './backends/backend.js';
 
 export class CsiError extends Error {
   constructor(
@@ -23,9 +26,39 @@ export const unimplemented = (msg: string) => new CsiError(status.UNIMPLEMENTED,
 export const internal = (msg: string) => new CsiError(status.INTERNAL, msg);
 export const unavailable = (msg: string) => new CsiError(status.UNAVAILABLE, msg);
 
-/** The status code for any thrown value: CsiErrors keep theirs, everything else is INTERNAL. */
+const BACKEND_CODES: Record<BackendError['kind'], status> = {
+  'not-found': status.NOT_FOUND,
+  exhausted: status.RESOURCE_EXHAUSTED,
+  precondition: status.FAILED_PRECONDITION,
+  invalid: status.INVALID_ARGUMENT,
+  unsupported: status.UNIMPLEMENTED,
+};
+
+/**
+ * Work the caller gave up on: its deadline passed or it cancelled the call, and the
+ * driver stopped (killed the child process it was waiting for). Thrown by host/exec.ts.
+ */
+export class CallAbortedError extends Error {
+  constructor(
+    readonly reason: 'deadline' | 'cancelled',
+    message: string,
+  ) {
+    super(message);
+    this.name = 'CallAbortedError';
+  }
+}
+
+/** The CsiError a thrown value stands for, or undefined when it is an unexpected failure (INTERNAL). */
+export function toCsiError(err: unknown): CsiError | undefined {
+  if (err instanceof CsiError) return err;
+  if (err instanceof BackendError) return new CsiError(BACKEND_CODES[err.kind], err.message);
+  if (err instanceof CallAbortedError) return new CsiError(err.reason === 'deadline' ? status.DEADLINE_EXCEEDED : status.CANCELLED, err.message);
+  return undefined;
+}
+
+/** The status code for any thrown value: CsiErrors and BackendErrors keep theirs, everything else is INTERNAL. */
 export function codeOf(err: unknown): status {
-  return err instanceof CsiError ? err.code : status.INTERNAL;
+  return toCsiError(err)?.code ?? status.INTERNAL;
 }
 
 export function messageOf(err: unknown): string {

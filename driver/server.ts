@@ -4,7 +4,7 @@
 import * as grpc from '@grpc/grpc-js';
 import fs from 'node:fs/promises';
 import { loadCsi } from '../proto/load.js';
-import { CsiError, codeOf, messageOf } from './errors.js';
+import { messageOf, toCsiError } from './errors.js';
 import { redactSecrets, type Logger } from './log.js';
 
 type Impl = object;
@@ -49,10 +49,12 @@ export function wrapService(service: grpc.ServiceDefinition, impl: Impl, log: Lo
             callback(null, res);
           },
           (err: unknown) => {
-            const code = codeOf(err);
+            // The one place a thrown value becomes a status: CsiErrors, backend refusals and
+            // aborted work keep their meaning; anything else is a bug or an unexpected failure.
+            const known = toCsiError(err);
+            const code = known?.code ?? grpc.status.INTERNAL;
             done(code, err);
-            const details = err instanceof CsiError ? err.message : `internal error: ${messageOf(err)}`;
-            callback({ code, details });
+            callback({ code, details: known ? known.message : `internal error: ${messageOf(err)}` });
           },
         );
     };

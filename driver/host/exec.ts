@@ -1,7 +1,7 @@
 // The one way the driver runs a host tool: an argument array (never a shell string),
 // a timeout, and an error that names the command and its stderr.
 import { execa } from 'execa';
-import { internal, CsiError } from '../errors.js';
+import { internal, toCsiError, CsiError } from '../errors.js';
 import { status } from '@grpc/grpc-js';
 
 export interface RunOptions {
@@ -53,7 +53,8 @@ export async function run(file: string, args: string[], opts: RunOptions = {}): 
 
 /** Wraps a host-tool failure into a gRPC status a person can act on. */
 export function hostFailure(what: string, err: unknown): CsiError {
-  if (err instanceof CsiError) return err;
+  const known = toCsiError(err);
+  if (known) return known;
   if (err instanceof CommandError && err.timedOut) {
     return new CsiError(status.DEADLINE_EXCEEDED, `${what}: ${err.message}`);
   }
