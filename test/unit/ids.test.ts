@@ -62,12 +62,16 @@ describe('parseId', () => {
   });
 
   it('truncates a huge hostile ID in the error message', () => {
+    // The assertion stays outside any catch: a call that does not throw must fail the test.
+    let thrown: unknown;
     try {
       parseId('x'.repeat(10_000) + '/', 'volume_id', 'vol');
-      expect.unreachable();
     } catch (e) {
-      expect((e as Error).message.length).toBeLessThan(300);
+      thrown = e;
     }
+    expect(thrown).toBeInstanceOf(CsiError);
+    expect((thrown as Error).message).toMatch(/is not a valid ID/);
+    expect((thrown as Error).message.length).toBeLessThan(300);
   });
 
   it('accepts a 128-character safe ID as well-formed (foreign -> undefined)', () => {
