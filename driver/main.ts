@@ -2,6 +2,7 @@
 // Flags and wiring: which services run, which backends are enabled, where state lives.
 import { parseArgs } from 'node:util';
 import os from 'node:os';
+import path from 'node:path';
 import { createRequire } from 'node:module';
 import { createLogger } from './log.js';
 import { DriverContext, type DriverConfig } from './context.js';
@@ -18,6 +19,7 @@ import type { Backend } from './backends/backend.js';
 import { ensureXfsPool } from './host/pool.js';
 import { parseSize } from './size.js';
 import { isSupportedFs, type FsType } from './host/fs.js';
+import { initFreezeJournal } from './host/freeze.js';
 
 const USAGE = `tscsi-driver: a CSI driver (spec v1.12) with loop, LVM and Ceph RBD backends
 
@@ -96,6 +98,9 @@ async function main(): Promise<void> {
     nodeStateDir: values['state-dir']!,
     defaultVolumeBytes: parseSize(values['default-volume-size']!),
   };
+
+  // First: a previous run killed mid-snapshot may have left applications' filesystems frozen.
+  await initFreezeJournal(path.join(values['state-dir']!, 'freezes'), log);
 
   const dataDir = values['data-dir']!;
   if (values['data-pool-size']) {

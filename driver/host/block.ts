@@ -1,27 +1,40 @@
 // Whole-device operations: wiping a new or freed volume and copying one into another.
+import fs from 'node:fs/promises';
+import path from 'node:path';
 import { run } from './exec.js';
-import { deviceSize } from './loop.js';
 
-const MiB = 1024 * 1024;
+/** major:minor of a block device node, as /sys/dev/block names it. */
+async function devNumber(device: string): Promise<string> {
+  const rdev = (await fs.stat(device, { bigint: true })).rdev;
+  const major = ((rdev >> 8n) & 0xfffn) | ((rdev >> 32n) & ~0xfffn);
+  const minor = (rdev & 0xffn) | ((rdev >> 12n) & ~0xffn);
+  return `${major}:${minor}`;
+}
 
 /**
- * Makes a device read as empty: discard (on loop-backed storage this punches holes, so the
- * old tenant's blocks are gone and the file stays sparse), then zero the first and last MiB
- * so no filesystem signature survives on devices whose discard does not zero.
+ * Whether what a discard leaves is guaranteed to read back as zeros. A loop device turns a
+ * discard into a hole punched in its backing file (or fails the discard when the file cannot
+ * have holes); other devices promise it only through queue/discard_zeroes_data, which
+ * kernels since 4.12 always report as 0: for them a discard says nothing about what the
+ * next tenant reads.
  */
-export async function wipe(device: string): Promise<void> {
+export async function discardZeroes(device: string, sysRoot = '/sys'): Promise<boolean> {
+  const dir = path.join(sysRoot, 'dev', 'block', await devNumber(device));
+  if (await fs.access(path.join(dir, 'loop', 'backing_file')).then(() => true, () => false)) return true;
+  return (await fs.readFile(path.join(dir, 'queue', 'discard_zeroes_data'), 'utf8').catch(() => '0')).trim() === '1';
+}
+
+/**
+ * Makes a device read as zeros from end to end, so no tenant reads another's data and no
+ * old filesystem signature reappears. Discard first (frees the blocks of thin or
+ * loop-backed storage); where that does not guarantee zeros, BLKZEROOUT over everything
+ * (the device's write-zeroes offload where it has one, written zeros otherwise).
+ */
+export async function wipe(device: string, sysRoot = '/sys'): Promise<void> {
+  const trusted = await discardZeroes(device, sysRoot);
   const discarded = await run('blkdiscard', ['-f', device], { okCodes: [1] });
-  if (discarded.exitCode !== 0) {
-    // No discard support: write zeroes over all of it (slow, but nothing may leak).
-    await run('blkdiscard', ['-f', '-z', device], { timeoutMs: 30 * 60_000 });
-    return;
-  }
-  const size = Number(await deviceSize(device));
-  const edge = Math.min(MiB, size);
-  await run('dd', ['if=/dev/zero', `of=${device}`, 'bs=64K', `count=${edge}`, 'iflag=count_bytes', 'oflag=direct', 'conv=fsync', 'status=none']);
-  if (size > edge) {
-    await run('dd', ['if=/dev/zero', `of=${device}`, 'bs=64K', `count=${edge}`, `seek=${size - edge}`, 'iflag=count_bytes', 'oflag=seek_bytes,direct', 'conv=fsync', 'status=none']);
-  }
+  if (trusted && discarded.exitCode === 0) return;
+  await run('blkdiscard', ['-f', '-z', device], { timeoutMs: 30 * 60_000 });
 }
 
 /** Copies the first `bytes` of src onto dst with direct I/O (no page cache pollution). */

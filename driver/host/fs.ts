@@ -1,7 +1,6 @@
 // Filesystems on block devices: probe, make, grow, freeze, and statfs figures.
 import fsp from 'node:fs/promises';
 import { run, CommandError } from './exec.js';
-import { mountsOf } from './mount.js';
 import { failedPrecondition } from '../errors.js';
 
 export const SUPPORTED_FS = ['ext4', 'ext3', 'xfs', 'btrfs'] as const;
@@ -122,43 +121,4 @@ export async function stats(mountpoint: string): Promise<FsStats> {
     freeInodes: s.ffree,
     usedInodes: s.files - s.ffree,
   };
-}
-
-const THAW_TIMEOUT_MS = 30_000;
-
-/**
- * Runs fn with every given mounted filesystem frozen, and always thaws. Writers to a
- * frozen filesystem hang in D state, so the window is kept to what fn does.
- */
-export async function withFrozen<T>(mountpoints: string[], fn: () => Promise<T>): Promise<T> {
-  const frozen: string[] = [];
-  try {
-    for (const m of mountpoints) {
-      await run('fsfreeze', ['-f', m], { timeoutMs: 60_000 });
-      frozen.push(m);
-    }
-    return await fn();
-  } finally {
-    for (const m of frozen.reverse()) {
-      // "unfreeze failed: Invalid argument" = not frozen any more: fine.
-      await run('fsfreeze', ['-u', m], { timeoutMs: THAW_TIMEOUT_MS, okCodes: [1] });
-    }
-  }
-}
-
-/**
- * Runs fn while these block devices hold still: the filesystems mounted from them are
- * frozen (so a copy includes what is still in their caches), unmounted ones are flushed.
- */
-export async function withQuiescedDevices<T>(devices: string[], fn: () => Promise<T>): Promise<T> {
-  const freeze: string[] = [];
-  for (const d of devices) {
-    const fsMount = (await mountsOf(d)).find((m) => m.source === d);
-    if (fsMount) {
-      if (!freeze.includes(fsMount.target)) freeze.push(fsMount.target);
-    } else {
-      await run('blockdev', ['--flushbufs', d]);
-    }
-  }
-  return withFrozen(freeze, fn);
 }

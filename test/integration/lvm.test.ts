@@ -4,7 +4,7 @@
 import { describe, it, expect, beforeAll, afterAll } from 'vitest';
 import fs from 'node:fs/promises';
 import path from 'node:path';
-import { DriverHarness, mountCap, MiB } from '../lib/driver-harness.js';
+import { DriverHarness, mountCap, blockCap, MiB } from '../lib/driver-harness.js';
 import { TestVg } from '../lib/lvm-vg.js';
 import { codeName, type CsiClient } from '../../sidecars/common/csi-client.js';
 
@@ -53,6 +53,14 @@ describe('lvm backend (no device-mapper: loop windows over the PV)', () => {
 
     const staging = await stage(v.volume_id, 'v1', cap);
     await fs.writeFile(path.join(staging, 'data'), 'lvm bytes');
+    // Without device-mapper there is no snapshot to copy from: a staged volume is not copied
+    // (its filesystem would stay frozen for the whole copy), and the error says why.
+    const refused = await c.Controller.CreateSnapshot({ name: 'snap-lvm-1', source_volume_id: v.volume_id }).catch((e) => e);
+    expect(codeName(refused)).toBe('FAILED_PRECONDITION');
+    expect(refused.details).toMatch(/mounted .*no snapshot to copy from.*Unstage/);
+    await fs.writeFile(path.join(staging, 'after-refusal'), 'not frozen'); // would hang if left frozen
+    expect([...(await vg.lvs()).keys()].filter((n) => n.startsWith('snap-'))).toEqual([]);
+    await c.Node.NodeUnstageVolume({ volume_id: v.volume_id, staging_target_path: staging });
     const snap = (await c.Controller.CreateSnapshot({ name: 'snap-lvm-1', source_volume_id: v.volume_id })).snapshot;
     expect(snap.snapshot_id).toMatch(/^snap-lvm-/);
     expect((await vg.lvs()).has(snap.snapshot_id)).toBe(true);
@@ -100,6 +108,44 @@ describe('lvm backend (no device-mapper: loop windows over the PV)', () => {
     const s2 = await stage(b.volume_id, 'new');
     await expect(fs.readFile(path.join(s2, 'secret'))).rejects.toThrow();
     await c.Node.NodeUnstageVolume({ volume_id: b.volume_id, staging_target_path: s2 });
+    await c.Controller.DeleteVolume({ volume_id: b.volume_id });
+  });
+
+  it('zeroes freed extents: a new volume on a deleted volume\'s extents reads as zeros, raw', async () => {
+    const cap = blockCap();
+    const size = 16 * MiB;
+    const pattern = Buffer.alloc(size, 'TSCSI-OLD-TENANT');
+    const useBlock = async (volumeId: string, name: string, fn: (dev: fs.FileHandle) => Promise<void>) => {
+      const staging = path.join(h.dir, 'staging', name);
+      const target = path.join(h.dir, 'pods', name, 'dev');
+      await fs.mkdir(staging, { recursive: true });
+      await c.Node.NodeStageVolume({ volume_id: volumeId, staging_target_path: staging, volume_capability: cap });
+      await c.Node.NodePublishVolume({ volume_id: volumeId, staging_target_path: staging, target_path: target, volume_capability: cap });
+      const fh = await fs.open(target, 'r+');
+      try {
+        await fn(fh);
+      } finally {
+        await fh.close();
+      }
+      await c.Node.NodeUnpublishVolume({ volume_id: volumeId, target_path: target });
+      await c.Node.NodeUnstageVolume({ volume_id: volumeId, staging_target_path: staging });
+    };
+    const seg = async (lv: string) => (await vg.lvm(['lvs', '--noheadings', '-o', 'seg_pe_ranges', `${vg.name}/${lv}`])).stdout.trim();
+    const a = (await c.Controller.CreateVolume({ name: 'pvc-raw-old', parameters: params(), capacity_range: { required_bytes: String(size) }, volume_capabilities: [cap] })).volume;
+    const extents = await seg(a.volume_id);
+    await useBlock(a.volume_id, 'raw-old', async (fh) => {
+      await fh.write(pattern, 0, size, 0);
+      await fh.sync();
+    });
+    await c.Controller.DeleteVolume({ volume_id: a.volume_id });
+    const b = (await c.Controller.CreateVolume({ name: 'pvc-raw-new', parameters: params(), capacity_range: { required_bytes: String(size) }, volume_capabilities: [cap] })).volume;
+    expect(await seg(b.volume_id)).toBe(extents); // first fit: the same extents
+    const back = Buffer.alloc(size, 1);
+    await useBlock(b.volume_id, 'raw-new', async (fh) => {
+      await fh.read(back, 0, size, 0);
+    });
+    expect(back.includes('OLD-TENANT')).toBe(false);
+    expect(back.equals(Buffer.alloc(size))).toBe(true);
     await c.Controller.DeleteVolume({ volume_id: b.volume_id });
   });
 

@@ -19,6 +19,7 @@ import { NodeStateStore } from '../../driver/nodestate.js';
 import { CsiError } from '../../driver/errors.js';
 import { deriveId } from '../../driver/ids.js';
 import { BackendError, type VolumeRecord } from '../../driver/backends/backend.js';
+import { initFreezeJournal } from '../../driver/host/freeze.js';
 import { RbdBackend, parseConfig, volumeImage, snapshotImage, type RbdConfig } from '../../driver/backends/rbd/index.js';
 
 const MiB = 1024 * 1024;
@@ -57,6 +58,7 @@ class InProcDriver {
     await fs.mkdir(this.dir, { recursive: true });
     const log = pino({ level: 'debug', base: { component: 'tscsi-driver' } }, pino.destination({ dest: this.logFile, sync: true, append: true }));
     this.backend = new RbdBackend({ config, stateDir: path.join(this.dir, 'state', 'rbd'), nodeId: NODE, node: true, controller: true, log });
+    await initFreezeJournal(path.join(this.dir, 'state', 'freezes'), log);
     await this.backend.init();
     const dc: DriverConfig = {
       driverName: 'csi.tscsi.dev',

@@ -5,6 +5,7 @@ import { describe, it, expect, beforeEach } from 'vitest';
 import { pino } from 'pino';
 import { LvmBackend, type LvmHost } from '../../driver/backends/lvm/index.js';
 import type { VolumeRecord, SnapshotRecord } from '../../driver/backends/backend.js';
+import { CommandError } from '../../driver/host/exec.js';
 
 const MiB = 1024n * 1024n;
 const GiB = 1024n * MiB;
@@ -16,14 +17,18 @@ interface FakeLv {
   pool: string;
   active: boolean;
   segType: string;
+  /** Thin pools: whether newly allocated blocks are zeroed (lv_attr position 8). */
+  zero?: boolean;
 }
 
 /** Just enough lvm2 for the backend: reports in lvm's JSON shape, and the commands it sends. */
 class FakeLvm {
   lvs = new Map<string, FakeLv>();
   calls: string[][] = [];
+  /** When set, vgs fails with this stderr. */
+  vgsFailure = '';
   constructor(readonly vg: string) {
-    this.lvs.set('pool', { name: 'pool', size: 10n * GiB, tags: [], pool: '', active: true, segType: 'thin-pool' });
+    this.lvs.set('pool', { name: 'pool', size: 10n * GiB, tags: [], pool: '', active: true, segType: 'thin-pool', zero: true });
   }
 
   runner = async (args: string[]) => {
@@ -35,6 +40,7 @@ class FakeLvm {
     const lvArg = () => rest[rest.length - 1].split('/')[1];
     switch (cmd) {
       case 'vgs':
+        if (this.vgsFailure) throw new CommandError(`lvm ${args.join(' ')}`, 5, this.vgsFailure, false);
         return report('vg', [{ vg_name: this.vg, vg_extent_size: String(4n * MiB), vg_free: String(20n * GiB), vg_size: String(40n * GiB) }]);
       case 'pvs':
         return report('pv', [{ pv_name: '/dev/sdb', vg_name: this.vg, pe_start: String(MiB) }]);
@@ -47,7 +53,7 @@ class FakeLvm {
             lv_name: l.name,
             lv_size: String(l.size),
             lv_tags: l.tags.join(','),
-            lv_attr: `${l.segType === 'thin-pool' ? 't' : 'V'}wi-${l.active ? 'a' : '-'}-tz--`,
+            lv_attr: `${l.segType === 'thin-pool' ? 't' : 'V'}wi-${l.active ? 'a' : '-'}-t${l.zero === false ? '-' : 'z'}--`,
             pool_lv: l.pool,
             seg_start_pe: '0',
             seg_size_pe: String(l.size / (4n * MiB)),
@@ -93,6 +99,11 @@ class FakeLvm {
 
 class FakeHost implements LvmHost {
   ops: string[] = [];
+  /** Devices with a filesystem mounted from them, and where. */
+  mounted = new Map<string, string>();
+  async mountedFilesystems(devs: string[]) {
+    return devs.flatMap((d) => (this.mounted.has(d) ? [this.mounted.get(d)!] : []));
+  }
   async wipe(d: string) {
     this.ops.push(`wipe ${d}`);
   }
@@ -258,5 +269,55 @@ describe('lvm backend, device-mapper mode (exact lvm2 commands)', () => {
     await b.init();
     expect(fake.calls).toContainEqual(['lvremove', '-y', `${VG}/vol-lvm-half`]);
     expect(fake.lvs.has('vol-lvm-half')).toBe(false);
+  });
+
+  it('never copies a mounted linear volume inside the freeze: a COW snapshot is cut inside it, copied after the thaw, then removed', async () => {
+    const v = await b.createVolume(volume('vol-lvm-m', linear));
+    await b.attach(v);
+    host.mounted.set(`/dev/${VG}/vol-lvm-m`, '/var/lib/kubelet/staging/m');
+    fake.calls = [];
+    host.ops = [];
+    const snap: SnapshotRecord = { id: 'snap-lvm-m', name: 's', sourceVolumeId: v.id, sizeBytes: GiB, createdAtSeconds: 1n, createdAtNanos: 0, groupSnapshotId: '', parameters: {} };
+    const seenDuringFreeze: string[][] = [];
+    const realFreeze = host.withQuiescedDevices.bind(host);
+    host.withQuiescedDevices = async <T,>(devs: string[], fn: () => Promise<T>) =>
+      realFreeze(devs, async () => {
+        const r = await fn();
+        seenDuringFreeze.push(...fake.calls.filter((c) => c[0] === 'lvcreate' && c.includes('-s')));
+        return r;
+      });
+    await b.createSnapshots([snap]);
+    expect(seenDuringFreeze).toEqual([['lvcreate', '-y', '-s', '-l', '100%ORIGIN', '-n', 'snap-lvm-m.pit', '--addtag', 'tscsi.pit', `${VG}/vol-lvm-m`]]);
+    const thaw = host.ops.indexOf(`thaw /dev/${VG}/vol-lvm-m`);
+    const copy = host.ops.findIndex((o) => o.startsWith('copy '));
+    expect(thaw).toBeGreaterThan(-1);
+    expect(copy).toBeGreaterThan(thaw);
+    expect(host.ops[copy]).toBe(`copy /dev/${VG}/snap-lvm-m.pit /dev/${VG}/snap-lvm-m ${GiB}`);
+    expect(fake.calls).toContainEqual(['lvremove', '-y', `${VG}/snap-lvm-m.pit`]);
+    expect(fake.lvs.has('snap-lvm-m.pit')).toBe(false);
+  });
+
+  it('refuses thin volumes in a pool that does not zero new blocks (a new volume could read a deleted one)', async () => {
+    fake.lvs.get('pool')!.zero = false;
+    fake.calls = [];
+    await expect(b.createVolume(volume('vol-lvm-nz', thin))).rejects.toThrow(/does not zero newly allocated blocks.*lvchange --zero y/);
+    expect(fake.calls).toEqual([]);
+  });
+
+  it('tells "could not look up the volume group" from "not found" at start-up', async () => {
+    fake.vgsFailure = '  /run/lock/lvm/V_vg0:aux: open failed: Permission denied\n  Can\'t get lock for vg0';
+    const b2 = new LvmBackend({ volumeGroups: [VG], devices: ['/dev/sdb'], mode: 'auto', stateDir: '/tmp/tscsi-unit-lvm', log: pino({ level: 'silent' }), host, runner: fake.runner });
+    const err = await b2.init().then(() => undefined, (e: Error) => e);
+    expect(err?.message).toMatch(/could not look up volume group\(s\) vg0: .*Can't get lock for vg0/);
+    expect(err?.message).not.toMatch(/not found/);
+    fake.vgsFailure = `  Volume group "${VG}" not found\n  Cannot process volume group ${VG}`;
+    await expect(b2.init()).rejects.toThrow(/volume group\(s\) vg0 not found on devices \/dev\/sdb/);
+  });
+
+  it('removes a copy-source snapshot a crash left behind at start-up', async () => {
+    fake.lvs.set('vol-lvm-x.pit', { name: 'vol-lvm-x.pit', size: GiB, tags: ['tscsi.pit'], pool: '', active: true, segType: 'linear' });
+    fake.calls = [];
+    await b.init();
+    expect(fake.calls).toContainEqual(['lvremove', '-y', `${VG}/vol-lvm-x.pit`]);
   });
 });

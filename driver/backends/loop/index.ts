@@ -15,7 +15,7 @@ import {
 import { readJson, writeJsonAtomic, removeFile, fsyncDir } from '../../host/atomic.js';
 import { run } from '../../host/exec.js';
 import * as loop from '../../host/loop.js';
-import { withQuiescedDevices } from '../../host/fs.js';
+import { withQuiescedDevices, mountedFilesystems } from '../../host/freeze.js';
 import type { Logger } from '../../log.js';
 
 export interface LoopBackendOptions {
@@ -27,6 +27,11 @@ export interface LoopBackendOptions {
 }
 
 const TRUE_FALSE = ['true', 'false'] as const;
+
+// Until driver/failpoints.ts lands: the one fail point the freeze test needs (inert unless named).
+function failpoint(name: 'loop.snapshot.frozen'): void {
+  if ((process.env.TSCSI_FAILPOINTS ?? '').split(',').includes(name)) process.kill(process.pid, 'SIGKILL');
+}
 
 /** Direct I/O (no second page cache in the loop driver) unless the volume turned it off. */
 function directIOOf(rec: VolumeRecord): boolean {
@@ -244,6 +249,7 @@ export class LoopBackend implements Backend {
     const tmps = recs.map((r) => `${this.snapImg(r.id)}.tmp`);
     try {
       await this.withQuiesced(sources, async () => {
+        failpoint('loop.snapshot.frozen');
         for (let i = 0; i < recs.length; i++) {
           await removeFile(tmps[i]);
           await this.cloneFile(sources[i], tmps[i]);
@@ -302,10 +308,25 @@ export class LoopBackend implements Backend {
     }
   }
 
-  /** Runs fn while the volumes backed by these files hold still (frozen or flushed). */
+  /**
+   * Runs fn while the volumes backed by these files hold still (frozen or flushed). Only a
+   * reflink is instant: without one, fn copies whole volumes, and a mounted filesystem
+   * frozen for that long stalls its application, so that is refused instead.
+   */
   private async withQuiesced<T>(files: string[], fn: () => Promise<T>): Promise<T> {
     const devices: string[] = [];
     for (const f of files) for (const d of await loop.devicesFor(f)) devices.push(d.name);
+    if (!this.reflink) {
+      const mounted = await mountedFilesystems(devices);
+      if (mounted.length > 0) {
+        throw new BackendError(
+          'precondition',
+          `the volume is mounted (${mounted.join(', ')}) and the loop backend's data directory ${this.opts.dataDir} cannot reflink, so there is no ` +
+            `point-in-time image: a copy would keep the application's filesystem frozen for the whole copy. Unstage the volume first, or run the ` +
+            `driver with --data-pool-size (an XFS pool that reflinks).`,
+        );
+      }
+    }
     return withQuiescedDevices(devices, fn);
   }
 }

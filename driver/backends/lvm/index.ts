@@ -5,7 +5,9 @@
 //    snapshots and clones.
 //  - nodm: no device-mapper (these VMs). LVM edits metadata only; volumes are contiguous
 //    linear LVs exposed through a loop device over their extents on the PV; snapshots and
-//    clones are full copies taken under fsfreeze, so the CSI capabilities stay the same.
+//    clones are full copies. There is no snapshot to copy from, so a volume whose
+//    filesystem is mounted is not copied (it would stay frozen for the whole copy): the
+//    snapshot's error says to unstage it first.
 import fs from 'node:fs/promises';
 import {
   BackendError,
@@ -20,7 +22,7 @@ import { Lvm, type LvInfo, type LvmRunner } from './lvm.js';
 import { recordFromJson, recordToJson } from '../../host/atomic.js';
 import * as loop from '../../host/loop.js';
 import { wipe, copy } from '../../host/block.js';
-import { withQuiescedDevices } from '../../host/fs.js';
+import { withQuiescedDevices, mountedFilesystems } from '../../host/freeze.js';
 import { CommandError } from '../../host/exec.js';
 import type { Logger } from '../../log.js';
 
@@ -29,6 +31,7 @@ export interface LvmHost {
   wipe(device: string): Promise<void>;
   copy(src: string, dst: string, bytes: bigint): Promise<void>;
   withQuiescedDevices<T>(devices: string[], fn: () => Promise<T>): Promise<T>;
+  mountedFilesystems(devices: string[]): Promise<string[]>;
   attachWindow(file: string, offset: number, size: number): Promise<string>;
   windowsAt(file: string, offset: number): Promise<Array<{ name: string }>>;
   detach(device: string): Promise<void>;
@@ -41,6 +44,7 @@ export const realHost: LvmHost = {
   wipe,
   copy,
   withQuiescedDevices,
+  mountedFilesystems,
   attachWindow: (f, o, s) => loop.attachWindow(f, o, s),
   windowsAt: loop.windowsAt,
   detach: loop.detach,
@@ -66,6 +70,8 @@ export interface LvmBackendOptions {
 const TAG_KIND = 'tscsi.kind';
 const TAG_DIRTY = 'tscsi.dirty';
 const TAG_RECORD = 'tscsi.r';
+/** A short-lived COW snapshot a copy reads from (device-mapper mode); never outlives its copy. */
+const TAG_PIT = 'tscsi.pit';
 const CHUNK = 900; // LVM tags are at most 1024 characters
 const PARAMS = new Set(['volumeGroup', 'type', 'thinPool']);
 
@@ -152,11 +158,21 @@ export class LvmBackend implements Backend {
     this.lvm = new Lvm(this.opts.stateDir, this.deviceMapper, this.opts.runner);
     const devices = this.opts.devices ?? (await Lvm.scanPvs()).filter((p) => this.opts.volumeGroups.includes(p.vg)).map((p) => p.name);
     await this.lvm.configure(devices);
-    const found = (await this.lvm.vgs(this.opts.volumeGroups).catch(() => [])).map((v) => v.name);
-    const missing = this.opts.volumeGroups.filter((v) => !found.includes(v));
+    let missing: string[];
+    try {
+      missing = (await this.lvm.vgsOrMissing(this.opts.volumeGroups)).missing;
+    } catch (err) {
+      throw new Error(`could not look up volume group(s) ${this.opts.volumeGroups.join(', ')}: ${err instanceof Error ? err.message : String(err)}`);
+    }
     if (missing.length) throw new Error(`volume group(s) ${missing.join(', ')} not found on devices ${devices.join(', ') || '(none)'}`);
     // An LV still marked dirty is a create or copy that never finished: remove it, the
     // CO's retry makes it again. Exactly one LV per name, or none.
+    for (const lv of await this.lvm.lvs(this.opts.volumeGroups)) {
+      if (lv.tags.includes(TAG_PIT)) {
+        await this.lvm.run(['lvremove', '-y', `${lv.vg}/${lv.name}`]);
+        this.opts.log.warn({ lv: `${lv.vg}/${lv.name}` }, 'removed the copy-source snapshot of a copy that did not finish');
+      }
+    }
     for (const lv of await this.ours()) {
       if (lv.tags.includes(TAG_DIRTY)) {
         await this.detachLv(lv).catch(() => undefined);
@@ -271,7 +287,9 @@ export class LvmBackend implements Backend {
     const src = rec.contentSource ? await this.findLv(rec.contentSource.id, rec.contentSource.type === 'snapshot' ? 'snap' : 'vol') : undefined;
     if (rec.contentSource && !src) throw new BackendError('not-found', `content source ${rec.contentSource.id} does not exist`);
     if (src && src.vg !== vg) throw new BackendError('invalid', `content source ${rec.contentSource!.id} is in volume group ${src.vg}, not ${vg}`);
+    if (src && !(this.deviceMapper && rec.parameters.type === 'thin' && src.poolLv)) await this.mustBeCopyable([src], `cloning ${src.name}`);
 
+    if (rec.parameters.type === 'thin') await this.mustZeroNewBlocks(vg, rec.parameters.thinPool);
     if (src && this.deviceMapper && rec.parameters.type === 'thin' && src.poolLv) {
       // Thin clone: a thin snapshot of the source, instant and sharing blocks.
       const tags = [...recordTags('vol', rec), TAG_DIRTY].flatMap((t) => ['--addtag', t]);
@@ -280,12 +298,12 @@ export class LvmBackend implements Backend {
     } else {
       await this.lvcreate('vol', rec.id, vg, rec.capacityBytes, rec.parameters, rec);
       const thinVolume = rec.parameters.type === 'thin';
-      // Thin pools hand out zeroed blocks; everything else is wiped before first use.
+      // Thin pools that zero (checked above) hand out zeroed blocks; everything else is wiped before first use.
       if (!thinVolume || src) {
         const lv = (await this.findLv(rec.id, 'vol'))!;
         await this.withTempDevice(lv, async (dst) => {
           if (!thinVolume) await this.host.wipe(dst);
-          if (src) await this.copyFrom(src, dst);
+          if (src) await this.copySources([src], [rec.id], `cloning ${src.name}`, async (_i, s) => this.host.copy(s, dst, src.sizeBytes));
         });
       }
     }
@@ -293,10 +311,72 @@ export class LvmBackend implements Backend {
     return (await this.getVolume(rec.id))!;
   }
 
-  /** Copies an LV's bytes onto a device, freezing the source's filesystem if it is staged. */
-  private async copyFrom(src: LvInfo, dst: string): Promise<void> {
-    const attached = await this.deviceOf(src);
-    await this.host.withQuiescedDevices(attached ? [attached] : [], () => this.withTempDevice(src, (s) => this.host.copy(s, dst, src.sizeBytes)));
+  /**
+   * A thin pool that does not zero new blocks hands a new thin volume whatever a deleted
+   * one left in them. Wiping every thin volume would allocate all of it, so such pools are
+   * refused instead.
+   */
+  private async mustZeroNewBlocks(vg: string, poolName: string | undefined): Promise<void> {
+    const pool = (await this.lvm.lvs([vg], `lv_name=${poolName}`)).find((l) => l.name === poolName);
+    if (!pool || pool.attr[0] !== 't') throw new BackendError('invalid', `thinPool ${JSON.stringify(poolName)} is not a thin pool in volume group ${vg}`);
+    if (pool.attr[7] !== 'z') {
+      throw new BackendError(
+        'precondition',
+        `thin pool ${vg}/${poolName} does not zero newly allocated blocks, so a new volume could read a deleted volume's data: ` +
+          `turn zeroing on (lvchange --zero y ${vg}/${poolName}) or use type linear`,
+      );
+    }
+  }
+
+  /** Refuses (before anything is made) a copy that would need a point-in-time image this node cannot make. */
+  private async mustBeCopyable(sources: LvInfo[], what: string): Promise<{ attached: string[]; mounted: string[] }> {
+    const attached = (await Promise.all(sources.map((s) => this.deviceOf(s)))).filter((d): d is string => !!d);
+    const mounted = await this.host.mountedFilesystems(attached);
+    if (mounted.length > 0 && !this.deviceMapper) {
+      throw new BackendError(
+        'precondition',
+        `${what}: the source is mounted (${mounted.join(', ')}) and without device-mapper LVM has no snapshot to copy from, so the copy would keep the ` +
+          `application's filesystem frozen for as long as it takes. Unstage the volume (stop the pods using it) and retry.`,
+      );
+    }
+    return { attached, mounted };
+  }
+
+  /**
+   * Runs copyOne for each source LV with a device to read it from, all as of one point in
+   * time. An unmounted source is read directly (flushed first: nothing writes to it through
+   * a filesystem). Mounted ones are never copied inside a freeze, which would stall their
+   * applications for the whole copy: with device-mapper, COW snapshots of all of them are
+   * cut inside one short freeze and copied after the thaw; without it there is no such
+   * image, and the error says so.
+   */
+  private async copySources(sources: LvInfo[], ids: string[], what: string, copyOne: (i: number, device: string) => Promise<void>): Promise<void> {
+    const { attached, mounted } = await this.mustBeCopyable(sources, what);
+    if (mounted.length === 0) {
+      await this.host.withQuiescedDevices(attached, async () => {
+        for (let i = 0; i < sources.length; i++) await this.withTempDevice(sources[i], (d) => copyOne(i, d));
+      });
+      return;
+    }
+    // Only sources in use need a snapshot (an active origin's is active too); the others hold still anyway.
+    const live = await Promise.all(sources.map(async (s) => !!(await this.deviceOf(s))));
+    const pits = sources.map((s, i) => ({ vg: s.vg, name: `${ids[i]}.pit` }));
+    const made: string[] = [];
+    try {
+      await this.host.withQuiescedDevices(attached, async () => {
+        for (let i = 0; i < sources.length; i++) {
+          if (!live[i]) continue;
+          await this.lvm.run(['lvcreate', '-y', '-s', '-l', '100%ORIGIN', '-n', pits[i].name, '--addtag', TAG_PIT, `${sources[i].vg}/${sources[i].name}`]);
+          made.push(`${pits[i].vg}/${pits[i].name}`);
+        }
+      });
+      for (let i = 0; i < sources.length; i++) {
+        if (live[i]) await copyOne(i, `/dev/${pits[i].vg}/${pits[i].name}`);
+        else await this.withTempDevice(sources[i], (d) => copyOne(i, d));
+      }
+    } finally {
+      for (const m of made) await this.lvm.run(['lvremove', '-y', m]);
+    }
   }
 
   async saveVolume(rec: VolumeRecord): Promise<void> {
@@ -389,16 +469,13 @@ export class LvmBackend implements Backend {
         }
       });
     } else {
+      await this.mustBeCopyable(sources, 'snapshotting');
       for (let i = 0; i < recs.length; i++) {
         await this.lvcreate('snap', recs[i].id, sources[i].vg, sources[i].sizeBytes, { type: 'linear' }, recs[i]);
       }
       const dests = await Promise.all(recs.map(async (r) => (await this.findLv(r.id, 'snap'))!));
-      // Full copies, all taken inside one freeze so a group is consistent across volumes.
-      await this.host.withQuiescedDevices(attached, async () => {
-        for (let i = 0; i < recs.length; i++) {
-          await this.withTempDevice(dests[i], (dst) => this.withTempDevice(sources[i], (src) => this.host.copy(src, dst, sources[i].sizeBytes)));
-        }
-      });
+      // Full copies, all of one point in time so a group is consistent across volumes.
+      await this.copySources(sources, recs.map((r) => r.id), 'snapshotting', (i, src) => this.withTempDevice(dests[i], (dst) => this.host.copy(src, dst, sources[i].sizeBytes)));
     }
     for (let i = 0; i < recs.length; i++) await this.clearDirty(sources[i].vg, recs[i].id);
     return recs;

@@ -4,7 +4,7 @@
 // no device-mapper, activation off.
 import fs from 'node:fs/promises';
 import path from 'node:path';
-import { run, type RunResult } from '../../host/exec.js';
+import { run, CommandError, type RunResult } from '../../host/exec.js';
 
 export interface LvInfo {
   vg: string;
@@ -95,6 +95,24 @@ export class Lvm {
     if (vgs.length === 0) return [];
     const rows = await this.report(['vgs', '-o', 'vg_name,vg_extent_size,vg_free,vg_size', ...vgs], 'vg');
     return rows.map((v) => ({ name: v.vg_name, extentBytes: BigInt(v.vg_extent_size), freeBytes: BigInt(v.vg_free), sizeBytes: BigInt(v.vg_size) }));
+  }
+
+  /**
+   * The named VGs that exist, and those lvm says do not. Any other failure of vgs (locking,
+   * a broken PV, a timeout) is thrown as it is: "could not look" must not read as "not there".
+   */
+  async vgsOrMissing(vgs: string[]): Promise<{ found: VgInfo[]; missing: string[] }> {
+    const found: VgInfo[] = [];
+    const missing: string[] = [];
+    for (const vg of vgs) {
+      try {
+        found.push(...(await this.vgs([vg])));
+      } catch (err) {
+        if (err instanceof CommandError && err.stderr.includes(`Volume group "${vg}" not found`)) missing.push(vg);
+        else throw err;
+      }
+    }
+    return { found, missing };
   }
 
   /** Free extents per PV as contiguous runs (what a contiguous LV can use). */

@@ -22,7 +22,7 @@ import {
   type VolumeRecord,
 } from '../backend.js';
 import { recordFromJson, recordToJson } from '../../host/atomic.js';
-import { withQuiescedDevices } from '../../host/fs.js';
+import { withQuiescedDevices } from '../../host/freeze.js';
 import { parseSize } from '../../size.js';
 import type { Logger } from '../../log.js';
 import { CephCli, credentialsFrom, errnoOf, imageSpec, isNotFound, poolSpec, EEXIST, type Credentials } from './cli.js';

@@ -1,0 +1,82 @@
+// A driver killed while an application's filesystem is frozen for a snapshot must not
+// leave it frozen: the freeze is journalled before fsfreeze runs and the next start thaws
+// it. Real driver, real loop device, real ext4, real fsfreeze, real SIGKILL (a fail point
+// inside the freeze window).
+import { describe, it, expect, beforeAll, afterAll } from 'vitest';
+import fs from 'node:fs/promises';
+import path from 'node:path';
+import { spawn, type ChildProcess } from 'node:child_process';
+import { execa } from 'execa';
+import { DriverHarness, mountCap, MiB } from '../lib/driver-harness.js';
+import { codeName } from '../../sidecars/common/csi-client.js';
+
+let h: DriverHarness;
+const writers: ChildProcess[] = [];
+let staging = '';
+
+beforeAll(async () => {
+  // The driver inherits the environment at spawn: only the first run is armed.
+  process.env.TSCSI_FAILPOINTS = 'loop.snapshot.frozen';
+  try {
+    h = await DriverHarness.start();
+  } finally {
+    delete process.env.TSCSI_FAILPOINTS;
+  }
+});
+
+afterAll(async () => {
+  // Whatever happened, never leave the filesystem frozen (a hung writer would stay in D state).
+  if (staging) await execa('fsfreeze', ['-u', staging], { reject: false });
+  for (const w of writers) if (w.exitCode === null) await new Promise((r) => w.once('exit', r));
+  await h?.cleanup();
+});
+
+function exited(p: ChildProcess, ms: number): Promise<number | null | 'running'> {
+  if (p.exitCode !== null) return Promise.resolve(p.exitCode);
+  return new Promise((resolve) => {
+    const t = setTimeout(() => resolve('running'), ms);
+    p.once('exit', (code) => {
+      clearTimeout(t);
+      resolve(code);
+    });
+  });
+}
+
+describe('a driver killed inside a freeze', () => {
+  it('thaws the frozen filesystem when it starts again, so the application can write', async () => {
+    const c = h.client!;
+    const cap = mountCap('ext4');
+    const vol = (await c.Controller.CreateVolume({ name: 'pvc-freeze', capacity_range: { required_bytes: String(64 * MiB) }, volume_capabilities: [cap] })).volume;
+    staging = path.join(h.dir, 'staging', 'freeze');
+    await fs.mkdir(staging, { recursive: true });
+    await c.Node.NodeStageVolume({ volume_id: vol.volume_id, staging_target_path: staging, volume_capability: cap });
+    await fs.writeFile(path.join(staging, 'before.txt'), 'written before the snapshot');
+
+    // The fail point kills the driver (SIGKILL) with the filesystem frozen.
+    const died = new Promise<NodeJS.Signals | null>((r) => h.proc!.once('exit', (_code, sig) => r(sig)));
+    const snap = await c.Controller.CreateSnapshot({ name: 'snap-freeze', source_volume_id: vol.volume_id }).then(() => 'OK', (e) => codeName(e));
+    expect(snap).toBe('UNAVAILABLE');
+    expect(await died).toBe('SIGKILL');
+
+    // Proof that the kill came inside the freeze: a writer hangs.
+    const writer = spawn('dd', ['if=/dev/zero', `of=${path.join(staging, 'after.bin')}`, 'bs=4096', 'count=1', 'conv=fsync', 'status=none'], { stdio: 'ignore' });
+    writers.push(writer);
+    expect(await exited(writer, 1_000)).toBe('running');
+
+    await h.stopProcess('SIGKILL');
+    await h.startProcess();
+    expect(await exited(writer, 15_000)).toBe(0);
+    expect(await h.log()).toContain('thawed a filesystem a previous run left frozen');
+    expect(await fs.readFile(path.join(staging, 'before.txt'), 'utf8')).toBe('written before the snapshot');
+    // Nothing left in the journal once thawed.
+    expect((await fs.readdir(path.join(h.stateDir, 'freezes'))).filter((n) => n.endsWith('.json'))).toEqual([]);
+
+    // The retried snapshot succeeds on the restarted driver and the volume goes away cleanly.
+    const c2 = h.client!;
+    const s = (await c2.Controller.CreateSnapshot({ name: 'snap-freeze', source_volume_id: vol.volume_id })).snapshot;
+    expect(s.ready_to_use).toBe(true);
+    await c2.Node.NodeUnstageVolume({ volume_id: vol.volume_id, staging_target_path: staging });
+    await c2.Controller.DeleteSnapshot({ snapshot_id: s.snapshot_id });
+    await c2.Controller.DeleteVolume({ volume_id: vol.volume_id });
+  }, 60_000);
+});
