@@ -5,8 +5,10 @@
 // that ran fewer specs than its version has, a summary line nobody can read) counts, and
 // the exit code is non-zero whenever the line shows a failure or a skip.
 //
-//   node dist/test/lib/summary.js --vitest REPORT.json EXIT_CODE --sanity OUTPUT.txt EXIT_CODE
-//        [--sanity-script csi-sanity/run]
+//   node dist/test/lib/summary.js [--step NAME EXIT_CODE]... --vitest REPORT.json EXIT_CODE
+//        --sanity OUTPUT.txt EXIT_CODE [--sanity-script csi-sanity/run]
+// A step is whatever else the run does before the tests (a build, the type check, the linter):
+// one failure each when its exit code is not 0.
 import fs from 'node:fs';
 import path from 'node:path';
 
@@ -189,6 +191,13 @@ export function summariseSanity(output: string, exitCode: number, expect: Sanity
   return t;
 }
 
+/** A step that has no tests of its own: one failure when it did not exit 0. */
+export function summariseStep(name: string, exitCode: number): Tally {
+  const t = empty();
+  if (exitCode !== 0) fail(t, `${name} exited ${exitCode} (see its output above)`);
+  return t;
+}
+
 export function combine(...tallies: Tally[]): Tally {
   const t = empty();
   for (const x of tallies) {
@@ -219,6 +228,9 @@ export function main(argv: string[]): { lines: string[]; exitCode: number } {
     }
   };
   const tallies: Tally[] = [];
+  argv.forEach((a, i) => {
+    if (a === '--step') tallies.push(summariseStep(argv[i + 1] ?? '(unnamed step)', Number(argv[i + 2])));
+  });
   const v = arg('--vitest', 2);
   if (v) tallies.push(summariseVitest(read(v[0]), Number(v[1])));
   const s = arg('--sanity', 2);
@@ -226,7 +238,7 @@ export function main(argv: string[]): { lines: string[]; exitCode: number } {
     const script = arg('--sanity-script', 1)?.[0] ?? 'csi-sanity/run';
     tallies.push(summariseSanity(read(s[0]) ?? '', Number(s[1]), readSanityExpectation(fs.readFileSync(script, 'utf8'))));
   }
-  if (!tallies.length) throw new Error('usage: summary --vitest REPORT.json EXIT --sanity OUTPUT.txt EXIT [--sanity-script FILE]');
+  if (!tallies.length) throw new Error('usage: summary [--step NAME EXIT]... --vitest REPORT.json EXIT --sanity OUTPUT.txt EXIT [--sanity-script FILE]');
   const t = combine(...tallies);
   return { lines: [...t.problems, summaryLine(t)], exitCode: clean(t) ? 0 : 1 };
 }

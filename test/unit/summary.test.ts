@@ -226,4 +226,15 @@ describe('the summary line and exit status', () => {
     // No report file at all (vitest crashed before writing it).
     expect(cli(path.join(tmp, 'absent.json'), 1).exitCode).toBe(1);
   });
+
+  it('a step before the tests (build, type check, lint) that failed counts as failed', () => {
+    const good = runs.get('passing.fixture.ts');
+    const report = path.join(tmp, 'good-for-steps.json');
+    fs.writeFileSync(report, good?.report ?? '');
+    const sanity = path.join(FIXTURES, 'csi-sanity', 'passed.txt');
+    const script = path.join(ROOT, 'csi-sanity', 'run');
+    const r = main(['--step', 'kubectl build', '0', '--step', 'type check', '2', '--vitest', report, '0', '--sanity', sanity, '0', '--sanity-script', script]);
+    expect(r.lines).toEqual(['FAILED: type check exited 2 (see its output above)', `summary: ${6 * 95 + 2} passed, 1 failed, 0 skipped`]);
+    expect(r.exitCode).toBe(1);
+  });
 });

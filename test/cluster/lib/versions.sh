@@ -2,12 +2,15 @@
 # Kubernetes must stay below 1.38: these VMs are cgroup v1 only (1.35+ needs failCgroupV1: false).
 K8S_VERSION="${K8S_VERSION:-v1.37.2}"
 ETCD_VERSION="${ETCD_VERSION:-v3.6.16}"
-# CONTAINERD_VERSION=debian uses Debian's containerd 1.6 package instead (also the
-# automatic fallback when the 2.x build fails).
+# CONTAINERD_VERSION=debian uses Debian's containerd 1.6 package instead; only when asked
+# for: a failed 2.x build fails `cluster up`.
 CONTAINERD_VERSION="${CONTAINERD_VERSION:-v2.2.9}"
 # Where built binaries are cached, one directory per component and version.
 TSCSI_CLUSTER_CACHE="${TSCSI_CLUSTER_CACHE:-/var/cache/tscsi-cluster}"
 K8S_BIN="$TSCSI_CLUSTER_CACHE/kubernetes-$K8S_VERSION"
 ETCD_BIN="$TSCSI_CLUSTER_CACHE/etcd-$ETCD_VERSION"
+# kubectl of the cluster's own version (built like the cluster, from k8s.io/kubernetes): the
+# tests and scripts use this one, never whatever kubectl a machine happens to have.
+KUBECTL_BIN="$TSCSI_CLUSTER_CACHE/kubectl-$K8S_VERSION"
 if [ "$CONTAINERD_VERSION" = debian ]; then CONTAINERD_BIN=/usr/bin
 else CONTAINERD_BIN="$TSCSI_CLUSTER_CACHE/containerd-$CONTAINERD_VERSION"; fi
