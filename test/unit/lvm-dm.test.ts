@@ -64,6 +64,7 @@ class FakeLvm {
       }
       case 'lvcreate': {
         const name = opt('-n');
+        if (!name) throw new Error(`fake lvm: lvcreate without -n: ${rest.join(' ')}`);
         const tags = rest.flatMap((a, i) => (rest[i - 1] === '--addtag' ? [a] : []));
         if (rest.includes('-s')) {
           const origin = this.lvs.get(lvArg())!;
