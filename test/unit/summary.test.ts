@@ -38,7 +38,10 @@ const runs = new Map<string, Run>();
 async function runFixture(file: string): Promise<Run> {
   const out = path.join(tmp, `${file}.json`);
   // The child must not think it is a worker of this run.
-  const env = Object.fromEntries(Object.entries(process.env).filter(([k]) => !/^(VITEST|TINYPOOL)/.test(k)));
+  const env = {
+    ...Object.fromEntries(Object.entries(process.env).filter(([k]) => !/^(VITEST|TINYPOOL)/.test(k))),
+    TSCSI_FIXTURE_CACHE_DIR: path.join(tmp, 'cache'),
+  };
   const r = await execa(
     process.execPath,
     [VITEST, 'run', '--config', path.join(BROKEN, 'vitest.config.ts'), '--root', BROKEN, file, '--reporter=json', `--outputFile.json=${out}`],
