@@ -4,7 +4,8 @@
 import * as grpc from '@grpc/grpc-js';
 import fs from 'node:fs/promises';
 import { loadCsi } from '../proto/load.js';
-import { messageOf, toCsiError } from './errors.js';
+import { CallAbortedError, messageOf, toCsiError } from './errors.js';
+import { withCallSignal } from './host/exec.js';
 import { redactSecrets, type Logger } from './log.js';
 
 type Impl = object;
@@ -18,6 +19,30 @@ function idsOf(req: Record<string, unknown>): Record<string, string> {
     if (typeof v === 'string' && v) out[f] = v.length > 160 ? `${v.slice(0, 160)}…` : v;
   }
   return out;
+}
+
+/**
+ * An AbortSignal that fires when the caller's deadline passes or it cancels the call, so
+ * the child processes the call is waiting for are killed (host/exec.ts) and its locks freed.
+ */
+function callerGaveUp(call: grpc.ServerUnaryCall<unknown, unknown>): { signal: AbortSignal; release: () => void } {
+  const ac = new AbortController();
+  const d = call.getDeadline();
+  const deadline = d instanceof Date ? d.getTime() : d;
+  const started = Date.now();
+  let timer: NodeJS.Timeout | undefined;
+  const onDeadline = () => ac.abort(new CallAbortedError('deadline', `the caller's deadline passed (${Date.now() - started} ms after the call began)`));
+  if (Number.isFinite(deadline)) timer = setTimeout(onDeadline, Math.max(0, deadline - Date.now()));
+  // grpc-js ends a call whose deadline passed itself and may report it as a cancellation.
+  const onCancel = () => (Date.now() >= deadline - 5 ? onDeadline() : ac.abort(new CallAbortedError('cancelled', 'the caller cancelled the call')));
+  call.once('cancelled', onCancel);
+  return {
+    signal: ac.signal,
+    release: () => {
+      clearTimeout(timer);
+      call.removeListener('cancelled', onCancel);
+    },
+  };
 }
 
 /** Wraps every method of a service implementation for grpc-js. */
@@ -41,8 +66,10 @@ export function wrapService(service: grpc.ServiceDefinition, impl: Impl, log: Lo
         callback({ code: grpc.status.UNIMPLEMENTED, details: `${method} is not implemented by this plugin` });
         return;
       }
+      const abort = callerGaveUp(call);
       Promise.resolve()
-        .then(() => (fn as (r: unknown) => Promise<unknown>).call(impl, req))
+        .then(() => withCallSignal(abort.signal, () => (fn as (r: unknown) => Promise<unknown>).call(impl, req)))
+        .finally(abort.release)
         .then(
           (res) => {
             done(grpc.status.OK);

@@ -1,7 +1,11 @@
 // The one way the driver runs a host tool: an argument array (never a shell string),
-// a timeout, and an error that names the command and its stderr.
+// a timeout, and an error that names the command and its stderr. The RPC a command runs
+// for reaches it without any signature carrying it: the request wrapper runs each call
+// inside withCallSignal, and when the caller's deadline passes or it cancels, the child
+// processes running at that moment are killed.
+import { AsyncLocalStorage } from 'node:async_hooks';
 import { execa } from 'execa';
-import { internal, toCsiError, CsiError } from '../errors.js';
+import { internal, toCsiError, CsiError, CallAbortedError } from '../errors.js';
 import { status } from '@grpc/grpc-js';
 
 export interface RunOptions {
@@ -19,6 +23,28 @@ export interface RunResult {
 }
 
 export const DEFAULT_TIMEOUT_MS = 120_000;
+/**
+ * A command started after its caller gave up still runs, because on the way out a failing
+ * RPC undoes its steps (thaw a frozen filesystem, unmount, detach) and those must not be
+ * refused; but it gets only this long, too little for another long copy.
+ */
+export const AFTER_ABORT_GRACE_MS = 10_000;
+/** A killed child that ignores SIGTERM gets SIGKILL this much later. */
+const FORCE_KILL_AFTER_MS = 2_000;
+
+const callSignal = new AsyncLocalStorage<AbortSignal>();
+
+/** Runs fn so that every run() inside it (however deep) is stopped when signal aborts. */
+export function withCallSignal<T>(signal: AbortSignal, fn: () => T): T {
+  return callSignal.run(signal, fn);
+}
+
+/** Why the current call was given up, as the error its killed commands throw. */
+function abortError(signal: AbortSignal, command: string): CallAbortedError {
+  const r: unknown = signal.reason;
+  const reason = r instanceof CallAbortedError ? r.reason : 'cancelled';
+  return new CallAbortedError(reason, `${command} was stopped: ${r instanceof Error ? r.message : 'the caller cancelled the call'}`);
+}
 
 export class CommandError extends Error {
   constructor(
@@ -37,16 +63,23 @@ export class CommandError extends Error {
 }
 
 export async function run(file: string, args: string[], opts: RunOptions = {}): Promise<RunResult> {
+  const signal = callSignal.getStore();
+  const afterAbort = signal?.aborted === true;
+  const timeoutMs = opts.timeoutMs ?? DEFAULT_TIMEOUT_MS;
   const r = await execa(file, args, {
     reject: false,
-    timeout: opts.timeoutMs ?? DEFAULT_TIMEOUT_MS,
+    timeout: afterAbort ? Math.min(timeoutMs, AFTER_ABORT_GRACE_MS) : timeoutMs,
+    cancelSignal: afterAbort ? undefined : signal,
+    forceKillAfterDelay: FORCE_KILL_AFTER_MS,
     env: { LC_ALL: 'C', ...opts.env },
     input: opts.input,
     stripFinalNewline: true,
   });
+  const command = [file, ...args].join(' ');
+  if (signal && (r.isCanceled || (afterAbort && r.timedOut))) throw abortError(signal, command);
   const exitCode = r.exitCode ?? -1;
   if (r.timedOut || (exitCode !== 0 && !(opts.okCodes ?? []).includes(exitCode))) {
-    throw new CommandError([file, ...args].join(' '), r.exitCode, String(r.stderr ?? '') || String(r.message ?? ''), !!r.timedOut);
+    throw new CommandError(command, r.exitCode, String(r.stderr ?? '') || String(r.message ?? ''), !!r.timedOut);
   }
   return { stdout: String(r.stdout), stderr: String(r.stderr), exitCode };
 }

@@ -1,0 +1,111 @@
+// The caller's deadline and cancellation reach the child process an RPC waits for: the
+// child is killed, the caller's code says why, and the volume's lock is free for the retry.
+// Real gRPC server, real services, real child processes; only the backend is a fake.
+import { describe, it, expect, beforeAll, afterAll, beforeEach } from 'vitest';
+import fs from 'node:fs/promises';
+import * as grpc from '@grpc/grpc-js';
+import { loadCsi } from '../../proto/load.js';
+import { run } from '../../driver/host/exec.js';
+import { codeName } from '../../sidecars/common/csi-client.js';
+import { startServices, type ServiceHarness } from './service-harness.js';
+import path from 'node:path';
+
+const mountCap = { mount: { fs_type: 'ext4' }, access_mode: { mode: 'SINGLE_NODE_WRITER' } };
+
+/** PIDs of processes whose command line is exactly argv (a unique sleep time marks ours). */
+async function pidsOf(argv: string[]): Promise<number[]> {
+  const out: number[] = [];
+  for (const n of await fs.readdir('/proc')) {
+    if (!/^\d+$/.test(n)) continue;
+    const cmd = await fs.readFile(`/proc/${n}/cmdline`, 'utf8').catch(() => '');
+    if (cmd === argv.join('\0') + '\0') out.push(Number(n));
+  }
+  return out;
+}
+
+async function waitFor<T>(what: string, fn: () => Promise<T | undefined>, ms = 5_000): Promise<T> {
+  const until = Date.now() + ms;
+  for (;;) {
+    const v = await fn();
+    if (v !== undefined) return v;
+    if (Date.now() > until) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 20));
+  }
+}
+
+const alive = (pid: number) => fs.access(`/proc/${pid}`).then(() => true, () => false);
+
+describe('deadline and cancellation reach the child process', () => {
+  let h: ServiceHarness;
+  beforeAll(async () => {
+    h = await startServices();
+    await h.client.Identity.GetPluginInfo({}); // the first call pays for connecting
+  });
+  afterAll(async () => {
+    await h?.close();
+  });
+  beforeEach(() => {
+    h.backend.hook = undefined;
+    h.backend.vols.clear();
+  });
+
+  it('a short client deadline kills the long child, answers DEADLINE_EXCEEDED and frees the lock', async () => {
+    const argv = ['sleep', `${30 + (process.pid % 1000) / 1000}`];
+    h.backend.hook = async (m) => {
+      if (m === 'createVolume') await run(argv[0], argv.slice(1));
+    };
+    const started = Date.now();
+    const call = h.client.Controller.CreateVolume({ name: 'slow', volume_capabilities: [mountCap] }, 1_000).catch((e: unknown) => e);
+    const pid = await waitFor('the child to start', async () => (await pidsOf(argv))[0]);
+    const err = await call;
+    expect(codeName(err)).toBe('DEADLINE_EXCEEDED');
+    expect(Date.now() - started).toBeLessThan(5_000);
+    // Gone soon after the deadline, not after its 30 s.
+    await waitFor('the child to be killed', async () => ((await alive(pid)) ? undefined : true), 4_000);
+    // The lock is released: the retry runs (and succeeds) instead of ABORTED.
+    h.backend.hook = undefined;
+    const res = await h.client.Controller.CreateVolume({ name: 'slow', volume_capabilities: [mountCap] }, 5_000);
+    expect(res.volume.volume_id).toMatch(/^vol-fake-/);
+    expect(h.ctx.locks.size).toBe(0);
+  });
+
+  it('a cancelled call kills its child and frees the lock', async () => {
+    const argv = ['sleep', `${40 + (process.pid % 1000) / 1000}`];
+    h.backend.hook = async (m) => {
+      if (m === 'createVolume') await run(argv[0], argv.slice(1));
+    };
+    const csi = loadCsi().csi.v1;
+    const Ctor = csi.Controller as unknown as grpc.ServiceClientConstructor;
+    const raw = new Ctor(`unix://${path.join(h.dir, 'csi.sock')}`, grpc.credentials.createInsecure(), { 'grpc.default_authority': 'localhost' });
+    try {
+      let settled: unknown;
+      const c = (raw as unknown as Record<string, (r: object, cb: (e: unknown) => void) => grpc.ClientUnaryCall>).CreateVolume.call(
+        raw,
+        { name: 'cancelled', volume_capabilities: [mountCap] },
+        (e) => (settled = e),
+      );
+      const pid = await waitFor('the child to start', async () => (await pidsOf(argv))[0]);
+      c.cancel();
+      await waitFor('the child to be killed', async () => ((await alive(pid)) ? undefined : true), 4_000);
+      expect(codeName(settled)).toBe('CANCELLED');
+      await waitFor('the lock to be released', async () => (h.ctx.locks.size === 0 ? true : undefined), 2_000);
+    } finally {
+      raw.close();
+    }
+  });
+
+  it('a command run after the caller gave up (an undo step) still runs, within a short grace', async () => {
+    const marker = path.join(h.dir, 'undo-ran');
+    h.backend.hook = async (m) => {
+      if (m !== 'createVolume') return;
+      try {
+        await run('sleep', [`${50 + (process.pid % 1000) / 1000}`]);
+      } finally {
+        await run('touch', [marker]);
+      }
+    };
+    const err = await h.client.Controller.CreateVolume({ name: 'undo', volume_capabilities: [mountCap] }, 500).catch((e: unknown) => e);
+    expect(codeName(err)).toBe('DEADLINE_EXCEEDED');
+    await waitFor('the undo step', () => fs.access(marker).then(() => true, () => undefined), 4_000);
+  });
+});
