@@ -142,10 +142,20 @@ export class LoopBackend implements Backend {
     const out: VolumeRecord[] = [];
     for (const n of (await fs.readdir(this.volDir)).sort()) {
       if (!n.endsWith('.json')) continue;
-      const r = await readJson<VolumeRecord>(path.join(this.volDir, n));
+      const r = await this.readListed<VolumeRecord>(path.join(this.volDir, n));
       if (r) out.push(r);
     }
     return out;
+  }
+
+  /** One unreadable record is logged and left out: it must not break every listing. */
+  private async readListed<T>(file: string): Promise<T | undefined> {
+    try {
+      return await readJson<T>(file);
+    } catch (err) {
+      this.opts.log.error({ file, err: err instanceof Error ? err.message : String(err) }, 'skipped an unreadable record while listing');
+      return undefined;
+    }
   }
 
   async createVolume(rec: VolumeRecord): Promise<VolumeRecord> {
@@ -238,7 +248,7 @@ export class LoopBackend implements Backend {
     const out: SnapshotRecord[] = [];
     for (const n of (await fs.readdir(this.snapDir)).sort()) {
       if (!n.endsWith('.json')) continue;
-      const r = await readJson<SnapshotRecord>(path.join(this.snapDir, n));
+      const r = await this.readListed<SnapshotRecord>(path.join(this.snapDir, n));
       if (r) out.push(r);
     }
     return out;
