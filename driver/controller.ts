@@ -17,6 +17,9 @@ import { MIN_FS_BYTES, type FsType } from './host/fs.js';
 import type * as T from '../proto/types.js';
 
 const MiB = 1n << 20n;
+/** The most entries one List* response carries (max_entries 0 or larger gets a next_token), far below the gRPC send limit. */
+export const LIST_PAGE_MAX = 1000;
+const pageSize = (maxEntries: number) => (maxEntries < 0 ? maxEntries : Math.min(maxEntries || LIST_PAGE_MAX, LIST_PAGE_MAX));
 const roundUp = (n: bigint, unit: bigint) => ((n + unit - 1n) / unit) * unit;
 // Parameters the provisioner adds itself (--extra-create-metadata): accepted and stored, never interpreted.
 const CO_PARAMETER_PREFIX = 'csi.storage.k8s.io/';
@@ -344,7 +347,7 @@ export class ControllerService {
 
   async ListVolumes(req: T.ListVolumesRequest__Output): Promise<T.ListVolumesResponse> {
     const all = await this.ctx.allVolumes();
-    const { page, nextToken } = paginate(all, (v) => v.id, req.starting_token, req.max_entries);
+    const { page, nextToken } = paginate(all, (v) => v.id, req.starting_token, pageSize(req.max_entries));
     const entries = [];
     for (const v of page) entries.push({ volume: volumeMessage(v), status: await this.volumeStatus(this.ctx.backendFor(v.backend), v) });
     return { entries, next_token: nextToken };
@@ -427,7 +430,7 @@ export class ControllerService {
       for (const b of this.ctx.backends.values()) snaps.push(...(await b.listSnapshots()));
     }
     if (req.source_volume_id) snaps = snaps.filter((s) => s.sourceVolumeId === req.source_volume_id);
-    const { page, nextToken } = paginate(snaps, (s) => s.id, req.starting_token, req.max_entries);
+    const { page, nextToken } = paginate(snaps, (s) => s.id, req.starting_token, pageSize(req.max_entries));
     return { entries: page.map((s) => ({ snapshot: snapshotMessage(s) })), next_token: nextToken };
   }
 

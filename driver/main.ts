@@ -18,6 +18,7 @@ import { rbdBackendFromFlags } from './backends/rbd/index.js';
 import type { Backend } from './backends/backend.js';
 import { ensureXfsPool } from './host/pool.js';
 import { parseSize } from './size.js';
+import { setMaxChildProcesses } from './host/exec.js';
 import { isSupportedFs, type FsType } from './host/fs.js';
 import { initFreezeJournal } from './host/freeze.js';
 
@@ -43,6 +44,8 @@ const USAGE = `tscsi-driver: a CSI driver (spec v1.12) with loop, LVM and Ceph R
   --default-backend NAME         backend when a StorageClass does not say (default loop)
   --default-fs-type TYPE         ext4 (default), xfs or btrfs
   --default-volume-size SIZE     when CreateVolume gives no capacity (default 1Gi)
+  --max-concurrent-rpcs N        Controller/Node calls served at once; more get RESOURCE_EXHAUSTED (default 64; 0 = no cap)
+  --max-child-processes N        host tools (mkfs, cp, rbd, ...) run at once; more wait their turn (default 16)
   --log-level LEVEL              pino level (default info)
 `;
 
@@ -69,6 +72,8 @@ async function main(): Promise<void> {
       'default-backend': { type: 'string', default: 'loop' },
       'default-fs-type': { type: 'string', default: 'ext4' },
       'default-volume-size': { type: 'string', default: '1Gi' },
+      'max-concurrent-rpcs': { type: 'string', default: '64' },
+      'max-child-processes': { type: 'string', default: '16' },
       'log-level': { type: 'string', default: process.env.LOG_LEVEL ?? 'info' },
       help: { type: 'boolean', default: false },
     },
@@ -85,6 +90,11 @@ async function main(): Promise<void> {
   if (!isSupportedFs(fsType)) throw new Error(`--default-fs-type ${fsType} is not supported`);
   const maxPerNode = Number(values['max-volumes-per-node']);
   if (!Number.isInteger(maxPerNode) || maxPerNode < 0) throw new Error('--max-volumes-per-node must be a whole number');
+  const maxRpcs = Number(values['max-concurrent-rpcs']);
+  if (!Number.isInteger(maxRpcs) || maxRpcs < 0) throw new Error('--max-concurrent-rpcs must be a whole number');
+  const maxChildren = Number(values['max-child-processes']);
+  if (!Number.isInteger(maxChildren) || maxChildren < 1) throw new Error('--max-child-processes must be a whole number of at least 1');
+  setMaxChildProcesses(maxChildren);
 
   const pkg = createRequire(import.meta.url)('../../package.json') as { version: string };
   const config: DriverConfig = {
@@ -151,6 +161,7 @@ async function main(): Promise<void> {
       node: mode !== 'controller' ? new NodeService(ctx, nodeState) : undefined,
     },
     log,
+    { maxConcurrentRpcs: maxRpcs },
   );
   await server.listen(values.endpoint!);
   log.info({ driver: config.driverName, version: config.version, nodeId: config.nodeId, mode }, 'driver started');

@@ -45,8 +45,27 @@ function callerGaveUp(call: grpc.ServerUnaryCall<unknown, unknown>): { signal: A
   };
 }
 
+export interface ServerLimits {
+  /**
+   * Controller, Node and GroupController calls in progress at once; one more is refused
+   * with RESOURCE_EXHAUSTED at once (0 = no cap). Identity calls (Probe) are never refused,
+   * so a busy driver is not restarted by its liveness probe.
+   */
+  maxConcurrentRpcs: number;
+  /** The largest response (grpc.max_send_message_length); list pages are kept well below it. */
+  maxSendBytes: number;
+}
+
+export const DEFAULT_LIMITS: ServerLimits = { maxConcurrentRpcs: 64, maxSendBytes: 4 * 1024 * 1024 };
+
+/** Calls in progress, shared by every capped service of one server. */
+class InFlight {
+  count = 0;
+  constructor(readonly max: number) {}
+}
+
 /** Wraps every method of a service implementation for grpc-js. */
-export function wrapService(service: grpc.ServiceDefinition, impl: Impl, log: Logger): grpc.UntypedServiceImplementation {
+export function wrapService(service: grpc.ServiceDefinition, impl: Impl, log: Logger, inFlight?: InFlight): grpc.UntypedServiceImplementation {
   const out: grpc.UntypedServiceImplementation = {};
   for (const [method] of Object.entries(service)) {
     const fn = (impl as Record<string, unknown>)[method];
@@ -66,10 +85,22 @@ export function wrapService(service: grpc.ServiceDefinition, impl: Impl, log: Lo
         callback({ code: grpc.status.UNIMPLEMENTED, details: `${method} is not implemented by this plugin` });
         return;
       }
+      // Refused, not queued: a queue would hold calls past their deadlines and grow without
+      // bound behind a stalled backend, while the CO already retries with back-off.
+      if (inFlight && inFlight.max > 0 && inFlight.count >= inFlight.max) {
+        const details = `the driver is already serving ${inFlight.count} calls (--max-concurrent-rpcs ${inFlight.max}); retry later`;
+        done(grpc.status.RESOURCE_EXHAUSTED, new Error(details));
+        callback({ code: grpc.status.RESOURCE_EXHAUSTED, details });
+        return;
+      }
+      if (inFlight) inFlight.count++;
       const abort = callerGaveUp(call);
       Promise.resolve()
         .then(() => withCallSignal(abort.signal, () => (fn as (r: unknown) => Promise<unknown>).call(impl, req)))
-        .finally(abort.release)
+        .finally(() => {
+          abort.release();
+          if (inFlight) inFlight.count--;
+        })
         .then(
           (res) => {
             done(grpc.status.OK);
@@ -97,22 +128,27 @@ export interface Services {
 }
 
 export class CsiServer {
-  private readonly server = new grpc.Server({
-    'grpc.max_receive_message_length': 4 * 1024 * 1024,
-  });
+  private readonly server: grpc.Server;
   private socketPath = '';
 
   constructor(
     services: Services,
     private readonly log: Logger,
+    limits: Partial<ServerLimits> = {},
   ) {
+    const l = { ...DEFAULT_LIMITS, ...limits };
+    this.server = new grpc.Server({
+      'grpc.max_receive_message_length': 4 * 1024 * 1024,
+      'grpc.max_send_message_length': l.maxSendBytes,
+    });
+    const inFlight = new InFlight(l.maxConcurrentRpcs);
     const csi = loadCsi().csi.v1;
     this.server.addService(csi.Identity.service, wrapService(csi.Identity.service, services.identity, log));
-    if (services.controller) this.server.addService(csi.Controller.service, wrapService(csi.Controller.service, services.controller, log));
+    if (services.controller) this.server.addService(csi.Controller.service, wrapService(csi.Controller.service, services.controller, log, inFlight));
     if (services.groupController) {
-      this.server.addService(csi.GroupController.service, wrapService(csi.GroupController.service, services.groupController, log));
+      this.server.addService(csi.GroupController.service, wrapService(csi.GroupController.service, services.groupController, log, inFlight));
     }
-    if (services.node) this.server.addService(csi.Node.service, wrapService(csi.Node.service, services.node, log));
+    if (services.node) this.server.addService(csi.Node.service, wrapService(csi.Node.service, services.node, log, inFlight));
   }
 
   /** Listens on unix:///path (or a bare path), replacing a stale socket; the socket is mode 0600. */

@@ -34,6 +34,54 @@ const FORCE_KILL_AFTER_MS = 2_000;
 
 const callSignal = new AsyncLocalStorage<AbortSignal>();
 
+/**
+ * At most this many child processes at once; the rest wait their turn. A command is one
+ * step of an RPC that already holds its locks and may have done half its work, so it
+ * queues rather than fails; the queue is bounded by the cap on concurrent RPCs, and a
+ * waiter whose caller gives up leaves it.
+ */
+let maxChildren = 16;
+let running = 0;
+const waiting: Array<() => void> = [];
+
+export function setMaxChildProcesses(n: number): void {
+  if (!Number.isInteger(n) || n < 1) throw new Error('the child process cap must be a whole number of at least 1');
+  maxChildren = n;
+}
+
+export function childProcessCounts(): { running: number; waiting: number } {
+  return { running, waiting: waiting.length };
+}
+
+async function childSlot(signal: AbortSignal | undefined, command: string): Promise<() => void> {
+  if (running >= maxChildren) {
+    await new Promise<void>((resolve, reject) => {
+      const wake = () => {
+        signal?.removeEventListener('abort', give);
+        resolve();
+      };
+      const give = () => {
+        const i = waiting.indexOf(wake);
+        if (i >= 0) waiting.splice(i, 1);
+        reject(abortError(signal!, command));
+      };
+      waiting.push(wake);
+      if (signal && !signal.aborted) signal.addEventListener('abort', give, { once: true });
+    });
+  } else {
+    running++;
+  }
+  let released = false;
+  return () => {
+    if (released) return;
+    released = true;
+    const next = waiting.shift();
+    // The slot passes straight to the next waiter, so the count never dips below the cap in between.
+    if (next) next();
+    else running--;
+  };
+}
+
 /** Runs fn so that every run() inside it (however deep) is stopped when signal aborts. */
 export function withCallSignal<T>(signal: AbortSignal, fn: () => T): T {
   return callSignal.run(signal, fn);
@@ -66,16 +114,22 @@ export async function run(file: string, args: string[], opts: RunOptions = {}): 
   const signal = callSignal.getStore();
   const afterAbort = signal?.aborted === true;
   const timeoutMs = opts.timeoutMs ?? DEFAULT_TIMEOUT_MS;
-  const r = await execa(file, args, {
-    reject: false,
-    timeout: afterAbort ? Math.min(timeoutMs, AFTER_ABORT_GRACE_MS) : timeoutMs,
-    cancelSignal: afterAbort ? undefined : signal,
-    forceKillAfterDelay: FORCE_KILL_AFTER_MS,
-    env: { LC_ALL: 'C', ...opts.env },
-    input: opts.input,
-    stripFinalNewline: true,
-  });
   const command = [file, ...args].join(' ');
+  const release = await childSlot(afterAbort ? undefined : signal, command);
+  let r;
+  try {
+    r = await execa(file, args, {
+      reject: false,
+      timeout: afterAbort ? Math.min(timeoutMs, AFTER_ABORT_GRACE_MS) : timeoutMs,
+      cancelSignal: afterAbort ? undefined : signal,
+      forceKillAfterDelay: FORCE_KILL_AFTER_MS,
+      env: { LC_ALL: 'C', ...opts.env },
+      input: opts.input,
+      stripFinalNewline: true,
+    });
+  } finally {
+    release();
+  }
   if (signal && (r.isCanceled || (afterAbort && r.timedOut))) throw abortError(signal, command);
   const exitCode = r.exitCode ?? -1;
   if (r.timedOut || (exitCode !== 0 && !(opts.okCodes ?? []).includes(exitCode))) {

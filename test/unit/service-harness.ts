@@ -4,7 +4,7 @@ import fs from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { pino } from 'pino';
-import { CsiServer } from '../../driver/server.js';
+import { CsiServer, type ServerLimits } from '../../driver/server.js';
 import { DriverContext, type DriverConfig } from '../../driver/context.js';
 import { IdentityService } from '../../driver/identity.js';
 import { ControllerService } from '../../driver/controller.js';
@@ -24,7 +24,7 @@ export interface ServiceHarness {
   close(): Promise<void>;
 }
 
-export async function startServices(): Promise<ServiceHarness> {
+export async function startServices(limits: Partial<ServerLimits> = {}): Promise<ServiceHarness> {
   const dir = await fs.mkdtemp(path.join(os.tmpdir(), 'tscsi-unit-svc-'));
   const log = pino({ level: 'silent' });
   const config: DriverConfig = {
@@ -50,6 +50,7 @@ export async function startServices(): Promise<ServiceHarness> {
       node: new NodeService(ctx, state),
     },
     log,
+    limits,
   );
   const socket = path.join(dir, 'csi.sock');
   await server.listen(`unix://${socket}`);
