@@ -163,7 +163,10 @@ export function summariseSanity(output: string, exitCode: number, expect: Sanity
     else if (Number(ran[1]) !== expect.ran || Number(ran[2]) !== expect.total) {
       fail(t, `${label}: ran ${ran[1]} of ${ran[2]} specs, ${expect.version} must run ${expect.ran} of ${expect.total}`);
     }
-    const summary = rest.slice(rest.indexOf('|') + 1).trim();
+    const summary = rest
+      .slice(rest.indexOf('|') + 1)
+      .replace(/\(\d+s\)\s*$/, '') // the run's wall time, added by csi-sanity/run
+      .trim();
     const c = COUNTS.exec(summary);
     if (!c) {
       fail(t, `${label}: unreadable summary ${JSON.stringify(summary.slice(0, 160))}`);

@@ -167,16 +167,22 @@ describe('csi-sanity output', () => {
     expect(t.passed).toBe(5 * 95 + 93);
   });
 
-  it('a FAIL! whose counts cannot be parsed (BeforeSuite failed) counts as failed', () => {
+  it('a FAIL! whose counts cannot be parsed (BeforeSuite failed) or no summary at all counts as failed', () => {
     const t = sanity('fail-unparsable.txt', 1);
-    expect(t.failed).toBeGreaterThanOrEqual(1);
-    expect(t.problems.join('\n')).toMatch(/lvm block: unreadable summary/);
+    const problems = t.problems.join('\n');
+    expect(problems).toMatch(/lvm block: unreadable summary "FAIL! -- A BeforeSuite/);
+    expect(problems).toMatch(/rbd mount: unreadable summary ""/);
+    // Both also ran fewer specs than the version has.
+    expect(t.failed).toBe(4);
   });
 
-  it('a FAIL! with a reason and no failed spec (interrupted) counts as failed', () => {
+  it('a FAIL! with a reason and no failed spec (interrupted) counts as failed, and its skipped specs as skipped', () => {
     const t = sanity('fail-interrupted.txt', 1);
-    expect(t.failed).toBeGreaterThanOrEqual(1);
-    expect(t.problems.join('\n')).toMatch(/rbd mount/);
+    const problems = t.problems.join('\n');
+    expect(problems).toMatch(/rbd mount: the suite failed outside its specs: FAIL! - Interrupted by Timeout/);
+    expect(problems).toMatch(/rbd mount: ran 40 of 96 specs/);
+    expect(t.failed).toBe(2);
+    expect(t.skipped).toBe(55);
   });
 
   it('a run of another spec list (Ran N of M not what the version must run) counts as failed, though every spec passed', () => {
