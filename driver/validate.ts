@@ -1,6 +1,6 @@
 // Every field of a request is hostile until checked here.
 import { invalidArgument, outOfRange } from './errors.js';
-import { isSupportedFs, SUPPORTED_FS } from './host/fs.js';
+import { isSupportedFs, SUPPORTED_FS, type FsType } from './host/fs.js';
 import type { AccessType } from './backends/backend.js';
 
 export const MAX_NAME_LENGTH = 128;
@@ -10,8 +10,14 @@ const BANNED_CHARS = /[\u0000-\u0008\u000B\u000C\u000E-\u001F\u007F-\u009F]/;
 /** The spec's general size limits: 128 bytes for a string, 4 KiB for a map. */
 export const MAX_MAP_BYTES = 4096;
 
+// What a decoder leaves of bytes that are not UTF-8: U+FFFD (Node's Buffer decoding, which
+// grpc-js uses) or lone surrogates (protobufjs's own decoder). Either way two different byte
+// strings could become one name, and so one derived ID.
+const NOT_UTF8 = /\uFFFD|[\uD800-\uDBFF](?![\uDC00-\uDFFF])|(?<![\uD800-\uDBFF])[\uDC00-\uDFFF]/;
+
 export function checkName(name: string, field = 'name'): void {
   if (!name) throw invalidArgument(`${field} is required`);
+  if (NOT_UTF8.test(name)) throw invalidArgument(`${field} is not valid UTF-8 (or contains U+FFFD): names must be UTF-8 strings`);
   const bytes = Buffer.byteLength(name, 'utf8');
   if (bytes > MAX_NAME_LENGTH) throw invalidArgument(`${field} is ${bytes} bytes long; the CSI limit is ${MAX_NAME_LENGTH} bytes`);
   if (BANNED_CHARS.test(name)) throw invalidArgument(`${field} contains a control character, which the CSI spec bans`);
@@ -55,39 +61,54 @@ export const SINGLE_NODE_MODES = new Set(['SINGLE_NODE_WRITER', 'SINGLE_NODE_REA
 export const READ_ONLY_MODES = new Set(['SINGLE_NODE_READER_ONLY', 'MULTI_NODE_READER_ONLY']);
 
 // Mount flags a pod's volume may carry. Anything else (exec, suid, dev, remount, options
-// with '=' or ',' smuggling more options) is refused: these flags reach mount(8).
-const MOUNT_FLAGS = new Set([
-  'ro', 'rw', 'noatime', 'nodiratime', 'relatime', 'strictatime', 'lazytime', 'nolazytime',
-  'nosuid', 'nodev', 'noexec', 'sync', 'async', 'dirsync', 'discard', 'nodiscard', 'nouuid',
-  'nobarrier', 'barrier', 'inode64', 'noacl', 'acl', 'user_xattr', 'nouser_xattr',
-]);
-const MOUNT_FLAG_VALUES: Record<string, RegExp> = {
-  commit: /^\d{1,5}$/,
-  data: /^(ordered|writeback|journal)$/,
-  compress: /^(zlib|lzo|zstd|no)(:\d{1,2})?$/,
-  'compress-force': /^(zlib|lzo|zstd)(:\d{1,2})?$/,
-  logbufs: /^\d{1,2}$/,
-  logbsize: /^\d{1,3}k$/,
-  allocsize: /^\d{1,4}[kmg]$/,
-  space_cache: /^v[12]$/,
+// with '=' or ',' smuggling more options) is refused: these flags reach mount(8). Beyond the
+// VFS flags every filesystem takes, each filesystem has its own: a flag of another one
+// (data=journal on xfs, logbufs on ext4) is refused here instead of failing at mount.
+const COMMON_FLAGS = ['ro', 'rw', 'noatime', 'nodiratime', 'relatime', 'strictatime', 'lazytime', 'nolazytime', 'nosuid', 'nodev', 'noexec', 'sync', 'async', 'dirsync'];
+const EXT_FLAGS = ['discard', 'nodiscard', 'nobarrier', 'barrier', 'noacl', 'acl', 'user_xattr', 'nouser_xattr'];
+const FS_FLAGS: Record<FsType, string[]> = {
+  ext4: EXT_FLAGS,
+  ext3: EXT_FLAGS,
+  xfs: ['discard', 'nodiscard', 'nouuid', 'inode64'],
+  btrfs: ['discard', 'nodiscard', 'nobarrier', 'barrier', 'noacl', 'acl'],
 };
+const EXT_VALUES: Record<string, RegExp> = { commit: /^\d{1,5}$/, data: /^(ordered|writeback|journal)$/ };
+const FS_FLAG_VALUES: Record<FsType, Record<string, RegExp>> = {
+  ext4: EXT_VALUES,
+  ext3: EXT_VALUES,
+  xfs: { logbufs: /^\d{1,2}$/, logbsize: /^\d{1,3}k$/, allocsize: /^\d{1,4}[kmg]$/ },
+  btrfs: {
+    commit: /^\d{1,5}$/,
+    compress: /^(zlib|lzo|zstd|no)(:\d{1,2})?$/,
+    'compress-force': /^(zlib|lzo|zstd)(:\d{1,2})?$/,
+    space_cache: /^v[12]$/,
+  },
+};
+/** What any supported filesystem takes: the check while the filesystem is not known yet. */
+const ANY_FLAGS = new Set([...COMMON_FLAGS, ...Object.values(FS_FLAGS).flat()]);
+const ANY_FLAG_VALUES: Record<string, RegExp> = Object.assign({}, ...Object.values(FS_FLAG_VALUES));
 
 // Mount flags MAY carry sensitive values (the spec says so), so a refusal names the flag
 // by its position and option name only, never its value.
-export function checkMountFlags(flags: string[]): void {
+/** Checks mount flags, for `fsType` when known ('' = any supported filesystem). */
+export function checkMountFlags(flags: string[], fsType = ''): void {
+  const known = isSupportedFs(fsType);
+  const plain = known ? new Set([...COMMON_FLAGS, ...FS_FLAGS[fsType]]) : ANY_FLAGS;
+  const valued = known ? FS_FLAG_VALUES[fsType] : ANY_FLAG_VALUES;
+  const forFs = known ? ` for ${fsType}` : '';
   flags.forEach((f, i) => {
     if (typeof f !== 'string' || f.length === 0 || f.length > 64 || /[\s,\0]/.test(f)) {
       throw invalidArgument(`mount flag #${i + 1} is not allowed: one option per entry, at most 64 characters, no commas or spaces`);
     }
     const eq = f.indexOf('=');
     if (eq < 0) {
-      if (!MOUNT_FLAGS.has(f)) {
-        throw invalidArgument(`mount flag #${i + 1} (${/^[a-z_]{1,20}$/.test(f) ? f : 'unnamed'}) is not allowed; allowed: ${[...MOUNT_FLAGS].join(', ')}, ${Object.keys(MOUNT_FLAG_VALUES).map((k) => k + '=…').join(', ')}`);
+      if (!plain.has(f)) {
+        throw invalidArgument(`mount flag #${i + 1} (${/^[a-z_]{1,20}$/.test(f) ? f : 'unnamed'}) is not allowed${forFs}; allowed: ${[...plain].join(', ')}, ${Object.keys(valued).map((k) => k + '=…').join(', ')}`);
       }
     } else {
       const key = f.slice(0, eq);
-      const re = MOUNT_FLAG_VALUES[key];
-      if (!re || !re.test(f.slice(eq + 1))) throw invalidArgument(`mount flag #${i + 1} (${re ? key + '=…' : 'an option with a value'}) is not allowed`);
+      const re = Object.hasOwn(valued, key) ? valued[key] : undefined;
+      if (!re || !re.test(f.slice(eq + 1))) throw invalidArgument(`mount flag #${i + 1} (${Object.hasOwn(ANY_FLAG_VALUES, key) ? key + '=…' : 'an option with a value'}) is not allowed${forFs}`);
     }
   });
 }
@@ -123,7 +144,7 @@ export function checkCapability(cap: Capability | null | undefined, field = 'vol
   const mountFlags = cap.mount?.mount_flags ?? [];
   if (accessType === 'mount') {
     checkFsType(fsType);
-    checkMountFlags(mountFlags);
+    checkMountFlags(mountFlags, fsType);
     if (cap.mount?.volume_mount_group) throw invalidArgument(`${field}.mount.volume_mount_group is not supported (no VOLUME_MOUNT_GROUP capability)`);
   }
   return { accessType, mode, fsType, mountFlags };

@@ -14,6 +14,7 @@ import {
   type Capability,
 } from '../../driver/validate.js';
 import { CsiError } from '../../driver/errors.js';
+import { loadCsi } from '../../proto/load.js';
 
 /** The CsiError a call throws (fails the test if it does not throw one). */
 function errOf(fn: () => unknown): CsiError {
@@ -70,7 +71,25 @@ describe('checkName', () => {
   });
 
   it('accepts ordinary names, including non-ASCII letters', () => {
-    for (const n of ['pvc-0b4f1c1e-1234', 'a', 'Volume.Name_1', 'données']) expect(() => checkName(n)).not.toThrow();
+    for (const n of ['pvc-0b4f1c1e-1234', 'a', 'Volume.Name_1', 'données', 'emoji-\u{1F600}']) expect(() => checkName(n)).not.toThrow();
+  });
+
+  it('refuses a name whose bytes are not UTF-8, as the gRPC server decodes it (#11 item 14)', () => {
+    // A CreateVolumeRequest as it arrives: proto-loader's deserializer turns the bytes
+    // 0xff 0xfe into U+FFFD U+FFFD, the same string as the valid name "pvc-\uFFFD\uFFFD"
+    // (and so the same derived volume ID) unless such names are refused.
+    const { requestSerialize, requestDeserialize } = (loadCsi().csi.v1.Controller as any).service.CreateVolume;
+    const wire: Buffer = requestSerialize({ name: 'pvc-ZZ' });
+    const at = wire.indexOf('ZZ');
+    wire[at] = 0xff;
+    wire[at + 1] = 0xfe;
+    const name: string = requestDeserialize(wire).name;
+    expect(name).toBe(requestDeserialize(requestSerialize({ name: 'pvc-\uFFFD\uFFFD' })).name);
+    for (const n of [name, 'pvc-\uFFFD', 'pvc-\uD800x', 'pvc-\uDC00']) {
+      const e = errOf(() => checkName(n));
+      expect(e.code).toBe(status.INVALID_ARGUMENT);
+      expect(e.message).toMatch(/UTF-8/);
+    }
   });
 });
 
@@ -164,6 +183,41 @@ describe('checkMountFlags', () => {
 
   it('lists the allowed flags when one is unknown', () => {
     expect(errOf(() => checkMountFlags(['exec'])).message).toMatch(/allowed: .*noexec/);
+  });
+});
+
+describe('checkMountFlags per filesystem (#11 item 14)', () => {
+  it.each([
+    ['xfs', 'data=journal'],
+    ['xfs', 'commit=30'],
+    ['xfs', 'user_xattr'],
+    ['xfs', 'compress=zstd'],
+    ['xfs', 'nobarrier'],
+    ['ext4', 'logbufs=8'],
+    ['ext4', 'nouuid'],
+    ['ext4', 'compress=zstd'],
+    ['ext3', 'inode64'],
+    ['btrfs', 'data=journal'],
+    ['btrfs', 'logbsize=256k'],
+  ])('refuses a flag %s does not take (%s) with INVALID_ARGUMENT naming the filesystem', (fs, flag) => {
+    const e = errOf(() => checkMountFlags(['noatime', flag], fs));
+    expect(e.code).toBe(status.INVALID_ARGUMENT);
+    expect(e.message).toContain(`not allowed for ${fs}`);
+    expect(() => checkMountFlags(['noatime', flag])).not.toThrow(); // fine while the filesystem is unknown
+  });
+
+  it.each([
+    ['ext4', ['data=journal', 'commit=30', 'user_xattr', 'nobarrier', 'discard', 'noatime']],
+    ['ext3', ['data=writeback', 'acl']],
+    ['xfs', ['logbufs=8', 'logbsize=256k', 'allocsize=64m', 'nouuid', 'inode64', 'discard', 'nosuid']],
+    ['btrfs', ['compress=zstd:3', 'compress-force=lzo', 'space_cache=v2', 'commit=60', 'nodiscard', 'ro']],
+  ])('accepts what %s takes', (fs, flags) => {
+    expect(() => checkMountFlags(flags, fs)).not.toThrow();
+  });
+
+  it('checkCapability checks the flags against the capability\'s filesystem', () => {
+    expect(errOf(() => checkCapability(mountCap({ fs_type: 'xfs', mount_flags: ['data=journal'] }))).code).toBe(status.INVALID_ARGUMENT);
+    expect(checkCapability(mountCap({ fs_type: 'ext4', mount_flags: ['data=journal'] })).mountFlags).toEqual(['data=journal']);
   });
 });
 
