@@ -180,6 +180,7 @@ export class OursSubject extends CsiSubject {
         '--data-dir', path.join(this.opts.dir, 'data'),
         '--data-pool-size', String(this.opts.poolBytes),
         '--state-dir', path.join(this.opts.dir, 'node'),
+        '--allowed-path-root', this.workDir,
         '--max-volumes-per-node', '0',
         '--default-fs-type', this.opts.fsType,
         '--log-level', 'warn',

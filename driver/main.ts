@@ -12,6 +12,7 @@ import { ControllerService } from './controller.js';
 import { GroupControllerService } from './groupcontroller.js';
 import { NodeService } from './node.js';
 import { NodeStateStore } from './nodestate.js';
+import { DEFAULT_PATH_ROOTS } from './host/paths.js';
 import { LoopBackend } from './backends/loop/index.js';
 import { LvmBackend } from './backends/lvm/index.js';
 import { rbdBackendFromFlags } from './backends/rbd/index.js';
@@ -35,6 +36,7 @@ const USAGE = `tscsi-driver: a CSI driver (spec v1.12) with loop, LVM and Ceph R
   --max-volume-size SIZE         largest single volume (default 16Ti)
   --state-dir DIR                node state (default /var/lib/tscsi/node)
   --max-volumes-per-node N       attach limit reported by NodeGetInfo (default 256; 0 = none)
+  --allowed-path-root DIR        node service: stage and publish only below DIR (repeatable; default /var/lib/kubelet)
   --lvm-volume-groups VG[,VG]    enable the lvm backend on these volume groups (the only ones it touches)
   --lvm-devices DEV[,DEV]        their physical volumes (default: found by one scan at start)
   --lvm-mode auto|dm|nodm        device-mapper or loop windows over the PVs (default auto: /proc/misc)
@@ -63,6 +65,7 @@ async function main(): Promise<void> {
       'max-volume-size': { type: 'string', default: '16Ti' },
       'state-dir': { type: 'string', default: '/var/lib/tscsi/node' },
       'max-volumes-per-node': { type: 'string', default: '256' },
+      'allowed-path-root': { type: 'string', multiple: true },
       'lvm-volume-groups': { type: 'string' },
       'lvm-devices': { type: 'string' },
       'lvm-mode': { type: 'string', default: 'auto' },
@@ -95,6 +98,11 @@ async function main(): Promise<void> {
   const maxChildren = Number(values['max-child-processes']);
   if (!Number.isInteger(maxChildren) || maxChildren < 1) throw new Error('--max-child-processes must be a whole number of at least 1');
   setMaxChildProcesses(maxChildren);
+
+  const pathRoots = values['allowed-path-root'] ?? DEFAULT_PATH_ROOTS;
+  for (const r of pathRoots) {
+    if (!path.isAbsolute(r) || path.normalize(r) === '/') throw new Error(`--allowed-path-root ${r} must be an absolute directory other than /`);
+  }
 
   const pkg = createRequire(import.meta.url)('../../package.json') as { version: string };
   const config: DriverConfig = {
@@ -158,13 +166,13 @@ async function main(): Promise<void> {
       identity: new IdentityService(ctx, [dataDir, config.nodeStateDir]),
       controller: mode !== 'node' ? new ControllerService(ctx) : undefined,
       groupController: mode !== 'node' ? new GroupControllerService(ctx) : undefined,
-      node: mode !== 'controller' ? new NodeService(ctx, nodeState) : undefined,
+      node: mode !== 'controller' ? new NodeService(ctx, nodeState, pathRoots) : undefined,
     },
     log,
     { maxConcurrentRpcs: maxRpcs },
   );
   await server.listen(values.endpoint!);
-  log.info({ driver: config.driverName, version: config.version, nodeId: config.nodeId, mode }, 'driver started');
+  log.info({ driver: config.driverName, version: config.version, nodeId: config.nodeId, mode, pathRoots }, 'driver started');
 
   let stopping = false;
   const stop = (signal: string) => {

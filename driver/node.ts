@@ -6,7 +6,8 @@ import path from 'node:path';
 import type { Backend, VolumeRecord } from './backends/backend.js';
 import { DriverContext, backendCall } from './context.js';
 import { invalidArgument, notFound, alreadyExists, failedPrecondition, outOfRange } from './errors.js';
-import { checkCapability, checkPath, checkStringMap, parseRange, READ_ONLY_MODES, type Capability } from './validate.js';
+import { checkCapability, checkMountFlags, checkPath, checkStringMap, parseRange, READ_ONLY_MODES, type Capability, type CheckedCapability } from './validate.js';
+import { resolveUnderRoots, locateUnderRoots, isEmptyDir, DEFAULT_PATH_ROOTS } from './host/paths.js';
 import * as mnt from './host/mount.js';
 import * as fsx from './host/fs.js';
 import { deviceSize } from './host/loop.js';
@@ -15,13 +16,6 @@ import { NodeStateStore, type NodeVolumeState } from './nodestate.js';
 import type * as T from '../proto/types.js';
 
 export const NODE_CAPABILITIES = ['STAGE_UNSTAGE_VOLUME', 'GET_VOLUME_STATS', 'EXPAND_VOLUME', 'VOLUME_CONDITION', 'SINGLE_NODE_MULTI_WRITER'] as const;
-
-async function pathExists(p: string): Promise<boolean> {
-  return fs.lstat(p).then(
-    () => true,
-    () => false,
-  );
-}
 
 /** ext* keeps its size in the superblock; read it to know whether an offline grow is due. */
 async function extFilesystemBytes(device: string): Promise<bigint | undefined> {
@@ -35,6 +29,8 @@ export class NodeService {
   constructor(
     private readonly ctx: DriverContext,
     private readonly state: NodeStateStore,
+    /** The only directories NodeStage/NodePublish mount below (kubelet's by default). */
+    private readonly roots: readonly string[] = DEFAULT_PATH_ROOTS,
   ) {}
 
   async NodeGetCapabilities(): Promise<T.NodeGetCapabilitiesResponse> {
@@ -54,6 +50,34 @@ export class NodeService {
     return this.ctx.mustFindVolume(id);
   }
 
+  /** The device number of the volume's device on this node, when it is attached. */
+  private async devnoOf(backend: Backend, vol: VolumeRecord): Promise<{ device?: string; devno?: string }> {
+    const device = await backend.attachedDevice(vol);
+    return { device, devno: device ? await mnt.deviceNumber(device) : undefined };
+  }
+
+  /**
+   * Where NodeUnstage/NodeUnpublish look for their mount: below a root without following
+   * symlinks; outside the roots (a record of an older version) the path as given, which is
+   * safe because only a mount of the volume's own device is ever unmounted.
+   */
+  private async releasePath(p: string, field: string): Promise<string> {
+    return (await locateUnderRoots(p, this.roots, field))?.real ?? p;
+  }
+
+  /** Our mounts at `where`, top first, are unmounted; a foreign one on top stops us. */
+  private async unmountOurs(where: string, devno: string | undefined, volId: string): Promise<void> {
+    for (let i = 0; i < 16; i++) {
+      const m = await mnt.mountAt(where);
+      if (!m) return;
+      if (!(await mnt.isMountOf(m, devno))) throw failedPrecondition(`${where} has ${m.source} mounted, which is not volume ${volId}; not touching it`);
+      await mnt.umount(where).catch((err) => {
+        throw hostFailure(`unmounting ${where}`, err);
+      });
+    }
+    throw failedPrecondition(`${where} still has volume ${volId} mounted after 16 unmounts`);
+  }
+
   async NodeStageVolume(req: T.NodeStageVolumeRequest__Output): Promise<T.NodeStageVolumeResponse> {
     if (!req.volume_id) throw invalidArgument('volume_id is required');
     const staging = checkPath(req.staging_target_path, 'staging_target_path');
@@ -68,33 +92,40 @@ export class NodeService {
     if (cap.accessType === 'mount' && vol.fsType && fsType !== vol.fsType) {
       throw failedPrecondition(`volume ${vol.id} holds ${vol.fsType}; it cannot be staged as ${fsType}`);
     }
+    if (cap.accessType === 'mount') checkMountFlags(cap.mountFlags, fsType);
 
     return this.ctx.locks.with([vol.id], 'NodeStageVolume', async () => {
       const prev = await this.state.get(vol.id);
       if (prev && prev.stagingPath !== staging) {
         throw alreadyExists(`volume ${vol.id} is already staged at ${prev.stagingPath}, not ${staging}`);
       }
-      const device = await backendCall(() => backend.attach(vol, req.secrets ?? {}));
-      const record: NodeVolumeState = prev ?? {
-        volumeId: vol.id,
-        stagingPath: staging,
-        accessType: cap.accessType,
-        fsType,
-        mountFlags: cap.mountFlags,
-        mode: cap.mode,
-        publications: {},
-      };
-      // Recorded before mounting: a crash after the mount still finds its way to unstage.
-      if (!prev) await this.state.put(record);
-      if (cap.accessType === 'block') return {};
-
-      const existing = await mnt.mountAt(staging);
+      // Everything about the path is settled before anything is recorded or attached: a
+      // refusal leaves nothing behind.
+      const where = await resolveUnderRoots(staging, this.roots, 'staging_target_path');
+      const existing = where.stat?.isDirectory() ? await mnt.mountAt(where.real) : undefined;
       if (existing) {
-        if (existing.source !== device) throw alreadyExists(`staging path ${staging} already has ${existing.source} mounted on it`);
+        if (!(await mnt.isMountOf(existing, (await this.devnoOf(backend, vol)).devno))) {
+          throw alreadyExists(`staging path ${staging} already has ${existing.source} mounted on it`);
+        }
+        if (!prev) await this.state.put(this.stageRecord(vol.id, staging, cap, fsType));
         return {};
       }
+      if (where.stat && !where.stat.isDirectory()) throw failedPrecondition(`staging_target_path ${staging} exists and is not a directory`);
+      if (where.stat && !(await isEmptyDir(where.real))) throw failedPrecondition(`staging_target_path ${staging} is not an empty directory; refusing to mount over what it holds`);
+
+      const wasAttached = (await backend.attachedDevice(vol)) !== undefined;
+      // Recorded before attaching: a crash after the attach or the mount still finds its way
+      // to NodeUnstage, which undoes both.
+      if (!prev) await this.state.put(this.stageRecord(vol.id, staging, cap, fsType));
+      let createdDir = false;
+      let mounted = false;
       try {
-        await fs.mkdir(staging, { recursive: true });
+        const device = await backendCall(() => backend.attach(vol, req.secrets ?? {}));
+        if (cap.accessType === 'block') return {};
+        if (!where.stat) {
+          await fs.mkdir(where.real, { recursive: true, mode: 0o750 });
+          createdDir = true;
+        }
         const found = await fsx.probe(device);
         if (!found) {
           await fsx.mkfs(device, fsType as fsx.FsType, mkfsArgs(vol.parameters));
@@ -104,13 +135,34 @@ export class NodeService {
           const fsBytes = await extFilesystemBytes(device);
           if (fsBytes !== undefined && fsBytes < (await deviceSize(device))) await fsx.growOffline(device, fsType);
         }
-        await mnt.mount(device, staging, fsType, [...fsx.implicitMountOptions(fsType), ...cap.mountFlags]);
-        if (fsType === 'xfs' || fsType === 'btrfs') await fsx.growOnline(device, fsType, staging);
+        await mnt.mount(device, where.real, fsType, [...fsx.implicitMountOptions(fsType), ...cap.mountFlags]);
+        mounted = true;
+        if (fsType === 'xfs' || fsType === 'btrfs') await fsx.growOnline(device, fsType, where.real);
       } catch (err) {
+        await this.undoStage(backend, vol, { path: where.real, mounted, createdDir, wasAttached, recorded: !prev });
         throw hostFailure(`staging volume ${vol.id} at ${staging}`, err);
       }
       return {};
     });
+  }
+
+  private stageRecord(volumeId: string, stagingPath: string, cap: CheckedCapability, fsType: string): NodeVolumeState {
+    return { volumeId, stagingPath, accessType: cap.accessType, fsType, mountFlags: cap.mountFlags, mode: cap.mode, publications: {} };
+  }
+
+  /**
+   * Takes back what a failed NodeStage did, last step first. What cannot be taken back stays
+   * recorded, so NodeUnstage can finish it.
+   */
+  private async undoStage(backend: Backend, vol: VolumeRecord, done: { path: string; mounted: boolean; createdDir: boolean; wasAttached: boolean; recorded: boolean }): Promise<void> {
+    try {
+      if (done.mounted) await mnt.umount(done.path);
+      if (!done.wasAttached) await backend.detach(vol);
+      if (done.recorded) await this.state.remove(vol.id);
+      if (done.createdDir) await fs.rmdir(done.path).catch(() => undefined);
+    } catch (err) {
+      this.ctx.log.warn({ volumeId: vol.id, err: err instanceof Error ? err.message : String(err) }, 'could not undo a failed NodeStageVolume; NodeUnstageVolume will finish it');
+    }
   }
 
   async NodeUnstageVolume(req: T.NodeUnstageVolumeRequest__Output): Promise<T.NodeUnstageVolumeResponse> {
@@ -127,14 +179,9 @@ export class NodeService {
       }
       const pubs = Object.keys(cur?.publications ?? {});
       if (pubs.length > 0) throw failedPrecondition(`volume ${vol.id} is still published at ${pubs.join(', ')}: NodeUnpublishVolume first`);
-      const device = await backend.attachedDevice(vol);
-      const m = await mnt.mountAt(staging);
-      if (m) {
-        if (!device || m.source !== device) throw failedPrecondition(`${staging} has ${m.source} mounted, which is not volume ${vol.id}`);
-        await mnt.umount(staging).catch((err) => {
-          throw hostFailure(`unmounting ${staging}`, err);
-        });
-      }
+      const { device, devno } = await this.devnoOf(backend, vol);
+      // Only a mount of this volume's own device is ever unmounted.
+      await this.unmountOurs(await this.releasePath(staging, 'staging_target_path'), devno, vol.id);
       if (device) {
         const still = await mnt.mountsOf(device);
         if (still.length > 0) throw failedPrecondition(`volume ${vol.id} (${device}) is still mounted at ${still.map((x) => x.target).join(', ')}`);
@@ -160,38 +207,69 @@ export class NodeService {
     return this.ctx.locks.with([vol.id], 'NodePublishVolume', async () => {
       const st = await this.state.get(vol.id);
       if (!st || st.stagingPath !== staging) throw failedPrecondition(`volume ${vol.id} is not staged at ${staging}: NodeStageVolume first`);
-      const device = await backend.attachedDevice(vol);
+      if (cap.accessType === 'mount') checkMountFlags(cap.mountFlags, st.fsType);
+      const { device, devno } = await this.devnoOf(backend, vol);
       if (!device) throw failedPrecondition(`volume ${vol.id} is not attached on this node: NodeStageVolume again`);
       const mine = st.publications[target];
       const others = Object.keys(st.publications).filter((t) => t !== target);
       if (others.length > 0 && (cap.mode === 'SINGLE_NODE_SINGLE_WRITER' || others.some((t) => st.publications[t].mode === 'SINGLE_NODE_SINGLE_WRITER'))) {
         throw failedPrecondition(`volume ${vol.id} is SINGLE_NODE_SINGLE_WRITER and already published at ${others.join(', ')}`);
       }
-      const existing = await mnt.mountAt(target);
+      const where = await resolveUnderRoots(target, this.roots, 'target_path');
+      const existing = where.stat ? await mnt.mountAt(where.real) : undefined;
       if (existing) {
-        const same = cap.accessType === 'block' ? mnt.bindSourceDevice(existing) === device : existing.source === device;
-        if (!same) throw alreadyExists(`target ${target} already has ${existing.source} mounted on it`);
+        if (!(await mnt.isMountOf(existing, devno))) throw alreadyExists(`target ${target} already has ${existing.source} mounted on it`);
         if (existing.options.includes('ro') !== readonly || (mine && mine.mode !== cap.mode)) {
           throw alreadyExists(`volume ${vol.id} is already published at ${target} with readonly=${existing.options.includes('ro')}`);
         }
-      } else {
-        try {
-          if (cap.accessType === 'block') {
-            await fs.mkdir(path.dirname(target), { recursive: true });
-            await (await fs.open(target, 'a', 0o600)).close();
-            await mnt.bindMount(device, target, readonly);
-          } else {
-            if (!(await mnt.mountAt(staging))) throw failedPrecondition(`staging path ${staging} of volume ${vol.id} is not mounted: NodeStageVolume again`);
-            await fs.mkdir(target, { recursive: true, mode: 0o750 });
-            const extra = cap.mountFlags.filter((f) => ['nosuid', 'nodev', 'noexec', 'noatime', 'nodiratime', 'relatime'].includes(f));
-            await mnt.bindMount(staging, target, readonly, extra);
-          }
-        } catch (err) {
-          throw hostFailure(`publishing volume ${vol.id} at ${target}`, err);
+        if (!mine) {
+          st.publications[target] = { readonly, mode: cap.mode, created: false };
+          await this.state.put(st);
         }
+        return {};
       }
-      st.publications[target] = { readonly, mode: cap.mode };
+      // Nothing mounted: the target must be absent (we make it) or the empty place the CO made.
+      if (cap.accessType === 'block') {
+        if (where.stat && !(where.stat.isFile() && where.stat.size === 0)) throw failedPrecondition(`target_path ${target} exists and is not an empty regular file; a block volume is bind-mounted onto a file`);
+      } else {
+        if (where.stat && !where.stat.isDirectory()) throw failedPrecondition(`target_path ${target} exists and is not a directory`);
+        if (where.stat && !(await isEmptyDir(where.real))) throw failedPrecondition(`target_path ${target} is not an empty directory; refusing to mount over what it holds`);
+      }
+      let stagedAt: string | undefined;
+      if (cap.accessType === 'mount') {
+        const sm = await mnt.mountAt(staging);
+        if (!sm || !(await mnt.isMountOf(sm, devno))) throw failedPrecondition(`staging path ${staging} of volume ${vol.id} is not mounted: NodeStageVolume again`);
+        stagedAt = sm.target;
+      }
+      // Recorded first, with whether we make the target: a crash at any later line leaves
+      // something NodeUnpublish knows to remove.
+      const created = !where.stat || mine?.created === true;
+      st.publications[target] = { readonly, mode: cap.mode, created };
       await this.state.put(st);
+      let madeNow = false;
+      try {
+        if (cap.accessType === 'block') {
+          if (!where.stat) {
+            await fs.mkdir(path.dirname(where.real), { recursive: true, mode: 0o750 });
+            await (await fs.open(where.real, 'wx', 0o600)).close();
+            madeNow = true;
+          }
+          await mnt.bindMount(device, where.real, readonly);
+        } else {
+          if (!where.stat) {
+            await fs.mkdir(where.real, { recursive: true, mode: 0o750 });
+            madeNow = true;
+          }
+          const extra = cap.mountFlags.filter((f) => ['nosuid', 'nodev', 'noexec', 'noatime', 'nodiratime', 'relatime'].includes(f));
+          await mnt.bindMount(stagedAt!, where.real, readonly, extra);
+        }
+      } catch (err) {
+        if (madeNow) await fs.rm(where.real, { force: true, recursive: false }).catch(() => fs.rmdir(where.real).catch(() => undefined));
+        if (mine) st.publications[target] = mine;
+        else delete st.publications[target];
+        await this.state.put(st);
+        throw hostFailure(`publishing volume ${vol.id} at ${target}`, err);
+      }
       return {};
     });
   }
@@ -204,19 +282,20 @@ export class NodeService {
     const { backend, vol } = found;
     return this.ctx.locks.with([vol.id], 'NodeUnpublishVolume', async () => {
       const st = await this.state.get(vol.id);
-      const device = await backend.attachedDevice(vol);
-      const m = await mnt.mountAt(target);
-      if (m) {
-        const ours = device !== undefined && (m.source === device || mnt.bindSourceDevice(m) === device);
-        if (!ours) throw failedPrecondition(`${target} has ${m.source} mounted, which is not volume ${vol.id}; not touching it`);
-        await mnt.umount(target).catch((err) => {
-          throw hostFailure(`unmounting ${target}`, err);
+      const pub = st?.publications[target];
+      const { devno } = await this.devnoOf(backend, vol);
+      const where = await this.releasePath(target, 'target_path');
+      await this.unmountOurs(where, devno, vol.id);
+      // Only what NodePublish made is removed, and only if it still is a plain directory or
+      // file (never through a symlink); a target the CO made is the CO's.
+      if (pub?.created) {
+        const stat = await fs.lstat(where).catch(() => undefined);
+        const removed = stat?.isDirectory() ? fs.rmdir(where) : stat?.isFile() ? fs.unlink(where) : Promise.resolve();
+        await removed.catch((err: unknown) => {
+          this.ctx.log.warn({ volumeId: vol.id, target, err: err instanceof Error ? err.message : String(err) }, 'could not remove the target NodePublish made; leaving it to the CO');
         });
       }
-      const stat = await fs.lstat(target).catch(() => undefined);
-      if (stat?.isDirectory()) await fs.rmdir(target);
-      else if (stat?.isFile() && st?.publications[target]) await fs.unlink(target);
-      if (st?.publications[target]) {
+      if (st && pub) {
         delete st.publications[target];
         await this.state.put(st);
       }
@@ -232,12 +311,14 @@ export class NodeService {
     const p = req.volume_path;
     if (!st || (st.stagingPath !== p && !st.publications[p])) throw notFound(`volume ${vol.id} is neither staged nor published at ${p}`);
     const health = await backend.volumeHealth(vol);
-    const device = await backend.attachedDevice(vol);
+    const { device, devno } = await this.devnoOf(backend, vol);
     if (!device) return { usage: [], volume_condition: { abnormal: true, message: `volume ${vol.id} is not attached on this node any more` } };
+    // A block volume's staging path holds nothing; everywhere else the volume is a mount.
+    const m = vol.accessType === 'block' && p === st.stagingPath ? undefined : await mnt.mountAt(p);
+    if (m && !(await mnt.isMountOf(m, devno))) throw notFound(`${p} has ${m.source} mounted, not volume ${vol.id}`);
     if (vol.accessType === 'block') {
       return { usage: [{ total: (await deviceSize(device)).toString(), unit: 'BYTES' }], volume_condition: health };
     }
-    const m = await mnt.mountAt(p);
     if (!m) return { usage: [], volume_condition: { abnormal: true, message: `${p} is not mounted any more` } };
     const s = await fsx.stats(p);
     return {
@@ -255,20 +336,29 @@ export class NodeService {
     const range = parseRange(req.capacity_range);
     if (req.volume_capability) checkCapability(req.volume_capability as Capability);
     const { backend, vol } = await this.volume(req.volume_id);
+    const p = checkPath(req.volume_path, 'volume_path');
     if (range.required > vol.capacityBytes) {
       throw outOfRange(`volume ${vol.id} is ${vol.capacityBytes} bytes; ControllerExpandVolume must grow it to ${range.required} first`);
     }
     return this.ctx.locks.with([vol.id], 'NodeExpandVolume', async () => {
-      const device = await backend.attachedDevice(vol);
+      const st = await this.state.get(vol.id);
+      if (!st || (st.stagingPath !== p && !st.publications[p])) throw notFound(`volume ${vol.id} is neither staged nor published at ${p}`);
+      const { device, devno } = await this.devnoOf(backend, vol);
       if (!device) throw failedPrecondition(`volume ${vol.id} is not staged on this node`);
       try {
         await backend.refreshDevice(vol, device);
         if (vol.accessType === 'mount') {
-          const st = await this.state.get(vol.id);
-          const where = st?.stagingPath && (await mnt.mountAt(st.stagingPath)) ? st.stagingPath : req.volume_path;
-          const m = await mnt.mountAt(where);
-          if (!m) throw failedPrecondition(`volume ${vol.id} is not mounted at ${where}`);
-          await fsx.growOnline(device, m.fstype, where);
+          // Grown where it is mounted from its own device, never at whatever else is mounted at a path.
+          let m: mnt.MountEntry | undefined;
+          for (const where of [st.stagingPath, p]) {
+            const e = await mnt.mountAt(where);
+            if (e && (await mnt.isMountOf(e, devno))) {
+              m = e;
+              break;
+            }
+          }
+          if (!m) throw failedPrecondition(`volume ${vol.id} is not mounted at ${st.stagingPath} or ${p}: NodeStageVolume again`);
+          await fsx.growOnline(device, m.fstype, m.target);
         }
       } catch (err) {
         throw hostFailure(`expanding volume ${vol.id}`, err);

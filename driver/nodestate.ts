@@ -8,6 +8,11 @@ import type { AccessType } from './backends/backend.js';
 export interface NodePublication {
   readonly: boolean;
   mode: string;
+  /**
+   * NodePublish made the target (directory or file) itself, so NodeUnpublish removes it;
+   * a target the CO made is left alone. Absent in records of older versions: not ours.
+   */
+  created?: boolean;
 }
 
 export interface NodeVolumeState {

@@ -7,6 +7,10 @@ export interface MountEntry {
   source: string;
   fstype: string;
   options: string[];
+  /** "major:minor" of the mounted filesystem's device (anonymous 0:N for btrfs, tmpfs, ...). */
+  devno: string;
+  /** The directory of that filesystem mounted here ("/" unless a bind of a part of it). */
+  root: string;
 }
 
 const unescape = (s: string) => s.replace(/\\([0-7]{3})/g, (_, o: string) => String.fromCharCode(parseInt(o, 8)));
@@ -28,6 +32,8 @@ async function mountTable(): Promise<Array<MountEntry & { device: string }>> {
     const root = unescape(f[3]);
     const device = unescape(f[sep + 2]);
     out.push({
+      devno: f[2],
+      root,
       target: unescape(f[4]),
       source: root === '/' ? device : `${device}[${root}]`,
       device,
@@ -42,24 +48,55 @@ async function canonical(p: string): Promise<string> {
   return fs.realpath(p).catch(() => p);
 }
 
+const strip = ({ target, source, fstype, options, devno, root }: MountEntry): MountEntry => ({ target, source, fstype, options, devno, root });
+
 /** The mount whose mount point is exactly `target` (the top one when stacked), if any. */
 export async function mountAt(target: string): Promise<MountEntry | undefined> {
+  const all = await mountsAt(target);
+  return all[all.length - 1];
+}
+
+/** Every mount stacked on `target`, bottom first. */
+export async function mountsAt(target: string): Promise<MountEntry[]> {
   const t = await canonical(target);
-  const all = (await mountTable()).filter((m) => m.target === t);
-  const top = all[all.length - 1];
-  return top && { target: top.target, source: top.source, fstype: top.fstype, options: top.options };
+  return (await mountTable()).filter((m) => m.target === t).map(strip);
+}
+
+/**
+ * "major:minor" of a block device node, symlinks followed: the one name of a device that
+ * mountinfo and every path to it (/dev/vg/lv, /dev/mapper/vg-lv, /dev/dm-3) agree on.
+ */
+export async function deviceNumber(device: string): Promise<string | undefined> {
+  const st = await fs.stat(device, { bigint: true }).catch(() => undefined);
+  if (!st?.isBlockDevice()) return undefined;
+  const r = st.rdev;
+  const major = ((r >> 8n) & 0xfffn) | ((r >> 32n) & ~0xfffn);
+  const minor = (r & 0xffn) | ((r >> 12n) & ~0xffn);
+  return `${major}:${minor}`;
+}
+
+/**
+ * Whether a mount shows `devno`'s filesystem or its device node: a filesystem mounted from
+ * it (mountinfo's maj:min; btrfs shows an anonymous one, so its source is looked up too) or
+ * a bind mount of the device node itself (a published block volume).
+ */
+export async function isMountOf(entry: MountEntry, devno: string | undefined): Promise<boolean> {
+  if (!devno) return false;
+  if (entry.devno === devno) return true;
+  const src = entry.source.replace(/\[.*\]$/, '');
+  if (src.startsWith('/dev/') && (await deviceNumber(src)) === devno) return true;
+  if (entry.fstype === 'devtmpfs' || entry.fstype === 'tmpfs') return (await deviceNumber(entry.target)) === devno;
+  return false;
 }
 
 /** Every mount of a block device (bind mounts of its filesystem included). */
 export async function mountsOf(device: string): Promise<MountEntry[]> {
-  return (await mountTable()).filter((m) => m.device === device).map(({ target, source, fstype, options }) => ({ target, source, fstype, options }));
-}
-
-/** The device a bind mount of `/dev/loopN` shows as source: findmnt prints `devtmpfs[/loopN]` or `udev[/loopN]`. */
-export function bindSourceDevice(entry: MountEntry): string | undefined {
-  const m = /\[(\/[^\]]+)\]$/.exec(entry.source);
-  if (m && (entry.fstype === 'devtmpfs' || entry.fstype === 'tmpfs')) return '/dev' + m[1];
-  return entry.source.startsWith('/dev/') ? entry.source : undefined;
+  const devno = await deviceNumber(device);
+  const out: MountEntry[] = [];
+  for (const m of await mountTable()) {
+    if (m.device === device || (devno && (m.devno === devno || (m.device.startsWith('/dev/') && (await deviceNumber(m.device)) === devno)))) out.push(strip(m));
+  }
+  return out;
 }
 
 export async function mount(source: string, target: string, fstype: string, options: string[]): Promise<void> {

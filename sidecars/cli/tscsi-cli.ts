@@ -55,7 +55,7 @@ async function demo(): Promise<void> {
   const logFile = path.join(dir, 'driver.log');
   const log = await fs.open(logFile, 'a');
   process.stdout.write(`starting the driver: ${DRIVER}\n  socket ${socket}\n  data   ${data} (an XFS pool image, so snapshots are reflinks)\n  log    ${logFile}\n\n`);
-  const driver = spawn(process.execPath, [DRIVER, '--endpoint', `unix://${socket}`, '--node-id', os.hostname(), '--data-dir', data, '--data-pool-size', '10Gi', '--state-dir', path.join(dir, 'node')], {
+  const driver = spawn(process.execPath, [DRIVER, '--endpoint', `unix://${socket}`, '--node-id', os.hostname(), '--data-dir', data, '--data-pool-size', '10Gi', '--state-dir', path.join(dir, 'node'), '--allowed-path-root', path.join(dir, 'staging'), '--allowed-path-root', path.join(dir, 'pod')], {
     stdio: ['ignore', 'ignore', log.fd],
   });
   await log.close();

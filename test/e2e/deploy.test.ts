@@ -113,6 +113,8 @@ async function writeOverlay(apiPort: string, healthPort: number): Promise<void> 
     const d = idx(spec.containers, 'driver');
     ops.push({ op: 'replace', path: `${P}/containers/${d}/volumeMounts/${idx(spec.containers[d].volumeMounts, 'kubelet-dir')}/mountPath`, value: kubelet });
     ops.push({ op: 'replace', path: `${P}/containers/${d}/ports/${idx(spec.containers[d].ports, 'healthz')}/containerPort`, value: healthPort });
+    // kubelet's root is not /var/lib/kubelet here: the driver may stage and publish only below it.
+    ops.push({ op: 'add', path: `${P}/containers/${d}/args/-`, value: `--allowed-path-root=${kubelet}` });
     const r = idx(spec.containers, 'registrar');
     ops.push({
       op: 'replace',

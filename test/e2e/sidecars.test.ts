@@ -39,7 +39,7 @@ async function volumeIds(): Promise<string[]> {
 beforeAll(async () => {
   await env.up();
   const socket = path.join(env.kubeletDir, 'plugins', DRIVER, 'csi.sock');
-  driver = await DriverHarness.start({ socketPath: socket, nodeId: NODE_NAME, extraArgs: ['--default-fs-type', 'ext4'] });
+  driver = await DriverHarness.start({ socketPath: socket, nodeId: NODE_NAME, pathRoots: [env.kubeletDir], extraArgs: ['--default-fs-type', 'ext4'] });
   const kc = ['--kubeconfig', env.kubeconfig];
   env.start('registrar', [sidecar('registrar'), '--csi-address', socket, '--kubelet-registration-path', socket, '--plugin-registration-dir', path.join(env.kubeletDir, 'plugins_registry')]);
   env.start('provisioner', [sidecar('provisioner'), '--csi-address', socket, ...kc, '--leader-election', '--http-endpoint', `127.0.0.1:${HTTP_PORT}`]);

@@ -79,7 +79,7 @@ class InProcDriver {
         identity: new IdentityService(this.ctx, [dc.nodeStateDir]),
         controller: new ControllerService(this.ctx),
         groupController: new GroupControllerService(this.ctx),
-        node: new NodeService(this.ctx, nodeState),
+        node: new NodeService(this.ctx, nodeState, [path.join(root, 'staging'), path.join(root, 'pods')]),
       },
       log,
     );
@@ -367,7 +367,7 @@ describe('rbd backend on a real Ceph cluster (fuse mapper)', () => {
     await b.init();
     const ctx = new DriverContext(drv!.ctx.config, new Map([['rbd', b]]), log);
     const v = (await drv!.client.Controller.CreateVolume({ name: 'pvc-krbd', parameters: params(), capacity_range: { required_bytes: String(32 * MiB) }, volume_capabilities: [mountCap()] })).volume;
-    const node = new NodeService(ctx, new NodeStateStore(path.join(root, 'driver', 'krbd-node')));
+    const node = new NodeService(ctx, new NodeStateStore(path.join(root, 'driver', 'krbd-node')), [path.join(root, 'staging')]);
     const staging = path.join(root, 'staging', 'krbd');
     await fs.mkdir(staging, { recursive: true });
     const err = await node.NodeStageVolume({ volume_id: v.volume_id, staging_target_path: staging, volume_capability: mountCap() } as never).catch((e) => e);

@@ -17,6 +17,8 @@ export interface DriverOptions {
   nodeId?: string;
   /** Where to serve (default: csi.sock in the harness's own directory). */
   socketPath?: string;
+  /** More --allowed-path-root directories besides the harness's staging/ and pods/. */
+  pathRoots?: string[];
 }
 
 export class DriverHarness {
@@ -39,6 +41,7 @@ export class DriverHarness {
   static async start(opts: DriverOptions = {}): Promise<DriverHarness> {
     if (!existsSync(DRIVER_MAIN)) throw new Error(`${DRIVER_MAIN} missing: run npm run build first`);
     const h = new DriverHarness(await fs.mkdtemp(path.join(os.tmpdir(), 'tscsi-it-')), opts);
+    for (const root of ['staging', 'pods']) await fs.mkdir(path.join(h.dir, root));
     await h.startProcess();
     return h;
   }
@@ -59,6 +62,9 @@ export class DriverHarness {
         '--data-dir', this.dataDir,
         '--data-pool-size', '20Gi',
         '--state-dir', this.stateDir,
+        // Tests stage and publish below these, as kubelet does below /var/lib/kubelet; the
+        // harness's data and state directories stay outside them.
+        ...[path.join(this.dir, 'staging'), path.join(this.dir, 'pods'), ...(this.opts.pathRoots ?? [])].flatMap((r) => ['--allowed-path-root', r]),
         '--log-level', 'debug',
         ...(this.opts.extraArgs ?? []),
       ],

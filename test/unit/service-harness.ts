@@ -47,7 +47,8 @@ export async function startServices(limits: Partial<ServerLimits> = {}): Promise
       identity: new IdentityService(ctx, [dir]),
       controller: new ControllerService(ctx),
       groupController: new GroupControllerService(ctx),
-      node: new NodeService(ctx, state),
+      // Requests stage and publish below dir, as kubelet does below /var/lib/kubelet.
+      node: new NodeService(ctx, state, [dir]),
     },
     log,
     limits,
