@@ -117,7 +117,7 @@ export async function withFrozen<T>(mountpoints: string[], fn: () => Promise<T>)
 export async function mountedFilesystems(devices: string[]): Promise<string[]> {
   const out: string[] = [];
   for (const d of devices) {
-    const fsMount = (await mountsOf(d)).find((m) => m.source === d);
+    const fsMount = (await mountsOf(d)).find((m) => m.root === '/');
     if (fsMount && !out.includes(fsMount.target)) out.push(fsMount.target);
   }
   return out;
@@ -130,7 +130,8 @@ export async function mountedFilesystems(devices: string[]): Promise<string[]> {
 export async function withQuiescedDevices<T>(devices: string[], fn: () => Promise<T>): Promise<T> {
   const freeze: string[] = [];
   for (const d of devices) {
-    const fsMount = (await mountsOf(d)).find((m) => m.source === d);
+    // By root, not by source: mountinfo names /dev/<vg>/<lv> as /dev/mapper/<vg>-<lv>.
+    const fsMount = (await mountsOf(d)).find((m) => m.root === '/');
     if (fsMount) {
       if (!freeze.includes(fsMount.target)) freeze.push(fsMount.target);
     } else {

@@ -20,6 +20,7 @@ import { NodeService } from '../../driver/node.js';
 import { NodeStateStore } from '../../driver/nodestate.js';
 import { LoopBackend } from '../../driver/backends/loop/index.js';
 import type { Backend, VolumeRecord } from '../../driver/backends/backend.js';
+import { mountedFilesystems } from '../../driver/host/freeze.js';
 
 let h: DriverHarness;
 let c: CsiClient;
@@ -317,6 +318,9 @@ describe('devices are matched by major:minor, not by name (#11 item 5)', () => {
       const publish = { volume_id: v.volume_id, staging_target_path: staging, target_path: target, volume_capability: cap } as never;
       await node.NodeStageVolume(stage);
       await node.NodeStageVolume(stage); // a retry finds its own mount under the other name
+      // What a snapshot would freeze: the staged filesystem, found under the device's other name.
+      const link = path.join(dir, 'mapper', `vg-${v.volume_id.slice(-8)}`);
+      expect(await mountedFilesystems([link])).toEqual(kind === 'mount' ? [staging] : []);
       await node.NodePublishVolume(publish);
       await node.NodePublishVolume(publish);
       expect(await codeOf(node.NodeGetVolumeStats({ volume_id: v.volume_id, volume_path: target } as never))).toBe('OK');
