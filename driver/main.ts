@@ -17,7 +17,8 @@ import { LoopBackend } from './backends/loop/index.js';
 import { LvmBackend } from './backends/lvm/index.js';
 import { rbdBackendFromFlags } from './backends/rbd/index.js';
 import type { Backend } from './backends/backend.js';
-import { ensureXfsPool } from './host/pool.js';
+import { ensureXfsPool, releaseXfsPool } from './host/pool.js';
+import { sweepTemporaryFiles, driverTempLocations } from './sweep.js';
 import { parseSize } from './size.js';
 import { setMaxChildProcesses } from './host/exec.js';
 import { isSupportedFs, type FsType } from './host/fs.js';
@@ -133,6 +134,7 @@ async function main(): Promise<void> {
   });
   await loop.init();
   log.info({ dataDir, reflink: loop.reflink }, 'loop backend ready');
+  await sweepTemporaryFiles(driverTempLocations({ nodeStateDir: config.nodeStateDir, dataDir }), log);
   const backends = new Map<string, Backend>([[loop.kind, loop]]);
   if (values['lvm-volume-groups']) {
     const mode = values['lvm-mode']!;
@@ -179,20 +181,47 @@ async function main(): Promise<void> {
     if (stopping) return;
     stopping = true;
     log.info({ signal }, 'shutting down: letting in-flight calls finish');
-    server.shutdown().then(
-      () => {
-        log.info('stopped');
-        log.flush();
-        process.exit(0);
-      },
-      (err: unknown) => {
-        log.error({ err: String(err) }, 'shutdown failed');
-        process.exit(1);
-      },
-    );
+    server
+      .shutdown()
+      .then(async (graceful) => {
+        // After a forced shutdown a call may still be writing into the pool: leave it mounted.
+        if (values['data-pool-size'] && graceful) await releasePoolIfIdle(loop, dataDir, log);
+      })
+      .then(
+        () => {
+          log.info('stopped');
+          log.flush();
+          process.exit(0);
+        },
+        (err: unknown) => {
+          log.error({ err: String(err) }, 'shutdown failed');
+          process.exit(1);
+        },
+      );
   };
   process.on('SIGTERM', () => stop('SIGTERM'));
   process.on('SIGINT', () => stop('SIGINT'));
+}
+
+/**
+ * On a graceful stop the data pool is unmounted and its loop device detached, so the
+ * uninstall steps can remove the data directory; but not while a volume in it is still
+ * attached (staged or published): unmounting would fail (EBUSY) or, lazily, hide the files
+ * under running pods. Then it stays, and the log says which volumes hold it.
+ */
+async function releasePoolIfIdle(loop: LoopBackend, dataDir: string, log: ReturnType<typeof createLogger>): Promise<void> {
+  try {
+    const attached: string[] = [];
+    for (const v of await loop.listVolumes()) if (await loop.attachedDevice(v)) attached.push(v.id);
+    if (attached.length > 0) {
+      log.warn({ dataDir, attached }, 'leaving the data pool mounted: these volumes are still attached on this node');
+      return;
+    }
+    await releaseXfsPool(dataDir);
+    log.info({ dataDir }, 'data pool unmounted and its loop device detached');
+  } catch (err) {
+    log.error({ dataDir, err: err instanceof Error ? err.message : String(err) }, 'could not release the data pool; it stays mounted');
+  }
 }
 
 main().catch((err: unknown) => {

@@ -174,19 +174,23 @@ export class CsiServer {
     this.log.info({ socket: p }, 'listening');
   }
 
-  /** Stops taking calls, lets the ones in flight finish (up to graceMs), removes the socket. */
-  async shutdown(graceMs = 30_000): Promise<void> {
-    await new Promise<void>((resolve) => {
+  /**
+   * Stops taking calls, lets the ones in flight finish (up to graceMs), removes the socket.
+   * Resolves true when every call finished, false when they were cut off.
+   */
+  async shutdown(graceMs = 30_000): Promise<boolean> {
+    const graceful = await new Promise<boolean>((resolve) => {
       const timer = setTimeout(() => {
         this.log.warn('in-flight calls did not finish in time; forcing shutdown');
         this.server.forceShutdown();
-        resolve();
+        resolve(false);
       }, graceMs);
       this.server.tryShutdown(() => {
         clearTimeout(timer);
-        resolve();
+        resolve(true);
       });
     });
     if (this.socketPath) await fs.rm(this.socketPath, { force: true });
+    return graceful;
   }
 }
