@@ -319,7 +319,7 @@ describe('devices are matched by major:minor, not by name (#11 item 5)', () => {
       await node.NodeStageVolume(stage);
       await node.NodeStageVolume(stage); // a retry finds its own mount under the other name
       // What a snapshot would freeze: the staged filesystem, found under the device's other name.
-      const link = path.join(dir, 'mapper', `vg-${v.volume_id.slice(-8)}`);
+      const link = path.join(dir, 'mapper', `vg-${v.volume_id!.slice(-8)}`);
       expect(await mountedFilesystems([link])).toEqual(kind === 'mount' ? [staging] : []);
       await node.NodePublishVolume(publish);
       await node.NodePublishVolume(publish);
