@@ -74,7 +74,7 @@ describe('records and shutdown (real driver, loop backend)', () => {
     h = await DriverHarness.start();
     const c = h.client!;
     const v = (await c.Controller.CreateVolume({ name: 'busy', capacity_range: { required_bytes: String(64 * MiB) }, volume_capabilities: [mountCap('ext4')] })).volume;
-    const staging = path.join(h.dir, 'staging');
+    const staging = path.join(h.dir, 'staging', 'busy');
     await c.Node.NodeStageVolume({ volume_id: v.volume_id, staging_target_path: staging, volume_capability: mountCap('ext4') });
     expect(await h.stopProcess('SIGTERM')).toBe(0);
     expect(await mountsUnder(h.dir)).toContain(h.dataDir);
