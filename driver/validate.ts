@@ -177,5 +177,7 @@ export function checkPath(p: string, field: string): string {
   if (!p) throw invalidArgument(`${field} is required`);
   if (p.length > 4096 || p.includes('\0') || !p.startsWith('/')) throw invalidArgument(`${field} must be an absolute path`);
   if (p.split('/').includes('..')) throw invalidArgument(`${field} must not contain '..'`);
+  // Bytes that are not UTF-8 arrive as U+FFFD: the directory made would not be the CO's.
+  if (NOT_UTF8.test(p)) throw invalidArgument(`${field} is not valid UTF-8`);
   return p;
 }

@@ -322,6 +322,8 @@ describe('checkPath', () => {
     ['too long', '/' + 'a'.repeat(4096), 'target_path must be an absolute path'],
     ['..', '/var/lib/../../etc', "target_path must not contain '..'"],
     ['trailing ..', '/var/..', "target_path must not contain '..'"],
+    ['not UTF-8 (decoded as U+FFFD)', '/var/lib/kubelet/pods/\uFFFD', 'target_path is not valid UTF-8'],
+    ['lone surrogate', '/var/lib/kubelet/\uD800', 'target_path is not valid UTF-8'],
   ])('rejects a %s path with INVALID_ARGUMENT', (_l, p, msg) => {
     const e = errOf(() => checkPath(p, 'target_path'));
     expect(e.code).toBe(status.INVALID_ARGUMENT);
