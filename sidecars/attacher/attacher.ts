@@ -6,6 +6,8 @@ import { CsiClient, codeName } from '../common/csi-client.js';
 import { k8s, type Clients, Watch, mergePatch, httpStatus } from '../common/kube.js';
 import { WorkQueue } from '../common/workqueue.js';
 import { csiAccessMode } from '../provisioner/provisioner.js';
+import { type Scope, servesVolume, backendOfHandle } from '../common/scope.js';
+import { readSecret } from '../common/secrets.js';
 
 /** Remembers the CSI node ID used to publish, so detach works after the Node is gone. */
 export const ANN_NODE_ID = 'csi.tscsi.dev/node-id';
@@ -14,6 +16,9 @@ export interface AttacherOptions {
   driverName: string;
   /** Node-local backends: only VolumeAttachments for this node (one attacher per node). */
   nodeName?: string;
+  /** The backends the driver behind this attacher serves (undefined: all). */
+  backends?: ReadonlySet<string>;
+  defaultBackend: string;
   workers: number;
   timeoutMs: number;
   log: Logger;
@@ -22,7 +27,11 @@ export interface AttacherOptions {
 export class Attacher {
   private readonly queue: WorkQueue;
   private vas!: Watch<k8s.V1VolumeAttachment>;
+  /** This attacher's finalizer: the central one's is external-attacher's, a node attacher's its own. */
   readonly finalizer: string;
+  /** The central name, which node attachers before this version also set: theirs to remove on their volumes. */
+  private readonly legacyFinalizer?: string;
+  private readonly scope: Scope;
 
   constructor(
     private readonly k: Clients,
@@ -30,7 +39,19 @@ export class Attacher {
     private readonly opts: AttacherOptions,
   ) {
     this.queue = new WorkQueue((key) => this.sync(key), { workers: opts.workers }, opts.log);
-    this.finalizer = `external-attacher/${opts.driverName.replace(/\//g, '-')}`;
+    const central = `external-attacher/${opts.driverName.replace(/\//g, '-')}`;
+    this.finalizer = opts.nodeName ? `${central}-node` : central;
+    this.legacyFinalizer = opts.nodeName ? central : undefined;
+    this.scope = { driverName: opts.driverName, backends: opts.backends, defaultBackend: opts.defaultBackend, nodeName: opts.nodeName };
+  }
+
+  /** Whether this attacher acts on a VolumeAttachment of its driver whose PV (if still there) is `pv`. */
+  private serves(va: k8s.V1VolumeAttachment, pv: k8s.V1PersistentVolume | undefined): boolean {
+    if (this.opts.nodeName && va.spec.nodeName !== this.opts.nodeName) return false;
+    if (pv) return servesVolume(this.scope, pv);
+    const inline = va.spec.source.inlineVolumeSpec?.csi;
+    if (inline) return !this.opts.backends || this.opts.backends.has(backendOfHandle(inline.volumeHandle) ?? '');
+    return !this.opts.backends; // no PV to tell the backend: only an attacher serving every backend reports it
   }
 
   async start(): Promise<void> {
@@ -59,16 +80,21 @@ export class Attacher {
     if (!va || va.spec.attacher !== this.opts.driverName) return;
     if (this.opts.nodeName && va.spec.nodeName !== this.opts.nodeName) return;
     const finalizers = va.metadata?.finalizers ?? [];
+    // Attached by us and not going away: nothing to read (each resync passes every VolumeAttachment here).
+    if (!va.metadata?.deletionTimestamp && va.status?.attached && finalizers.includes(this.finalizer) && va.metadata?.annotations?.[ANN_NODE_ID]) return;
     const pvName = va.spec.source.persistentVolumeName;
     const pv = pvName ? await this.k.core.readPersistentVolume({ name: pvName }).catch((e) => (httpStatus(e) === 404 ? undefined : Promise.reject(e))) : undefined;
+    const mine = (f: string) => f === this.finalizer || f === this.legacyFinalizer;
 
     if (va.metadata?.deletionTimestamp) {
-      if (!finalizers.includes(this.finalizer)) return;
+      // Ours to detach: our finalizer is on it (a PV already gone says nothing about its backend).
+      if (!finalizers.some(mine) || (pv && !this.serves(va, pv))) return;
       const nodeId = va.metadata.annotations?.[ANN_NODE_ID] ?? (await this.nodeId(va.spec.nodeName));
       const volumeId = pv?.spec?.csi?.volumeHandle ?? va.spec.source.inlineVolumeSpec?.csi?.volumeHandle;
       if (nodeId && volumeId) {
         try {
-          await this.csi.Controller.ControllerUnpublishVolume({ volume_id: volumeId, node_id: nodeId }, this.opts.timeoutMs);
+          const secrets = await readSecret(this.k.core, pv?.spec?.csi?.controllerPublishSecretRef ?? va.spec.source.inlineVolumeSpec?.csi?.controllerPublishSecretRef);
+          await this.csi.Controller.ControllerUnpublishVolume({ volume_id: volumeId, node_id: nodeId, secrets }, this.opts.timeoutMs);
         } catch (err) {
           await this.setStatus(key, { detachError: { time: new Date(), message: errText(err) } });
           throw err;
@@ -76,9 +102,10 @@ export class Attacher {
       } else {
         this.opts.log.warn({ va: key }, 'node or volume gone: nothing left to unpublish');
       }
-      await this.k.storage.patchVolumeAttachment({ name: key, body: { metadata: { finalizers: finalizers.filter((f) => f !== this.finalizer) } } }, mergePatch);
+      await this.k.storage.patchVolumeAttachment({ name: key, body: { metadata: { finalizers: finalizers.filter((f) => !mine(f)) } } }, mergePatch);
       return;
     }
+    if (!this.serves(va, pv)) return;
 
     const csiSrc = pv?.spec?.csi ?? va.spec.source.inlineVolumeSpec?.csi;
     if (!csiSrc) {
@@ -91,9 +118,9 @@ export class Attacher {
       throw new Error(`no CSINode entry for ${va.spec.nodeName}`);
     }
     if (va.status?.attached && va.metadata?.annotations?.[ANN_NODE_ID] === nodeId) return;
-    if (!finalizers.includes(this.finalizer) || va.metadata?.annotations?.[ANN_NODE_ID] !== nodeId) {
+    if (!finalizers.includes(this.finalizer) || (this.legacyFinalizer && finalizers.includes(this.legacyFinalizer)) || va.metadata?.annotations?.[ANN_NODE_ID] !== nodeId) {
       await this.k.storage.patchVolumeAttachment(
-        { name: key, body: { metadata: { finalizers: finalizers.includes(this.finalizer) ? finalizers : [...finalizers, this.finalizer], annotations: { [ANN_NODE_ID]: nodeId } } } },
+        { name: key, body: { metadata: { finalizers: [...finalizers.filter((f) => !mine(f)), this.finalizer], annotations: { [ANN_NODE_ID]: nodeId } } } },
         mergePatch,
       );
     }
@@ -107,6 +134,7 @@ export class Attacher {
           volume_capability: { ...(block ? { block: {} } : { mount: { fs_type: csiSrc.fsType ?? '', mount_flags: pv?.spec?.mountOptions ?? [] } }), access_mode: { mode } },
           readonly: !!csiSrc.readOnly,
           volume_context: csiSrc.volumeAttributes ?? {},
+          secrets: await readSecret(this.k.core, csiSrc.controllerPublishSecretRef),
         },
         this.opts.timeoutMs,
       );

@@ -2,6 +2,4 @@
 import { controllerMain } from '../common/run.js';
 import { Attacher } from './attacher.js';
 
-controllerMain('tscsi-attacher', 15, (k, csi, opts, values) => new Attacher(k, csi, { ...opts, nodeName: values['node-name'] as string | undefined }), {
-  'node-name': { type: 'string' },
-});
+controllerMain('tscsi-attacher', 15, (k, csi, opts) => new Attacher(k, csi, opts));

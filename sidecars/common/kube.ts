@@ -38,15 +38,24 @@ export function httpStatus(err: unknown): number | undefined {
   return typeof code === 'number' ? code : undefined;
 }
 
+/** The wait before the n-th consecutive restart of a failed watch: 1 s doubling to 2 min. */
+export function watchBackoffMs(failures: number): number {
+  return Math.min(1000 * 2 ** Math.max(0, failures - 1), 120_000);
+}
+
 /**
  * A list+watch cache of one resource that calls onChange(key) for every add, update and
- * delete, restarts itself after errors, and hands every key to onChange again each
+ * delete, restarts itself after errors (backing off, so a failing API server is not hit
+ * by every sidecar of every node each second), and hands every key to onChange again each
  * resync period (so nothing is lost to a missed event).
  */
 export class Watch<T extends k8s.KubernetesObject> {
   private informer: k8s.Informer<T> & k8s.ObjectCache<T>;
   private resync?: NodeJS.Timeout;
   private stopped = false;
+  private failures = 0;
+  private lastFailure = 0;
+  private restartTimer?: NodeJS.Timeout;
 
   constructor(
     kc: k8s.KubeConfig,
@@ -61,13 +70,21 @@ export class Watch<T extends k8s.KubernetesObject> {
     this.informer.on('add', (o) => this.onChange(key(o), o));
     this.informer.on('update', (o) => this.onChange(key(o), o));
     this.informer.on('delete', (o) => this.onChange(key(o), undefined));
-    this.informer.on('error', (err) => {
-      if (this.stopped) return;
-      this.log.warn({ path, err: String(err) }, 'watch failed; restarting');
-      setTimeout(() => {
-        if (!this.stopped) this.informer.start().catch((e) => this.log.error({ path, err: String(e) }, 'watch restart failed'));
-      }, 1000);
-    });
+    this.informer.on('error', (err) => this.restartAfter(path, err));
+  }
+
+  private restartAfter(path: string, err: unknown): void {
+    if (this.stopped || this.restartTimer) return;
+    const now = Date.now();
+    if (now - this.lastFailure > 10 * 60_000) this.failures = 0; // it ran a good while since the last one
+    this.failures++;
+    this.lastFailure = now;
+    const delay = watchBackoffMs(this.failures);
+    this.log.warn({ path, err: String(err), attempt: this.failures, retryInMs: delay }, 'watch failed; restarting');
+    this.restartTimer = setTimeout(() => {
+      this.restartTimer = undefined;
+      if (!this.stopped) this.informer.start().catch((e) => this.restartAfter(path, e));
+    }, delay);
   }
 
   async start(): Promise<void> {
@@ -89,6 +106,7 @@ export class Watch<T extends k8s.KubernetesObject> {
   async stop(): Promise<void> {
     this.stopped = true;
     if (this.resync) clearInterval(this.resync);
+    if (this.restartTimer) clearTimeout(this.restartTimer);
     await this.informer.stop();
   }
 }

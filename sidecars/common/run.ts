@@ -7,6 +7,7 @@ import { clients, loadKubeConfig, type Clients } from './kube.js';
 import { serveHttp } from './http.js';
 import { csiCallMetrics, renderMetrics, CONTENT_TYPE as METRICS_CONTENT_TYPE } from './metrics.js';
 import { LeaderElector } from './lease.js';
+import { parseBackends, DEFAULT_BACKEND } from './scope.js';
 
 export function sidecarLogger(component: string): Logger {
   return pino({ level: process.env.LOG_LEVEL ?? 'info', base: { component } }, pino.destination(2));
@@ -120,6 +121,12 @@ export async function runController(component: string, flags: ControllerFlags, c
 
 export interface CommonControllerOptions {
   driverName: string;
+  /** --node-name: a per-node sidecar, only that node's volumes. */
+  nodeName?: string;
+  /** --backends: the driver's backends this sidecar serves (undefined: all). */
+  backends?: ReadonlySet<string>;
+  /** --default-backend: a StorageClass's backend when it names none (the driver's --default-backend). */
+  defaultBackend: string;
   workers: number;
   timeoutMs: number;
   log: Logger;
@@ -132,8 +139,7 @@ export interface CommonControllerOptions {
 export function controllerMain(
   component: string,
   defaultTimeoutSeconds: number,
-  make: (k: Clients, csi: CsiClient, opts: CommonControllerOptions, values: Record<string, string | boolean | undefined>) => Controller,
-  extra: Record<string, { type: 'string' }> = {},
+  make: (k: Clients, csi: CsiClient, opts: CommonControllerOptions) => Controller,
 ): void {
   (async () => {
     const { values } = parseArgs({
@@ -143,14 +149,26 @@ export function controllerMain(
         kubeconfig: { type: 'string' },
         'worker-threads': { type: 'string', default: '10' },
         timeout: { type: 'string', default: String(defaultTimeoutSeconds) },
-        ...extra,
+        'node-name': { type: 'string' },
+        backends: { type: 'string' },
+        'default-backend': { type: 'string', default: DEFAULT_BACKEND },
       },
     });
+    const backends = parseBackends(values.backends as string | undefined);
     const log = sidecarLogger(component);
     const csi = new CsiClient(values['csi-address'] as string);
     const name = await driverName(csi, log);
     const k = clients(loadKubeConfig(values.kubeconfig as string | undefined));
-    const opts = { driverName: name, workers: Number(values['worker-threads']), timeoutMs: Number(values.timeout) * 1000, log };
-    await runController(component, values as ControllerFlags, csi, k, name, make(k, csi, opts, values), log);
+    const opts: CommonControllerOptions = {
+      driverName: name,
+      nodeName: (values['node-name'] as string | undefined) || undefined,
+      backends,
+      defaultBackend: values['default-backend'] as string,
+      workers: Number(values['worker-threads']),
+      timeoutMs: Number(values.timeout) * 1000,
+      log,
+    };
+    log.info({ node: opts.nodeName, backends: backends ? [...backends] : 'all' }, 'serving');
+    await runController(component, values as ControllerFlags, csi, k, name, make(k, csi, opts), log);
   })().catch(fatal(component));
 }

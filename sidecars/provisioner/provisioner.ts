@@ -7,20 +7,39 @@ import { CsiClient, codeName } from '../common/csi-client.js';
 import { k8s, type Clients, Watch, mergePatch, httpStatus, quantityToBytes, bytesToQuantity } from '../common/kube.js';
 import { WorkQueue } from '../common/workqueue.js';
 import { Recorder } from '../common/events.js';
+import { type Scope, servesClass, servesVolume, backendOfClass, candidateBackends, derivedVolumeId } from '../common/scope.js';
+import {
+  driverParameters,
+  secretRef,
+  readSecret,
+  FSTYPE_KEY,
+  ANN_DELETION_SECRET_NAME,
+  ANN_DELETION_SECRET_NAMESPACE,
+  type SecretRef,
+  type ClaimInfo,
+} from '../common/secrets.js';
 
 export const ANN_STORAGE_PROVISIONER = 'volume.kubernetes.io/storage-provisioner';
 export const ANN_BETA_STORAGE_PROVISIONER = 'volume.beta.kubernetes.io/storage-provisioner';
 export const ANN_SELECTED_NODE = 'volume.kubernetes.io/selected-node';
 export const ANN_PROVISIONED_BY = 'pv.kubernetes.io/provisioned-by';
 export const PV_FINALIZER = 'external-provisioner.volume.kubernetes.io/finalizer';
-/** Held on a claim while its volume may exist without a PV: the claim cannot vanish until we know. */
+/**
+ * Held on a claim while its volume may exist without a PV: the claim cannot vanish until we
+ * know. One per backend (csi.tscsi.dev/provisioning-<backend>), so the clean-up knows where
+ * to look when the StorageClass is gone and the central and per-node provisioners never
+ * take each other's; the bare name is what earlier versions set.
+ */
 export const CLAIM_FINALIZER = 'csi.tscsi.dev/provisioning';
-const CO_PREFIX = 'csi.storage.k8s.io/';
+export const claimFinalizer = (backend: string) => `${CLAIM_FINALIZER}-${backend}`;
 
 export interface ProvisionerOptions {
   driverName: string;
   /** Node-local backends: only claims selected for this node (one provisioner per node). */
   nodeName?: string;
+  /** The backends the driver behind this provisioner serves (undefined: all). */
+  backends?: ReadonlySet<string>;
+  defaultBackend: string;
   workers: number;
   timeoutMs: number;
   log: Logger;
@@ -49,12 +68,38 @@ export function volumeCapabilities(modes: string[], block: boolean, fsType: stri
   }));
 }
 
+/** What the provisioner does with one of its PVs. */
+export type VolumeAction = 'delete' | 'drop-finalizer' | 'none';
+
+/**
+ * As Kubernetes' provisioner library decides: the volume is deleted only when its PV is
+ * Released with reclaim Delete. A PV deleted by hand while Bound keeps its deletion
+ * timestamp until pv-protection lets go (its claim is gone): its data must survive that
+ * wait (a StatefulSet scaled to zero comes back to it). A PV with another reclaim policy
+ * loses our finalizer when it is deleted; its volume stays.
+ */
+export function volumeAction(pv: k8s.V1PersistentVolume, driverName: string): VolumeAction {
+  if (pv.metadata?.annotations?.[ANN_PROVISIONED_BY] !== driverName) return 'none';
+  const ours = (pv.metadata?.finalizers ?? []).includes(PV_FINALIZER);
+  const policy = pv.spec?.persistentVolumeReclaimPolicy ?? 'Delete';
+  if (pv.metadata?.deletionTimestamp && !ours) return 'none'; // deleted already, only pv-protection left
+  if (policy === 'Delete') return pv.status?.phase === 'Released' ? 'delete' : 'none';
+  return pv.metadata?.deletionTimestamp ? 'drop-finalizer' : 'none';
+}
+
+const claimInfo = (pvc: k8s.V1PersistentVolumeClaim, withAnnotations: boolean): ClaimInfo => ({
+  name: pvc.metadata!.name!,
+  namespace: pvc.metadata!.namespace!,
+  ...(withAnnotations ? { annotations: pvc.metadata?.annotations ?? {} } : {}),
+});
+
 export class Provisioner {
   private readonly queue: WorkQueue;
   private readonly pvQueue: WorkQueue;
   private claims!: Watch<k8s.V1PersistentVolumeClaim>;
   private volumes!: Watch<k8s.V1PersistentVolume>;
   private readonly recorder: Recorder;
+  private readonly scope: Scope;
 
   constructor(
     private readonly k: Clients,
@@ -64,6 +109,7 @@ export class Provisioner {
     this.queue = new WorkQueue((key) => this.syncClaim(key), { workers: opts.workers }, opts.log);
     this.pvQueue = new WorkQueue((key) => this.syncVolume(key), { workers: opts.workers }, opts.log);
     this.recorder = new Recorder(k.core, `${opts.driverName}-provisioner`, opts.log);
+    this.scope = { driverName: opts.driverName, backends: opts.backends, defaultBackend: opts.defaultBackend, nodeName: opts.nodeName };
   }
 
   async start(): Promise<void> {
@@ -71,7 +117,7 @@ export class Provisioner {
     this.volumes = new Watch(this.k.kc, '/api/v1/persistentvolumes', () => this.k.core.listPersistentVolume(), (key) => this.pvQueue.add(key), this.opts.log);
     await this.claims.start();
     await this.volumes.start();
-    this.opts.log.info({ driver: this.opts.driverName, node: this.opts.nodeName }, 'provisioner started');
+    this.opts.log.info({ driver: this.opts.driverName, node: this.opts.nodeName, backends: this.opts.backends ? [...this.opts.backends] : 'all' }, 'provisioner started');
   }
 
   async stop(): Promise<void> {
@@ -96,29 +142,60 @@ export class Provisioner {
     }
   }
 
+  /** The PV from the API server itself: the watch cache may not have seen it yet. */
+  private async readVolume(name: string): Promise<k8s.V1PersistentVolume | undefined> {
+    try {
+      return await this.k.core.readPersistentVolume({ name });
+    } catch (err) {
+      if (httpStatus(err) === 404) return undefined;
+      throw err;
+    }
+  }
+
+  /**
+   * Our provisioning finalizers on a claim, with the backends they stand for (the bare
+   * legacy name: the class's backend, or every backend served when the class is gone).
+   * Another provisioner's (another backend, another node) are not ours to touch.
+   */
+  private async ownFinalizers(pvc: k8s.V1PersistentVolumeClaim): Promise<Array<{ finalizer: string; backends: string[] }>> {
+    if (this.opts.nodeName && pvc.metadata?.annotations?.[ANN_SELECTED_NODE] !== this.opts.nodeName) return [];
+    const out: Array<{ finalizer: string; backends: string[] }> = [];
+    for (const f of pvc.metadata?.finalizers ?? []) {
+      if (f === CLAIM_FINALIZER) {
+        const sc = await this.storageClass(pvc.spec?.storageClassName);
+        const backends = candidateBackends(this.scope, sc?.provisioner === this.opts.driverName ? sc : undefined);
+        if (backends.length) out.push({ finalizer: f, backends });
+      } else if (f.startsWith(`${CLAIM_FINALIZER}-`)) {
+        const backend = f.slice(CLAIM_FINALIZER.length + 1);
+        if (!this.opts.backends || this.opts.backends.has(backend)) out.push({ finalizer: f, backends: [backend] });
+      }
+    }
+    return out;
+  }
+
   private async syncClaim(key: string): Promise<void> {
     const pvc = this.claims.get(key);
     if (!pvc?.metadata?.uid) return;
     const [namespace, name] = key.split('/');
-    const finalizers = pvc.metadata.finalizers ?? [];
 
     if (pvc.metadata.deletionTimestamp) {
       // The claim is going away. If it holds our finalizer, a volume may exist for it
-      // without a PV (the claim was deleted while CreateVolume ran): delete that volume first.
-      if (!finalizers.includes(CLAIM_FINALIZER)) return;
-      const pvName = `pvc-${pvc.metadata.uid}`;
-      const pv = this.volumes.get(pvName);
-      if (!pv) await this.deleteOrphan(pvc);
-      await this.removeClaimFinalizer(namespace, name, pvc);
+      // without a PV (the claim was deleted while CreateVolume ran): that volume goes first.
+      for (const { finalizer, backends } of await this.ownFinalizers(pvc)) {
+        await this.cleanUpClaim(pvc, backends);
+        await this.removeClaimFinalizer(namespace, name, pvc, finalizer);
+      }
       return;
     }
     if (pvc.spec?.volumeName || pvc.status?.phase === 'Bound') {
-      if (finalizers.includes(CLAIM_FINALIZER) && this.volumes.get(pvc.spec?.volumeName ?? '')) await this.removeClaimFinalizer(namespace, name, pvc);
+      if (pvc.spec?.volumeName && this.volumes.get(pvc.spec.volumeName)) {
+        for (const { finalizer } of await this.ownFinalizers(pvc)) await this.removeClaimFinalizer(namespace, name, pvc, finalizer);
+      }
       return;
     }
     if (!this.ours(pvc)) return;
     const sc = await this.storageClass(pvc.spec?.storageClassName);
-    if (!sc || sc.provisioner !== this.opts.driverName) return;
+    if (!sc || !servesClass(this.scope, sc)) return;
     const selectedNode = pvc.metadata.annotations?.[ANN_SELECTED_NODE];
     if (sc.volumeBindingMode === 'WaitForFirstConsumer' && !selectedNode) return; // the scheduler has not picked a node yet
     if (this.opts.nodeName && selectedNode !== this.opts.nodeName) return; // another node's provisioner takes it
@@ -134,17 +211,26 @@ export class Provisioner {
   }
 
   private async createRequest(pvc: k8s.V1PersistentVolumeClaim, sc: k8s.V1StorageClass, pvName: string, selectedNode: string | undefined) {
-    const params: Record<string, string> = {};
-    for (const [k, v] of Object.entries(sc.parameters ?? {})) if (!k.startsWith(CO_PREFIX)) params[k] = v;
-    const fsType = sc.parameters?.[`${CO_PREFIX}fstype`] ?? '';
+    const params = driverParameters(sc.parameters);
+    const fsType = sc.parameters?.[FSTYPE_KEY] ?? '';
     const block = pvc.spec?.volumeMode === 'Block';
     const storage = pvc.spec?.resources?.requests?.storage;
     if (!storage) throw new Error('the claim requests no storage size');
+    // Every reference is resolved before any volume exists: a bad template fails the claim, not a later attach.
+    const provisionerSecret = secretRef('provisioner', sc.parameters, pvName, claimInfo(pvc, false));
+    const refs = {
+      controllerPublishSecretRef: secretRef('controller-publish', sc.parameters, pvName, claimInfo(pvc, true)),
+      nodeStageSecretRef: secretRef('node-stage', sc.parameters, pvName, claimInfo(pvc, true)),
+      nodePublishSecretRef: secretRef('node-publish', sc.parameters, pvName, claimInfo(pvc, true)),
+      controllerExpandSecretRef: secretRef('controller-expand', sc.parameters, pvName, claimInfo(pvc, true)),
+      nodeExpandSecretRef: secretRef('node-expand', sc.parameters, pvName, claimInfo(pvc, true)),
+    };
     const req: Record<string, unknown> = {
       name: pvName,
       capacity_range: { required_bytes: quantityToBytes(String(storage)).toString() },
       volume_capabilities: volumeCapabilities(pvc.spec?.accessModes ?? ['ReadWriteOnce'], block, fsType, sc.mountOptions ?? []),
       parameters: params,
+      secrets: await readSecret(this.k.core, provisionerSecret),
       accessibility_requirements: await this.topology(sc, selectedNode),
     };
     const ds = pvc.spec?.dataSourceRef ?? pvc.spec?.dataSource;
@@ -156,7 +242,7 @@ export class Provisioner {
       if (!srcPv?.spec?.csi || srcPv.spec.csi.driver !== this.opts.driverName) throw new Error(`source claim ${srcNs}/${ds.name} is not bound to a volume of ${this.opts.driverName}`);
       req.volume_content_source = { volume: { volume_id: srcPv.spec.csi.volumeHandle } };
     }
-    return { req, fsType, block };
+    return { req, fsType, block, provisionerSecret, refs };
   }
 
   /** Requisite/preferred topology: the selected node's segment, or the StorageClass's allowedTopologies. */
@@ -181,25 +267,31 @@ export class Provisioner {
 
   private async provision(pvc: k8s.V1PersistentVolumeClaim, sc: k8s.V1StorageClass, pvName: string, selectedNode: string | undefined): Promise<void> {
     const [namespace, name] = [pvc.metadata!.namespace!, pvc.metadata!.name!];
+    const { req, fsType, block, provisionerSecret, refs } = await this.createRequest(pvc, sc, pvName, selectedNode);
     // Before any volume can exist: the claim must not disappear without us seeing it.
-    if (!(pvc.metadata?.finalizers ?? []).includes(CLAIM_FINALIZER)) {
+    const finalizer = claimFinalizer(backendOfClass(this.scope, sc));
+    if (!(pvc.metadata?.finalizers ?? []).includes(finalizer)) {
       await this.k.core.patchNamespacedPersistentVolumeClaim(
-        { name, namespace, body: { metadata: { finalizers: [...(pvc.metadata?.finalizers ?? []), CLAIM_FINALIZER], resourceVersion: pvc.metadata?.resourceVersion } } },
+        { name, namespace, body: { metadata: { finalizers: [...(pvc.metadata?.finalizers ?? []), finalizer], resourceVersion: pvc.metadata?.resourceVersion } } },
         mergePatch,
       );
     }
-    const { req, fsType, block } = await this.createRequest(pvc, sc, pvName, selectedNode);
     const started = Date.now();
     const res = await this.csi.Controller.CreateVolume(req, this.opts.timeoutMs);
     const vol = res.volume;
     this.opts.log.info({ pvc: `${namespace}/${name}`, volumeId: vol.volume_id, ms: Date.now() - started }, 'volume created');
 
+    const csiRefs = Object.fromEntries(Object.entries(refs).filter(([, r]) => r)) as Record<string, SecretRef>;
     const pv: k8s.V1PersistentVolume = {
       apiVersion: 'v1',
       kind: 'PersistentVolume',
       metadata: {
         name: pvName,
-        annotations: { [ANN_PROVISIONED_BY]: this.opts.driverName, ...(selectedNode ? { [ANN_SELECTED_NODE]: selectedNode } : {}) },
+        annotations: {
+          [ANN_PROVISIONED_BY]: this.opts.driverName,
+          ...(selectedNode ? { [ANN_SELECTED_NODE]: selectedNode } : {}),
+          ...(provisionerSecret ? { [ANN_DELETION_SECRET_NAME]: provisionerSecret.name, [ANN_DELETION_SECRET_NAMESPACE]: provisionerSecret.namespace } : {}),
+        },
         finalizers: [PV_FINALIZER],
       },
       spec: {
@@ -210,7 +302,7 @@ export class Provisioner {
         storageClassName: sc.metadata?.name,
         mountOptions: sc.mountOptions,
         claimRef: { apiVersion: 'v1', kind: 'PersistentVolumeClaim', namespace, name, uid: pvc.metadata?.uid, resourceVersion: pvc.metadata?.resourceVersion },
-        csi: { driver: this.opts.driverName, volumeHandle: vol.volume_id, fsType: block ? undefined : fsType || undefined, volumeAttributes: vol.volume_context },
+        csi: { driver: this.opts.driverName, volumeHandle: vol.volume_id, fsType: block ? undefined : fsType || undefined, volumeAttributes: vol.volume_context, ...csiRefs },
         nodeAffinity: nodeAffinity(vol.accessible_topology ?? []),
       },
     };
@@ -222,47 +314,87 @@ export class Provisioner {
     await this.recorder.event(pvc, 'Normal', 'ProvisioningSucceeded', `Successfully provisioned volume ${pvName} (${vol.volume_id})`);
   }
 
-  /** The claim was deleted before its PV existed: delete the volume its CreateVolume may have made. */
-  private async deleteOrphan(pvc: k8s.V1PersistentVolumeClaim): Promise<void> {
-    const sc = await this.storageClass(pvc.spec?.storageClassName);
-    if (!sc) return;
+  /**
+   * The claim was deleted while its volume was being provisioned. If its PV exists (asked
+   * of the API server, not the cache), the PV holds the volume and its reclaim policy
+   * decides. Otherwise the volume, if any, has the ID the driver derives from the PV name:
+   * DeleteVolume it (OK when absent; ABORTED while a CreateVolume for it still runs) and
+   * see the driver no longer has it. Never CreateVolume: that would make the volume.
+   * Throws, and so keeps the claim's finalizer, until the volume is proven gone.
+   */
+  private async cleanUpClaim(pvc: k8s.V1PersistentVolumeClaim, backends: string[]): Promise<void> {
     const pvName = `pvc-${pvc.metadata!.uid}`;
-    // CreateVolume is idempotent: asking again returns the volume if the first call made one.
-    let volumeId: string | undefined;
-    try {
-      const { req } = await this.createRequest(pvc, sc, pvName, pvc.metadata?.annotations?.[ANN_SELECTED_NODE]);
-      volumeId = (await this.csi.Controller.CreateVolume(req, this.opts.timeoutMs)).volume.volume_id;
-    } catch (err) {
-      this.opts.log.warn({ pvc: pvName, err: describe(err) }, 'could not look up the volume of a deleted claim');
-      if (codeName(err) === 'INVALID_ARGUMENT') return;
-      throw err;
+    const claim = `${pvc.metadata?.namespace}/${pvc.metadata?.name}`;
+    if (await this.readVolume(pvName)) return;
+    const sc = await this.storageClass(pvc.spec?.storageClassName);
+    const secrets = sc?.provisioner === this.opts.driverName ? await readSecret(this.k.core, secretRef('provisioner', sc.parameters, pvName, claimInfo(pvc, false))) : {};
+    for (const backend of backends) {
+      const volumeId = derivedVolumeId(backend, pvName);
+      const found = await this.volumeExists(volumeId).catch(() => undefined);
+      try {
+        await this.csi.Controller.DeleteVolume({ volume_id: volumeId, secrets }, this.opts.timeoutMs);
+        if (await this.volumeExists(volumeId)) throw new Error(`volume ${volumeId} is still there after DeleteVolume`);
+      } catch (err) {
+        await this.recorder.event(pvc, 'Warning', 'VolumeDeleteFailed', `cannot delete volume ${volumeId} of the claim deleted while it was provisioned (the claim stays until it is gone): ${describe(err)}`);
+        throw err;
+      }
+      if (found !== false) this.opts.log.info({ pvc: claim, volumeId, found }, 'deleted the volume of a claim deleted during provisioning');
     }
-    await this.csi.Controller.DeleteVolume({ volume_id: volumeId }, this.opts.timeoutMs);
-    this.opts.log.info({ pvc: `${pvc.metadata?.namespace}/${pvc.metadata?.name}`, volumeId }, 'deleted the volume of a claim deleted during provisioning');
   }
 
-  private async removeClaimFinalizer(namespace: string, name: string, pvc: k8s.V1PersistentVolumeClaim): Promise<void> {
-    const finalizers = (pvc.metadata?.finalizers ?? []).filter((f) => f !== CLAIM_FINALIZER);
+  /** Whether the driver has the volume: ControllerGetVolume, or a full ListVolumes where that is not implemented. */
+  private async volumeExists(volumeId: string): Promise<boolean> {
     try {
-      await this.k.core.patchNamespacedPersistentVolumeClaim({ name, namespace, body: { metadata: { finalizers, resourceVersion: pvc.metadata?.resourceVersion } } }, mergePatch);
+      await this.csi.Controller.ControllerGetVolume({ volume_id: volumeId }, this.opts.timeoutMs);
+      return true;
+    } catch (err) {
+      if (codeName(err) === 'NOT_FOUND') return false;
+      if (codeName(err) !== 'UNIMPLEMENTED') throw err;
+    }
+    let token = '';
+    do {
+      const page = await this.csi.Controller.ListVolumes({ starting_token: token }, this.opts.timeoutMs);
+      if ((page.entries ?? []).some((e: { volume?: { volume_id?: string } }) => e.volume?.volume_id === volumeId)) return true;
+      token = page.next_token ?? '';
+    } while (token);
+    return false;
+  }
+
+  private async removeClaimFinalizer(namespace: string, name: string, pvc: k8s.V1PersistentVolumeClaim, finalizer: string): Promise<void> {
+    const current = pvc.metadata?.finalizers ?? [];
+    if (!current.includes(finalizer)) return;
+    try {
+      await this.k.core.patchNamespacedPersistentVolumeClaim(
+        { name, namespace, body: { metadata: { finalizers: current.filter((f) => f !== finalizer), resourceVersion: pvc.metadata?.resourceVersion } } },
+        mergePatch,
+      );
     } catch (err) {
       if (httpStatus(err) !== 404) throw err;
     }
   }
 
-  /** Released PVs of ours: reclaim Delete -> DeleteVolume, then the PV goes; Retain keeps the volume. */
+  /** The provisioner secret DeleteVolume needs: kept on the PV, else from its StorageClass. */
+  private async deletionSecrets(pv: k8s.V1PersistentVolume): Promise<Record<string, string>> {
+    const a = pv.metadata?.annotations ?? {};
+    if (a[ANN_DELETION_SECRET_NAME] && a[ANN_DELETION_SECRET_NAMESPACE]) return readSecret(this.k.core, { name: a[ANN_DELETION_SECRET_NAME], namespace: a[ANN_DELETION_SECRET_NAMESPACE] });
+    const sc = await this.storageClass(pv.spec?.storageClassName);
+    if (sc?.provisioner !== this.opts.driverName) return {};
+    const ref = pv.spec?.claimRef;
+    return readSecret(this.k.core, secretRef('provisioner', sc.parameters, pv.metadata!.name!, ref?.name && ref.namespace ? { name: ref.name, namespace: ref.namespace } : undefined));
+  }
+
+  /** Our PVs: Released with reclaim Delete -> DeleteVolume, then the PV goes; Retain keeps the volume. */
   private async syncVolume(key: string): Promise<void> {
-    const pv = this.volumes.get(key);
-    if (!pv?.spec?.csi || pv.spec.csi.driver !== this.opts.driverName) return;
-    if (pv.metadata?.annotations?.[ANN_PROVISIONED_BY] !== this.opts.driverName) return;
-    if (this.opts.nodeName && !affinityNames(pv, this.opts.nodeName)) return;
+    const cached = this.volumes.get(key);
+    if (!cached || !servesVolume(this.scope, cached) || volumeAction(cached, this.opts.driverName) === 'none') return;
+    // Deleting data on the word of a cache that may lag: ask the API server first.
+    const pv = await this.readVolume(key);
+    if (!pv || !servesVolume(this.scope, pv)) return;
+    const action = volumeAction(pv, this.opts.driverName);
     const finalizers = pv.metadata?.finalizers ?? [];
-    const policy = pv.spec.persistentVolumeReclaimPolicy ?? 'Delete';
-    const released = pv.status?.phase === 'Released' || pv.status?.phase === 'Failed';
-    if (policy === 'Delete' && (released || pv.metadata?.deletionTimestamp)) {
-      if (pv.metadata?.deletionTimestamp && !finalizers.includes(PV_FINALIZER)) return;
-      await this.csi.Controller.DeleteVolume({ volume_id: pv.spec.csi.volumeHandle }, this.opts.timeoutMs);
-      this.opts.log.info({ pv: key, volumeId: pv.spec.csi.volumeHandle }, 'volume deleted');
+    if (action === 'delete') {
+      await this.csi.Controller.DeleteVolume({ volume_id: pv.spec!.csi!.volumeHandle, secrets: await this.deletionSecrets(pv) }, this.opts.timeoutMs);
+      this.opts.log.info({ pv: key, volumeId: pv.spec!.csi!.volumeHandle }, 'volume deleted');
       await this.k.core
         .patchPersistentVolume({ name: key, body: { metadata: { finalizers: finalizers.filter((f) => f !== PV_FINALIZER) } } }, mergePatch)
         .catch((err) => {
@@ -271,7 +403,7 @@ export class Provisioner {
       await this.k.core.deletePersistentVolume({ name: key }).catch((err) => {
         if (httpStatus(err) !== 404) throw err;
       });
-    } else if (pv.metadata?.deletionTimestamp && finalizers.includes(PV_FINALIZER)) {
+    } else if (action === 'drop-finalizer') {
       // Retain: the admin deletes the PV object; the volume stays.
       await this.k.core.patchPersistentVolume({ name: key, body: { metadata: { finalizers: finalizers.filter((f) => f !== PV_FINALIZER) } } }, mergePatch);
     }
@@ -283,13 +415,6 @@ export function nodeAffinity(topologies: Array<{ segments: Record<string, string
     .filter((t) => Object.keys(t.segments ?? {}).length)
     .map((t) => ({ matchExpressions: Object.entries(t.segments).map(([key, v]) => ({ key, operator: 'In', values: [v] })) }));
   return terms.length ? { required: { nodeSelectorTerms: terms } } : undefined;
-}
-
-/** Whether a PV's node affinity lets it be used on `node` (no affinity: any node). */
-export function affinityNames(pv: k8s.V1PersistentVolume, node: string): boolean {
-  const terms = pv.spec?.nodeAffinity?.required?.nodeSelectorTerms;
-  if (!terms?.length) return true;
-  return terms.some((t) => (t.matchExpressions ?? []).some((e) => e.values?.includes(node)));
 }
 
 function describe(err: unknown): string {

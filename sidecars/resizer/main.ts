@@ -2,6 +2,4 @@
 import { controllerMain } from '../common/run.js';
 import { Resizer } from './resizer.js';
 
-controllerMain('tscsi-resizer', 10, (k, csi, opts, values) => new Resizer(k, csi, { ...opts, nodeName: values['node-name'] as string | undefined }), {
-  'node-name': { type: 'string' },
-});
+controllerMain('tscsi-resizer', 10, (k, csi, opts) => new Resizer(k, csi, opts));

@@ -6,12 +6,37 @@ import { CsiClient, codeName } from '../common/csi-client.js';
 import { k8s, type Clients, Watch, mergePatch, quantityToBytes, bytesToQuantity, httpStatus } from '../common/kube.js';
 import { WorkQueue } from '../common/workqueue.js';
 import { Recorder } from '../common/events.js';
-import { affinityNames } from '../provisioner/provisioner.js';
+import { ANN_STORAGE_PROVISIONER } from '../provisioner/provisioner.js';
+import { type Scope, servesVolume } from '../common/scope.js';
+import { readSecret } from '../common/secrets.js';
+
+/** Kubelet's turn: the controller side is done up to allocatedResources. */
+const NODE_STATES = new Set(['NodeResizePending', 'NodeResizeInProgress', 'NodeResizeFailed']);
+
+/**
+ * Whether a claim may need ControllerExpandVolume, from the claim alone: every claim of every
+ * driver passes through here on each resync, and only these few are worth reading a PV for.
+ */
+export function claimWantsExpansion(pvc: k8s.V1PersistentVolumeClaim, driverName: string): boolean {
+  if (!pvc.spec?.volumeName || pvc.status?.phase !== 'Bound' || pvc.metadata?.deletionTimestamp) return false;
+  const provisioner = pvc.metadata?.annotations?.[ANN_STORAGE_PROVISIONER];
+  if (provisioner !== undefined && provisioner !== driverName) return false;
+  const want = pvc.spec.resources?.requests?.storage;
+  if (!want) return false;
+  const wantBytes = quantityToBytes(String(want));
+  if (wantBytes <= quantityToBytes(String(pvc.status?.capacity?.storage ?? '0'))) return false;
+  const allocated = pvc.status?.allocatedResources?.storage;
+  if (NODE_STATES.has(pvc.status?.allocatedResourceStatuses?.storage ?? '') && allocated && quantityToBytes(String(allocated)) >= wantBytes) return false;
+  return true;
+}
 
 export interface ResizerOptions {
   driverName: string;
   /** Node-local backends: only volumes whose node affinity names this node (one resizer per node). */
   nodeName?: string;
+  /** The backends the driver behind this resizer serves (undefined: all). */
+  backends?: ReadonlySet<string>;
+  defaultBackend: string;
   workers: number;
   timeoutMs: number;
   log: Logger;
@@ -21,6 +46,7 @@ export class Resizer {
   private readonly queue: WorkQueue;
   private claims!: Watch<k8s.V1PersistentVolumeClaim>;
   private readonly recorder: Recorder;
+  private readonly scope: Scope;
 
   constructor(
     private readonly k: Clients,
@@ -29,6 +55,7 @@ export class Resizer {
   ) {
     this.queue = new WorkQueue((key) => this.sync(key), { workers: opts.workers }, opts.log);
     this.recorder = new Recorder(k.core, `${opts.driverName}-resizer`, opts.log);
+    this.scope = { driverName: opts.driverName, backends: opts.backends, defaultBackend: opts.defaultBackend, nodeName: opts.nodeName };
   }
 
   async start(): Promise<void> {
@@ -44,9 +71,8 @@ export class Resizer {
 
   private async sync(key: string): Promise<void> {
     const pvc = this.claims.get(key);
-    if (!pvc?.spec?.volumeName || pvc.status?.phase !== 'Bound' || pvc.metadata?.deletionTimestamp) return;
-    const want = pvc.spec.resources?.requests?.storage;
-    if (!want) return;
+    if (!pvc?.spec?.volumeName || !claimWantsExpansion(pvc, this.opts.driverName)) return;
+    const want = pvc.spec.resources!.requests!.storage;
     let pv: k8s.V1PersistentVolume;
     try {
       pv = await this.k.core.readPersistentVolume({ name: pvc.spec.volumeName });
@@ -54,8 +80,8 @@ export class Resizer {
       if (httpStatus(err) === 404) return;
       throw err;
     }
-    if (pv.spec?.csi?.driver !== this.opts.driverName) return;
-    if (this.opts.nodeName && !affinityNames(pv, this.opts.nodeName)) return;
+    // Another sidecar's volume (the central one's RBD, another node's): its status is not ours to write.
+    if (!servesVolume(this.scope, pv) || !pv.spec?.csi) return;
     const wantBytes = quantityToBytes(String(want));
     const haveBytes = quantityToBytes(String(pv.spec.capacity?.storage ?? '0'));
     if (wantBytes <= haveBytes) return;
@@ -73,6 +99,7 @@ export class Resizer {
         {
           volume_id: pv.spec.csi.volumeHandle,
           capacity_range: { required_bytes: wantBytes.toString() },
+          secrets: await readSecret(this.k.core, pv.spec.csi.controllerExpandSecretRef),
           volume_capability: { ...(block ? { block: {} } : { mount: { fs_type: pv.spec.csi.fsType ?? '', mount_flags: pv.spec.mountOptions ?? [] } }), access_mode: { mode: 'SINGLE_NODE_MULTI_WRITER' } },
         },
         this.opts.timeoutMs,

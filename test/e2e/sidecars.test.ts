@@ -1,17 +1,24 @@
 // Our driver and our sidecars (as host processes) on the real single-node cluster: kubelet
 // registers the driver, the provisioner makes volumes for claims, the attacher publishes
-// them, kubelet stages and mounts them into pods, the resizer grows them online.
+// them, kubelet stages and mounts them into pods, the resizer grows them online. The
+// provisioner, attacher and resizer reach the driver through a CsiGate (test/lib), which
+// records what they sent and can hold a call in flight.
 import { describe, it, expect, beforeAll, afterAll } from 'vitest';
-import fs from 'node:fs/promises';
 import path from 'node:path';
 import { ClusterEnv, NODE_NAME, pod, claim } from '../lib/cluster-env.js';
 import { DriverHarness } from '../lib/driver-harness.js';
+import { CsiGate } from '../lib/csi-gate.js';
+import { derivedVolumeId } from '../../sidecars/common/scope.js';
 
 const ROOT = path.resolve(import.meta.dirname, '..', '..');
 const DRIVER = 'csi.tscsi.dev';
 const MIN = 60_000;
 const env = new ClusterEnv();
 let driver: DriverHarness | undefined;
+let gate: CsiGate | undefined;
+/** The provisioner's --timeout: a CreateVolume held longer than this has failed for it. */
+const PROVISION_TIMEOUT_S = 15;
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 const timings: Record<string, number> = {};
 const HTTP_PORT = 21000 + (process.pid % 20000);
 
@@ -41,10 +48,12 @@ beforeAll(async () => {
   const socket = path.join(env.kubeletDir, 'plugins', DRIVER, 'csi.sock');
   driver = await DriverHarness.start({ socketPath: socket, nodeId: NODE_NAME, pathRoots: [env.kubeletDir], extraArgs: ['--default-fs-type', 'ext4'] });
   const kc = ['--kubeconfig', env.kubeconfig];
+  const gated = path.join(env.runDir, 'gate.sock');
+  gate = await CsiGate.start(socket, gated);
   env.start('registrar', [sidecar('registrar'), '--csi-address', socket, '--kubelet-registration-path', socket, '--plugin-registration-dir', path.join(env.kubeletDir, 'plugins_registry')]);
-  env.start('provisioner', [sidecar('provisioner'), '--csi-address', socket, ...kc, '--leader-election', '--http-endpoint', `127.0.0.1:${HTTP_PORT}`]);
-  env.start('attacher', [sidecar('attacher'), '--csi-address', socket, ...kc]);
-  env.start('resizer', [sidecar('resizer'), '--csi-address', socket, ...kc]);
+  env.start('provisioner', [sidecar('provisioner'), '--csi-address', gated, ...kc, '--leader-election', '--http-endpoint', `127.0.0.1:${HTTP_PORT}`, '--timeout', String(PROVISION_TIMEOUT_S)]);
+  env.start('attacher', [sidecar('attacher'), '--csi-address', gated, ...kc]);
+  env.start('resizer', [sidecar('resizer'), '--csi-address', gated, ...kc]);
   await env.apply({
     apiVersion: 'storage.k8s.io/v1',
     kind: 'CSIDriver',
@@ -76,6 +85,7 @@ afterAll(async () => {
     }
   }
   await env.down();
+  await gate?.close();
   await driver?.cleanup();
   console.log(`timings: ${JSON.stringify(timings)}`);
 }, 15 * MIN);
@@ -168,18 +178,141 @@ describe('the driver and our sidecars on a real cluster', () => {
     await driver!.client!.Controller.DeleteVolume({ volume_id: handle });
   });
 
-  it('a claim deleted while it is being provisioned leaves no volume behind', { timeout: 5 * MIN }, async () => {
+  it('a claim deleted while its CreateVolume is in flight leaves no volume behind', { timeout: 5 * MIN }, async () => {
     const before = await volumeIds();
+    const held = gate!.hold('CreateVolume');
     await env.apply(claim('fleeting', 'tscsi-immediate', '32Mi'));
-    // Delete as soon as provisioning has begun (our claim finalizer is on) or, if it was
-    // quicker than this poll, has already finished (the claim is bound).
-    await env.waitFor('provisioning started', async () => {
-      const p = await env.json(['get', 'pvc', 'fleeting']);
-      return (p.metadata.finalizers ?? []).includes('csi.tscsi.dev/provisioning') || !!p.spec.volumeName;
-    });
-    await env.kubectl(['delete', 'pvc', 'fleeting', '--wait=true', '--timeout=120s']);
+    const req = await held.arrived;
+    await held.answered; // the driver has made the volume; the provisioner does not know yet
+    const uid = (await env.json(['get', 'pvc', 'fleeting'])).metadata.uid;
+    expect(req.name).toBe(`pvc-${uid}`);
+    expect(await volumeIds()).toContain(derivedVolumeId('loop', req.name));
+    await env.kubectl(['delete', 'pvc', 'fleeting', '--wait=false']);
+    // the deletion raced provisioning: the claim is going, held by our finalizer, with no PV yet
+    const p = await env.json(['get', 'pvc', 'fleeting']);
+    expect(p.metadata.deletionTimestamp).toBeTruthy();
+    expect(p.metadata.finalizers.some((f: string) => f.startsWith('csi.tscsi.dev/provisioning'))).toBe(true);
+    expect(p.spec.volumeName ?? '').toBe('');
+    held.release();
+    await env.waitFor('claim gone', async () => !(await env.kubectl(['get', 'pvc', '-o', 'name'])).includes('fleeting'), 2 * MIN);
     await env.waitFor('no volume left', async () => (await volumeIds()).length === before.length, 2 * MIN, async () => JSON.stringify(await volumeIds()));
     await env.waitFor('no PV left', async () => !(await env.kubectl(['get', 'pv', '-o', 'name'])).trim());
+  });
+
+  // The provisioner gave up on CreateVolume (deadline) after the driver made the volume,
+  // then the claim and its StorageClass were deleted: the clean-up must find the volume by
+  // its derived ID (never CreateVolume again) and keep the claim until it is gone.
+  it('a claim whose CreateVolume timed out, deleted with its StorageClass, leaves no volume and gets no new CreateVolume', { timeout: 5 * MIN }, async () => {
+    await env.apply({
+      apiVersion: 'storage.k8s.io/v1',
+      kind: 'StorageClass',
+      metadata: { name: 'tscsi-doomed' },
+      provisioner: DRIVER,
+      volumeBindingMode: 'Immediate',
+      reclaimPolicy: 'Delete',
+    });
+    const held = gate!.hold('CreateVolume');
+    await env.apply(claim('doomed', 'tscsi-doomed', '32Mi'));
+    const req = await held.arrived;
+    await held.answered;
+    const volumeId = derivedVolumeId('loop', req.name);
+    expect(await volumeIds()).toContain(volumeId);
+    await env.kubectl(['delete', 'pvc', 'doomed', '--wait=false']);
+    await env.kubectl(['delete', 'storageclass', 'tscsi-doomed']);
+    const deletedAt = Date.now();
+    try {
+      const p = await env.json(['get', 'pvc', 'doomed']); // held by our finalizer while CreateVolume is in flight
+      expect(p.metadata.deletionTimestamp).toBeTruthy();
+      expect(p.spec.volumeName ?? '').toBe('');
+      await sleep(PROVISION_TIMEOUT_S * 1000 + 2000); // the provisioner's call has timed out
+    } finally {
+      held.release();
+    }
+    await env.waitFor('claim gone', async () => !(await env.kubectl(['get', 'pvc', '-o', 'name'])).includes('doomed'), 2 * MIN, () => env.kubectl(['get', 'pvc', 'doomed', '-o', 'yaml']));
+    const left = (await volumeIds()).includes(volumeId);
+    if (left) await driver!.client!.Controller.DeleteVolume({ volume_id: volumeId });
+    expect(left).toBe(false);
+    expect(gate!.seen('CreateVolume', (r) => r.name === req.name).filter((c) => c.at > deletedAt)).toEqual([]);
+    expect(await env.kubectl(['get', 'pv', '-o', 'name'])).toBe('');
+  });
+
+  it('a Bound PV deleted by hand keeps its volume until its claim is gone', { timeout: 4 * MIN }, async () => {
+    await env.apply(claim('held', 'tscsi-immediate', '32Mi'));
+    const pvName = await env.waitFor('held bound', async () => {
+      const p = await env.json(['get', 'pvc', 'held']);
+      return p.status.phase === 'Bound' && p.spec.volumeName;
+    });
+    const handle = await env.kubectl(['get', 'pv', pvName, '-o', 'jsonpath={.spec.csi.volumeHandle}']);
+    await env.kubectl(['delete', 'pv', pvName, '--wait=false']);
+    // pv-protection keeps the PV while its claim exists (a StatefulSet scaled to zero); so must we its data
+    const until = Date.now() + 6000;
+    while (Date.now() < until) {
+      expect(await volumeIds()).toContain(handle);
+      await sleep(500);
+    }
+    const pv = await env.json(['get', 'pv', pvName]);
+    expect(pv.metadata.deletionTimestamp).toBeTruthy();
+    expect(pv.status.phase).toBe('Bound');
+    await env.kubectl(['delete', 'pvc', 'held', '--wait=true', '--timeout=60s']);
+    await env.waitFor('PV gone', async () => !(await env.kubectl(['get', 'pv', '-o', 'name'])).includes(pvName), 2 * MIN);
+    await env.waitFor('volume gone once Released', async () => !(await volumeIds()).includes(handle));
+  });
+
+  it("the StorageClass's secrets reach CreateVolume, ControllerPublish/Unpublish, ControllerExpand and DeleteVolume; the node ones go on the PV", { timeout: 5 * MIN }, async () => {
+    const secret = (name: string, userID: string) => ({ apiVersion: 'v1', kind: 'Secret', metadata: { name, namespace: 'default' }, stringData: { userID, userKey: `key-of-${userID}` } });
+    for (const [n, u] of [['sec-prov', 'prov'], ['pub-creds', 'pub'], ['expand-creds', 'expand'], ['stage-creds', 'stage']]) await env.apply(secret(n, u));
+    const P = 'csi.storage.k8s.io/';
+    await env.apply({
+      apiVersion: 'storage.k8s.io/v1',
+      kind: 'StorageClass',
+      metadata: { name: 'tscsi-secrets' },
+      provisioner: DRIVER,
+      volumeBindingMode: 'Immediate',
+      reclaimPolicy: 'Delete',
+      allowVolumeExpansion: true,
+      parameters: {
+        [`${P}fstype`]: 'ext4',
+        [`${P}provisioner-secret-name`]: '${pvc.name}-prov',
+        [`${P}provisioner-secret-namespace`]: '${pvc.namespace}',
+        [`${P}controller-publish-secret-name`]: 'pub-creds',
+        [`${P}controller-publish-secret-namespace`]: 'default',
+        [`${P}node-stage-secret-name`]: "${pvc.annotations['example.com/stage']}",
+        [`${P}node-stage-secret-namespace`]: 'default',
+        [`${P}controller-expand-secret-name`]: 'expand-creds',
+        [`${P}controller-expand-secret-namespace`]: 'default',
+      },
+    });
+    const c = claim('sec', 'tscsi-secrets', '32Mi');
+    await env.apply({ ...c, metadata: { ...c.metadata, annotations: { 'example.com/stage': 'stage-creds' } } });
+    const pvName = await env.waitFor('sec bound', async () => {
+      const p = await env.json(['get', 'pvc', 'sec']);
+      return p.status.phase === 'Bound' && p.spec.volumeName;
+    });
+    const creds = (u: string) => ({ userID: u, userKey: `key-of-${u}` });
+    const [create] = gate!.seen('CreateVolume', (r) => r.name === pvName);
+    expect(create.request.secrets).toEqual(creds('prov'));
+    expect(create.request.parameters).toEqual({}); // the CO's keys stay with the CO
+    const pv = await env.json(['get', 'pv', pvName]);
+    expect(pv.spec.csi.nodeStageSecretRef).toEqual({ name: 'stage-creds', namespace: 'default' });
+    expect(pv.spec.csi.controllerPublishSecretRef).toEqual({ name: 'pub-creds', namespace: 'default' });
+    expect(pv.spec.csi.controllerExpandSecretRef).toEqual({ name: 'expand-creds', namespace: 'default' });
+    const handle = pv.spec.csi.volumeHandle;
+
+    await env.apply({ apiVersion: 'storage.k8s.io/v1', kind: 'VolumeAttachment', metadata: { name: 'sec-va' }, spec: { attacher: DRIVER, nodeName: NODE_NAME, source: { persistentVolumeName: pvName } } });
+    await env.waitFor('attached', async () => (await env.json(['get', 'volumeattachment', 'sec-va'])).status?.attached === true);
+    expect(gate!.seen('ControllerPublishVolume', (r) => r.volume_id === handle).map((x) => x.request.secrets)).toEqual([creds('pub')]);
+    await env.kubectl(['delete', 'volumeattachment', 'sec-va', '--wait=true', '--timeout=60s']);
+    expect(gate!.seen('ControllerUnpublishVolume', (r) => r.volume_id === handle).map((x) => x.request.secrets)).toEqual([creds('pub')]);
+
+    await env.kubectl(['patch', 'pvc', 'sec', '--type', 'merge', '-p', JSON.stringify({ spec: { resources: { requests: { storage: '64Mi' } } } })]);
+    await env.waitFor('PV grown', async () => (await env.kubectl(['get', 'pv', pvName, '-o', 'jsonpath={.spec.capacity.storage}'])) === '64Mi');
+    expect(gate!.seen('ControllerExpandVolume', (r) => r.volume_id === handle).map((x) => x.request.secrets)).toEqual([creds('expand')]);
+
+    await env.kubectl(['delete', 'pvc', 'sec', '--wait=true', '--timeout=60s']);
+    await env.waitFor('volume gone', async () => !(await volumeIds()).includes(handle));
+    expect(gate!.seen('DeleteVolume', (r) => r.volume_id === handle).map((x) => x.request.secrets)).toEqual([creds('prov')]);
+    await env.kubectl(['delete', 'storageclass', 'tscsi-secrets']);
+    await env.kubectl(['delete', 'secret', 'sec-prov', 'pub-creds', 'expand-creds', 'stage-creds']);
   });
 
   it('the provisioner leads through a Lease and serves /healthz and /metrics', { timeout: 2 * MIN }, async () => {
