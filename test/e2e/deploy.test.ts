@@ -263,17 +263,36 @@ describe('installed from deploy/ as pods on a real cluster', () => {
     await env.apply(sc('tscsi-e2e-retain', 'Retain', { backend: 'loop' }));
   });
 
+  // What the API server answered, object by object: every object a kustomization or an
+  // example file holds comes back from the server (admitted, defaulted, with a UID), not
+  // merely "kubectl exited 0".
   it('every manifest in deploy/ passes kubectl apply --dry-run=server', { timeout: 3 * MIN }, async () => {
-    const checked: string[] = [];
+    const id = (o: any) => `${o.kind}/${o.metadata.namespace ?? ''}/${o.metadata.name}`;
+    const check = async (what: string, rendered: any[], args: string[]) => {
+      const out = JSON.parse(await env.kubectl(['apply', '--dry-run=server', '-o', 'json', ...args]));
+      const answered = new Map<string, any>((out.kind === 'List' ? out.items : [out]).map((o: any) => [id(o), o]));
+      expect(rendered.length, what).toBeGreaterThan(0);
+      for (const o of rendered) {
+        const a = answered.get(id({ ...o, metadata: { namespace: o.metadata.namespace ?? (NAMESPACED.has(o.kind) ? 'default' : undefined), ...o.metadata } }));
+        expect(a, `${what}: the server did not answer for ${id(o)}`).toBeDefined();
+        expect(a.metadata.uid, `${what}: ${id(o)}`).toMatch(/^[0-9a-f-]{36}$/);
+        expect(a.metadata.creationTimestamp, `${what}: ${id(o)}`).toBeTruthy();
+      }
+      expect(answered.size, what).toBe(rendered.length);
+    };
+    const NAMESPACED = new Set(['PersistentVolumeClaim', 'Pod', 'ConfigMap', 'Secret', 'ServiceAccount', 'Role', 'RoleBinding', 'DaemonSet', 'Deployment']);
+    let objects = 0;
     for (const k of ['.', 'base', 'examples', 'overlays/lvm', 'overlays/rbd', 'overlays/e2e']) {
-      await env.kubectl(['apply', '--dry-run=server', '-k', path.join(DEPLOY, k)]);
-      checked.push(`-k ${k}`);
+      const rendered = k8s.loadAllYaml((await execa('kubectl', ['kustomize', path.join(DEPLOY, k)])).stdout).map((o: any) => JSON.parse(JSON.stringify(o)));
+      await check(`-k ${k}`, rendered, ['-k', path.join(DEPLOY, k)]);
+      objects += rendered.length;
     }
     for (const f of fs.readdirSync(path.join(DEPLOY, 'examples')).filter((f) => f.endsWith('.yaml') && f !== 'kustomization.yaml')) {
-      await env.kubectl(['apply', '--dry-run=server', '-f', path.join(DEPLOY, 'examples', f)]);
-      checked.push(f);
+      const rendered = (k8s.loadAllYaml(fs.readFileSync(path.join(DEPLOY, 'examples', f), 'utf8')) as any[]).map((o) => JSON.parse(JSON.stringify(o)));
+      await check(f, rendered, ['-f', path.join(DEPLOY, 'examples', f)]);
+      objects += rendered.length;
     }
-    expect(checked.length).toBeGreaterThanOrEqual(10);
+    results.dryRunObjects = objects;
   });
 
   it('a claim keeps its data across pods: written by one, read by the next', { timeout: 8 * MIN }, async () => {

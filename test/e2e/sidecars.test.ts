@@ -300,17 +300,23 @@ describe('the driver and our sidecars on a real cluster', () => {
 
     await env.apply({ apiVersion: 'storage.k8s.io/v1', kind: 'VolumeAttachment', metadata: { name: 'sec-va' }, spec: { attacher: DRIVER, nodeName: NODE_NAME, source: { persistentVolumeName: pvName } } });
     await env.waitFor('attached', async () => (await env.json(['get', 'volumeattachment', 'sec-va'])).status?.attached === true);
-    expect(gate!.seen('ControllerPublishVolume', (r) => r.volume_id === handle).map((x) => x.request.secrets)).toEqual([creds('pub')]);
+    // every call (a retry or a re-run after our own patch may repeat one: they are idempotent) carries them
+    const secretsOf = (method: string) => gate!.seen(method, (r) => r.volume_id === handle).map((x) => x.request.secrets);
+    expect(secretsOf('ControllerPublishVolume').length).toBeGreaterThan(0);
+    expect(new Set(secretsOf('ControllerPublishVolume').map((x) => JSON.stringify(x)))).toEqual(new Set([JSON.stringify(creds('pub'))]));
     await env.kubectl(['delete', 'volumeattachment', 'sec-va', '--wait=true', '--timeout=60s']);
-    expect(gate!.seen('ControllerUnpublishVolume', (r) => r.volume_id === handle).map((x) => x.request.secrets)).toEqual([creds('pub')]);
+    expect(secretsOf('ControllerUnpublishVolume').length).toBeGreaterThan(0);
+    expect(new Set(secretsOf('ControllerUnpublishVolume').map((x) => JSON.stringify(x)))).toEqual(new Set([JSON.stringify(creds('pub'))]));
 
     await env.kubectl(['patch', 'pvc', 'sec', '--type', 'merge', '-p', JSON.stringify({ spec: { resources: { requests: { storage: '64Mi' } } } })]);
     await env.waitFor('PV grown', async () => (await env.kubectl(['get', 'pv', pvName, '-o', 'jsonpath={.spec.capacity.storage}'])) === '64Mi');
-    expect(gate!.seen('ControllerExpandVolume', (r) => r.volume_id === handle).map((x) => x.request.secrets)).toEqual([creds('expand')]);
+    expect(secretsOf('ControllerExpandVolume').length).toBeGreaterThan(0);
+    expect(new Set(secretsOf('ControllerExpandVolume').map((x) => JSON.stringify(x)))).toEqual(new Set([JSON.stringify(creds('expand'))]));
 
     await env.kubectl(['delete', 'pvc', 'sec', '--wait=true', '--timeout=60s']);
     await env.waitFor('volume gone', async () => !(await volumeIds()).includes(handle));
-    expect(gate!.seen('DeleteVolume', (r) => r.volume_id === handle).map((x) => x.request.secrets)).toEqual([creds('prov')]);
+    expect(secretsOf('DeleteVolume').length).toBeGreaterThan(0);
+    expect(new Set(secretsOf('DeleteVolume').map((x) => JSON.stringify(x)))).toEqual(new Set([JSON.stringify(creds('prov'))]));
     await env.kubectl(['delete', 'storageclass', 'tscsi-secrets']);
     await env.kubectl(['delete', 'secret', 'sec-prov', 'pub-creds', 'expand-creds', 'stage-creds']);
   });

@@ -73,18 +73,59 @@ describe.skipIf(!hasKubectl)('deploy/ manifests', () => {
     expect(dep.spec.replicas).toBe(0);
   });
 
-  it('RBAC: no wildcards, secrets only for the controller, one service account per component', () => {
+  it('RBAC: no wildcards, no Secrets in the base, one service account per component, the node a role of its own', () => {
     for (const r of objs.filter((o) => o.kind === 'ClusterRole' || o.kind === 'Role')) {
       for (const rule of r.rules) {
         expect(rule.verbs).not.toContain('*');
         expect(rule.resources).not.toContain('*');
-        if (rule.resources.includes('secrets')) expect(r.metadata.name).toBe('tscsi-controller-secrets');
+        expect(rule.resources).not.toContain('secrets');
+        if (!rule.resources.includes('leases')) expect(rule.verbs).not.toContain('update');
       }
     }
-    const secretsBindings = objs.filter((o) => o.kind.endsWith('Binding') && o.roleRef.name === 'tscsi-controller-secrets');
-    expect(secretsBindings.flatMap((b) => b.subjects.map((s: any) => s.name))).toEqual(['tscsi-controller']);
     expect(ds.spec.template.spec.serviceAccountName).toBe('tscsi-node');
     expect(dep.spec.template.spec.serviceAccountName).toBe('tscsi-controller');
+    const rolesOf = (sa: string) =>
+      objs.filter((o) => o.kind.endsWith('Binding') && o.subjects.some((s: any) => s.name === sa)).map((b) => `${b.roleRef.kind}/${b.roleRef.name}`).sort();
+    expect(rolesOf('tscsi-node')).toEqual(['ClusterRole/tscsi-node-sidecars']);
+    expect(rolesOf('tscsi-controller')).toEqual(['ClusterRole/tscsi-attacher', 'ClusterRole/tscsi-provisioner', 'ClusterRole/tscsi-resizer', 'Role/tscsi-controller-leases']);
+  });
+
+  it('RBD overlay: the controller alone reads Secrets, by name, in its namespace', () => {
+    const rbd = render('overlays/rbd');
+    const secretRules = rbd.filter((o) => o.kind === 'ClusterRole' || o.kind === 'Role').flatMap((r) => r.rules.filter((x: any) => x.resources.includes('secrets')).map((x: any) => ({ r, x })));
+    expect(secretRules).toHaveLength(1);
+    const [{ r, x }] = secretRules;
+    expect(r.kind).toBe('Role');
+    expect(r.metadata.namespace).toBe('tscsi');
+    expect(x.verbs).toEqual(['get']);
+    const example = k8s.loadAllYaml(fs.readFileSync(path.join(DEPLOY, 'examples', 'storageclass-rbd.yaml'), 'utf8')) as any[];
+    const secret = example.find((o) => o.kind === 'Secret');
+    expect(x.resourceNames).toEqual([secret.metadata.name]);
+    expect(secret.metadata.namespace).toBe('tscsi');
+    const bound = rbd.filter((o) => o.kind.endsWith('Binding') && o.roleRef.name === r.metadata.name);
+    expect(bound.flatMap((b) => b.subjects.map((s: any) => s.name))).toEqual(['tscsi-controller']);
+  });
+
+  it('each object has one set of sidecars: the central ones serve RBD, the node ones loop and LVM of their node', () => {
+    const arg = (c: any, flag: string) => c.args.find((a: string) => a.startsWith(`--${flag}=`))?.slice(flag.length + 3);
+    for (const name of ['provisioner', 'attacher', 'resizer']) {
+      const central = dep.spec.template.spec.containers.find((c: any) => c.name === name);
+      const node = ds.spec.template.spec.containers.find((c: any) => c.name === name);
+      expect(arg(central, 'backends')).toBe('rbd');
+      expect(arg(central, 'node-name')).toBeUndefined();
+      expect(arg(node, 'backends')).toBe('loop,lvm');
+      expect(arg(node, 'node-name')).toBe('$(NODE_NAME)');
+    }
+  });
+
+  it('cephx key files from CSI secrets are on a memory-backed volume in every driver container', () => {
+    for (const spec of [ds.spec.template.spec, dep.spec.template.spec]) {
+      const driver = spec.containers.find((c: any) => c.name === 'driver');
+      const stateDir = driver.args.find((a: string) => a.startsWith('--state-dir=')).slice('--state-dir='.length);
+      const mount = driver.volumeMounts.find((m: any) => m.mountPath === `${stateDir}/keys`);
+      expect(mount).toBeDefined();
+      expect(spec.volumes.find((v: any) => v.name === mount.name).emptyDir).toMatchObject({ medium: 'Memory' });
+    }
   });
 
   it('the overlays and the examples render', () => {
