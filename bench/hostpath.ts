@@ -37,7 +37,7 @@ export async function ensureHostpath(cacheRoot = process.env.TSCSI_CACHE ?? '/va
   }
   const env = { ...process.env, ...goEnv() };
   const list = await execa('go', ['list', '-m', '-versions', MODULE], { reject: false, env, cwd: '/tmp', timeout: 120_000 });
-  let tag = list.exitCode === 0 ? newestV1(String(list.stdout).split(/\s+/).slice(1).join(' ')) : undefined;
+  const tag = list.exitCode === 0 ? newestV1(String(list.stdout).split(/\s+/).slice(1).join(' ')) : undefined;
   if (!tag) {
     // The proxy would not list versions: use a binary a previous run cached, if any.
     const cached = (await fs.readdir(cacheRoot).catch(() => [] as string[])).filter((d) => d.startsWith('hostpath-v1.')).sort();

@@ -5,6 +5,7 @@ import type { AccessType } from './backends/backend.js';
 
 export const MAX_NAME_LENGTH = 128;
 // The spec bans these control characters in names.
+// eslint-disable-next-line no-control-regex -- matching control characters is the point
 const BANNED_CHARS = /[\u0000-\u0008\u000B\u000C\u000E-\u001F\u007F-\u009F]/;
 
 /** The spec's general size limits: 128 bytes for a string, 4 KiB for a map. */

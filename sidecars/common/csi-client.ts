@@ -8,6 +8,7 @@ type Unary = (req: object, cb: (err: grpc.ServiceError | null, res: unknown) => 
 export type CsiService = 'Identity' | 'Controller' | 'Node' | 'GroupController';
 
 /** Every RPC of a service as `await client.Controller.CreateVolume({...})`. */
+// eslint-disable-next-line @typescript-eslint/no-explicit-any -- responses are typed by the .proto at run time, not here
 export type Rpcs = Record<string, (req?: object, deadlineMs?: number) => Promise<any>>;
 
 export class CsiClient {

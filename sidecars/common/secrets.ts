@@ -79,7 +79,7 @@ export function secretRef(op: SecretOp, params: Record<string, string> | undefin
   try {
     namespace = resolveTemplate(nsT, nsValues);
   } catch (err) {
-    throw new Error(`${op} secret namespace ${JSON.stringify(nsT)}: ${(err as Error).message}`);
+    throw new Error(`${op} secret namespace ${JSON.stringify(nsT)}: ${(err as Error).message}`, { cause: err });
   }
   if (!DNS1123_LABEL.test(namespace) || namespace.length > 63) throw new Error(`${op} secret namespace ${JSON.stringify(nsT)} resolved to ${JSON.stringify(namespace)}, which is not a valid namespace name`);
 
@@ -93,7 +93,7 @@ export function secretRef(op: SecretOp, params: Record<string, string> | undefin
   try {
     name = resolveTemplate(nameT, nameValues);
   } catch (err) {
-    throw new Error(`${op} secret name ${JSON.stringify(nameT)}: ${(err as Error).message}`);
+    throw new Error(`${op} secret name ${JSON.stringify(nameT)}: ${(err as Error).message}`, { cause: err });
   }
   if (!DNS1123_SUBDOMAIN.test(name) || name.length > 253) throw new Error(`${op} secret name ${JSON.stringify(nameT)} resolved to ${JSON.stringify(name)}, which is not a valid Secret name`);
   return { name, namespace };
@@ -106,7 +106,10 @@ export async function readSecret(core: k8s.CoreV1Api, ref: { name?: string; name
   try {
     s = await core.readNamespacedSecret({ name: ref.name, namespace: ref.namespace });
   } catch (err) {
+    // The API client's error stays out of ours (no cause): it carries the whole HTTP exchange.
+    // eslint-disable-next-line preserve-caught-error
     if (httpStatus(err) === 404) throw new Error(`secret ${ref.namespace}/${ref.name} not found`);
+    // eslint-disable-next-line preserve-caught-error
     throw new Error(`cannot read secret ${ref.namespace}/${ref.name}: ${httpStatus(err) ?? (err as Error).message}`);
   }
   const out: Record<string, string> = {};

@@ -236,7 +236,7 @@ export class Provisioner {
     const ds = pvc.spec?.dataSourceRef ?? pvc.spec?.dataSource;
     if (ds) {
       if (ds.kind !== 'PersistentVolumeClaim' || (ds.apiGroup ?? '') !== '') throw new Error(`data source ${ds.kind} is not supported`);
-      const srcNs = (ds as k8s.V1TypedObjectReference).namespace ?? pvc.metadata?.namespace!;
+      const srcNs = (ds as k8s.V1TypedObjectReference).namespace ?? pvc.metadata!.namespace!;
       const src = await this.k.core.readNamespacedPersistentVolumeClaim({ name: ds.name, namespace: srcNs });
       const srcPv = src.spec?.volumeName ? this.volumes.get(src.spec.volumeName) : undefined;
       if (!srcPv?.spec?.csi || srcPv.spec.csi.driver !== this.opts.driverName) throw new Error(`source claim ${srcNs}/${ds.name} is not bound to a volume of ${this.opts.driverName}`);

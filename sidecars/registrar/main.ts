@@ -34,7 +34,7 @@ async function waitForDriver(address: string, log: Logger, metricsFor: (c: CsiCl
       log.info({ driver: name, version: info.vendor_version, attempt }, 'driver answered GetPluginInfo');
       return name;
     } catch (err) {
-      if (stopped()) throw new Error('stopped while waiting for the driver');
+      if (stopped()) throw new Error('stopped while waiting for the driver', { cause: err });
       log.warn({ csiAddress: address, attempt, err: String((err as Error)?.message ?? err) }, 'driver not answering GetPluginInfo yet; retrying');
       await new Promise((r) => setTimeout(r, Math.min(1000 * attempt, 5000)));
     } finally {

@@ -97,7 +97,7 @@ export class Registrar {
     await removeStaleSocket(this.socketPath, log);
     const server = new grpc.Server();
     server.addService(registrationService().service, {
-      GetInfo: (call: grpc.ServerUnaryCall<object, PluginInfo>, cb: grpc.sendUnaryData<PluginInfo>) => {
+      GetInfo: (_call: grpc.ServerUnaryCall<object, PluginInfo>, cb: grpc.sendUnaryData<PluginInfo>) => {
         this.getInfoCalls++;
         const info = this.info();
         log.info({ rpc: 'GetInfo', ...info }, 'kubelet asked for the plugin info');

@@ -247,7 +247,7 @@ describe('single-node cluster', () => {
     expect(cgroupDirs(cgroupRoot)).toEqual([]);
     expect(existsSync(runDir)).toBe(false);
     for (const l of existsSync('/var/log/containers') ? readdirSync('/var/log/containers') : []) {
-      let target = '';
+      let target: string;
       try {
         target = readlinkSync(join('/var/log/containers', l));
       } catch {

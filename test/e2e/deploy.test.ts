@@ -189,7 +189,7 @@ async function nodePodReady(): Promise<boolean> {
  */
 async function detachLeftovers(): Promise<void> {
   for (const dev of fs.readdirSync('/sys/block').filter((d) => d.startsWith('loop'))) {
-    let back = '';
+    let back: string;
     try {
       back = fs.readFileSync(`/sys/block/${dev}/loop/backing_file`, 'utf8').trim().replace(/ \(deleted\)$/, '');
     } catch {

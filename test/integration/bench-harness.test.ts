@@ -7,7 +7,7 @@ import { existsSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { percentile, summarize, ratio } from '../../bench/stats.js';
-import { parseStat, readStatus, PhaseMonitor } from '../../bench/proc.js';
+import { parseStat, readStatus } from '../../bench/proc.js';
 import { newestV1 } from '../../bench/hostpath.js';
 import { runPhase, mergeResults, setupWorkers, teardownWorkers, type PhaseResult } from '../../bench/runner.js';
 import { OursSubject, RawSubject, DRIVER_MAIN, type Subject } from '../../bench/subjects.js';

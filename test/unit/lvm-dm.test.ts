@@ -160,7 +160,7 @@ let b: LvmBackend;
 const VG = 'vg0';
 const thin = { backend: 'lvm', volumeGroup: VG, type: 'thin', thinPool: 'pool' };
 const linear = { backend: 'lvm', volumeGroup: VG };
-const tagArgs = (args: string[]) => args.filter((a, i) => args[i - 1] === '--addtag');
+const tagArgs = (args: string[]) => args.filter((_a, i) => args[i - 1] === '--addtag');
 
 beforeEach(async () => {
   fake = new FakeLvm(VG);

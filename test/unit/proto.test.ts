@@ -35,7 +35,6 @@ const RPCS: Record<string, string[]> = {
   GroupController: ['GroupControllerGetCapabilities', 'CreateVolumeGroupSnapshot', 'DeleteVolumeGroupSnapshot', 'GetVolumeGroupSnapshot'],
 };
 
-// eslint-disable-next-line @typescript-eslint/no-explicit-any
 const v1 = (): any => loadCsi().csi.v1;
 
 describe('proto/load loadCsi', () => {

@@ -162,7 +162,7 @@ export class LvmBackend implements Backend {
     try {
       missing = (await this.lvm.vgsOrMissing(this.opts.volumeGroups)).missing;
     } catch (err) {
-      throw new Error(`could not look up volume group(s) ${this.opts.volumeGroups.join(', ')}: ${err instanceof Error ? err.message : String(err)}`);
+      throw new Error(`could not look up volume group(s) ${this.opts.volumeGroups.join(', ')}: ${err instanceof Error ? err.message : String(err)}`, { cause: err });
     }
     if (missing.length) throw new Error(`volume group(s) ${missing.join(', ')} not found on devices ${devices.join(', ') || '(none)'}`);
     // An LV still marked dirty is a create or copy that never finished: remove it, the

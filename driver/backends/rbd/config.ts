@@ -90,7 +90,7 @@ function parsePoolRef(s: unknown, where: string): PoolRef {
   try {
     return { pool: checkName('pool', parts[0]), namespace: parts[1] === undefined ? '' : checkName('namespace', parts[1]) };
   } catch (err) {
-    throw new Error(`${where}: ${(err as Error).message}`);
+    throw new Error(`${where}: ${(err as Error).message}`, { cause: err });
   }
 }
 
