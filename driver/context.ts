@@ -1,6 +1,7 @@
 // What every CSI service shares: the backends, this node's identity, the locks, the log.
 import type { Backend, VolumeRecord, SnapshotRecord } from './backends/backend.js';
 import { KeyedLocks } from './locks.js';
+import { BackgroundWork } from './background.js';
 import type { Logger } from './log.js';
 import { invalidArgument, notFound } from './errors.js';
 import { parseId, type IdKind } from './ids.js';
@@ -21,12 +22,16 @@ export interface DriverConfig {
 
 export class DriverContext {
   readonly locks = new KeyedLocks();
+  /** Long work that outlives one caller's deadline (copies, wipes); retries see it finish. */
+  readonly background: BackgroundWork;
 
   constructor(
     readonly config: DriverConfig,
     readonly backends: Map<string, Backend>,
     readonly log: Logger,
-  ) {}
+  ) {
+    this.background = new BackgroundWork(log);
+  }
 
   get topology(): Record<string, string> {
     return { [this.config.topologyKey]: this.config.nodeId };

@@ -149,7 +149,7 @@ export class ControllerService {
     // Content source.
     let contentSource: VolumeRecord['contentSource'];
     let sourceBytes = 0n;
-    const lockKeys = [];
+    const lockKeys: string[] = [];
     const cs = req.volume_content_source;
     if (cs?.snapshot) {
       const id = cs.snapshot.snapshot_id;
@@ -185,7 +185,8 @@ export class ControllerService {
     }
 
     const id = deriveId('vol', backend.kind, req.name);
-    return this.ctx.locks.with([id, ...lockKeys], 'CreateVolume', async () => {
+    // Long work (copies, wipes) runs on when the caller's deadline passes; a retry sees it finish.
+    const work = () => this.ctx.locks.with([id, ...lockKeys], 'CreateVolume', async () => {
       const existing = await backend.getVolume(id);
       if (existing) {
         const compatible =
@@ -226,12 +227,14 @@ export class ControllerService {
       const made = await backend.createVolume(rec, req.secrets ?? {});
       return { volume: volumeMessage(made) };
     });
+    return this.ctx.background.run(id, 'CreateVolume', work);
   }
 
   async DeleteVolume(req: T.DeleteVolumeRequest__Output): Promise<T.DeleteVolumeResponse> {
     const backend = this.ctx.ownerOf(req.volume_id, 'volume_id', 'vol');
     if (!backend) return {};
-    return this.ctx.locks.with([req.volume_id], 'DeleteVolume', async () => {
+    // Long work (copies, wipes) runs on when the caller's deadline passes; a retry sees it finish.
+    const work = () => this.ctx.locks.with([req.volume_id], 'DeleteVolume', async () => {
       const vol = await backend.getVolume(req.volume_id);
       if (!vol) {
         await backend.deleteVolume(req.volume_id, req.secrets ?? {}); // finishes a half-done delete
@@ -242,6 +245,7 @@ export class ControllerService {
       await backend.deleteVolume(vol.id, req.secrets ?? {});
       return {};
     });
+    return this.ctx.background.run(req.volume_id, 'DeleteVolume', work);
   }
 
   private async knownNode(nodeId: string, vol: VolumeRecord, backend: Backend): Promise<void> {
@@ -382,7 +386,8 @@ export class ControllerService {
     const backend = this.ctx.ownerOf(req.source_volume_id, 'source_volume_id', 'vol');
     if (!backend) throw notFound(`source volume ${req.source_volume_id} does not exist`);
     const id = deriveId('snap', backend.kind, req.name);
-    return this.ctx.locks.with([id, req.source_volume_id], 'CreateSnapshot', async () => {
+    // Long work (copies, wipes) runs on when the caller's deadline passes; a retry sees it finish.
+    const work = () => this.ctx.locks.with([id, req.source_volume_id], 'CreateSnapshot', async () => {
       const existing = await backend.getSnapshot(id);
       if (existing) {
         if (existing.sourceVolumeId !== req.source_volume_id) {
@@ -406,6 +411,7 @@ export class ControllerService {
       const [made] = await backend.createSnapshots([rec], req.secrets ?? {});
       return { snapshot: snapshotMessage(made) };
     });
+    return this.ctx.background.run(id, 'CreateSnapshot', work);
   }
 
   async DeleteSnapshot(req: T.DeleteSnapshotRequest__Output): Promise<T.DeleteSnapshotResponse> {

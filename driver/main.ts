@@ -184,8 +184,12 @@ async function main(): Promise<void> {
     server
       .shutdown()
       .then(async (graceful) => {
+        // Long work a caller left running (a copy, a wipe) gets its chance to finish; if it
+        // does not, it is cut off here and its retry after the restart completes it.
+        const idle = await ctx.background.idle(30_000);
+        if (!idle) log.warn({ running: ctx.background.size }, 'background work still running at exit; it is retried after the restart');
         // After a forced shutdown a call may still be writing into the pool: leave it mounted.
-        if (values['data-pool-size'] && graceful) await releasePoolIfIdle(loop, dataDir, log);
+        if (values['data-pool-size'] && graceful && idle) await releasePoolIfIdle(loop, dataDir, log);
       })
       .then(
         () => {

@@ -87,6 +87,16 @@ export function withCallSignal<T>(signal: AbortSignal, fn: () => T): T {
   return callSignal.run(signal, fn);
 }
 
+/** The signal of the call being served here, if any. */
+export function currentCallSignal(): AbortSignal | undefined {
+  return callSignal.getStore();
+}
+
+/** Runs fn outside any call: its commands outlive the caller's deadline (background work). */
+export function withoutCallSignal<T>(fn: () => T): T {
+  return callSignal.exit(fn);
+}
+
 /** Why the current call was given up, as the error its killed commands throw. */
 function abortError(signal: AbortSignal, command: string): CallAbortedError {
   const r: unknown = signal.reason;

@@ -9,8 +9,27 @@ import { run } from '../../driver/host/exec.js';
 import { codeName } from '../../sidecars/common/csi-client.js';
 import { startServices, type ServiceHarness } from './service-harness.js';
 import path from 'node:path';
+import type { VolumeRecord } from '../../driver/backends/backend.js';
+import { deriveId } from '../../driver/ids.js';
 
 const mountCap = { mount: { fs_type: 'ext4' }, access_mode: { mode: 'SINGLE_NODE_WRITER' } };
+const VOL = deriveId('vol', 'fake', 'grown');
+const volume = (): VolumeRecord => ({
+  id: VOL,
+  name: 'grown',
+  backend: 'fake',
+  capacityBytes: 1n << 30n,
+  accessType: 'mount',
+  fsType: 'ext4',
+  parameters: {},
+  mutableParameters: {},
+  topology: {},
+  published: {},
+  createdAt: new Date(0).toISOString(),
+});
+// ControllerExpandVolume is served in the call (short work); CreateVolume runs in the background.
+const expand = (h: ServiceHarness, deadlineMs?: number) =>
+  h.client.Controller.ControllerExpandVolume({ volume_id: VOL, capacity_range: { required_bytes: String(2n << 30n) } }, deadlineMs);
 
 /** PIDs of processes whose command line is exactly argv (a unique sleep time marks ours). */
 async function pidsOf(argv: string[]): Promise<number[]> {
@@ -47,15 +66,16 @@ describe('deadline and cancellation reach the child process', () => {
   beforeEach(() => {
     h.backend.hook = undefined;
     h.backend.vols.clear();
+    h.backend.vols.set(VOL, volume());
   });
 
   it('a short client deadline kills the long child, answers DEADLINE_EXCEEDED and frees the lock', async () => {
     const argv = ['sleep', `${30 + (process.pid % 1000) / 1000}`];
     h.backend.hook = async (m) => {
-      if (m === 'createVolume') await run(argv[0], argv.slice(1));
+      if (m === 'expandVolume') await run(argv[0], argv.slice(1));
     };
     const started = Date.now();
-    const call = h.client.Controller.CreateVolume({ name: 'slow', volume_capabilities: [mountCap] }, 2_500).catch((e: unknown) => e);
+    const call = expand(h, 2_500).catch((e: unknown) => e);
     const pid = await waitFor('the child to start', async () => (await pidsOf(argv))[0]);
     const err = await call;
     expect(codeName(err)).toBe('DEADLINE_EXCEEDED');
@@ -64,24 +84,24 @@ describe('deadline and cancellation reach the child process', () => {
     await waitFor('the child to be killed', async () => ((await alive(pid)) ? undefined : true), 4_000);
     // The lock is released: the retry runs (and succeeds) instead of ABORTED.
     h.backend.hook = undefined;
-    const res = await h.client.Controller.CreateVolume({ name: 'slow', volume_capabilities: [mountCap] }, 5_000);
-    expect(res.volume.volume_id).toMatch(/^vol-fake-/);
+    const res = await expand(h, 5_000);
+    expect(res.capacity_bytes).toBe(String(2n << 30n));
     expect(h.ctx.locks.size).toBe(0);
   });
 
   it('a cancelled call kills its child and frees the lock', async () => {
     const argv = ['sleep', `${40 + (process.pid % 1000) / 1000}`];
     h.backend.hook = async (m) => {
-      if (m === 'createVolume') await run(argv[0], argv.slice(1));
+      if (m === 'expandVolume') await run(argv[0], argv.slice(1));
     };
     const csi = loadCsi().csi.v1;
     const Ctor = csi.Controller as unknown as grpc.ServiceClientConstructor;
     const raw = new Ctor(`unix://${path.join(h.dir, 'csi.sock')}`, grpc.credentials.createInsecure(), { 'grpc.default_authority': 'localhost' });
     try {
       let settled: unknown;
-      const c = (raw as unknown as Record<string, (r: object, cb: (e: unknown) => void) => grpc.ClientUnaryCall>).CreateVolume.call(
+      const c = (raw as unknown as Record<string, (r: object, cb: (e: unknown) => void) => grpc.ClientUnaryCall>).ControllerExpandVolume.call(
         raw,
-        { name: 'cancelled', volume_capabilities: [mountCap] },
+        { volume_id: VOL, capacity_range: { required_bytes: String(2n << 30n) } },
         (e) => (settled = e),
       );
       const pid = await waitFor('the child to start', async () => (await pidsOf(argv))[0]);
@@ -97,15 +117,39 @@ describe('deadline and cancellation reach the child process', () => {
   it('a command run after the caller gave up (an undo step) still runs, within a short grace', async () => {
     const marker = path.join(h.dir, 'undo-ran');
     h.backend.hook = async (m) => {
-      if (m !== 'createVolume') return;
+      if (m !== 'expandVolume') return;
       try {
         await run('sleep', [`${50 + (process.pid % 1000) / 1000}`]);
       } finally {
         await run('touch', [marker]);
       }
     };
-    const err = await h.client.Controller.CreateVolume({ name: 'undo', volume_capabilities: [mountCap] }, 500).catch((e: unknown) => e);
+    const err = await expand(h, 500).catch((e: unknown) => e);
     expect(codeName(err)).toBe('DEADLINE_EXCEEDED');
     await waitFor('the undo step', () => fs.access(marker).then(() => true, () => undefined), 4_000);
+  });
+
+  it('long work (CreateVolume) outlives the caller: the retry gets ABORTED while it runs, then the finished volume', async () => {
+    const argv = ['sleep', `2.${process.pid % 1000}`];
+    let creates = 0;
+    h.backend.hook = async (m) => {
+      if (m !== 'createVolume') return;
+      creates++;
+      await run(argv[0], argv.slice(1));
+    };
+    const req = { name: 'big-clone', volume_capabilities: [mountCap] };
+    const first = h.client.Controller.CreateVolume(req, 800).catch((e: unknown) => e);
+    const pid = await waitFor('the copy to start', async () => (await pidsOf(argv))[0]);
+    expect(codeName(await first)).toBe('DEADLINE_EXCEEDED');
+    expect(await alive(pid)).toBe(true);
+    const retry = await h.client.Controller.CreateVolume(req, 5_000).catch((e: unknown) => e);
+    expect(codeName(retry)).toBe('ABORTED');
+    expect((retry as Error).message).toContain('in progress');
+    await waitFor('the copy to finish', async () => ((await alive(pid)) ? undefined : true), 6_000);
+    await waitFor('the background work to end', async () => (h.ctx.background.size === 0 ? true : undefined), 2_000);
+    const done = await h.client.Controller.CreateVolume(req, 5_000);
+    expect(done.volume.volume_id).toBe(deriveId('vol', 'fake', 'big-clone'));
+    expect(creates).toBe(1);
+    expect(h.ctx.locks.size).toBe(0);
   });
 });
