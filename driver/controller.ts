@@ -134,6 +134,8 @@ export class ControllerService {
     const backend = this.ctx.backendFor(params.backend ?? this.ctx.config.defaultBackend);
     backendParameters(backend, params);
     checkMutable(backend, mutable);
+    const refusal = caps.map((c) => backend.accessRefusal?.(c.accessType, c.mode)).find(Boolean);
+    if (refusal) throw invalidArgument(refusal);
     const accessType = caps[0].accessType;
     const fsType: FsType | '' = accessType === 'mount' ? ((caps.find((c) => c.fsType)?.fsType as FsType) ?? this.ctx.config.defaultFsType) : '';
 
@@ -268,6 +270,8 @@ export class ControllerService {
     const { backend, vol } = await this.ctx.mustFindVolume(req.volume_id);
     await this.knownNode(req.node_id, vol, backend);
     if (cap.accessType !== vol.accessType) throw invalidArgument(`volume ${vol.id} is a ${vol.accessType} volume; it cannot be published for ${cap.accessType} access`);
+    const refusal = backend.accessRefusal?.(cap.accessType, cap.mode);
+    if (refusal) throw invalidArgument(refusal);
     const readonly = !!req.readonly || READ_ONLY_MODES.has(cap.mode);
 
     const prev = this.publishChain.get(req.node_id) ?? Promise.resolve();
@@ -322,9 +326,11 @@ export class ControllerService {
     const caps = checkCapabilities(req.volume_capabilities as Capability[]);
     const params = checkStringMap(req.parameters, 'parameters');
     const mutable = checkStringMap(req.mutable_parameters, 'mutable_parameters');
-    const { vol } = await this.ctx.mustFindVolume(req.volume_id);
+    const { backend, vol } = await this.ctx.mustFindVolume(req.volume_id);
+    const refusal = caps.map((c) => backend.accessRefusal?.(c.accessType, c.mode)).find(Boolean);
     const mismatch =
-      caps.find((c) => c.accessType !== vol.accessType)
+      refusal ??
+      (caps.find((c) => c.accessType !== vol.accessType)
         ? `volume ${vol.id} is a ${vol.accessType} volume`
         : caps.find((c) => c.fsType && c.fsType !== vol.fsType)
           ? `volume ${vol.id} holds ${vol.fsType}`
@@ -332,7 +338,7 @@ export class ControllerService {
             ? 'parameters differ from the ones the volume was created with'
             : Object.entries(mutable).some(([k, v]) => vol.mutableParameters[k] !== v)
               ? 'mutable parameters differ from the volume’s'
-              : '';
+              : '');
     if (mismatch) return { message: mismatch };
     return {
       confirmed: {

@@ -91,6 +91,12 @@ export interface Backend {
   knowsNode?(nodeId: string): Promise<boolean>;
   /** Mutable parameters (ControllerModifyVolume) and their allowed values. */
   readonly mutableParameters: Record<string, readonly string[]>;
+  /**
+   * Why this backend cannot serve an access mode for an access type (undefined: it can).
+   * Shared backends refuse what would corrupt data, e.g. one filesystem mounted read-write
+   * on several nodes.
+   */
+  accessRefusal?(accessType: AccessType, mode: string): string | undefined;
   /** Checks backend-specific CreateVolume parameters; throws BackendError('invalid'). */
   validateParameters(params: Record<string, string>): void;
 

@@ -9,6 +9,11 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { execa } from 'execa';
 import { DriverHarness, mountCap, MiB } from '../lib/driver-harness.js';
 import { codeName } from '../../sidecars/common/csi-client.js';
+import { pino } from 'pino';
+import { LoopBackend } from '../../driver/backends/loop/index.js';
+import { initFreezeJournal } from '../../driver/host/freeze.js';
+import { mkfs } from '../../driver/host/fs.js';
+import { BackendError, type VolumeRecord } from '../../driver/backends/backend.js';
 
 let h: DriverHarness;
 const writers: ChildProcess[] = [];
@@ -78,5 +83,45 @@ describe('a driver killed inside a freeze', () => {
     await c2.Node.NodeUnstageVolume({ volume_id: vol.volume_id, staging_target_path: staging });
     await c2.Controller.DeleteSnapshot({ snapshot_id: s.snapshot_id });
     await c2.Controller.DeleteVolume({ volume_id: vol.volume_id });
+  }, 60_000);
+});
+
+describe('a snapshot without a point-in-time image', () => {
+  it('is refused for a mounted loop volume when the data directory cannot reflink, instead of freezing it for a whole copy', async () => {
+    // /tmp is ext4 here (no reflink), the case of a loop backend run without --data-pool-size.
+    const dir = await fs.mkdtemp('/tmp/tscsi-noreflink-');
+    const mnt = path.join(dir, 'mnt');
+    const log = pino({ level: 'silent' });
+    const b = new LoopBackend({ dataDir: path.join(dir, 'data'), log });
+    let dev: string | undefined;
+    try {
+      await initFreezeJournal(path.join(dir, 'freezes'), log);
+      await b.init();
+      expect(b.reflink).toBe(false);
+      const rec: VolumeRecord = {
+        id: 'vol-loop-noreflink', name: 'pvc-noreflink', backend: 'loop', capacityBytes: BigInt(32 * MiB), accessType: 'mount', fsType: 'ext4',
+        parameters: {}, mutableParameters: {}, topology: {}, published: {}, createdAt: new Date().toISOString(),
+      };
+      await b.createVolume(rec);
+      dev = await b.attach(rec);
+      await mkfs(dev, 'ext4');
+      await fs.mkdir(mnt);
+      await execa('mount', [dev, mnt]);
+      const snap = { id: 'snap-loop-noreflink', name: 's', sourceVolumeId: rec.id, sizeBytes: rec.capacityBytes, createdAtSeconds: 1n, createdAtNanos: 0, groupSnapshotId: '', parameters: {} };
+      const err = await b.createSnapshots([snap]).then(() => undefined, (e: unknown) => e);
+      expect(err).toBeInstanceOf(BackendError);
+      expect((err as BackendError).kind).toBe('precondition');
+      expect((err as BackendError).message).toMatch(/cannot reflink.*no point-in-time image.*--data-pool-size/);
+      expect(await b.getSnapshot(snap.id)).toBeUndefined();
+      await fs.writeFile(path.join(mnt, 'still-writable'), 'yes'); // not left frozen
+      // Unmounted, the copy needs no freeze and is made.
+      await execa('umount', [mnt]);
+      expect((await b.createSnapshots([snap]))[0].id).toBe(snap.id);
+    } finally {
+      await execa('fsfreeze', ['-u', mnt], { reject: false });
+      await execa('umount', [mnt], { reject: false });
+      if (dev) await execa('losetup', ['-d', dev], { reject: false });
+      await fs.rm(dir, { recursive: true, force: true });
+    }
   }, 60_000);
 });

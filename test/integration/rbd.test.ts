@@ -16,7 +16,7 @@ import { ControllerService } from '../../driver/controller.js';
 import { GroupControllerService } from '../../driver/groupcontroller.js';
 import { NodeService } from '../../driver/node.js';
 import { NodeStateStore } from '../../driver/nodestate.js';
-import { CsiError } from '../../driver/errors.js';
+import { CsiError, toCsiError } from '../../driver/errors.js';
 import { deriveId } from '../../driver/ids.js';
 import { BackendError, type VolumeRecord } from '../../driver/backends/backend.js';
 import { initFreezeJournal } from '../../driver/host/freeze.js';
@@ -187,6 +187,28 @@ describe('rbd backend on a real Ceph cluster (fuse mapper)', () => {
     for (const p of bad) {
       expect(await codeOf(c.Controller.CreateVolume({ name: 'pvc-bad', parameters: p, volume_capabilities: [mountCap()] }))).toBe('INVALID_ARGUMENT');
     }
+  });
+
+  it('refuses filesystem volumes written from several nodes (MULTI_NODE_MULTI_WRITER), allows it for raw block', async () => {
+    const c = drv!.client;
+    const before = await rbdNames();
+    const refused = await c.Controller.CreateVolume({ name: 'pvc-mnmw-fs', parameters: params(), volume_capabilities: [mountCap('ext4', 'MULTI_NODE_MULTI_WRITER')] }).catch((e) => e);
+    expect(codeName(refused)).toBe('INVALID_ARGUMENT');
+    expect(refused.details).toMatch(/MULTI_NODE_MULTI_WRITER.*corrupts.*volumeMode: Block/);
+    expect(await rbdNames()).toEqual(before); // nothing made
+
+    const blockCap = { block: {}, access_mode: { mode: 'MULTI_NODE_MULTI_WRITER' } };
+    const blk = (await c.Controller.CreateVolume({ name: 'pvc-mnmw-block', parameters: params(), capacity_range: { required_bytes: String(16 * MiB) }, volume_capabilities: [blockCap] })).volume;
+    const fsVol = (await c.Controller.CreateVolume({ name: 'pvc-rwo-fs', parameters: params(), capacity_range: { required_bytes: String(16 * MiB) }, volume_capabilities: [mountCap()] })).volume;
+    // An existing filesystem volume is not confirmed for, nor published with, multi-node writers.
+    const vvc = await c.Controller.ValidateVolumeCapabilities({ volume_id: fsVol.volume_id, volume_capabilities: [mountCap('ext4', 'MULTI_NODE_MULTI_WRITER')] });
+    expect(vvc.confirmed).toBeFalsy();
+    expect(vvc.message).toMatch(/MULTI_NODE_MULTI_WRITER/);
+    expect((await c.Controller.ValidateVolumeCapabilities({ volume_id: fsVol.volume_id, volume_capabilities: [mountCap()] })).confirmed).toBeTruthy();
+    expect(await codeOf(c.Controller.ControllerPublishVolume({ volume_id: fsVol.volume_id, node_id: NODE, volume_capability: mountCap('ext4', 'MULTI_NODE_MULTI_WRITER') }))).toBe('INVALID_ARGUMENT');
+    expect((await c.Controller.ValidateVolumeCapabilities({ volume_id: blk.volume_id, volume_capabilities: [blockCap] })).confirmed).toBeTruthy();
+    await c.Controller.DeleteVolume({ volume_id: blk.volume_id });
+    await c.Controller.DeleteVolume({ volume_id: fsVol.volume_id });
   });
 
   it('lives through create, publish, stage, write, snapshot, clone, data check, expand and delete', async () => {
@@ -370,10 +392,11 @@ describe('rbd backend on a real Ceph cluster (fuse mapper)', () => {
     const node = new NodeService(ctx, new NodeStateStore(path.join(root, 'driver', 'krbd-node')), [path.join(root, 'staging')]);
     const staging = path.join(root, 'staging', 'krbd');
     await fs.mkdir(staging, { recursive: true });
-    const err = await node.NodeStageVolume({ volume_id: v.volume_id, staging_target_path: staging, volume_capability: mountCap() } as never).catch((e) => e);
+    // Called without the gRPC server, whose wrapper turns a BackendError into its status.
+    const err = toCsiError(await node.NodeStageVolume({ volume_id: v.volume_id, staging_target_path: staging, volume_capability: mountCap() } as never).catch((e) => e));
     expect(err).toBeInstanceOf(CsiError);
     expect(codeName(err)).toBe('FAILED_PRECONDITION');
-    expect(err.message).toMatch(/krbd mapper could not map .*no rbd driver.*--rbd-mapper fuse/);
+    expect(err?.message).toMatch(/krbd mapper could not map .*no rbd driver.*--rbd-mapper fuse/);
     await drv!.client.Controller.DeleteVolume({ volume_id: v.volume_id });
   });
 
@@ -411,6 +434,12 @@ describe('rbd backend on a real Ceph cluster (fuse mapper)', () => {
     await execa('sync');
     expect(await fs.readFile(path.join(p.staging, 'after'), 'utf8')).toBe('written after the re-map');
     await execa('dd', ['if=/dev/zero', `of=${btarget}`, 'bs=1M', 'count=1', 'oflag=direct', 'status=none']);
+    // Containers started before the restart hold the dead device, which no re-map reaches: the volume's condition says so.
+    for (const [id, at] of [[v.volume_id, p.target], [blk.volume_id, btarget]]) {
+      const cond = (await c.Node.NodeGetVolumeStats({ volume_id: id, volume_path: at })).volume_condition;
+      expect(cond?.abnormal).toBe(true);
+      expect(cond?.message).toMatch(/mapped again at .*restart the pods using this volume/);
+    }
 
     await unstage(v.volume_id, p);
     await c.Node.NodeUnpublishVolume({ volume_id: blk.volume_id, target_path: btarget });

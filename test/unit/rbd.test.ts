@@ -11,6 +11,8 @@ import { DeviceMapper } from '../../driver/backends/rbd/mapper.js';
 import { RbdBackend, volumeImage, snapshotImage } from '../../driver/backends/rbd/index.js';
 import { BackendError } from '../../driver/backends/backend.js';
 import { CommandError } from '../../driver/host/exec.js';
+import { CsiError } from '../../driver/errors.js';
+import { status } from '@grpc/grpc-js';
 
 const KEY = 'AQBqEIJpAAAAABAAzu1bM0Kp2SF1HOLo6N3pFw==';
 const base = () => ({
@@ -172,5 +174,76 @@ describe('krbd mapper', () => {
     expect(err.kind).toBe('precondition');
     expect(err.message).toMatch(/krbd mapper could not map rbd\/csi-vol-x/);
     expect(err.message).toMatch(/--rbd-mapper/);
+  });
+});
+
+describe('rbd: "could not look" is not "not there"', () => {
+  type Tool = CephCli['tool'];
+  const err = (stderr: string) => new CommandError('rbd ...', 1, stderr, false);
+  /** A backend whose Ceph CLI answers from a table (the failures cannot be provoked on purpose from a live cluster). */
+  function withCli(answer: (tool: string, args: string[]) => string) {
+    const b = backend();
+    const calls: string[] = [];
+    b.cli.tool = (async (tool: string, _c: unknown, _cr: unknown, args: string[]) => {
+      calls.push(`${tool} ${args.join(' ')}`);
+      return { stdout: answer(tool, args), stderr: '', exitCode: 0 };
+    }) as Tool;
+    return { b, calls };
+  }
+
+  it('knowsNode: an unreadable node registry is UNAVAILABLE with the tool\'s message, not "unknown node"', async () => {
+    const { b } = withCli((tool) => {
+      if (tool === 'rados') throw err('error getting omap key set rbd/tscsi.nodes: (110) Connection timed out');
+      return '';
+    });
+    const e = await b.knowsNode('node-7').then(() => undefined, (x: unknown) => x);
+    expect(e).toBeInstanceOf(CsiError);
+    expect((e as CsiError).code).toBe(status.UNAVAILABLE);
+    expect((e as CsiError).message).toMatch(/node-7.*Connection timed out/);
+  });
+
+  it('knowsNode: a registry that does not exist yet means the node is not registered', async () => {
+    const { b } = withCli((tool) => {
+      if (tool === 'rados') throw err('error getting omap key set rbd/tscsi.nodes: (2) No such file or directory');
+      return '';
+    });
+    expect(await b.knowsNode('node-7')).toBe(false);
+    const { b: b2 } = withCli(() => 'node-6\nnode-7\n');
+    expect(await b2.knowsNode('node-7')).toBe(true);
+  });
+
+  it('deleteVolume: an rbd rm that fails for another reason than "has snapshots" fails the call, and nothing goes to the trash', async () => {
+    const { b, calls } = withCli((_tool, args) => {
+      if (args[0] === 'info') return JSON.stringify({ name: 'x', size: 1 << 20, features: [] });
+      if (args[0] === 'status') return JSON.stringify({ watchers: [] });
+      if (args[0] === 'snap') return '[]';
+      if (args[0] === 'rm') throw err('2026-12-01T00:00:00.000+0000 7f rbd: delete error: (13) Permission denied');
+      if (args[0] === 'trash') return '[]';
+      return '';
+    });
+    await expect(b.deleteVolume('vol-rbd-0123456789abcdef0123456789abcdef')).rejects.toThrow(/Permission denied/);
+    expect(calls.filter((c) => c.startsWith('rbd trash mv'))).toEqual([]);
+  });
+
+  it('deleteVolume: an image whose trashed snapshots still have clones goes to the trash', async () => {
+    const { b, calls } = withCli((_tool, args) => {
+      if (args[0] === 'info') return JSON.stringify({ name: 'x', size: 1 << 20, features: [] });
+      if (args[0] === 'status') return JSON.stringify({ watchers: [] });
+      if (args[0] === 'snap') return '[]';
+      // What rbd 16 prints for an image whose trashed snapshots have clones (exit 39 = ENOTEMPTY, no "(39) ..." text).
+      if (args[0] === 'rm') throw new CommandError('rbd rm', 39, 'librbd::api::Image: remove: image has snapshots - not removing\nrbd: image has snapshots with linked clones - these must be deleted or flattened before the image can be removed.', false);
+      if (args[0] === 'trash' && args[1] === 'ls') return '[]';
+      return '';
+    });
+    await b.deleteVolume('vol-rbd-0123456789abcdef0123456789abcdef');
+    expect(calls.filter((c) => c.startsWith('rbd trash mv'))).toHaveLength(1);
+  });
+});
+
+describe('rbd-nbd in the node plugin', () => {
+  it('is refused at start with a message that says why and what to use instead', () => {
+    const mk = (node: boolean) => () => new RbdBackend({ config: parseConfig({ ...base(), mapper: 'rbd-nbd' }), stateDir: '/nonexistent', node, log: pino({ level: 'silent' }) });
+    expect(mk(true)).toThrow(/rbd-nbd mapper is not supported.*die with it.*--rbd-mapper krbd.*--rbd-mapper fuse/);
+    expect(mk(false)).not.toThrow(); // a controller never maps
   });
 });

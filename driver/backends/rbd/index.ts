@@ -24,8 +24,10 @@ import {
 import { recordFromJson, recordToJson } from '../../host/atomic.js';
 import { withQuiescedDevices } from '../../host/freeze.js';
 import { parseSize } from '../../size.js';
+import { unavailable } from '../../errors.js';
+import { CommandError } from '../../host/exec.js';
 import type { Logger } from '../../log.js';
-import { CephCli, credentialsFrom, errnoOf, imageSpec, isNotFound, poolSpec, EEXIST, type Credentials } from './cli.js';
+import { CephCli, credentialsFrom, errnoOf, imageSpec, isNotFound, poolSpec, EEXIST, ENOTEMPTY, type Credentials } from './cli.js';
 import { checkName, invalid, loadConfig, NODE_ID_RE, parseFeatures, type ClusterConfig, type PoolRef, type RbdConfig } from './config.js';
 import { DeviceMapper, FuseMapper, type MapTarget, type Mapper } from './mapper.js';
 
@@ -41,6 +43,16 @@ const PARAMS = new Set(['clusterID', 'pool', 'radosNamespace', 'imageFeatures'])
 const VOL_RE = /^csi-vol-[0-9a-f]{32}$/;
 const SINGLE_NODE_MODES = new Set(['SINGLE_NODE_WRITER', 'SINGLE_NODE_READER_ONLY', 'SINGLE_NODE_SINGLE_WRITER', 'SINGLE_NODE_MULTI_WRITER']);
 const SNAP_RE = /^csi-snap-[0-9a-f]{32}$/;
+
+/**
+ * rbd-nbd serves each volume from a userspace daemon the plugin starts. In the node plugin's
+ * container (no host PID namespace) those daemons die with the container, and with them
+ * every mounted volume's I/O; nothing can re-attach a running pod's mount to a new one.
+ */
+export const RBD_NBD_REFUSED =
+  'the rbd-nbd mapper is not supported by this node plugin: its rbd-nbd daemons run inside the plugin (its container) and die with it on every restart, ' +
+  'leaving every volume mapped through them dead under the pods using it. Use --rbd-mapper krbd (the kernel rbd driver; mappings outlive the plugin), ' +
+  'or --rbd-mapper fuse where the kernel has no rbd driver';
 
 export interface RbdBackendOptions {
   config: RbdConfig;
@@ -100,6 +112,7 @@ export class RbdBackend implements Backend {
     if (!path.isAbsolute(opts.stateDir) || /\s/.test(opts.stateDir)) throw new Error(`the rbd state directory must be an absolute path without whitespace: ${JSON.stringify(opts.stateDir)}`);
     this.cli = new CephCli(path.join(opts.stateDir, 'keys'));
     const c = opts.config;
+    if (c.mapper === 'rbd-nbd' && opts.node && !opts.mapper) throw new Error(RBD_NBD_REFUSED);
     this.mapper =
       opts.mapper ??
       (c.mapper === 'fuse' ? new FuseMapper(path.join(opts.stateDir, 'fuse'), this.cli, opts.log) : new DeviceMapper(c.mapper, this.cli, c.mapOptions));
@@ -110,6 +123,15 @@ export class RbdBackend implements Backend {
   }
 
   // ---- parameters and locations ----
+
+  /** ceph-csi's rule: ext4/xfs on one image mounted read-write on two nodes corrupts it; raw block leaves it to the application. */
+  accessRefusal(accessType: 'mount' | 'block', mode: string): string | undefined {
+    if (accessType === 'mount' && mode === 'MULTI_NODE_MULTI_WRITER') {
+      return 'RBD filesystem (mount) volumes cannot be MULTI_NODE_MULTI_WRITER: ext4/xfs/btrfs mounted read-write on several nodes at once corrupts the image. ' +
+        'Use volumeMode: Block for multi-node writers (the application must coordinate its writes), or a single-node access mode (ReadWriteOnce/ReadWriteOncePod)';
+    }
+    return undefined;
+  }
 
   validateParameters(params: Record<string, string>): void {
     for (const k of Object.keys(params)) {
@@ -259,7 +281,11 @@ export class RbdBackend implements Backend {
       const r = await this.cli.rbd(loc.cluster, creds, ['rm', '--no-progress', spec]).catch((err: unknown) => err);
       if (r instanceof Error) {
         if (isNotFound(r)) return;
-        // Trashed snapshots with clones of them left: park the image in the RBD trash.
+        // Only "it still has (trashed) snapshots" means clones of them are left; any other
+        // failure (cluster unreachable, permission, timeout) is one, not a reason to trash.
+        // rbd exits with the errno; its message here has no "(39) ..." to parse.
+        const hasSnapshots = errnoOf(r) === ENOTEMPTY || (r instanceof CommandError && r.exitCode === ENOTEMPTY);
+        if (!hasSnapshots) throw r;
         this.opts.log.info({ image: spec }, 'image still has clones of its snapshots; moved to the RBD trash until they are gone');
         await this.cli.rbd(loc.cluster, creds, ['trash', 'mv', spec]);
       }
@@ -380,15 +406,25 @@ export class RbdBackend implements Backend {
     if (this.config.nodes.includes(nodeId)) return true;
     const seen = this.knownNodes.get(nodeId);
     if (seen && Date.now() - seen < 60_000) return true;
+    // "Not registered" only when every cluster could be asked; a cluster that could not be
+    // read makes the answer unknown, which is an error of its own (not NOT_FOUND for the node).
+    let failure: unknown;
     for (const cluster of this.config.clusters) {
       const creds = this.defaultCreds(cluster);
       if (!creds) continue;
-      const r = await this.rados(cluster, creds, ['listomapkeys', NODES_OBJECT]).catch(() => undefined);
-      if (r && r.stdout.split('\n').includes(nodeId)) {
+      let keys: string[];
+      try {
+        keys = (await this.rados(cluster, creds, ['listomapkeys', NODES_OBJECT])).stdout.split('\n');
+      } catch (err) {
+        if (!isNotFound(err)) failure ??= err; // ENOENT: no node registered in this cluster yet
+        continue;
+      }
+      if (keys.includes(nodeId)) {
         this.knownNodes.set(nodeId, Date.now());
         return true;
       }
     }
+    if (failure !== undefined) throw unavailable(`cannot tell whether node ${nodeId} is registered: reading ${NODES_OBJECT} failed: ${failure instanceof Error ? failure.message : String(failure)}`);
     return false;
   }
 
@@ -492,6 +528,13 @@ export class RbdBackend implements Backend {
 
   async volumeHealth(rec: VolumeRecord): Promise<VolumeHealth> {
     const name = volumeImage(rec.id);
+    const remapped = this.mapper.remappedAt ? await this.mapper.remappedAt(this.target(rec)).catch(() => undefined) : undefined;
+    if (remapped) {
+      return {
+        abnormal: true,
+        message: `the rbd-fuse helper of this volume died with the node plugin and the image was mapped again at ${remapped}; containers started before then still see the dead device (I/O errors): restart the pods using this volume (the condition clears when it is unstaged)`,
+      };
+    }
     const loc = await this.findImage(name).catch(() => undefined);
     if (!loc) return { abnormal: true, message: `RBD image ${name} is missing or the cluster cannot be reached` };
     const info = await this.info(loc, name).catch(() => undefined);

@@ -31,6 +31,12 @@ export interface Mapper {
   unmap(t: MapTarget): Promise<void>;
   /** Makes the device see the image's current size. */
   refresh(t: MapTarget, device: string): Promise<void>;
+  /**
+   * When this image was mapped afresh after its helper died: containers started before then
+   * still hold the dead device (their mounts were copied when they started), which no
+   * re-map can reach.
+   */
+  remappedAt?(t: MapTarget): Promise<string | undefined>;
   /** After a restart: re-maps what was mapped before and lost its helper. */
   recover(clusters: ClusterConfig[], credsFor: (cluster: ClusterConfig) => Credentials | undefined): Promise<void>;
 }
@@ -67,7 +73,7 @@ export class DeviceMapper implements Mapper {
           'precondition',
           hasDriver
             ? `the krbd mapper could not map ${imageSpec(t.pool, t.image)}: ${why}`
-            : `the krbd mapper could not map ${imageSpec(t.pool, t.image)}: this node's kernel has no rbd driver (/sys/bus/rbd is missing and the module could not be loaded: ${why}). Load the rbd kernel module on the node, or run the node plugin with --rbd-mapper rbd-nbd or --rbd-mapper fuse`,
+            : `the krbd mapper could not map ${imageSpec(t.pool, t.image)}: this node's kernel has no rbd driver (/sys/bus/rbd is missing and the module could not be loaded: ${why}). Load the rbd kernel module on the node, or run the node plugin with --rbd-mapper fuse`,
         );
       }
       const hasNbd = await fs.access('/sys/block/nbd0').then(() => true, () => false);
@@ -111,6 +117,8 @@ interface FuseMapping {
   /** Field 22 of /proc/PID/stat: a recycled PID is never taken for ours. */
   startTime: string;
   device?: string;
+  /** Set by a re-map after the helper died (see Mapper.remappedAt). */
+  remappedAt?: string;
 }
 
 async function startTimeOf(pid: number): Promise<string | undefined> {
@@ -196,6 +204,10 @@ export class FuseMapper implements Mapper {
 
   async mapped(t: MapTarget): Promise<string | undefined> {
     return this.boundDevice(t, await readJson<FuseMapping>(this.recOf(t)));
+  }
+
+  async remappedAt(t: MapTarget): Promise<string | undefined> {
+    return (await readJson<FuseMapping>(this.recOf(t)).catch(() => undefined))?.remappedAt;
   }
 
   async map(t: MapTarget, creds: Credentials): Promise<string> {
@@ -356,6 +368,11 @@ export class FuseMapper implements Mapper {
         await mnt.bindMount(dev, m.target, ro);
       }
     }
-    this.log.warn({ image: imageSpec(t.pool, t.image), from: oldDev, to: dev, mounts: entries.map((m) => m.target) }, 're-mapped after its rbd-fuse helper died');
+    const rec2 = await readJson<FuseMapping>(this.recOf(t));
+    if (rec2) await writeJsonAtomic(this.recOf(t), { ...rec2, remappedAt: new Date().toISOString() });
+    this.log.warn(
+      { image: imageSpec(t.pool, t.image), from: oldDev, to: dev, mounts: entries.map((m) => m.target) },
+      're-mapped after its rbd-fuse helper died; the mounts on this node are back, but containers that were running still hold the dead device (I/O errors) and must be restarted',
+    );
   }
 }
