@@ -5,6 +5,7 @@
 // records what they sent and can hold a call in flight.
 import { describe, it, expect, beforeAll, afterAll } from 'vitest';
 import path from 'node:path';
+import type { ChildProcess } from 'node:child_process';
 import { ClusterEnv, NODE_NAME, pod, claim } from '../lib/cluster-env.js';
 import { DriverHarness } from '../lib/driver-harness.js';
 import { CsiGate } from '../lib/csi-gate.js';
@@ -16,6 +17,9 @@ const MIN = 60_000;
 const env = new ClusterEnv();
 let driver: DriverHarness | undefined;
 let gate: CsiGate | undefined;
+/** What a second, central (RBD-only) set of sidecars sends the same driver: it must never touch its loop objects. */
+let centralGate: CsiGate | undefined;
+const central: ChildProcess[] = [];
 /** The provisioner's --timeout: a CreateVolume held longer than this has failed for it. */
 const PROVISION_TIMEOUT_S = 15;
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
@@ -54,6 +58,9 @@ beforeAll(async () => {
   env.start('provisioner', [sidecar('provisioner'), '--csi-address', gated, ...kc, '--leader-election', '--http-endpoint', `127.0.0.1:${HTTP_PORT}`, '--timeout', String(PROVISION_TIMEOUT_S)]);
   env.start('attacher', [sidecar('attacher'), '--csi-address', gated, ...kc]);
   env.start('resizer', [sidecar('resizer'), '--csi-address', gated, ...kc]);
+  const centralSocket = path.join(env.runDir, 'gate-central.sock');
+  centralGate = await CsiGate.start(socket, centralSocket);
+  for (const n of ['provisioner', 'attacher', 'resizer']) central.push(env.start(`central-${n}`, [sidecar(n), '--csi-address', centralSocket, ...kc, '--backends', 'rbd']));
   await env.apply({
     apiVersion: 'storage.k8s.io/v1',
     kind: 'CSIDriver',
@@ -76,7 +83,7 @@ beforeAll(async () => {
 
 afterAll(async () => {
   if (process.env.TSCSI_E2E_KEEP_LOGS) console.log(`logs in ${env.runDir}/logs`);
-  for (const n of ['registrar', 'provisioner', 'attacher', 'resizer']) {
+  for (const n of ['registrar', 'provisioner', 'attacher', 'resizer', 'central-provisioner', 'central-attacher', 'central-resizer']) {
     try {
       const l = env.log(n);
       if (/"level":(50|60)/.test(l)) console.log(`--- ${n} errors ---\n${l.split('\n').filter((x) => /"level":(50|60)/.test(x)).slice(-10).join('\n')}`);
@@ -86,6 +93,7 @@ afterAll(async () => {
   }
   await env.down();
   await gate?.close();
+  await centralGate?.close();
   await driver?.cleanup();
   console.log(`timings: ${JSON.stringify(timings)}`);
 }, 15 * MIN);
@@ -340,5 +348,13 @@ describe('the driver and our sidecars on a real cluster', () => {
     expect(ev.message).toMatch(/INVALID_ARGUMENT/);
     expect(ev.message).toMatch(/bogus/);
     await env.kubectl(['delete', 'pvc', 'bad', '--wait=true', '--timeout=60s']);
+  });
+
+  // Runs last: by now claims, PVs, VolumeAttachments and resizes of the loop backend have
+  // all passed by the central sidecars too (the RBD overlay's --backends=rbd).
+  it('sidecars serving only RBD, running next to these, never called the driver for a loop object', () => {
+    expect(central.map((p) => p.exitCode)).toEqual([null, null, null]); // they ran all along
+    expect(centralGate!.seen('GetPluginInfo').length).toBeGreaterThanOrEqual(3);
+    expect(centralGate!.calls.filter((c) => !['GetPluginInfo', 'Probe', 'GetPluginCapabilities'].includes(c.method)).map((c) => c.method)).toEqual([]);
   });
 });
