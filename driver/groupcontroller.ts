@@ -7,6 +7,7 @@ import { deriveId, parseId } from './ids.js';
 import { checkName, checkStringMap } from './validate.js';
 import { snapshotMessage } from './controller.js';
 import type * as T from '../proto/types.js';
+import { failpoint } from './failpoints.js';
 
 function groupMessage(g: GroupSnapshotRecord, snaps: SnapshotRecord[]) {
   return {
@@ -79,6 +80,7 @@ export class GroupControllerService {
       // Members cut by an attempt that crashed before the group record are cut again, together.
       for (const r of recs) if (await backend.getSnapshot(r.id)) await backendCall(() => backend.deleteSnapshot(r.id, req.secrets ?? {}));
       const made = await backendCall(() => backend.createSnapshots(recs, req.secrets ?? {}));
+      failpoint('group.create.afterMembers');
       const group: GroupSnapshotRecord = {
         id,
         name: req.name,
@@ -113,6 +115,7 @@ export class GroupControllerService {
         throw invalidArgument(`snapshot_ids do not match the members of group snapshot ${g.id}`);
       }
       for (const s of g.snapshotIds) await backendCall(() => backend.deleteSnapshot(s, req.secrets ?? {}));
+      failpoint('group.delete.afterMembers');
       await backendCall(() => backend.deleteGroupSnapshotRecord(g.id));
       return {};
     });

@@ -5,6 +5,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { createRequire } from 'node:module';
 import { createLogger } from './log.js';
+import { armedFailpoints } from './failpoints.js';
 import { DriverContext, type DriverConfig } from './context.js';
 import { CsiServer } from './server.js';
 import { IdentityService } from './identity.js';
@@ -88,6 +89,7 @@ async function main(): Promise<void> {
     return;
   }
   const log = createLogger(values['log-level']);
+  if (armedFailpoints().length) log.warn({ failpoints: armedFailpoints() }, 'fail points armed (TSCSI_FAILPOINTS): the driver kills itself at these steps');
   const mode = values.mode!;
   if (!['all', 'controller', 'node'].includes(mode)) throw new Error(`--mode must be all, controller or node`);
   const fsType = values['default-fs-type']!;

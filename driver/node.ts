@@ -13,6 +13,7 @@ import * as fsx from './host/fs.js';
 import { deviceSize } from './host/loop.js';
 import { run, hostFailure } from './host/exec.js';
 import { NodeStateStore, type NodeVolumeState } from './nodestate.js';
+import { failpoint } from './failpoints.js';
 import type * as T from '../proto/types.js';
 
 export const NODE_CAPABILITIES = ['STAGE_UNSTAGE_VOLUME', 'GET_VOLUME_STATS', 'EXPAND_VOLUME', 'VOLUME_CONDITION', 'SINGLE_NODE_MULTI_WRITER'] as const;
@@ -117,10 +118,12 @@ export class NodeService {
       // Recorded before attaching: a crash after the attach or the mount still finds its way
       // to NodeUnstage, which undoes both.
       if (!prev) await this.state.put(this.stageRecord(vol.id, staging, cap, fsType));
+      failpoint('node.stage.afterRecord');
       let createdDir = false;
       let mounted = false;
       try {
         const device = await backendCall(() => backend.attach(vol, req.secrets ?? {}));
+        failpoint('node.stage.afterAttach');
         if (cap.accessType === 'block') return {};
         if (!where.stat) {
           await fs.mkdir(where.real, { recursive: true, mode: 0o750 });
@@ -129,6 +132,7 @@ export class NodeService {
         const found = await fsx.probe(device);
         if (!found) {
           await fsx.mkfs(device, fsType as fsx.FsType, mkfsArgs(vol.parameters));
+          failpoint('node.stage.afterMkfs');
         } else if (found.type !== fsType) {
           throw failedPrecondition(`volume ${vol.id} already holds ${found.type ?? 'unknown data'}, not ${fsType}; refusing to format it`);
         } else if (fsType === 'ext4' || fsType === 'ext3') {
@@ -137,6 +141,7 @@ export class NodeService {
         }
         await mnt.mount(device, where.real, fsType, [...fsx.implicitMountOptions(fsType), ...cap.mountFlags]);
         mounted = true;
+        failpoint('node.stage.afterMount');
         if (fsType === 'xfs' || fsType === 'btrfs') await fsx.growOnline(device, fsType, where.real);
       } catch (err) {
         await this.undoStage(backend, vol, { path: where.real, mounted, createdDir, wasAttached, recorded: !prev });
@@ -182,10 +187,12 @@ export class NodeService {
       const { device, devno } = await this.devnoOf(backend, vol);
       // Only a mount of this volume's own device is ever unmounted.
       await this.unmountOurs(await this.releasePath(staging, 'staging_target_path'), devno, vol.id);
+      failpoint('node.unstage.afterUmount');
       if (device) {
         const still = await mnt.mountsOf(device);
         if (still.length > 0) throw failedPrecondition(`volume ${vol.id} (${device}) is still mounted at ${still.map((x) => x.target).join(', ')}`);
         await backendCall(() => backend.detach(vol));
+        failpoint('node.unstage.afterDetach');
       }
       await this.state.remove(vol.id);
       return {};
@@ -246,6 +253,7 @@ export class NodeService {
       const created = !where.stat || mine?.created === true;
       st.publications[target] = { readonly, mode: cap.mode, created };
       await this.state.put(st);
+      failpoint('node.publish.afterRecord');
       let madeNow = false;
       try {
         if (cap.accessType === 'block') {
@@ -263,6 +271,7 @@ export class NodeService {
           const extra = cap.mountFlags.filter((f) => ['nosuid', 'nodev', 'noexec', 'noatime', 'nodiratime', 'relatime'].includes(f));
           await mnt.bindMount(stagedAt!, where.real, readonly, extra);
         }
+        failpoint('node.publish.afterMount');
       } catch (err) {
         if (madeNow) await fs.rm(where.real, { force: true, recursive: false }).catch(() => fs.rmdir(where.real).catch(() => undefined));
         if (mine) st.publications[target] = mine;
@@ -286,6 +295,7 @@ export class NodeService {
       const { devno } = await this.devnoOf(backend, vol);
       const where = await this.releasePath(target, 'target_path');
       await this.unmountOurs(where, devno, vol.id);
+      failpoint('node.unpublish.afterUmount');
       // Only what NodePublish made is removed, and only if it still is a plain directory or
       // file (never through a symlink); a target the CO made is the CO's.
       if (pub?.created) {
@@ -347,6 +357,7 @@ export class NodeService {
       if (!device) throw failedPrecondition(`volume ${vol.id} is not staged on this node`);
       try {
         await backend.refreshDevice(vol, device);
+        failpoint('node.expand.afterRefresh');
         if (vol.accessType === 'mount') {
           // Grown where it is mounted from its own device, never at whatever else is mounted at a path.
           let m: mnt.MountEntry | undefined;

@@ -7,6 +7,7 @@ import { loadCsi } from '../proto/load.js';
 import { CallAbortedError, messageOf, toCsiError } from './errors.js';
 import { withCallSignal } from './host/exec.js';
 import { redactSecrets, type Logger } from './log.js';
+import { failpoint, MUTATING_RPCS } from './failpoints.js';
 
 type Impl = object;
 
@@ -103,6 +104,7 @@ export function wrapService(service: grpc.ServiceDefinition, impl: Impl, log: Lo
         })
         .then(
           (res) => {
+            if (MUTATING_RPCS.has(method)) failpoint('rpc.beforeReply');
             done(grpc.status.OK);
             callback(null, res);
           },

@@ -2,6 +2,7 @@
 // so a crash at any line leaves either the old or the new record, never half of one.
 import fs from 'node:fs/promises';
 import path from 'node:path';
+import { failpoint } from '../failpoints.js';
 
 const BIGINT_KEYS = new Set(['capacityBytes', 'sizeBytes', 'createdAtSeconds']);
 
@@ -40,6 +41,7 @@ export async function writeJsonAtomic(file: string, value: unknown): Promise<voi
   } finally {
     await h.close();
   }
+  failpoint('atomic.beforeRename');
   try {
     await fs.rename(tmp, file);
   } catch (err) {

@@ -32,14 +32,15 @@ export async function discardZeroes(device: string, sysRoot = '/sys'): Promise<b
  */
 export async function wipe(device: string, sysRoot = '/sys'): Promise<void> {
   const trusted = await discardZeroes(device, sysRoot);
-  const discarded = await run('blkdiscard', ['-f', device], { okCodes: [1] });
+  const discarded = await run('blkdiscard', ['-f', device], { okCodes: [1], failpoint: 'host.wipe' });
   if (trusted && discarded.exitCode === 0) return;
-  await run('blkdiscard', ['-f', '-z', device], { timeoutMs: 30 * 60_000 });
+  await run('blkdiscard', ['-f', '-z', device], { timeoutMs: 30 * 60_000, failpoint: 'host.wipe' });
 }
 
 /** Copies the first `bytes` of src onto dst with direct I/O (no page cache pollution). */
 export async function copy(src: string, dst: string, bytes: bigint): Promise<void> {
   await run('dd', [`if=${src}`, `of=${dst}`, 'bs=4M', `count=${bytes}`, 'iflag=count_bytes,direct', 'oflag=direct', 'conv=fsync', 'status=none'], {
     timeoutMs: 30 * 60_000,
+    failpoint: 'host.copy',
   });
 }

@@ -7,6 +7,7 @@ import { AsyncLocalStorage } from 'node:async_hooks';
 import { execa } from 'execa';
 import { internal, toCsiError, CsiError, CallAbortedError } from '../errors.js';
 import { status } from '@grpc/grpc-js';
+import { failpoint, failpointDuring, type FailpointName } from '../failpoints.js';
 
 export interface RunOptions {
   timeoutMs?: number;
@@ -14,6 +15,8 @@ export interface RunOptions {
   /** Exit codes that are answers rather than failures (blkid's 2 = "nothing found"). */
   okCodes?: number[];
   input?: string;
+  /** A host.* fail point: armed, it kills the driver before the tool starts, or (:during) while it runs. */
+  failpoint?: FailpointName;
 }
 
 export interface RunResult {
@@ -125,10 +128,11 @@ export async function run(file: string, args: string[], opts: RunOptions = {}): 
   const afterAbort = signal?.aborted === true;
   const timeoutMs = opts.timeoutMs ?? DEFAULT_TIMEOUT_MS;
   const command = [file, ...args].join(' ');
+  if (opts.failpoint) failpoint(opts.failpoint);
   const release = await childSlot(afterAbort ? undefined : signal, command);
   let r;
   try {
-    r = await execa(file, args, {
+    const sub = execa(file, args, {
       reject: false,
       timeout: afterAbort ? Math.min(timeoutMs, AFTER_ABORT_GRACE_MS) : timeoutMs,
       cancelSignal: afterAbort ? undefined : signal,
@@ -137,6 +141,8 @@ export async function run(file: string, args: string[], opts: RunOptions = {}): 
       input: opts.input,
       stripFinalNewline: true,
     });
+    if (opts.failpoint) failpointDuring(opts.failpoint, sub, command);
+    r = await sub;
   } finally {
     release();
   }

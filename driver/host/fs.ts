@@ -50,13 +50,13 @@ export async function mkfs(device: string, fsType: FsType, extraArgs: string[] =
     case 'ext4':
     case 'ext3':
       // lazy init: the loop file stays sparse, the kernel zeroes in the background
-      await run(`mkfs.${fsType}`, ['-q', '-F', '-E', 'lazy_itable_init=1,lazy_journal_init=1', ...extraArgs, device]);
+      await run(`mkfs.${fsType}`, ['-q', '-F', '-E', 'lazy_itable_init=1,lazy_journal_init=1', ...extraArgs, device], { failpoint: 'host.mkfs' });
       return;
     case 'xfs':
-      await run('mkfs.xfs', ['-q', '-f', ...extraArgs, device]);
+      await run('mkfs.xfs', ['-q', '-f', ...extraArgs, device], { failpoint: 'host.mkfs' });
       return;
     case 'btrfs':
-      await run('mkfs.btrfs', ['-q', '-f', ...extraArgs, device]);
+      await run('mkfs.btrfs', ['-q', '-f', ...extraArgs, device], { failpoint: 'host.mkfs' });
       return;
   }
 }
@@ -70,22 +70,22 @@ export function implicitMountOptions(fsType: string): string[] {
 export async function growOffline(device: string, fsType: string): Promise<void> {
   if (fsType === 'ext4' || fsType === 'ext3') {
     await run('e2fsck', ['-f', '-p', device], { okCodes: [1] });
-    await run('resize2fs', [device]);
+    await run('resize2fs', [device], { failpoint: 'host.growfs' });
   }
 }
 
 export async function growOnline(device: string, fsType: string, mountpoint: string): Promise<void> {
   switch (fsType) {
     case 'xfs':
-      await run('xfs_growfs', [mountpoint]);
+      await run('xfs_growfs', [mountpoint], { failpoint: 'host.growfs' });
       return;
     case 'btrfs':
-      await run('btrfs', ['filesystem', 'resize', 'max', mountpoint]);
+      await run('btrfs', ['filesystem', 'resize', 'max', mountpoint], { failpoint: 'host.growfs' });
       return;
     case 'ext4':
     case 'ext3':
       try {
-        await run('resize2fs', [device]);
+        await run('resize2fs', [device], { failpoint: 'host.growfs' });
       } catch (err) {
         if (err instanceof CommandError && /Permission denied|Operation not permitted/.test(err.stderr)) {
           throw failedPrecondition(

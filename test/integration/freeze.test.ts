@@ -20,13 +20,8 @@ const writers: ChildProcess[] = [];
 let staging = '';
 
 beforeAll(async () => {
-  // The driver inherits the environment at spawn: only the first run is armed.
-  process.env.TSCSI_FAILPOINTS = 'loop.snapshot.frozen';
-  try {
-    h = await DriverHarness.start();
-  } finally {
-    delete process.env.TSCSI_FAILPOINTS;
-  }
+  // Only the first run is armed.
+  h = await DriverHarness.start({ failpoints: 'loop.snapshot.frozen' });
 });
 
 afterAll(async () => {

@@ -17,6 +17,8 @@ export interface DriverOptions {
   nodeId?: string;
   /** Where to serve (default: csi.sock in the harness's own directory). */
   socketPath?: string;
+  /** TSCSI_FAILPOINTS for the first start only (see startProcess). */
+  failpoints?: string;
   /** More --allowed-path-root directories besides the harness's staging/ and pods/. */
   pathRoots?: string[];
 }
@@ -42,7 +44,7 @@ export class DriverHarness {
     if (!existsSync(DRIVER_MAIN)) throw new Error(`${DRIVER_MAIN} missing: run npm run build first`);
     const h = new DriverHarness(await fs.mkdtemp(path.join(os.tmpdir(), 'tscsi-it-')), opts);
     for (const root of ['staging', 'pods']) await fs.mkdir(path.join(h.dir, root));
-    await h.startProcess();
+    await h.startProcess(opts.failpoints);
     return h;
   }
 
@@ -50,9 +52,16 @@ export class DriverHarness {
     return this.opts.nodeId ?? 'it-node';
   }
 
-  async startProcess(): Promise<void> {
+  /**
+   * failpoints: TSCSI_FAILPOINTS for this start only. The driver then leads its own process
+   * group, so a fail point's kill takes its children with it, as a container crash does.
+   */
+  async startProcess(failpoints?: string): Promise<void> {
     await fs.mkdir(path.dirname(this.socket), { recursive: true });
     const log = await fs.open(this.logFile, 'a');
+    const env = { ...process.env };
+    delete env.TSCSI_FAILPOINTS;
+    if (failpoints) env.TSCSI_FAILPOINTS = failpoints;
     this.proc = spawn(
       process.execPath,
       [
@@ -68,7 +77,7 @@ export class DriverHarness {
         '--log-level', 'debug',
         ...(this.opts.extraArgs ?? []),
       ],
-      { stdio: ['ignore', 'ignore', log.fd] },
+      { stdio: ['ignore', 'ignore', log.fd], env, detached: !!failpoints },
     );
     await log.close();
     // Ready means answering Probe: a socket file alone may be a stale one from a killed run.

@@ -17,6 +17,7 @@ import { run } from '../../host/exec.js';
 import * as loop from '../../host/loop.js';
 import { withQuiescedDevices, mountedFilesystems } from '../../host/freeze.js';
 import type { Logger } from '../../log.js';
+import { failpoint } from '../../failpoints.js';
 
 export interface LoopBackendOptions {
   dataDir: string;
@@ -27,11 +28,6 @@ export interface LoopBackendOptions {
 }
 
 const TRUE_FALSE = ['true', 'false'] as const;
-
-// Until driver/failpoints.ts lands: the one fail point the freeze test needs (inert unless named).
-function failpoint(name: 'loop.snapshot.frozen'): void {
-  if ((process.env.TSCSI_FAILPOINTS ?? '').split(',').includes(name)) process.kill(process.pid, 'SIGKILL');
-}
 
 /** Direct I/O (no second page cache in the loop driver) unless the volume turned it off. */
 function directIOOf(rec: VolumeRecord): boolean {
@@ -79,6 +75,7 @@ export class LoopBackend implements Backend {
     // Reconcile: a record is written last on create and removed last on delete, so an
     // image without a record is a create that never finished, and a record without an
     // image is a delete that never finished. Temp files are always leftovers.
+    for (const n of await fs.readdir(this.groupDir)) if (n.endsWith('.tmp')) await removeFile(path.join(this.groupDir, n));
     for (const [dir, img, meta] of [
       [this.volDir, (id: string) => this.volImg(id), (id: string) => this.volMeta(id)],
       [this.snapDir, (id: string) => this.snapImg(id), (id: string) => this.snapMeta(id)],
@@ -168,11 +165,12 @@ export class LoopBackend implements Backend {
         await this.cloneFile(src, tmp);
       } else if (rec.contentSource?.type === 'volume') {
         const src = this.volImg(rec.contentSource.id);
-        await this.withQuiesced([src], () => this.cloneFile(src, tmp));
+        await this.withQuiesced([src], () => (failpoint('loop.clone.frozen'), this.cloneFile(src, tmp)));
       } else {
         const h = await fs.open(tmp, 'wx', 0o600);
         await h.close();
       }
+      failpoint('loop.create.afterTmp');
       const h = await fs.open(tmp, 'r+');
       try {
         const st = await h.stat();
@@ -187,12 +185,14 @@ export class LoopBackend implements Backend {
       await removeFile(tmp);
       throw err;
     }
+    failpoint('loop.create.afterImage');
     await writeJsonAtomic(this.volMeta(rec.id), rec);
     return rec;
   }
 
   async saveVolume(rec: VolumeRecord): Promise<void> {
     await writeJsonAtomic(this.volMeta(rec.id), rec);
+    failpoint('loop.save.afterRecord');
     const dev = await this.attachedDevice(rec);
     if (dev) {
       const want = directIOOf(rec);
@@ -210,6 +210,7 @@ export class LoopBackend implements Backend {
     } finally {
       await h.close();
     }
+    failpoint('loop.expand.afterTruncate');
     const next = { ...rec, capacityBytes: newBytes };
     await writeJsonAtomic(this.volMeta(rec.id), next);
     return next;
@@ -225,6 +226,7 @@ export class LoopBackend implements Backend {
     }
     await removeFile(this.volImg(id));
     await fsyncDir(this.volDir);
+    failpoint('loop.delete.afterImage');
     await removeFile(this.volMeta(id));
   }
 
@@ -264,6 +266,7 @@ export class LoopBackend implements Backend {
           await removeFile(tmps[i]);
           await this.cloneFile(sources[i], tmps[i]);
         }
+        failpoint('loop.snapshot.afterClone');
       });
       for (let i = 0; i < recs.length; i++) await fs.rename(tmps[i], this.snapImg(recs[i].id));
       await fsyncDir(this.snapDir);
@@ -271,6 +274,7 @@ export class LoopBackend implements Backend {
       for (const t of tmps) await removeFile(t);
       throw err;
     }
+    failpoint('loop.snapshot.afterImage');
     for (const r of recs) await writeJsonAtomic(this.snapMeta(r.id), r);
     return recs;
   }
@@ -278,6 +282,7 @@ export class LoopBackend implements Backend {
   async deleteSnapshot(id: string): Promise<void> {
     await removeFile(this.snapImg(id));
     await fsyncDir(this.snapDir);
+    failpoint('loop.deleteSnapshot.afterImage');
     await removeFile(this.snapMeta(id));
   }
 
@@ -314,7 +319,7 @@ export class LoopBackend implements Backend {
     if (this.reflink) {
       await fs.copyFile(src, dst, fs.constants.COPYFILE_FICLONE_FORCE | fs.constants.COPYFILE_EXCL);
     } else {
-      await run('cp', ['--sparse=always', '--reflink=never', '--', src, dst]);
+      await run('cp', ['--sparse=always', '--reflink=never', '--', src, dst], { failpoint: 'host.copy' });
     }
   }
 
