@@ -4,7 +4,8 @@
 import { describe, it, expect, beforeAll, afterAll } from 'vitest';
 import fs from 'node:fs/promises';
 import path from 'node:path';
-import { DriverHarness, mountCap, blockCap, MiB } from '../lib/driver-harness.js';
+import { DriverHarness, mountCap, blockCap, MiB, loopDevicesUnder } from '../lib/driver-harness.js';
+import { crashAt } from '../lib/crash.js';
 import { TestVg } from '../lib/lvm-vg.js';
 import { codeName, type CsiClient } from '../../sidecars/common/csi-client.js';
 
@@ -168,31 +169,43 @@ describe('lvm backend (no device-mapper: loop windows over the PV)', () => {
     expect(await vg.lvs()).toEqual(before);
   });
 
-  it('a driver killed in the middle of CreateVolume or DeleteVolume leaves exactly one LV or none, and the retry finishes', async () => {
+  it('a driver killed while a clone copies or a delete wipes leaves one LV or none, and the retry finishes', async () => {
     const cap = mountCap('ext4');
     const src = (await c.Controller.CreateVolume({ name: 'pvc-crash-src', parameters: params(), capacity_range: { required_bytes: String(512 * MiB) }, volume_capabilities: [cap] })).volume;
     const existing = new Set((await vg.lvs()).keys());
     const req = { name: 'pvc-crash-clone', parameters: params(), volume_capabilities: [cap], volume_content_source: { volume: { volume_id: src.volume_id } } };
-    // The clone copies 512 MiB: kill the driver while it does.
-    const pending = codeOf(c.Controller.CreateVolume(req));
-    for (let i = 0; i < 200 && ![...(await vg.lvs()).keys()].some((n) => !existing.has(n)); i++) await new Promise((r) => setTimeout(r, 10));
-    await h.stopProcess('SIGKILL');
-    expect(['UNAVAILABLE', 'CANCELLED', 'INTERNAL', 'OK']).toContain(await pending);
-    const clones = () => vg.lvs().then((m) => [...m.keys()].filter((n) => n.startsWith('vol-lvm-') && n !== src.volume_id && !existing.has(n)));
-    expect((await clones()).length).toBeLessThanOrEqual(1);
-    await h.startProcess();
+    const clones = () => vg.lvs().then((m) => [...m.entries()].filter(([n]) => n.startsWith('vol-lvm-') && n !== src.volume_id && !existing.has(n)));
+    const windows = () => loopDevicesUnder(vg.dir).then((d) => d.filter((x) => x !== vg.pv));
+
+    // Killed 50 ms into the 512 MiB copy: the fail point's log line proves dd was still running.
+    const killed = await crashAt(h, 'host.copy:during=50', () => c.Controller.CreateVolume(req), async () => {
+      // Mid-copy: the clone LV exists, still marked dirty, and both temporary devices are attached.
+      const left = await clones();
+      expect(left).toHaveLength(1);
+      expect(left[0][1]).toContain('tscsi.dirty');
+      expect(await windows()).toHaveLength(2);
+    });
     c = h.client!;
-    expect((await clones()).length).toBeLessThanOrEqual(1);
+    expect(killed.first).toBe('UNAVAILABLE');
+    expect(killed.fired.tool).toMatch(/^dd if=/);
+    // The restarted driver removed the half-copied LV and both temporary devices.
+    expect(await clones()).toEqual([]);
+    expect(await windows()).toEqual([]);
     const clone = (await c.Controller.CreateVolume(req)).volume;
-    expect(await clones()).toEqual([clone.volume_id]);
+    expect((await clones()).map(([n]) => n)).toEqual([clone.volume_id]);
     expect((await vg.lvs()).get(clone.volume_id)).not.toContain('tscsi.dirty');
 
-    const del = codeOf(c.Controller.DeleteVolume({ volume_id: clone.volume_id }));
-    await new Promise((r) => setTimeout(r, 20));
-    await h.stopProcess('SIGKILL');
-    await del;
-    await h.startProcess();
+    // Killed while the delete wipes the LV through a temporary device: the retry must not
+    // take that device for a staged volume's and refuse for ever.
+    const wiping = await crashAt(
+      h,
+      'host.wipe:during',
+      () => c.Controller.DeleteVolume({ volume_id: clone.volume_id }),
+      async () => expect(await windows()).toHaveLength(1),
+    );
     c = h.client!;
+    expect(wiping.first).toBe('UNAVAILABLE');
+    expect(await windows()).toEqual([]);
     await c.Controller.DeleteVolume({ volume_id: clone.volume_id });
     await c.Controller.DeleteVolume({ volume_id: src.volume_id });
     expect(await clones()).toEqual([]);

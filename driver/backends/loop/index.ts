@@ -75,7 +75,6 @@ export class LoopBackend implements Backend {
     // Reconcile: a record is written last on create and removed last on delete, so an
     // image without a record is a create that never finished, and a record without an
     // image is a delete that never finished. Temp files are always leftovers.
-    for (const n of await fs.readdir(this.groupDir)) if (n.endsWith('.tmp')) await removeFile(path.join(this.groupDir, n));
     for (const [dir, img, meta] of [
       [this.volDir, (id: string) => this.volImg(id), (id: string) => this.volMeta(id)],
       [this.snapDir, (id: string) => this.snapImg(id), (id: string) => this.snapMeta(id)],

@@ -9,6 +9,7 @@
 //    filesystem is mounted is not copied (it would stay frozen for the whole copy): the
 //    snapshot's error says to unstage it first.
 import fs from 'node:fs/promises';
+import path from 'node:path';
 import {
   BackendError,
   type Backend,
@@ -19,12 +20,13 @@ import {
   type VolumeRecord,
 } from '../backend.js';
 import { Lvm, type LvInfo, type LvmRunner } from './lvm.js';
-import { recordFromJson, recordToJson } from '../../host/atomic.js';
+import { recordFromJson, recordToJson, readJson, writeJsonAtomic, removeFile } from '../../host/atomic.js';
 import * as loop from '../../host/loop.js';
 import { wipe, copy } from '../../host/block.js';
 import { withQuiescedDevices, mountedFilesystems } from '../../host/freeze.js';
 import { CommandError } from '../../host/exec.js';
 import type { Logger } from '../../log.js';
+import { failpoint } from '../../failpoints.js';
 
 /** The node-side tools the backend uses; unit tests replace them to check exact commands. */
 export interface LvmHost {
@@ -180,6 +182,7 @@ export class LvmBackend implements Backend {
         this.opts.log.warn({ lv: `${lv.vg}/${lv.name}` }, 'removed an LV whose create did not finish');
       }
     }
+    await this.releaseTempDevices();
     this.opts.log.info({ mode: this.deviceMapper ? 'dm' : 'nodm', volumeGroups: this.opts.volumeGroups, devices }, 'lvm backend ready');
   }
 
@@ -297,6 +300,7 @@ export class LvmBackend implements Backend {
       if (rec.capacityBytes > src.sizeBytes) await this.lvm.run(['lvextend', '-L', `${rec.capacityBytes}b`, `${vg}/${rec.id}`]);
     } else {
       await this.lvcreate('vol', rec.id, vg, rec.capacityBytes, rec.parameters, rec);
+      failpoint('lvm.create.afterLvcreate');
       const thinVolume = rec.parameters.type === 'thin';
       // Thin pools that zero (checked above) hand out zeroed blocks; everything else is wiped before first use.
       if (!thinVolume || src) {
@@ -307,6 +311,7 @@ export class LvmBackend implements Backend {
         });
       }
     }
+    failpoint('lvm.create.afterCopy');
     await this.clearDirty(vg, rec.id);
     return (await this.getVolume(rec.id))!;
   }
@@ -403,6 +408,7 @@ export class LvmBackend implements Backend {
         throw exhaustedOr(err, `growing ${lv.vg}/${lv.name} in place`);
       }
     }
+    failpoint('lvm.expand.afterLvextend');
     const next = { ...rec, capacityBytes: newBytes };
     await this.saveVolume(next);
     return next;
@@ -419,6 +425,7 @@ export class LvmBackend implements Backend {
     if (dev) throw new BackendError('precondition', `${lv.vg}/${lv.name} is still attached on this node as ${dev}: unstage it first`);
     // The next tenant of these extents must not see this one's data.
     if (!lv.poolLv) await this.withTempDevice(lv, (d) => this.host.wipe(d));
+    failpoint('lvm.delete.afterWipe');
     await this.lvm.run(['lvremove', '-y', `${lv.vg}/${lv.name}`]);
   }
 
@@ -474,9 +481,11 @@ export class LvmBackend implements Backend {
         await this.lvcreate('snap', recs[i].id, sources[i].vg, sources[i].sizeBytes, { type: 'linear' }, recs[i]);
       }
       const dests = await Promise.all(recs.map(async (r) => (await this.findLv(r.id, 'snap'))!));
+      failpoint('lvm.snapshot.afterLvcreate');
       // Full copies, all of one point in time so a group is consistent across volumes.
       await this.copySources(sources, recs.map((r) => r.id), 'snapshotting', (i, src) => this.withTempDevice(dests[i], (dst) => this.host.copy(src, dst, sources[i].sizeBytes)));
     }
+    failpoint('lvm.snapshot.afterCopy');
     for (let i = 0; i < recs.length; i++) await this.clearDirty(sources[i].vg, recs[i].id);
     return recs;
   }
@@ -553,15 +562,42 @@ export class LvmBackend implements Backend {
     for (const d of await this.host.windowsAt(w.file, w.offset)) await this.host.detach(d.name);
   }
 
-  /** Runs fn with the LV as a block device: the attached one, or one made for fn and removed after. */
+  /**
+   * Runs fn with the LV as a block device: the attached one, or one made for fn and removed
+   * after. A device made here is written down first: a driver killed inside fn cannot tell
+   * it from a staged volume's device afterwards, and DeleteVolume would refuse for ever.
+   */
   private async withTempDevice<T>(lv: LvInfo, fn: (device: string) => Promise<T>): Promise<T> {
     const existing = await this.deviceOf(lv);
     if (existing) return fn(existing);
+    const mark = this.tempMark(lv);
+    await fs.mkdir(path.dirname(mark), { recursive: true, mode: 0o700 });
+    await writeJsonAtomic(mark, { vg: lv.vg, name: lv.name });
     const dev = await this.attachLv(lv);
     try {
       return await fn(dev);
     } finally {
       await this.detachLv(lv);
+      await removeFile(mark);
+    }
+  }
+
+  private tempMark(lv: LvInfo): string {
+    return path.join(this.opts.stateDir, 'lvm-temp-devices', `${Buffer.from(`${lv.vg}/${lv.name}`).toString('base64url')}.json`);
+  }
+
+  /** Start-up: removes the temporary devices a killed run left (nothing is staged on them: staging never reuses one before this runs). */
+  private async releaseTempDevices(): Promise<void> {
+    const dir = path.dirname(this.tempMark({ vg: '', name: '' } as LvInfo));
+    for (const n of await fs.readdir(dir).catch(() => [] as string[])) {
+      const file = path.join(dir, n);
+      const m = n.endsWith('.json') ? await readJson<{ vg: string; name: string }>(file).catch(() => undefined) : undefined;
+      const lv = m && this.opts.volumeGroups.includes(m.vg) ? (await this.ours(`lv_name=${m.name}`)).find((l) => l.vg === m.vg) : undefined;
+      if (lv) {
+        await this.detachLv(lv);
+        this.opts.log.warn({ lv: `${lv.vg}/${lv.name}` }, 'detached a temporary device a previous run left');
+      }
+      await removeFile(file);
     }
   }
 
