@@ -178,7 +178,7 @@ describe('lvm backend (no device-mapper: loop windows over the PV)', () => {
     const windows = () => loopDevicesUnder(vg.dir).then((d) => d.filter((x) => x !== vg.pv));
 
     // Killed 50 ms into the 512 MiB copy: the fail point's log line proves dd was still running.
-    const killed = await crashAt(h, 'host.copy:during=50', () => c.Controller.CreateVolume(req), async () => {
+    const killed = await crashAt(h, 'host.copy:during=50', () => h.client!.Controller.CreateVolume(req), async () => {
       // Mid-copy: the clone LV exists, still marked dirty, and both temporary devices are attached.
       const left = await clones();
       expect(left).toHaveLength(1);
@@ -200,7 +200,7 @@ describe('lvm backend (no device-mapper: loop windows over the PV)', () => {
     const wiping = await crashAt(
       h,
       'host.wipe:during',
-      () => c.Controller.DeleteVolume({ volume_id: clone.volume_id }),
+      () => h.client!.Controller.DeleteVolume({ volume_id: clone.volume_id }),
       async () => expect(await windows()).toHaveLength(1),
     );
     c = h.client!;
