@@ -12,6 +12,7 @@ import { RbdBackend, volumeImage, snapshotImage } from '../../driver/backends/rb
 import { BackendError } from '../../driver/backends/backend.js';
 import { CommandError } from '../../driver/host/exec.js';
 import { CsiError } from '../../driver/errors.js';
+import { recordToJson } from '../../driver/host/atomic.js';
 import { status } from '@grpc/grpc-js';
 
 const KEY = 'AQBqEIJpAAAAABAAzu1bM0Kp2SF1HOLo6N3pFw==';
@@ -245,5 +246,30 @@ describe('rbd-nbd in the node plugin', () => {
     const mk = (node: boolean) => () => new RbdBackend({ config: parseConfig({ ...base(), mapper: 'rbd-nbd' }), stateDir: '/nonexistent', node, log: pino({ level: 'silent' }) });
     expect(mk(true)).toThrow(/rbd-nbd mapper is not supported.*die with it.*--rbd-mapper krbd.*--rbd-mapper fuse/);
     expect(mk(false)).not.toThrow(); // a controller never maps
+  });
+});
+
+describe('rbd snapshot of a volume whose mapping cannot be read', () => {
+  it('fails instead of cutting it without a freeze', async () => {
+    const volId = 'vol-rbd-0123456789abcdef0123456789abcdef';
+    const rec = { id: volId, name: 'pvc', backend: 'rbd', capacityBytes: 1n << 20n, accessType: 'mount', fsType: 'ext4', parameters: {}, mutableParameters: {}, topology: {}, published: {}, createdAt: '' };
+    const mapper = {
+      kind: 'fake',
+      mapped: async () => {
+        throw new Error('cannot read the mapping record: EIO');
+      },
+    } as unknown as ConstructorParameters<typeof RbdBackend>[0]['mapper'];
+    const b = new RbdBackend({ config: parseConfig(base()), stateDir: '/nonexistent', mapper, log: pino({ level: 'silent' }) });
+    const calls: string[] = [];
+    b.cli.tool = (async (_tool: string, _c: unknown, _cr: unknown, args: string[]) => {
+      calls.push(args.join(' '));
+      const spec = args.find((a) => a.includes('/csi-')) ?? '';
+      if (args[0] === 'info') return { stdout: JSON.stringify({ name: 'x', size: 1 << 20, features: [] }), stderr: '', exitCode: 0 };
+      if (args[0] === 'image-meta' && spec.includes('csi-vol-')) return { stdout: JSON.stringify({ 'tscsi.record': recordToJson({ record: rec, depth: 0 }) }), stderr: '', exitCode: 0 };
+      throw new CommandError('rbd', 2, 'rbd: error opening image: (2) No such file or directory', false);
+    }) as CephCli['tool'];
+    const snap = { id: 'snap-rbd-0123456789abcdef0123456789abcdef', name: 's', sourceVolumeId: volId, sizeBytes: 1n << 20n, createdAtSeconds: 1n, createdAtNanos: 0, groupSnapshotId: '', parameters: {} };
+    await expect(b.createSnapshots([snap])).rejects.toThrow(/EIO/);
+    expect(calls.filter((c) => c.startsWith('snap create'))).toEqual([]);
   });
 });

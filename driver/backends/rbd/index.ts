@@ -331,7 +331,8 @@ export class RbdBackend implements Backend {
   private async devicesOn(locs: Array<{ loc: Loc; image: string }>): Promise<string[]> {
     const out: string[] = [];
     for (const { loc, image } of locs) {
-      const d = await this.mapper.mapped({ cluster: loc.cluster, pool: loc.pool, image }).catch(() => undefined);
+      // Not knowing whether it is mapped here must not pass as "not mapped": the cut would skip the freeze.
+      const d = await this.mapper.mapped({ cluster: loc.cluster, pool: loc.pool, image });
       if (d) out.push(d);
     }
     return out;
