@@ -159,6 +159,8 @@ async function watchProcesses<T>(fn: () => Promise<T>): Promise<{ result: T; see
 
 beforeAll(async () => {
   root = await fs.mkdtemp('/tmp/tscsi-rbd-');
+  // The node service mounts only below its allowed roots, which must exist.
+  for (const d of ['staging', 'pods']) await fs.mkdir(path.join(root, d));
   ceph = await startCeph(path.join(root, 'ceph'));
   await adminRbd(ceph, ['namespace', 'create', `${ceph.pool}/ns1`]);
   drv = new InProcDriver(path.join(root, 'driver'));
@@ -389,12 +391,15 @@ describe('rbd backend on a real Ceph cluster (fuse mapper)', () => {
     await b.init();
     const ctx = new DriverContext(drv!.ctx.config, new Map([['rbd', b]]), log);
     const v = (await drv!.client.Controller.CreateVolume({ name: 'pvc-krbd', parameters: params(), capacity_range: { required_bytes: String(32 * MiB) }, volume_capabilities: [mountCap()] })).volume;
-    const node = new NodeService(ctx, new NodeStateStore(path.join(root, 'driver', 'krbd-node')), [path.join(root, 'staging')]);
+    const nodeState = new NodeStateStore(path.join(root, 'driver', 'krbd-node'));
+    await nodeState.init();
+    const node = new NodeService(ctx, nodeState, [path.join(root, 'staging')]);
     const staging = path.join(root, 'staging', 'krbd');
     await fs.mkdir(staging, { recursive: true });
     // Called without the gRPC server, whose wrapper turns a BackendError into its status.
-    const err = toCsiError(await node.NodeStageVolume({ volume_id: v.volume_id, staging_target_path: staging, volume_capability: mountCap() } as never).catch((e) => e));
-    expect(err).toBeInstanceOf(CsiError);
+    const raw: unknown = await node.NodeStageVolume({ volume_id: v.volume_id, staging_target_path: staging, volume_capability: mountCap() } as never).then(() => 'OK', (e: unknown) => e);
+    const err = toCsiError(raw);
+    expect(err, String(raw)).toBeInstanceOf(CsiError);
     expect(codeName(err)).toBe('FAILED_PRECONDITION');
     expect(err?.message).toMatch(/krbd mapper could not map .*no rbd driver.*--rbd-mapper fuse/);
     await drv!.client.Controller.DeleteVolume({ volume_id: v.volume_id });
