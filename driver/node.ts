@@ -129,10 +129,21 @@ export class NodeService {
           await fs.mkdir(where.real, { recursive: true, mode: 0o750 });
           createdDir = true;
         }
-        const found = await fsx.probe(device);
+        // A device that was blank when an earlier NodeStage started mkfs may now hold a
+        // half-written filesystem (the driver was killed mid-mkfs): the record says so, and
+        // it is formatted again instead of being mounted or refused.
+        const resumeFormat = prev?.formatting === true;
+        const found = resumeFormat ? undefined : await fsx.probe(device);
         if (!found) {
+          const rec = prev ?? (await this.state.get(vol.id));
+          if (rec && !rec.formatting) await this.state.put({ ...rec, formatting: true });
           await fsx.mkfs(device, fsType as fsx.FsType, mkfsArgs(vol.parameters));
           failpoint('node.stage.afterMkfs');
+          const after = await this.state.get(vol.id);
+          if (after?.formatting) {
+            delete after.formatting;
+            await this.state.put(after);
+          }
         } else if (found.type !== fsType) {
           throw failedPrecondition(`volume ${vol.id} already holds ${found.type ?? 'unknown data'}, not ${fsType}; refusing to format it`);
         } else if (fsType === 'ext4' || fsType === 'ext3') {

@@ -23,6 +23,8 @@ export interface NodeVolumeState {
   mountFlags: string[];
   mode: string;
   publications: Record<string, NodePublication>;
+  /** Set while mkfs runs on a device that was blank: a retry formats it again. */
+  formatting?: boolean;
 }
 
 export class NodeStateStore {
