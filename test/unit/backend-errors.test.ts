@@ -6,7 +6,7 @@ import path from 'node:path';
 import { BackendError, type VolumeRecord, type SnapshotRecord } from '../../driver/backends/backend.js';
 import { deriveId } from '../../driver/ids.js';
 import { codeName } from '../../sidecars/common/csi-client.js';
-import type { BackendMethod } from './fake-backend.js';
+import { fakeVolume, type BackendMethod } from './fake-backend.js';
 import { startServices, type ServiceHarness } from './service-harness.js';
 
 const KINDS = [
@@ -24,19 +24,7 @@ const mountCap = { mount: { fs_type: 'ext4' }, access_mode: { mode: 'SINGLE_NODE
 const blockCap = { block: {}, access_mode: { mode: 'SINGLE_NODE_WRITER' } };
 
 function volume(published: VolumeRecord['published'] = {}): VolumeRecord {
-  return {
-    id: VOL,
-    name: 'existing',
-    backend: 'fake',
-    capacityBytes: 1n << 30n,
-    accessType: 'mount',
-    fsType: 'ext4',
-    parameters: {},
-    mutableParameters: {},
-    topology: {},
-    published,
-    createdAt: new Date(0).toISOString(),
-  };
+  return fakeVolume({ id: VOL, name: 'existing', published });
 }
 
 function snapshot(groupSnapshotId = ''): SnapshotRecord {

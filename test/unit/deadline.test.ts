@@ -11,22 +11,11 @@ import { startServices, type ServiceHarness } from './service-harness.js';
 import path from 'node:path';
 import type { VolumeRecord } from '../../driver/backends/backend.js';
 import { deriveId } from '../../driver/ids.js';
+import { fakeVolume } from './fake-backend.js';
 
 const mountCap = { mount: { fs_type: 'ext4' }, access_mode: { mode: 'SINGLE_NODE_WRITER' } };
 const VOL = deriveId('vol', 'fake', 'grown');
-const volume = (): VolumeRecord => ({
-  id: VOL,
-  name: 'grown',
-  backend: 'fake',
-  capacityBytes: 1n << 30n,
-  accessType: 'mount',
-  fsType: 'ext4',
-  parameters: {},
-  mutableParameters: {},
-  topology: {},
-  published: {},
-  createdAt: new Date(0).toISOString(),
-});
+const volume = (): VolumeRecord => fakeVolume({ id: VOL, name: 'grown' });
 // ControllerExpandVolume is served in the call (short work); CreateVolume runs in the background.
 const expand = (h: ServiceHarness, deadlineMs?: number) =>
   h.client.Controller.ControllerExpandVolume({ volume_id: VOL, capacity_range: { required_bytes: String(2n << 30n) } }, deadlineMs);

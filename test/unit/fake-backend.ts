@@ -12,6 +12,22 @@ import {
   type VolumeRecord,
 } from '../../driver/backends/backend.js';
 
+/** A 1 GiB ext4 mount volume record of the fake backend; tests override what they care about. */
+export function fakeVolume(fields: Partial<VolumeRecord> & Pick<VolumeRecord, 'id' | 'name'>): VolumeRecord {
+  return {
+    backend: 'fake',
+    capacityBytes: 1n << 30n,
+    accessType: 'mount',
+    fsType: 'ext4',
+    parameters: {},
+    mutableParameters: {},
+    topology: {},
+    published: {},
+    createdAt: new Date(0).toISOString(),
+    ...fields,
+  };
+}
+
 export type BackendMethod = Exclude<keyof Backend, 'kind' | 'nodeLocal' | 'mutableParameters'>;
 
 export class FakeBackend implements Backend {

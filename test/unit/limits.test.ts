@@ -5,10 +5,10 @@ import { describe, it, expect, afterEach } from 'vitest';
 import { run, withCallSignal, setMaxChildProcesses, childProcessCounts } from '../../driver/host/exec.js';
 import { CallAbortedError } from '../../driver/errors.js';
 import { LIST_PAGE_MAX } from '../../driver/controller.js';
-import type { VolumeRecord } from '../../driver/backends/backend.js';
 import { deriveId } from '../../driver/ids.js';
 import { codeName } from '../../sidecars/common/csi-client.js';
 import { startServices, type ServiceHarness } from './service-harness.js';
+import { fakeVolume } from './fake-backend.js';
 
 const mountCap = { mount: { fs_type: 'ext4' }, access_mode: { mode: 'SINGLE_NODE_WRITER' } };
 
@@ -81,19 +81,13 @@ describe('limits', () => {
     const n = 1500;
     for (let i = 0; i < n; i++) {
       const id = deriveId('vol', 'fake', `v${i}`);
-      const v: VolumeRecord = {
+      const v = fakeVolume({
         id,
         name: `v${i}`,
-        backend: 'fake',
-        capacityBytes: 1n << 30n,
-        accessType: 'mount',
-        fsType: 'ext4',
-        parameters: {},
-        mutableParameters: {},
         topology: { 'topology.test/node': 'n'.repeat(60) },
         published: { ['node-'.repeat(20)]: { readonly: false, accessMode: 'MULTI_NODE_MULTI_WRITER' } },
-        createdAt: new Date(0).toISOString(),
-      };
+      });
+
       h.backend.vols.set(id, v);
       const sid = deriveId('snap', 'fake', `s${i}`);
       h.backend.snaps.set(sid, { id: sid, name: `s${i}`, sourceVolumeId: id, sizeBytes: 1n << 30n, createdAtSeconds: 1n, createdAtNanos: 0, groupSnapshotId: '', parameters: {} });
