@@ -74,14 +74,6 @@ export class DriverContext {
   }
 }
 
-/**
- * Redundant: the request wrapper (server.ts) maps every BackendError to its code. Kept only
- * until its last callers (node.ts, groupcontroller.ts) drop it; do not add new uses.
- */
-export async function backendCall<T>(fn: () => Promise<T>): Promise<T> {
-  return fn();
-}
-
 /** Creation time as a protobuf Timestamp from the record's fields. */
 export function timestamp(seconds: bigint, nanos: number) {
   return { seconds: seconds.toString(), nanos };

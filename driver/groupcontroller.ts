@@ -1,7 +1,7 @@
 // The CSI GroupController service: crash-consistent snapshots of several volumes at once
 // (every filesystem frozen together while the backend cuts them).
 import type { SnapshotRecord, GroupSnapshotRecord, Backend } from './backends/backend.js';
-import { DriverContext, backendCall, timestamp, nowTimestamp } from './context.js';
+import { DriverContext, timestamp, nowTimestamp } from './context.js';
 import { invalidArgument, notFound, alreadyExists } from './errors.js';
 import { deriveId, parseId } from './ids.js';
 import { checkName, checkStringMap } from './validate.js';
@@ -78,8 +78,8 @@ export class GroupControllerService {
         parameters: params,
       }));
       // Members cut by an attempt that crashed before the group record are cut again, together.
-      for (const r of recs) if (await backend.getSnapshot(r.id)) await backendCall(() => backend.deleteSnapshot(r.id, req.secrets ?? {}));
-      const made = await backendCall(() => backend.createSnapshots(recs, req.secrets ?? {}));
+      for (const r of recs) if (await backend.getSnapshot(r.id)) await backend.deleteSnapshot(r.id, req.secrets ?? {});
+      const made = await backend.createSnapshots(recs, req.secrets ?? {});
       failpoint('group.create.afterMembers');
       const group: GroupSnapshotRecord = {
         id,
@@ -89,7 +89,7 @@ export class GroupControllerService {
         createdAtNanos: t.nanos,
         parameters: params,
       };
-      await backendCall(() => backend.saveGroupSnapshot(group));
+      await backend.saveGroupSnapshot(group);
       return { group_snapshot: groupMessage(group, made) };
     });
   }
@@ -114,9 +114,9 @@ export class GroupControllerService {
       if (req.snapshot_ids?.length && !sameSet(req.snapshot_ids, g.snapshotIds)) {
         throw invalidArgument(`snapshot_ids do not match the members of group snapshot ${g.id}`);
       }
-      for (const s of g.snapshotIds) await backendCall(() => backend.deleteSnapshot(s, req.secrets ?? {}));
+      for (const s of g.snapshotIds) await backend.deleteSnapshot(s, req.secrets ?? {});
       failpoint('group.delete.afterMembers');
-      await backendCall(() => backend.deleteGroupSnapshotRecord(g.id));
+      await backend.deleteGroupSnapshotRecord(g.id);
       return {};
     });
   }

@@ -4,7 +4,7 @@
 import fs from 'node:fs/promises';
 import path from 'node:path';
 import type { Backend, VolumeRecord } from './backends/backend.js';
-import { DriverContext, backendCall } from './context.js';
+import { DriverContext } from './context.js';
 import { invalidArgument, notFound, alreadyExists, failedPrecondition, outOfRange } from './errors.js';
 import { checkCapability, checkMountFlags, checkPath, checkStringMap, parseRange, READ_ONLY_MODES, type Capability, type CheckedCapability } from './validate.js';
 import { resolveUnderRoots, locateUnderRoots, isEmptyDir, DEFAULT_PATH_ROOTS } from './host/paths.js';
@@ -122,7 +122,7 @@ export class NodeService {
       let createdDir = false;
       let mounted = false;
       try {
-        const device = await backendCall(() => backend.attach(vol, req.secrets ?? {}));
+        const device = await backend.attach(vol, req.secrets ?? {});
         failpoint('node.stage.afterAttach');
         if (cap.accessType === 'block') return {};
         if (!where.stat) {
@@ -202,7 +202,7 @@ export class NodeService {
       if (device) {
         const still = await mnt.mountsOf(device);
         if (still.length > 0) throw failedPrecondition(`volume ${vol.id} (${device}) is still mounted at ${still.map((x) => x.target).join(', ')}`);
-        await backendCall(() => backend.detach(vol));
+        await backend.detach(vol);
         failpoint('node.unstage.afterDetach');
       }
       await this.state.remove(vol.id);
