@@ -51,7 +51,9 @@ export class GroupControllerService {
     const backend = owners[0]!;
     if (owners.some((o) => o !== backend)) throw invalidArgument('a group snapshot must take all its volumes from one backend');
     const id = deriveId('group', backend.kind, req.name);
-    return this.ctx.locks.with([id, ...sources], 'CreateVolumeGroupSnapshot', async () => {
+    // Members may be full copies (LVM without device-mapper): like CreateSnapshot, the cut
+    // runs on when the caller's deadline passes, and a retry sees it finish.
+    const work = () => this.ctx.locks.with([id, ...sources], 'CreateVolumeGroupSnapshot', async () => {
       const existing = await backend.getGroupSnapshot(id);
       if (existing) {
         const snaps = await this.members(backend, existing);
@@ -92,6 +94,7 @@ export class GroupControllerService {
       await backend.saveGroupSnapshot(group);
       return { group_snapshot: groupMessage(group, made) };
     });
+    return this.ctx.background.run(id, 'CreateVolumeGroupSnapshot', work);
   }
 
   async GetVolumeGroupSnapshot(req: T.GetVolumeGroupSnapshotRequest__Output): Promise<T.GetVolumeGroupSnapshotResponse> {

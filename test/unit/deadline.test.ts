@@ -141,4 +141,31 @@ describe('deadline and cancellation reach the child process', () => {
     expect(creates).toBe(1);
     expect(h.ctx.locks.size).toBe(0);
   });
+
+  it('a group snapshot (member copies) outlives the caller too: a short-deadline retry gets ABORTED without waiting for the lock, a later one the finished group', async () => {
+    const argv = ['sleep', `2.${(process.pid + 500) % 1000}`];
+    let cuts = 0;
+    h.backend.hook = async (m) => {
+      if (m !== 'createSnapshots') return;
+      cuts++;
+      await run(argv[0], argv.slice(1));
+    };
+    const req = { name: 'big-group', source_volume_ids: [VOL] };
+    const first = h.client.GroupController.CreateVolumeGroupSnapshot(req, 800).catch((e: unknown) => e);
+    const pid = await waitFor('the member copy to start', async () => (await pidsOf(argv))[0]);
+    expect(codeName(await first)).toBe('DEADLINE_EXCEEDED');
+    // The copy was not killed with the first caller: it runs on in the background.
+    expect(await alive(pid)).toBe(true);
+    // A retry whose deadline is shorter than the copy answers at once instead of queueing on the lock.
+    const retry = await h.client.GroupController.CreateVolumeGroupSnapshot(req, 1_000).catch((e: unknown) => e);
+    expect(codeName(retry)).toBe('ABORTED');
+    expect((retry as Error).message).toContain('in progress');
+    await waitFor('the copy to finish', async () => ((await alive(pid)) ? undefined : true), 6_000);
+    await waitFor('the background work to end', async () => (h.ctx.background.size === 0 ? true : undefined), 2_000);
+    const done = await h.client.GroupController.CreateVolumeGroupSnapshot(req, 5_000);
+    expect(done.group_snapshot.group_snapshot_id).toBe(deriveId('group', 'fake', 'big-group'));
+    expect(done.group_snapshot.snapshots.map((s: { source_volume_id: string }) => s.source_volume_id)).toEqual([VOL]);
+    expect(cuts).toBe(1);
+    expect(h.ctx.locks.size).toBe(0);
+  });
 });
