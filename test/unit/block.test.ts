@@ -7,20 +7,16 @@ import fs from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 
-const calls: string[] = [];
+vi.mock('../../driver/host/exec.js', async (orig) => (await import('./exec-recorder.js')).recordingExec(orig));
+import { recorder, resetRecorder } from './exec-recorder.js';
+
 let discardFails = false;
-vi.mock('../../driver/host/exec.js', async (orig) => {
-  const real = await orig<typeof import('../../driver/host/exec.js')>();
-  return {
-    ...real,
-    run: async (file: string, args: string[]) => {
-      calls.push([file, ...args].join(' '));
-      if (file === 'blockdev') return { stdout: String(64 * 1024 * 1024), stderr: '', exitCode: 0 };
-      if (file === 'blkdiscard' && !args.includes('-z') && discardFails) return { stdout: '', stderr: 'Operation not supported', exitCode: 1 };
-      return { stdout: '', stderr: '', exitCode: 0 };
-    },
-  };
-});
+const answer = (file: string, args: string[]) => {
+  if (file === 'blockdev') return { stdout: String(64 * 1024 * 1024), stderr: '', exitCode: 0 };
+  if (file === 'blkdiscard' && !args.includes('-z') && discardFails) return { stdout: '', stderr: 'Operation not supported', exitCode: 1 };
+  return undefined;
+};
+const calls = recorder.calls;
 
 const { wipe } = await import('../../driver/host/block.js');
 
@@ -33,7 +29,7 @@ beforeEach(async () => {
   sys = await fs.mkdtemp(path.join(os.tmpdir(), 'tscsi-unit-sys-'));
   devDir = path.join(sys, 'dev', 'block', '1:3');
   await fs.mkdir(path.join(devDir, 'queue'), { recursive: true });
-  calls.length = 0;
+  resetRecorder(answer);
   discardFails = false;
 });
 

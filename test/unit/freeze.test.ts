@@ -8,19 +8,15 @@ import os from 'node:os';
 import path from 'node:path';
 import { pino } from 'pino';
 
-const calls: string[] = [];
+vi.mock('../../driver/host/exec.js', async (orig) => (await import('./exec-recorder.js')).recordingExec(orig));
+import { recorder, resetRecorder, type Answer } from './exec-recorder.js';
+
 let failThawOf = '';
-vi.mock('../../driver/host/exec.js', async (orig) => {
-  const real = await orig<typeof import('../../driver/host/exec.js')>();
-  return {
-    ...real,
-    run: async (file: string, args: string[]) => {
-      calls.push([file, ...args].join(' '));
-      if (file === 'fsfreeze' && args[0] === '-u' && args[1] === failThawOf) throw new real.CommandError(`fsfreeze -u ${args[1]}`, undefined, '', true);
-      return { stdout: '', stderr: '', exitCode: 0 };
-    },
-  };
-});
+const answer: Answer = (file, args, real) => {
+  if (file === 'fsfreeze' && args[0] === '-u' && args[1] === failThawOf) throw new real.CommandError(`fsfreeze -u ${args[1]}`, undefined, '', true);
+  return undefined;
+};
+const calls = recorder.calls;
 
 const { withFrozen, initFreezeJournal } = await import('../../driver/host/freeze.js');
 
@@ -37,7 +33,7 @@ beforeEach(async () => {
   await fs.mkdir(a);
   await fs.mkdir(b);
   await initFreezeJournal(journal, pino({ level: 'silent' }));
-  calls.length = 0;
+  resetRecorder(answer);
   failThawOf = '';
 });
 
