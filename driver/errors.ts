@@ -48,10 +48,30 @@ export class CallAbortedError extends Error {
   }
 }
 
+/**
+ * The kernel refused mount flags the caller asked for when they were applied to a bind mount
+ * (a user-namespaced node plugin may not change locked atime flags, for one). Thrown by
+ * host/mount.ts after it took the bind mount back. The flags are part of the request's
+ * volume_capability and passed validation, so the request is well-formed (not
+ * INVALID_ARGUMENT, "not allowed by the Plugin or has an invalid value"): it asks for what
+ * this volume cannot give here, which NodePublishVolume's table calls "Exceeds
+ * capabilities", FAILED_PRECONDITION.
+ */
+export class MountFlagsRefusedError extends Error {
+  constructor(
+    readonly flags: string[],
+    message: string,
+  ) {
+    super(message);
+    this.name = 'MountFlagsRefusedError';
+  }
+}
+
 /** The CsiError a thrown value stands for, or undefined when it is an unexpected failure (INTERNAL). */
 export function toCsiError(err: unknown): CsiError | undefined {
   if (err instanceof CsiError) return err;
   if (err instanceof BackendError) return new CsiError(BACKEND_CODES[err.kind], err.message);
+  if (err instanceof MountFlagsRefusedError) return new CsiError(status.FAILED_PRECONDITION, err.message);
   if (err instanceof CallAbortedError) return new CsiError(err.reason === 'deadline' ? status.DEADLINE_EXCEEDED : status.CANCELLED, err.message);
   return undefined;
 }

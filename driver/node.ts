@@ -279,19 +279,33 @@ export class NodeService {
             await fs.mkdir(where.real, { recursive: true, mode: 0o750 });
             madeNow = true;
           }
-          const extra = cap.mountFlags.filter((f) => ['nosuid', 'nodev', 'noexec', 'noatime', 'nodiratime', 'relatime'].includes(f));
-          await mnt.bindMount(stagedAt!, where.real, readonly, extra);
+          // Per-mount flags apply to each bind; the filesystem's own took effect at NodeStage.
+          const perMount = cap.mountFlags.filter((f) => ['nosuid', 'nodev', 'noexec', 'noatime', 'nodiratime', 'relatime'].includes(f));
+          await mnt.bindMount(stagedAt!, where.real, readonly, perMount);
         }
         failpoint('node.publish.afterMount');
       } catch (err) {
-        if (madeNow) await fs.rm(where.real, { force: true, recursive: false }).catch(() => fs.rmdir(where.real).catch(() => undefined));
-        if (mine) st.publications[target] = mine;
-        else delete st.publications[target];
-        await this.state.put(st);
+        await this.undoPublish(st, target, where.real, { madeNow, previous: mine, devno });
         throw hostFailure(`publishing volume ${vol.id} at ${target}`, err);
       }
       return {};
     });
+  }
+
+  /**
+   * Takes back a failed NodePublish: the target it made and its record. A bind mount of ours
+   * still at the target (its undo failed too) keeps the record, so NodeUnpublish can remove it.
+   */
+  private async undoPublish(st: NodeVolumeState, target: string, real: string, done: { madeNow: boolean; previous?: NodeVolumeState['publications'][string]; devno?: string }): Promise<void> {
+    const left = await mnt.mountAt(real);
+    if (left && (await mnt.isMountOf(left, done.devno))) {
+      this.ctx.log.warn({ volumeId: st.volumeId, target }, 'a failed NodePublishVolume left its bind mount; NodeUnpublishVolume will remove it');
+      return;
+    }
+    if (done.madeNow) await fs.rm(real, { force: true, recursive: false }).catch(() => fs.rmdir(real).catch(() => undefined));
+    if (done.previous) st.publications[target] = done.previous;
+    else delete st.publications[target];
+    await this.state.put(st);
   }
 
   async NodeUnpublishVolume(req: T.NodeUnpublishVolumeRequest__Output): Promise<T.NodeUnpublishVolumeResponse> {

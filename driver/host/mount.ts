@@ -1,6 +1,7 @@
 // The mount table, read from /proc/self/mountinfo, and mount/umount with argument arrays.
 import fs from 'node:fs/promises';
-import { run } from './exec.js';
+import { run, CommandError } from './exec.js';
+import { MountFlagsRefusedError } from '../errors.js';
 
 export interface MountEntry {
   target: string;
@@ -105,15 +106,28 @@ export async function mount(source: string, target: string, fstype: string, opti
   await run('mount', [...args, source, target]);
 }
 
-export async function bindMount(source: string, target: string, readOnly: boolean, extra: string[] = []): Promise<void> {
+/**
+ * Binds source onto target, then remounts the bind read-only and with the caller's per-mount
+ * flags. The two remounts are separate so a refusal says whose it was: the caller's flags
+ * (MountFlagsRefusedError) or the read-only remount itself (our failure, the command's
+ * error). Either way the bind is taken back; if even that fails, the error says the bind
+ * mount is still there.
+ */
+export async function bindMount(source: string, target: string, readOnly: boolean, callerFlags: string[] = []): Promise<void> {
   await run('mount', ['--bind', source, target]);
-  if (readOnly || extra.length) {
-    try {
-      await run('mount', ['-o', ['remount', 'bind', ...(readOnly ? ['ro'] : []), ...extra].join(','), target]);
-    } catch (err) {
-      await run('umount', [target]).catch(() => undefined);
-      throw err;
+  try {
+    if (readOnly) await run('mount', ['-o', 'remount,bind,ro', target]);
+    if (callerFlags.length) {
+      await run('mount', ['-o', ['remount', 'bind', ...(readOnly ? ['ro'] : []), ...callerFlags].join(','), target]).catch((err: unknown) => {
+        if (!(err instanceof CommandError) || err.timedOut) throw err;
+        throw new MountFlagsRefusedError(callerFlags, `the kernel refused mount flag(s) ${callerFlags.join(',')} on the bind mount at ${target} (${err.message}); this volume cannot be published with them here`);
+      });
     }
+  } catch (err) {
+    await run('umount', [target]).catch((undoErr: unknown) => {
+      throw new Error(`${err instanceof Error ? err.message : String(err)}; taking back the bind mount at ${target} failed too: ${undoErr instanceof Error ? undoErr.message : String(undoErr)}`, { cause: err });
+    });
+    throw err;
   }
 }
 
