@@ -3,6 +3,7 @@
 // finished after a crash, a socket only root can use, a graceful stop, no secrets in logs.
 import { describe, it, expect, beforeAll, afterAll } from 'vitest';
 import fs from 'node:fs/promises';
+import os from 'node:os';
 import path from 'node:path';
 import { execa } from 'execa';
 import { DriverHarness, mountCap, blockCap, MiB, loopDevicesUnder } from '../lib/driver-harness.js';
@@ -22,11 +23,37 @@ afterAll(async () => {
 
 const codeOf = (p: Promise<unknown>) => p.then(() => 'OK', (e) => codeName(e));
 
-async function hostSnapshot() {
-  const losetup = await execa('losetup', ['-l', '-n', '-O', 'NAME,BACK-FILE']);
-  const mounts = await execa('findmnt', ['-rn', '-o', 'TARGET']);
+/**
+ * What this test's driver could have changed, and nothing a neighbour owns: loop devices
+ * backed by files under the harness's directory, mounts below it and mounts of those
+ * devices anywhere (a volume mounted over /etc shows), and the volume files. Other test
+ * files attach and mount their own devices while this one runs; a host-wide listing of
+ * every loop device and mount flaked on them.
+ */
+async function ownedSnapshot() {
+  const loops = (await loopDevicesUnder(h.dir)).sort();
+  const mounts = (await execa('findmnt', ['-rn', '-o', 'TARGET,SOURCE'])).stdout
+    .split('\n')
+    .map((l) => l.split(' '))
+    .filter(([target, source = '']) => target === h.dir || target.startsWith(h.dir + '/') || loops.includes(source.replace(/\[.*\]$/, '')))
+    .map((f) => f.join(' '))
+    .sort();
   const files = await fs.readdir(path.join(h.dataDir, 'volumes'));
-  return { loops: losetup.stdout, mounts: mounts.stdout, files: files.sort() };
+  return { loops, mounts, files: files.sort() };
+}
+
+/** A neighbour test at work: a loop device and a mount of its own, outside the harness. */
+async function neighbour(): Promise<() => Promise<void>> {
+  const dir = await fs.mkdtemp(path.join(os.tmpdir(), 'tscsi-safety-neighbour-'));
+  await execa('truncate', ['-s', '8M', path.join(dir, 'img')]);
+  const dev = (await execa('losetup', ['-f', '--show', path.join(dir, 'img')])).stdout.trim();
+  await fs.mkdir(path.join(dir, 'mnt'));
+  await execa('mount', ['-t', 'tmpfs', '-o', 'size=1m', 'tscsi-neighbour', path.join(dir, 'mnt')]);
+  return async () => {
+    await execa('umount', [path.join(dir, 'mnt')], { reject: false });
+    await execa('losetup', ['-d', dev], { reject: false });
+    await fs.rm(dir, { recursive: true, force: true });
+  };
 }
 
 describe('concurrency', () => {
@@ -64,7 +91,6 @@ describe('concurrency', () => {
 
 describe('hostile input', () => {
   it('is refused with INVALID_ARGUMENT (or the spec code) and touches nothing', async () => {
-    const before = await hostSnapshot();
     const cap = mountCap();
     const traversal = '../../etc';
     const cases: Array<[string, () => Promise<unknown>, string[]]> = [
@@ -89,11 +115,18 @@ describe('hostile input', () => {
       ['staging path with ..', () => c.Node.NodeStageVolume({ volume_id: 'vol-loop-00000000000000000000000000000000', staging_target_path: '/tmp/../etc', volume_capability: cap }), ['INVALID_ARGUMENT']],
       ['garbage list token', () => c.Controller.ListVolumes({ starting_token: 'not-a-token' }), ['ABORTED']],
     ];
-    for (const [what, call, codes] of cases) {
-      const got = await codeOf(call());
-      expect(codes, what).toContain(got);
+    const before = await ownedSnapshot();
+    // Another test attaching and mounting meanwhile is none of this test's business.
+    const leaveNeighbour = await neighbour();
+    try {
+      for (const [what, call, codes] of cases) {
+        const got = await codeOf(call());
+        expect(codes, what).toContain(got);
+      }
+      expect(await ownedSnapshot()).toEqual(before);
+    } finally {
+      await leaveNeighbour();
     }
-    expect(await hostSnapshot()).toEqual(before);
   });
 
   it('does not unmount a path that is not its volume', async () => {
