@@ -1,11 +1,5 @@
-import { pino, type Logger } from 'pino';
-
-export type { Logger };
-
-/** Structured logs, one JSON event per line on stderr (stdout is left to CLIs). */
-export function createLogger(level = process.env.LOG_LEVEL ?? 'info'): Logger {
-  return pino({ level, base: { component: 'tscsi-driver' } }, pino.destination(2));
-}
+// The driver's logger is lib/process.ts's createLogger; this is what the driver alone adds.
+export type { Logger } from 'pino';
 
 /**
  * A copy of a request that is safe to log: every map the spec marks `csi_secret`

@@ -4,7 +4,7 @@ import { parseArgs } from 'node:util';
 import os from 'node:os';
 import path from 'node:path';
 import { createRequire } from 'node:module';
-import { createLogger } from './log.js';
+import { createLogger, runMain, stopOnSignals } from '../lib/process.js';
 import { armedFailpoints } from './failpoints.js';
 import { DriverContext, type DriverConfig } from './context.js';
 import { CsiServer } from './server.js';
@@ -20,7 +20,7 @@ import { rbdBackendFromFlags } from './backends/rbd/index.js';
 import type { Backend } from './backends/backend.js';
 import { ensureXfsPool, releaseXfsPool } from './host/pool.js';
 import { sweepTemporaryFiles, driverTempLocations } from './sweep.js';
-import { parseSize } from './size.js';
+import { parseSize } from '../lib/size.js';
 import { setMaxChildProcesses } from './host/exec.js';
 import { isSupportedFs, type FsType } from './host/fs.js';
 import { initFreezeJournal } from './host/freeze.js';
@@ -88,7 +88,7 @@ async function main(): Promise<void> {
     process.stdout.write(USAGE);
     return;
   }
-  const log = createLogger(values['log-level']);
+  const log = createLogger('tscsi-driver', values['log-level']);
   if (armedFailpoints().length) log.warn({ failpoints: armedFailpoints() }, 'fail points armed (TSCSI_FAILPOINTS): the driver kills itself at these steps');
   const mode = values.mode!;
   if (!['all', 'controller', 'node'].includes(mode)) throw new Error(`--mode must be all, controller or node`);
@@ -178,35 +178,16 @@ async function main(): Promise<void> {
   await server.listen(values.endpoint!);
   log.info({ driver: config.driverName, version: config.version, nodeId: config.nodeId, mode, pathRoots }, 'driver started');
 
-  let stopping = false;
-  const stop = (signal: string) => {
-    if (stopping) return;
-    stopping = true;
-    log.info({ signal }, 'shutting down: letting in-flight calls finish');
-    server
-      .shutdown()
-      .then(async (graceful) => {
-        // Long work a caller left running (a copy, a wipe) gets its chance to finish; if it
-        // does not, it is cut off here and its retry after the restart completes it.
-        const idle = await ctx.background.idle(30_000);
-        if (!idle) log.warn({ running: ctx.background.size }, 'background work still running at exit; it is retried after the restart');
-        // After a forced shutdown a call may still be writing into the pool: leave it mounted.
-        if (values['data-pool-size'] && graceful && idle) await releasePoolIfIdle(loop, dataDir, log);
-      })
-      .then(
-        () => {
-          log.info('stopped');
-          log.flush();
-          process.exit(0);
-        },
-        (err: unknown) => {
-          log.error({ err: String(err) }, 'shutdown failed');
-          process.exit(1);
-        },
-      );
-  };
-  process.on('SIGTERM', () => stop('SIGTERM'));
-  process.on('SIGINT', () => stop('SIGINT'));
+  stopOnSignals(log, async () => {
+    log.info('shutting down: letting in-flight calls finish');
+    const graceful = await server.shutdown();
+    // Long work a caller left running (a copy, a wipe) gets its chance to finish; if it
+    // does not, it is cut off here and its retry after the restart completes it.
+    const idle = await ctx.background.idle(30_000);
+    if (!idle) log.warn({ running: ctx.background.size }, 'background work still running at exit; it is retried after the restart');
+    // After a forced shutdown a call may still be writing into the pool: leave it mounted.
+    if (values['data-pool-size'] && graceful && idle) await releasePoolIfIdle(loop, dataDir, log);
+  });
 }
 
 /**
@@ -230,7 +211,4 @@ async function releasePoolIfIdle(loop: LoopBackend, dataDir: string, log: Return
   }
 }
 
-main().catch((err: unknown) => {
-  process.stderr.write(`tscsi-driver: ${err instanceof Error ? err.message : String(err)}\n`);
-  process.exit(1);
-});
+runMain('tscsi-driver', main);

@@ -2,12 +2,12 @@
 // a log line per call (method, IDs, duration, code; secrets redacted) and every thrown
 // error turned into a status with the code the spec prescribes.
 import * as grpc from '@grpc/grpc-js';
-import fs from 'node:fs/promises';
 import { loadCsi } from '../proto/load.js';
 import { CallAbortedError, messageOf, toCsiError } from './errors.js';
 import { withCallSignal } from './host/exec.js';
 import { redactSecrets, type Logger } from './log.js';
 import { failpoint, MUTATING_RPCS } from './failpoints.js';
+import { unixSocketPath, listenUnix, closeUnix } from '../lib/socket.js';
 
 type Impl = object;
 
@@ -155,23 +155,8 @@ export class CsiServer {
 
   /** Listens on unix:///path (or a bare path), replacing a stale socket; the socket is mode 0600. */
   async listen(endpoint: string): Promise<void> {
-    const p = endpoint.startsWith('unix://') ? endpoint.slice('unix://'.length) : endpoint;
-    if (!p.startsWith('/')) throw new Error(`--endpoint must be unix:///absolute/path, not ${endpoint}`);
-    const st = await fs.lstat(p).catch(() => undefined);
-    if (st) {
-      if (!st.isSocket()) throw new Error(`${p} exists and is not a socket; refusing to replace it`);
-      await fs.unlink(p);
-      this.log.info({ socket: p }, 'removed a stale socket');
-    }
-    const oldMask = process.umask(0o177);
-    try {
-      await new Promise<void>((resolve, reject) =>
-        this.server.bindAsync(`unix://${p}`, grpc.ServerCredentials.createInsecure(), (err) => (err ? reject(err) : resolve())),
-      );
-    } finally {
-      process.umask(oldMask);
-    }
-    await fs.chmod(p, 0o600);
+    const p = unixSocketPath(endpoint);
+    await listenUnix(this.server, p, this.log);
     this.socketPath = p;
     this.log.info({ socket: p }, 'listening');
   }
@@ -181,18 +166,7 @@ export class CsiServer {
    * Resolves true when every call finished, false when they were cut off.
    */
   async shutdown(graceMs = 30_000): Promise<boolean> {
-    const graceful = await new Promise<boolean>((resolve) => {
-      const timer = setTimeout(() => {
-        this.log.warn('in-flight calls did not finish in time; forcing shutdown');
-        this.server.forceShutdown();
-        resolve(false);
-      }, graceMs);
-      this.server.tryShutdown(() => {
-        clearTimeout(timer);
-        resolve(true);
-      });
-    });
-    if (this.socketPath) await fs.rm(this.socketPath, { force: true });
-    return graceful;
+    if (!this.socketPath) return new Promise<boolean>((resolve) => this.server.tryShutdown(() => resolve(true)));
+    return closeUnix(this.server, this.socketPath, graceMs, this.log);
   }
 }

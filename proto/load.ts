@@ -1,6 +1,8 @@
-// Loads csi.proto at run time (the driver and the sidecars share this loader).
-// int64 fields arrive as decimal strings so no capacity ever loses precision;
-// enums arrive as their names; unset fields arrive with proto3 defaults.
+// The one loader of the project's .proto files at run time: csi.proto for the driver, the
+// sidecars, the CLI and the tests, pluginregistration.proto for the registrar. One set of
+// options for all: int64 fields arrive as decimal strings so no capacity ever loses
+// precision; enums arrive as their names; unset fields arrive with proto3 defaults; field
+// names keep the .proto's snake_case.
 import * as grpc from '@grpc/grpc-js';
 import * as protoLoader from '@grpc/proto-loader';
 import { fileURLToPath } from 'node:url';
@@ -18,21 +20,32 @@ export const LOADER_OPTIONS: protoLoader.Options = {
   oneofs: true,
 };
 
-/** Finds proto/csi.proto both from the sources (proto/) and from the build (dist/proto/). */
-export function csiProtoPath(): string {
+/** Finds proto/<file> both from the sources (proto/) and from the build (dist/proto/). */
+export function protoPath(file: string): string {
   const here = path.dirname(fileURLToPath(import.meta.url));
-  for (const candidate of [path.join(here, 'csi.proto'), path.join(here, '..', '..', 'proto', 'csi.proto')]) {
+  for (const candidate of [path.join(here, file), path.join(here, '..', '..', 'proto', file)]) {
     if (fs.existsSync(candidate)) return candidate;
   }
-  throw new Error(`csi.proto not found next to ${here}`);
+  throw new Error(`${file} not found next to ${here}`);
 }
 
-let cached: ProtoGrpcType | undefined;
+const loaded = new Map<string, grpc.GrpcObject>();
+
+/** The gRPC package object of proto/<file>, loaded once. */
+export function loadProto(file: string): grpc.GrpcObject {
+  let pkg = loaded.get(file);
+  if (!pkg) {
+    pkg = grpc.loadPackageDefinition(protoLoader.loadSync(protoPath(file), LOADER_OPTIONS));
+    loaded.set(file, pkg);
+  }
+  return pkg;
+}
 
 export function loadCsi(): ProtoGrpcType {
-  if (!cached) {
-    const def = protoLoader.loadSync(csiProtoPath(), LOADER_OPTIONS);
-    cached = grpc.loadPackageDefinition(def) as unknown as ProtoGrpcType;
-  }
-  return cached;
+  return loadProto('csi.proto') as unknown as ProtoGrpcType;
+}
+
+/** kubelet's plugin registration service (pluginregistration.Registration). */
+export function loadRegistration(): grpc.ServiceClientConstructor {
+  return (loadProto('pluginregistration.proto') as unknown as { pluginregistration: { Registration: grpc.ServiceClientConstructor } }).pluginregistration.Registration;
 }

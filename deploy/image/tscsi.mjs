@@ -12,7 +12,7 @@ const programs = {
   resizer: 'dist/sidecars/resizer/main.js',
   registrar: 'dist/sidecars/registrar/main.js',
   livenessprobe: 'dist/sidecars/livenessprobe/main.js',
-  cli: 'dist/sidecars/cli/tscsi-cli.js',
+  cli: 'dist/cli/tscsi-cli.js',
 };
 const name = process.argv[2];
 if (!name || !(name in programs)) {

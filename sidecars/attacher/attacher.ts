@@ -2,15 +2,33 @@
 // the result goes into status.attached / attachError, and a finalizer keeps the object
 // until the volume is unpublished.
 import type { Logger } from 'pino';
-import { CsiClient, codeName } from '../common/csi-client.js';
+import { CsiClient, rpcErrorText } from '../common/csi-client.js';
 import { k8s, type Clients, Watch, mergePatch, httpStatus } from '../common/kube.js';
 import { WorkQueue } from '../common/workqueue.js';
-import { csiAccessMode } from '../provisioner/provisioner.js';
+import { pvVolumeCapability } from '../common/capability.js';
 import { type Scope, servesVolume, backendOfHandle } from '../common/scope.js';
 import { readSecret } from '../common/secrets.js';
 
 /** Remembers the CSI node ID used to publish, so detach works after the Node is gone. */
 export const ANN_NODE_ID = 'csi.tscsi.dev/node-id';
+
+/**
+ * ControllerPublishVolume for the volume of a PV spec (a PV's, or a VolumeAttachment's
+ * inline one): its handle, read-only flag and attributes, and one capability that carries
+ * all of its access modes (throws for modes CSI cannot combine).
+ */
+export function publishRequest(spec: k8s.V1PersistentVolumeSpec, nodeId: string, secrets: Record<string, string>) {
+  const csi = spec.csi;
+  if (!csi) throw new Error('not a CSI volume');
+  return {
+    volume_id: csi.volumeHandle,
+    node_id: nodeId,
+    volume_capability: pvVolumeCapability(spec),
+    readonly: !!csi.readOnly,
+    volume_context: csi.volumeAttributes ?? {},
+    secrets,
+  };
+}
 
 export interface AttacherOptions {
   driverName: string;
@@ -96,7 +114,7 @@ export class Attacher {
           const secrets = await readSecret(this.k.core, pv?.spec?.csi?.controllerPublishSecretRef ?? va.spec.source.inlineVolumeSpec?.csi?.controllerPublishSecretRef);
           await this.csi.Controller.ControllerUnpublishVolume({ volume_id: volumeId, node_id: nodeId, secrets }, this.opts.timeoutMs);
         } catch (err) {
-          await this.setStatus(key, { detachError: { time: new Date(), message: errText(err) } });
+          await this.setStatus(key, { detachError: { time: new Date(), message: rpcErrorText(err) } });
           throw err;
         }
       } else {
@@ -107,8 +125,9 @@ export class Attacher {
     }
     if (!this.serves(va, pv)) return;
 
-    const csiSrc = pv?.spec?.csi ?? va.spec.source.inlineVolumeSpec?.csi;
-    if (!csiSrc) {
+    const spec = pv?.spec ?? va.spec.source.inlineVolumeSpec;
+    const csiSrc = spec?.csi;
+    if (!spec || !csiSrc) {
       await this.setStatus(key, { attached: false, attachError: { time: new Date(), message: `persistent volume ${pvName} not found or not a CSI volume` } });
       throw new Error(`no CSI source for ${key}`);
     }
@@ -124,24 +143,13 @@ export class Attacher {
         mergePatch,
       );
     }
-    const block = pv?.spec?.volumeMode === 'Block';
-    const mode = csiAccessMode((pv?.spec?.accessModes ?? ['ReadWriteOnce'])[0]);
     try {
-      const res = await this.csi.Controller.ControllerPublishVolume(
-        {
-          volume_id: csiSrc.volumeHandle,
-          node_id: nodeId,
-          volume_capability: { ...(block ? { block: {} } : { mount: { fs_type: csiSrc.fsType ?? '', mount_flags: pv?.spec?.mountOptions ?? [] } }), access_mode: { mode } },
-          readonly: !!csiSrc.readOnly,
-          volume_context: csiSrc.volumeAttributes ?? {},
-          secrets: await readSecret(this.k.core, csiSrc.controllerPublishSecretRef),
-        },
-        this.opts.timeoutMs,
-      );
+      const req = publishRequest(spec, nodeId, await readSecret(this.k.core, csiSrc.controllerPublishSecretRef));
+      const res = await this.csi.Controller.ControllerPublishVolume(req, this.opts.timeoutMs);
       await this.setStatus(key, { attached: true, attachmentMetadata: res.publish_context ?? {}, attachError: null });
       this.opts.log.info({ va: key, volumeId: csiSrc.volumeHandle, nodeId }, 'attached');
     } catch (err) {
-      await this.setStatus(key, { attached: false, attachError: { time: new Date(), message: errText(err) } });
+      await this.setStatus(key, { attached: false, attachError: { time: new Date(), message: rpcErrorText(err) } });
       throw err;
     }
   }
@@ -153,7 +161,3 @@ export class Attacher {
   }
 }
 
-function errText(err: unknown): string {
-  const code = codeName(err);
-  return code ? `rpc error: code = ${code} desc = ${(err as { details?: string }).details ?? ''}` : err instanceof Error ? err.message : String(err);
-}

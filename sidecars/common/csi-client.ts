@@ -2,6 +2,8 @@
 // It dials with :authority "localhost", as kubelet and the kubernetes-csi sidecars do.
 import * as grpc from '@grpc/grpc-js';
 import { loadCsi } from '../../proto/load.js';
+import { unixSocketPath } from '../../lib/socket.js';
+import { messageOf } from '../../lib/process.js';
 
 type Unary = (req: object, cb: (err: grpc.ServiceError | null, res: unknown) => void) => void;
 
@@ -19,7 +21,7 @@ export class CsiClient {
   private readonly clients: grpc.Client[] = [];
 
   constructor(endpoint: string, readonly defaultDeadlineMs = 120_000) {
-    const target = endpoint.startsWith('unix://') ? endpoint : `unix://${endpoint}`;
+    const target = `unix://${unixSocketPath(endpoint)}`;
     const csi = loadCsi().csi.v1;
     const opts: grpc.ChannelOptions = { 'grpc.default_authority': 'localhost' };
     const make = (Ctor: grpc.ServiceClientConstructor): Rpcs => {
@@ -50,4 +52,15 @@ export class CsiClient {
 export function codeName(err: unknown): string | undefined {
   const code = (err as { code?: number })?.code;
   return typeof code === 'number' ? grpc.status[code] : undefined;
+}
+
+/**
+ * A failed call as the kubernetes-csi sidecars write it into events and object status
+ * ("rpc error: code = NOT_FOUND desc = ..."), so users and their tools read one format;
+ * anything that is not a gRPC status is its message.
+ */
+export function rpcErrorText(err: unknown): string {
+  const code = codeName(err);
+  if (code) return `rpc error: code = ${code} desc = ${(err as { details?: string }).details ?? ''}`;
+  return messageOf(err);
 }

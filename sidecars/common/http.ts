@@ -119,3 +119,11 @@ export function healthz(check: () => Promise<string | void> | string | void): Ha
 export function metrics(registry: Registry = defaultRegistry): Handler {
   return () => ({ status: 200, body: registry.render(), contentType: CONTENT_TYPE });
 }
+
+/**
+ * What every sidecar serves on its --http-endpoint (or --health-port): /healthz backed by
+ * `check` (see healthz) and /metrics from the default registry.
+ */
+export function serveHealthAndMetrics(endpoint: string, check: () => Promise<string | void> | string | void, log: Logger): Promise<HttpServer> {
+  return serveHttp(endpoint, { '/healthz': healthz(check), '/metrics': metrics() }, log);
+}

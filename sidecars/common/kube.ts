@@ -110,26 +110,3 @@ export class Watch<T extends k8s.KubernetesObject> {
     await this.informer.stop();
   }
 }
-
-/** Parses a Kubernetes quantity ("1Gi", "500M", "1073741824") into bytes. */
-export function quantityToBytes(q: string): bigint {
-  const m = /^(\d+)(\.\d+)?(Ki|Mi|Gi|Ti|Pi|Ei|k|M|G|T|P|E|m)?$/.exec(q.trim());
-  if (!m) throw new Error(`not a quantity: ${q}`);
-  const units: Record<string, [bigint, bigint]> = {
-    '': [1n, 1n], Ki: [1n << 10n, 1n], Mi: [1n << 20n, 1n], Gi: [1n << 30n, 1n], Ti: [1n << 40n, 1n], Pi: [1n << 50n, 1n], Ei: [1n << 60n, 1n],
-    k: [1000n, 1n], M: [10n ** 6n, 1n], G: [10n ** 9n, 1n], T: [10n ** 12n, 1n], P: [10n ** 15n, 1n], E: [10n ** 18n, 1n], m: [1n, 1000n],
-  };
-  const [mul, div] = units[m[3] ?? ''];
-  const frac = m[2] ? m[2].slice(1) : '';
-  const scaled = BigInt(m[1] + frac) * mul;
-  const denom = div * 10n ** BigInt(frac.length);
-  return (scaled + denom - 1n) / denom; // round up: never provision less than asked
-}
-
-/** Bytes as the quantity Kubernetes shows ("1Gi" when it divides evenly). */
-export function bytesToQuantity(b: bigint): string {
-  for (const [suffix, unit] of [['Ti', 1n << 40n], ['Gi', 1n << 30n], ['Mi', 1n << 20n], ['Ki', 1n << 10n]] as const) {
-    if (b % unit === 0n && b >= unit) return `${b / unit}${suffix}`;
-  }
-  return b.toString();
-}

@@ -1,57 +1,19 @@
-// What every sidecar's main does: flags, logger, the driver's name from the socket, and a
-// clean stop on SIGTERM/SIGINT.
-import { pino, type Logger } from 'pino';
-import { CsiClient } from './csi-client.js';
+// What every controller-side sidecar's main does: flags, logger, the driver's name from the
+// socket, /healthz and /metrics, leader election, and a clean stop on SIGTERM/SIGINT.
 import { parseArgs } from 'node:util';
+import { createLogger, runMain, stopOnSignals, type Logger } from '../../lib/process.js';
+import { CsiClient } from './csi-client.js';
 import { clients, loadKubeConfig, type Clients } from './kube.js';
-import { serveHttp } from './http.js';
-import { csiCallMetrics, renderMetrics, CONTENT_TYPE as METRICS_CONTENT_TYPE } from './metrics.js';
+import { serveHealthAndMetrics, type HttpServer } from './http.js';
+import { CsiCallMetrics } from './metrics.js';
 import { LeaderElector } from './lease.js';
 import { parseBackends, DEFAULT_BACKEND } from './scope.js';
+import { probeDriver, waitForDriverName } from './driver.js';
 
-export function sidecarLogger(component: string): Logger {
-  return pino({ level: process.env.LOG_LEVEL ?? 'info', base: { component } }, pino.destination(2));
-}
-
-/** Waits for the driver to answer GetPluginInfo and returns its name. */
-export async function driverName(csi: CsiClient, log: Logger, timeoutMs = 120_000): Promise<string> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    try {
-      const info = await csi.Identity.GetPluginInfo({}, 5_000);
-      return info.name as string;
-    } catch (err) {
-      if (Date.now() > deadline) throw err;
-      log.info({ err: String((err as Error).message ?? err) }, 'waiting for the driver');
-      await new Promise((r) => setTimeout(r, 1000));
-    }
-  }
-}
-
-export function onStop(log: Logger, stop: () => Promise<void>): void {
-  let stopping = false;
-  const handler = (signal: string) => {
-    if (stopping) return;
-    stopping = true;
-    log.info({ signal }, 'stopping');
-    stop().then(
-      () => process.exit(0),
-      (err: unknown) => {
-        log.error({ err: String(err) }, 'stop failed');
-        process.exit(1);
-      },
-    );
-  };
-  process.on('SIGTERM', () => handler('SIGTERM'));
-  process.on('SIGINT', () => handler('SIGINT'));
-}
-
-export function fatal(component: string) {
-  return (err: unknown) => {
-    process.stderr.write(`${component}: ${err instanceof Error ? err.message : String(err)}\n`);
-    process.exit(1);
-  };
-}
+/** How long the driver may take to answer GetPluginInfo at start before the sidecar gives up (and restarts). */
+const DRIVER_START_TIMEOUT_MS = 120_000;
+/** How long the driver's Probe may take before /healthz calls it unhealthy. */
+export const HEALTHZ_PROBE_TIMEOUT_MS = 3_000;
 
 export interface Controller {
   start(): Promise<void>;
@@ -72,30 +34,42 @@ export const CONTROLLER_FLAG_OPTIONS = {
 } as const;
 
 /**
- * Runs a controller-side sidecar: CSI call metrics, /healthz (the driver's Probe) and
- * /metrics on --http-endpoint, and, with --leader-election, work only while holding the
- * Lease (losing it exits non-zero so the container restarts as a candidate).
+ * /healthz and /metrics of a controller-side sidecar. /healthz is the driver's Probe over a
+ * fresh connection each time, as the liveness probe does (see driver.ts): the sidecar's own
+ * channel could report a restarted driver as gone, or a gone one as up for a while.
  */
-export async function runController(component: string, flags: ControllerFlags, csi: CsiClient, k: Clients, driver: string, controller: Controller, log: Logger): Promise<void> {
-  csiCallMetrics(csi, { driver });
-  const http = flags['http-endpoint']
-    ? await serveHttp(
-        flags['http-endpoint'],
-        {
-          '/healthz': async () => {
-            const r = await csi.Identity.Probe({}, 3000).catch((e: unknown) => ({ error: String((e as Error).message ?? e) }));
-            return 'error' in r || r.ready?.value === false ? { status: 500, body: `probe failed: ${'error' in r ? r.error : 'not ready'}\n` } : { status: 200, body: 'ok\n' };
-          },
-          '/metrics': () => ({ status: 200, body: renderMetrics(), contentType: METRICS_CONTENT_TYPE }),
-        },
-        log,
-      )
-    : undefined;
+export function serveControllerHttp(endpoint: string, csiAddress: string, metrics: CsiCallMetrics, log: Logger): Promise<HttpServer> {
+  return serveHealthAndMetrics(endpoint, () => probeDriver(csiAddress, HEALTHZ_PROBE_TIMEOUT_MS, metrics), log);
+}
+
+/** The Lease a controller sidecar of a driver holds: "<sidecar>-<driver>", in a name Kubernetes accepts. */
+export const leaseName = (component: string, driver: string) => `${component}-${driver.replace(/[^a-z0-9-]/gi, '-')}`.toLowerCase();
+
+interface RunContext {
+  component: string;
+  flags: ControllerFlags;
+  csiAddress: string;
+  csi: CsiClient;
+  metrics: CsiCallMetrics;
+  k: Clients;
+  driver: string;
+  log: Logger;
+}
+
+/**
+ * Runs a controller-side sidecar: CSI call metrics, /healthz and /metrics on
+ * --http-endpoint, and, with --leader-election, work only while holding the Lease (losing
+ * it exits non-zero so the container restarts as a candidate).
+ */
+async function runController(rc: RunContext, controller: Controller): Promise<void> {
+  const { flags, log } = rc;
+  rc.metrics.instrument(rc.csi);
+  const http = flags['http-endpoint'] ? await serveControllerHttp(flags['http-endpoint'], rc.csiAddress, rc.metrics, log) : undefined;
   let elector: LeaderElector | undefined;
   if (flags['leader-election']) {
-    elector = new LeaderElector(k.coordination, {
+    elector = new LeaderElector(rc.k.coordination, {
       namespace: flags['leader-election-namespace'] ?? 'default',
-      name: `${component}-${driver.replace(/[^a-z0-9-]/gi, '-')}`.toLowerCase(),
+      name: leaseName(rc.component, rc.driver),
       log,
       onStartedLeading: async () => {
         log.info('leading: starting work');
@@ -111,11 +85,11 @@ export async function runController(component: string, flags: ControllerFlags, c
   } else {
     await controller.start();
   }
-  onStop(log, async () => {
+  stopOnSignals(log, async () => {
     if (elector) await elector.stop();
     else await controller.stop();
     await http?.close();
-    csi.close();
+    rc.csi.close();
   });
 }
 
@@ -133,15 +107,15 @@ export interface CommonControllerOptions {
 }
 
 /**
- * The whole main() of a controller-side sidecar: the shared flags (plus `extra`), the
- * driver's name from its socket, the controller `make` builds, and runController.
+ * The whole main() of a controller-side sidecar: the shared flags, the driver's name from
+ * its socket, the controller `make` builds, and runController.
  */
 export function controllerMain(
   component: string,
   defaultTimeoutSeconds: number,
   make: (k: Clients, csi: CsiClient, opts: CommonControllerOptions) => Controller,
 ): void {
-  (async () => {
+  runMain(component, async () => {
     const { values } = parseArgs({
       options: {
         ...CONTROLLER_FLAG_OPTIONS,
@@ -155,12 +129,14 @@ export function controllerMain(
       },
     });
     const backends = parseBackends(values.backends as string | undefined);
-    const log = sidecarLogger(component);
-    const csi = new CsiClient(values['csi-address'] as string);
-    const name = await driverName(csi, log);
+    const log = createLogger(component);
+    const csiAddress = values['csi-address'] as string;
+    const metrics = new CsiCallMetrics();
+    const driver = await waitForDriverName(csiAddress, { log, metrics, timeoutMs: DRIVER_START_TIMEOUT_MS });
+    const csi = new CsiClient(csiAddress);
     const k = clients(loadKubeConfig(values.kubeconfig as string | undefined));
     const opts: CommonControllerOptions = {
-      driverName: name,
+      driverName: driver,
       nodeName: (values['node-name'] as string | undefined) || undefined,
       backends,
       defaultBackend: values['default-backend'] as string,
@@ -169,6 +145,6 @@ export function controllerMain(
       log,
     };
     log.info({ node: opts.nodeName, backends: backends ? [...backends] : 'all' }, 'serving');
-    await runController(component, values as ControllerFlags, csi, k, name, make(k, csi, opts), log);
-  })().catch(fatal(component));
+    await runController({ component, flags: values as ControllerFlags, csiAddress, csi, metrics, k, driver, log }, make(k, csi, opts));
+  });
 }

@@ -3,11 +3,12 @@
 // succeeds (within --probe-timeout), 500 with the reason otherwise; /metrics has the
 // CSI call metrics. Meant as the target of the driver container's livenessProbe.
 import { parseArgs } from 'node:util';
-import { pino } from 'pino';
-import { CsiClient } from '../common/csi-client.js';
+import { createLogger, runMain, stopOnSignals } from '../../lib/process.js';
+import { unixSocketPath } from '../../lib/socket.js';
 import { CsiCallMetrics } from '../common/metrics.js';
-import { serveHttp, healthz, metrics } from '../common/http.js';
-import { parseDuration, probeDriver } from './probe.js';
+import { serveHealthAndMetrics } from '../common/http.js';
+import { probeDriver, waitForDriverName } from '../common/driver.js';
+import { parseDuration } from './duration.js';
 
 const USAGE = `tscsi-livenessprobe: HTTP /healthz backed by the CSI driver's Probe
 
@@ -16,6 +17,9 @@ const USAGE = `tscsi-livenessprobe: HTTP /healthz backed by the CSI driver's Pro
   --probe-timeout DURATION  how long one Probe may take (default 1s)
   --log-level LEVEL         pino level (default info)
 `;
+
+/** How long the name of the driver is asked for, in the background, before the metrics stay unlabelled. */
+const DRIVER_NAME_TIMEOUT_MS = 120_000;
 
 async function main(): Promise<void> {
   const { values } = parseArgs({
@@ -32,55 +36,33 @@ async function main(): Promise<void> {
     process.stdout.write(USAGE);
     return;
   }
-  const log = pino({ level: values['log-level']!, base: { component: 'tscsi-livenessprobe' } }, pino.destination({ dest: 2, sync: true }));
-  const address = values['csi-address']!.replace(/^unix:\/\//, '');
+  const log = createLogger('tscsi-livenessprobe', values['log-level']!);
+  const address = unixSocketPath(values['csi-address']!);
   const timeoutMs = parseDuration(values['probe-timeout']!);
   if (!(timeoutMs > 0)) throw new Error('--probe-timeout must be positive');
   const csiMetrics = new CsiCallMetrics();
 
   // the driver's name labels the metrics; learnt in the background, never blocks /healthz
-  void (async () => {
-    for (let i = 0; i < 60 && csiMetrics.driver === 'unknown'; i++) {
-      const csi = csiMetrics.instrument(new CsiClient(address));
-      try {
-        const info = await csi.Identity.GetPluginInfo({}, Math.max(timeoutMs, 1000));
-        csiMetrics.driver = String(info.name);
-        log.info({ driver: csiMetrics.driver }, 'driver answered GetPluginInfo');
-      } catch {
-        await new Promise((r) => setTimeout(r, 2000));
-      } finally {
-        csi.close();
-      }
-    }
-  })();
+  waitForDriverName(address, { log, metrics: csiMetrics, timeoutMs: DRIVER_NAME_TIMEOUT_MS }).catch((err: unknown) =>
+    log.warn({ err: String(err) }, 'the driver never told its name; metrics say driver="unknown"'),
+  );
 
   let lastHealthy: boolean | undefined;
-  const server = await serveHttp(
+  const server = await serveHealthAndMetrics(
     values['http-endpoint']!,
-    {
-      '/healthz': healthz(async () => {
-        const reason = await probeDriver(address, timeoutMs, csiMetrics);
-        const healthy = reason === undefined;
-        // one line per change of state, and every failure at debug
-        if (healthy !== lastHealthy) (healthy ? log.info.bind(log) : log.warn.bind(log))({ healthy, reason }, 'health changed');
-        else if (!healthy) log.debug({ reason }, 'health check failed');
-        lastHealthy = healthy;
-        return reason;
-      }),
-      '/metrics': metrics(),
+    async () => {
+      const reason = await probeDriver(address, timeoutMs, csiMetrics);
+      const healthy = reason === undefined;
+      // one line per change of state, and every failure at debug
+      if (healthy !== lastHealthy) (healthy ? log.info.bind(log) : log.warn.bind(log))({ healthy, reason }, 'health changed');
+      else if (!healthy) log.debug({ reason }, 'health check failed');
+      lastHealthy = healthy;
+      return reason;
     },
     log,
   );
   log.info({ csiAddress: address, probeTimeoutMs: timeoutMs, port: server.address.port }, 'livenessprobe started');
-  const stop = (signal: string) => {
-    log.info({ signal }, 'stopping');
-    void server.close().then(() => process.exit(0));
-  };
-  process.on('SIGTERM', () => stop('SIGTERM'));
-  process.on('SIGINT', () => stop('SIGINT'));
+  stopOnSignals(log, () => server.close());
 }
 
-main().catch((err: unknown) => {
-  process.stderr.write(`${JSON.stringify({ level: 60, time: Date.now(), component: 'tscsi-livenessprobe', msg: `fatal: ${err instanceof Error ? err.message : String(err)}` })}\n`);
-  process.exit(1);
-});
+runMain('tscsi-livenessprobe', main);

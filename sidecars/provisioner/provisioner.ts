@@ -3,9 +3,12 @@
 // deleted. It uses external-provisioner's annotations and finalizers, so a cluster can
 // switch between the two.
 import type { Logger } from 'pino';
-import { CsiClient, codeName } from '../common/csi-client.js';
-import { k8s, type Clients, Watch, mergePatch, httpStatus, quantityToBytes, bytesToQuantity } from '../common/kube.js';
+import { CsiClient, codeName, rpcErrorText } from '../common/csi-client.js';
+import { ANN_STORAGE_PROVISIONER, ANN_BETA_STORAGE_PROVISIONER, ANN_SELECTED_NODE, ANN_PROVISIONED_BY, PV_FINALIZER } from '../common/annotations.js';
+import { volumeCapabilities } from '../common/capability.js';
+import { k8s, type Clients, Watch, mergePatch, httpStatus } from '../common/kube.js';
 import { WorkQueue } from '../common/workqueue.js';
+import { parseSize, formatSize } from '../../lib/size.js';
 import { Recorder } from '../common/events.js';
 import { type Scope, servesClass, servesVolume, backendOfClass, candidateBackends, derivedVolumeId } from '../common/scope.js';
 import {
@@ -19,11 +22,6 @@ import {
   type ClaimInfo,
 } from '../common/secrets.js';
 
-export const ANN_STORAGE_PROVISIONER = 'volume.kubernetes.io/storage-provisioner';
-export const ANN_BETA_STORAGE_PROVISIONER = 'volume.beta.kubernetes.io/storage-provisioner';
-export const ANN_SELECTED_NODE = 'volume.kubernetes.io/selected-node';
-export const ANN_PROVISIONED_BY = 'pv.kubernetes.io/provisioned-by';
-export const PV_FINALIZER = 'external-provisioner.volume.kubernetes.io/finalizer';
 /**
  * Held on a claim while its volume may exist without a PV: the claim cannot vanish until we
  * know. One per backend (csi.tscsi.dev/provisioning-<backend>), so the clean-up knows where
@@ -43,29 +41,6 @@ export interface ProvisionerOptions {
   workers: number;
   timeoutMs: number;
   log: Logger;
-}
-
-/** Kubernetes access modes -> CSI, as the kubernetes-csi sidecars map them when the driver advertises SINGLE_NODE_MULTI_WRITER. */
-export function csiAccessMode(mode: string): string {
-  switch (mode) {
-    case 'ReadWriteOnce':
-      return 'SINGLE_NODE_MULTI_WRITER';
-    case 'ReadWriteOncePod':
-      return 'SINGLE_NODE_SINGLE_WRITER';
-    case 'ReadOnlyMany':
-      return 'MULTI_NODE_READER_ONLY';
-    case 'ReadWriteMany':
-      return 'MULTI_NODE_MULTI_WRITER';
-    default:
-      throw new Error(`unknown access mode ${mode}`);
-  }
-}
-
-export function volumeCapabilities(modes: string[], block: boolean, fsType: string, mountOptions: string[]) {
-  return modes.map((m) => ({
-    ...(block ? { block: {} } : { mount: { fs_type: fsType, mount_flags: mountOptions } }),
-    access_mode: { mode: csiAccessMode(m) },
-  }));
 }
 
 /** What the provisioner does with one of its PVs. */
@@ -205,7 +180,7 @@ export class Provisioner {
     try {
       await this.provision(pvc, sc, pvName, selectedNode);
     } catch (err) {
-      await this.recorder.event(pvc, 'Warning', 'ProvisioningFailed', `failed to provision volume with StorageClass "${sc.metadata?.name}": ${describe(err)}`);
+      await this.recorder.event(pvc, 'Warning', 'ProvisioningFailed', `failed to provision volume with StorageClass "${sc.metadata?.name}": ${rpcErrorText(err)}`);
       throw err;
     }
   }
@@ -227,7 +202,7 @@ export class Provisioner {
     };
     const req: Record<string, unknown> = {
       name: pvName,
-      capacity_range: { required_bytes: quantityToBytes(String(storage)).toString() },
+      capacity_range: { required_bytes: parseSize(String(storage)).toString() },
       volume_capabilities: volumeCapabilities(pvc.spec?.accessModes ?? ['ReadWriteOnce'], block, fsType, sc.mountOptions ?? []),
       parameters: params,
       secrets: await readSecret(this.k.core, provisionerSecret),
@@ -295,7 +270,7 @@ export class Provisioner {
         finalizers: [PV_FINALIZER],
       },
       spec: {
-        capacity: { storage: bytesToQuantity(BigInt(vol.capacity_bytes)) },
+        capacity: { storage: formatSize(BigInt(vol.capacity_bytes)) },
         accessModes: pvc.spec?.accessModes,
         volumeMode: block ? 'Block' : 'Filesystem',
         persistentVolumeReclaimPolicy: sc.reclaimPolicy ?? 'Delete',
@@ -335,7 +310,7 @@ export class Provisioner {
         await this.csi.Controller.DeleteVolume({ volume_id: volumeId, secrets }, this.opts.timeoutMs);
         if (await this.volumeExists(volumeId)) throw new Error(`volume ${volumeId} is still there after DeleteVolume`);
       } catch (err) {
-        await this.recorder.event(pvc, 'Warning', 'VolumeDeleteFailed', `cannot delete volume ${volumeId} of the claim deleted while it was provisioned (the claim stays until it is gone): ${describe(err)}`);
+        await this.recorder.event(pvc, 'Warning', 'VolumeDeleteFailed', `cannot delete volume ${volumeId} of the claim deleted while it was provisioned (the claim stays until it is gone): ${rpcErrorText(err)}`);
         throw err;
       }
       if (found !== false) this.opts.log.info({ pvc: claim, volumeId, found }, 'deleted the volume of a claim deleted during provisioning');
@@ -417,9 +392,3 @@ export function nodeAffinity(topologies: Array<{ segments: Record<string, string
   return terms.length ? { required: { nodeSelectorTerms: terms } } : undefined;
 }
 
-function describe(err: unknown): string {
-  const code = codeName(err);
-  const details = (err as { details?: string })?.details;
-  if (code) return `rpc error: code = ${code} desc = ${details ?? ''}`;
-  return err instanceof Error ? err.message : String(err);
-}

@@ -3,34 +3,14 @@
 // finds the CSI driver's socket, calls NodeGetInfo on it and fills in CSINode, the node
 // ID annotation and the topology labels.
 import * as grpc from '@grpc/grpc-js';
-import * as protoLoader from '@grpc/proto-loader';
 import fs from 'node:fs/promises';
-import { existsSync } from 'node:fs';
 import path from 'node:path';
-import { fileURLToPath } from 'node:url';
 import type { Logger } from 'pino';
+import { loadRegistration } from '../../proto/load.js';
+import { listenUnix, closeUnix } from '../../lib/socket.js';
 
-/** Finds proto/pluginregistration.proto from the sources (sidecars/registrar/) and from the build (dist/sidecars/registrar/). */
-export function registrationProtoPath(): string {
-  const here = path.dirname(fileURLToPath(import.meta.url));
-  for (const up of [['..', '..'], ['..', '..', '..']]) {
-    const candidate = path.join(here, ...up, 'proto', 'pluginregistration.proto');
-    if (existsSync(candidate)) return candidate;
-  }
-  throw new Error(`pluginregistration.proto not found above ${here}`);
-}
-
-let cached: grpc.ServiceClientConstructor | undefined;
-
-/** The pluginregistration.Registration service (keepCase, as csi.proto is loaded). */
-export function registrationService(): grpc.ServiceClientConstructor {
-  if (!cached) {
-    const def = protoLoader.loadSync(registrationProtoPath(), { keepCase: true, longs: String, enums: String, defaults: true, oneofs: true });
-    const pkg = grpc.loadPackageDefinition(def) as unknown as { pluginregistration: { Registration: grpc.ServiceClientConstructor } };
-    cached = pkg.pluginregistration.Registration;
-  }
-  return cached;
-}
+/** How long kubelet's calls in flight may take to finish when the registrar stops. */
+const STOP_GRACE_MS = 5_000;
 
 export interface PluginInfo {
   type: string;
@@ -54,19 +34,6 @@ export interface RegistrarOptions {
   log: Logger;
   /** Called when kubelet reports that the registration failed (main exits non-zero). */
   onRegistrationFailed?: (error: string) => void;
-}
-
-/** Removes a leftover socket at p; refuses to touch anything that is not a socket. */
-export async function removeStaleSocket(p: string, log?: Logger): Promise<boolean> {
-  const st = await fs.lstat(p).catch((err: NodeJS.ErrnoException) => {
-    if (err.code === 'ENOENT') return undefined;
-    throw err;
-  });
-  if (!st) return false;
-  if (!st.isSocket()) throw new Error(`${p} exists and is not a socket; refusing to replace it`);
-  await fs.unlink(p);
-  log?.info({ socket: p }, 'removed a stale registration socket');
-  return true;
 }
 
 export class Registrar {
@@ -94,9 +61,8 @@ export class Registrar {
   async start(): Promise<void> {
     const log = this.opts.log;
     await fs.mkdir(this.opts.pluginRegistrationDir, { recursive: true });
-    await removeStaleSocket(this.socketPath, log);
     const server = new grpc.Server();
-    server.addService(registrationService().service, {
+    server.addService(loadRegistration().service, {
       GetInfo: (_call: grpc.ServerUnaryCall<object, PluginInfo>, cb: grpc.sendUnaryData<PluginInfo>) => {
         this.getInfoCalls++;
         const info = this.info();
@@ -116,14 +82,7 @@ export class Registrar {
         }
       },
     });
-    const oldMask = process.umask(0o077);
-    try {
-      await new Promise<void>((resolve, reject) =>
-        server.bindAsync(`unix://${this.socketPath}`, grpc.ServerCredentials.createInsecure(), (err) => (err ? reject(err) : resolve())),
-      );
-    } finally {
-      process.umask(oldMask);
-    }
+    await listenUnix(server, this.socketPath, log);
     this.server = server;
     log.info({ socket: this.socketPath, driver: this.opts.driverName, endpoint: this.opts.kubeletRegistrationPath }, 'registration socket listening');
   }
@@ -141,19 +100,10 @@ export class Registrar {
   async stop(): Promise<void> {
     const server = this.server;
     this.server = undefined;
-    if (server) {
-      await new Promise<void>((resolve) => {
-        const t = setTimeout(() => {
-          server.forceShutdown();
-          resolve();
-        }, 5_000);
-        server.tryShutdown(() => {
-          clearTimeout(t);
-          resolve();
-        });
-      });
-    }
-    await removeStaleSocket(this.socketPath).catch((err: unknown) => this.opts.log.warn({ err: String(err) }, 'could not remove the registration socket'));
+    if (!server) return;
+    await closeUnix(server, this.socketPath, STOP_GRACE_MS, this.opts.log).catch((err: unknown) =>
+      this.opts.log.warn({ err: String(err) }, 'could not remove the registration socket'),
+    );
     this.opts.log.info({ socket: this.socketPath }, 'registration socket removed');
   }
 }

@@ -2,11 +2,13 @@
 // -> the PV's capacity; then the claim's status tells kubelet whether the node must finish
 // (NodeResizePending + FileSystemResizePending) or the claim already has its new size.
 import type { Logger } from 'pino';
-import { CsiClient, codeName } from '../common/csi-client.js';
-import { k8s, type Clients, Watch, mergePatch, quantityToBytes, bytesToQuantity, httpStatus } from '../common/kube.js';
+import { CsiClient, rpcErrorText } from '../common/csi-client.js';
+import { k8s, type Clients, Watch, mergePatch, httpStatus } from '../common/kube.js';
 import { WorkQueue } from '../common/workqueue.js';
+import { parseSize, formatSize } from '../../lib/size.js';
 import { Recorder } from '../common/events.js';
-import { ANN_STORAGE_PROVISIONER } from '../provisioner/provisioner.js';
+import { ANN_STORAGE_PROVISIONER } from '../common/annotations.js';
+import { pvVolumeCapability } from '../common/capability.js';
 import { type Scope, servesVolume } from '../common/scope.js';
 import { readSecret } from '../common/secrets.js';
 
@@ -23,11 +25,17 @@ export function claimWantsExpansion(pvc: k8s.V1PersistentVolumeClaim, driverName
   if (provisioner !== undefined && provisioner !== driverName) return false;
   const want = pvc.spec.resources?.requests?.storage;
   if (!want) return false;
-  const wantBytes = quantityToBytes(String(want));
-  if (wantBytes <= quantityToBytes(String(pvc.status?.capacity?.storage ?? '0'))) return false;
+  const wantBytes = parseSize(String(want));
+  if (wantBytes <= parseSize(String(pvc.status?.capacity?.storage ?? '0'))) return false;
   const allocated = pvc.status?.allocatedResources?.storage;
-  if (NODE_STATES.has(pvc.status?.allocatedResourceStatuses?.storage ?? '') && allocated && quantityToBytes(String(allocated)) >= wantBytes) return false;
+  if (NODE_STATES.has(pvc.status?.allocatedResourceStatuses?.storage ?? '') && allocated && parseSize(String(allocated)) >= wantBytes) return false;
   return true;
+}
+
+/** ControllerExpandVolume of a PV's volume to `bytes`, with the capability its access modes make (throws for modes CSI cannot combine). */
+export function expandRequest(spec: k8s.V1PersistentVolumeSpec, bytes: bigint, secrets: Record<string, string>) {
+  if (!spec.csi) throw new Error('not a CSI volume');
+  return { volume_id: spec.csi.volumeHandle, capacity_range: { required_bytes: bytes.toString() }, secrets, volume_capability: pvVolumeCapability(spec) };
 }
 
 export interface ResizerOptions {
@@ -82,11 +90,10 @@ export class Resizer {
     }
     // Another sidecar's volume (the central one's RBD, another node's): its status is not ours to write.
     if (!servesVolume(this.scope, pv) || !pv.spec?.csi) return;
-    const wantBytes = quantityToBytes(String(want));
-    const haveBytes = quantityToBytes(String(pv.spec.capacity?.storage ?? '0'));
+    const wantBytes = parseSize(String(want));
+    const haveBytes = parseSize(String(pv.spec.capacity?.storage ?? '0'));
     if (wantBytes <= haveBytes) return;
     const [namespace, name] = key.split('/');
-    const block = pv.spec.volumeMode === 'Block';
 
     await this.patchClaimStatus(namespace, name, {
       allocatedResources: { storage: String(want) },
@@ -95,32 +102,25 @@ export class Resizer {
     });
     let res;
     try {
-      res = await this.csi.Controller.ControllerExpandVolume(
-        {
-          volume_id: pv.spec.csi.volumeHandle,
-          capacity_range: { required_bytes: wantBytes.toString() },
-          secrets: await readSecret(this.k.core, pv.spec.csi.controllerExpandSecretRef),
-          volume_capability: { ...(block ? { block: {} } : { mount: { fs_type: pv.spec.csi.fsType ?? '', mount_flags: pv.spec.mountOptions ?? [] } }), access_mode: { mode: 'SINGLE_NODE_MULTI_WRITER' } },
-        },
-        this.opts.timeoutMs,
-      );
+      const req = expandRequest(pv.spec, wantBytes, await readSecret(this.k.core, pv.spec.csi.controllerExpandSecretRef));
+      res = await this.csi.Controller.ControllerExpandVolume(req, this.opts.timeoutMs);
     } catch (err) {
-      const msg = codeName(err) ? `rpc error: code = ${codeName(err)} desc = ${(err as { details?: string }).details}` : String(err);
+      const msg = rpcErrorText(err);
       await this.patchClaimStatus(namespace, name, { allocatedResourceStatuses: { storage: 'ControllerResizeInfeasible' }, conditions: [] });
       await this.recorder.event(pvc, 'Warning', 'VolumeResizeFailed', msg);
       throw err;
     }
     const newBytes = BigInt(res.capacity_bytes);
-    await this.k.core.patchPersistentVolume({ name: pv.metadata!.name!, body: { spec: { capacity: { storage: bytesToQuantity(newBytes) } } } }, mergePatch);
+    await this.k.core.patchPersistentVolume({ name: pv.metadata!.name!, body: { spec: { capacity: { storage: formatSize(newBytes) } } } }, mergePatch);
     if (res.node_expansion_required) {
       await this.patchClaimStatus(namespace, name, {
         allocatedResourceStatuses: { storage: 'NodeResizePending' },
         conditions: [{ type: 'FileSystemResizePending', status: 'True', lastTransitionTime: new Date().toISOString(), message: 'Waiting for user to (re-)start a pod to finish file system resize of volume on node.' }],
       });
     } else {
-      await this.patchClaimStatus(namespace, name, { capacity: { storage: bytesToQuantity(newBytes) }, allocatedResourceStatuses: null, conditions: [] });
+      await this.patchClaimStatus(namespace, name, { capacity: { storage: formatSize(newBytes) }, allocatedResourceStatuses: null, conditions: [] });
     }
-    await this.recorder.event(pvc, 'Normal', 'VolumeResizeSuccessful', `controller resized volume ${pv.metadata?.name} to ${bytesToQuantity(newBytes)}`);
+    await this.recorder.event(pvc, 'Normal', 'VolumeResizeSuccessful', `controller resized volume ${pv.metadata?.name} to ${formatSize(newBytes)}`);
     this.opts.log.info({ pvc: key, bytes: newBytes.toString(), node: !!res.node_expansion_required }, 'volume expanded');
   }
 

@@ -14,7 +14,7 @@ import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { CsiClient } from '../../sidecars/common/csi-client.js';
 import { LeaderElector } from '../../sidecars/common/lease.js';
-import { registrationService } from '../../sidecars/registrar/registrar.js';
+import { loadRegistration } from '../../proto/load.js';
 import { releaseXfsPool } from '../../driver/host/pool.js';
 
 const ROOT = resolve(import.meta.dirname, '../..');
@@ -269,7 +269,7 @@ describe('registrar, liveness probe and leader election on a real kubelet', () =
 
     const t0 = Date.now();
     const b = start('registrar-3', 'sidecars/registrar/main.js', registrarArgs());
-    await waitFor('registrar-3 to replace the stale socket', async () => logLines(b).some((x) => x.msg === 'removed a stale registration socket'), 30_000);
+    await waitFor('registrar-3 to replace the stale socket', async () => logLines(b).some((x) => x.msg === 'removed a stale socket'), 30_000);
     await waitFor('registrar-3 to be registered', async () => logLines(b).some((x) => x.rpc === 'NotifyRegistrationStatus' && x.registered), 60_000);
     expect(running(b)).toBe(true);
     expect(await canConnectUnix(regSock)).toBe(true);
@@ -301,7 +301,7 @@ describe('registrar, liveness probe and leader election on a real kubelet', () =
     const sock = join(dir, `${DRIVER}-reg.sock`);
     await waitFor('the registration socket', async () => existsSync(sock) && lstatSync(sock).isSocket(), 30_000);
 
-    const Ctor = registrationService();
+    const Ctor = loadRegistration();
     const kubelet = new Ctor(`unix://${sock}`, grpc.credentials.createInsecure());
     const call = (method: string, req: object) =>
       new Promise<any>((res, rej) =>

@@ -1,4 +1,5 @@
-// The sidecars' HTTP helper and the liveness probe's check, against a fake CSI Identity server.
+// The sidecars' HTTP helper and the liveness probe's check, against a fake CSI Identity server;
+// the controller sidecars' /healthz against the real driver's Identity service.
 import { afterEach, describe, expect, it } from 'vitest';
 import * as grpc from '@grpc/grpc-js';
 import fs from 'node:fs';
@@ -6,7 +7,13 @@ import os from 'node:os';
 import path from 'node:path';
 import { parseHostPort, serveHttp, healthz, metrics, type HttpServer } from '../../sidecars/common/http.js';
 import { Registry, CsiCallMetrics } from '../../sidecars/common/metrics.js';
-import { parseDuration, probeDriver } from '../../sidecars/livenessprobe/probe.js';
+import { parseDuration } from '../../sidecars/livenessprobe/duration.js';
+import { probeDriver } from '../../sidecars/common/driver.js';
+import { serveControllerHttp } from '../../sidecars/common/run.js';
+import { CsiServer } from '../../driver/server.js';
+import { IdentityService } from '../../driver/identity.js';
+import { startServices } from './service-harness.js';
+import { pino } from 'pino';
 import { loadCsi } from '../../proto/load.js';
 
 const cleanups: Array<() => Promise<void> | void> = [];
@@ -96,11 +103,39 @@ describe('liveness probe check', () => {
     mode = 'false';
     expect(await probeDriver(sock, 1000, m)).toBe('driver reports not ready');
     mode = 'error';
-    expect(await probeDriver(sock, 1000, m)).toBe('Probe failed: FAILED_PRECONDITION: state dir missing');
+    expect(await probeDriver(sock, 1000, m)).toBe('Probe failed: rpc error: code = FAILED_PRECONDITION desc = state dir missing');
     mode = 'slow';
-    expect(await probeDriver(sock, 200, m)).toMatch(/^Probe failed: DEADLINE_EXCEEDED/);
-    expect(await probeDriver('/nonexistent/csi.sock', 1000, m)).toMatch(/^Probe failed: UNAVAILABLE/);
+    expect(await probeDriver(sock, 200, m)).toMatch(/^Probe failed: rpc error: code = DEADLINE_EXCEEDED/);
+    expect(await probeDriver('/nonexistent/csi.sock', 1000, m)).toMatch(/^Probe failed: rpc error: code = UNAVAILABLE/);
     expect(m.operations.get({ driver: 'fake.csi', method: '/csi.v1.Identity/Probe', code: 'OK' })).toBe(3);
     expect(m.operations.get({ driver: 'fake.csi', method: '/csi.v1.Identity/Probe', code: 'DEADLINE_EXCEEDED' })).toBe(1);
+  });
+});
+
+describe('controller sidecars /healthz', () => {
+  it('fails while the driver is gone and passes again as soon as a new driver serves the socket', async () => {
+    const h = await startServices();
+    const socket = path.join(h.dir, 'csi.sock');
+    let restarted: CsiServer | undefined;
+    cleanups.push(async () => {
+      await restarted?.shutdown(1_000);
+      await h.close();
+    });
+    const m = new CsiCallMetrics(new Registry(), 'csi.test');
+    const s = await serveControllerHttp('127.0.0.1:0', socket, m, pino({ level: 'silent' }));
+    cleanups.push(() => s.close());
+
+    expect(await get(s, '/healthz')).toMatchObject({ status: 200, body: 'ok' });
+    await h.server.shutdown(1_000); // the driver goes away: its socket is removed
+    const gone = await get(s, '/healthz');
+    expect(gone.status).toBe(500);
+    expect(gone.body).toMatch(/^Probe failed: rpc error: code = UNAVAILABLE/);
+
+    // A new driver on the same socket, as after a container restart: a connection kept from
+    // before would sit in gRPC's reconnect back-off and fail this check for seconds.
+    restarted = new CsiServer({ identity: new IdentityService(h.ctx, [h.dir]) }, pino({ level: 'silent' }));
+    await restarted.listen(`unix://${socket}`);
+    expect(await get(s, '/healthz')).toMatchObject({ status: 200, body: 'ok' });
+    expect(m.operations.get({ driver: 'csi.test', method: '/csi.v1.Identity/Probe', code: 'OK' })).toBe(2);
   });
 });

@@ -6,7 +6,9 @@ import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { pino } from 'pino';
-import { Registrar, registrationService, removeStaleSocket } from '../../sidecars/registrar/registrar.js';
+import { Registrar } from '../../sidecars/registrar/registrar.js';
+import { loadRegistration } from '../../proto/load.js';
+import { removeSocket } from '../../lib/socket.js';
 
 const log = pino({ level: 'silent' });
 const dirs: string[] = [];
@@ -20,7 +22,7 @@ afterEach(() => {
 });
 
 function kubelet(socket: string) {
-  const Ctor = registrationService();
+  const Ctor = loadRegistration();
   const c = new Ctor(`unix://${socket}`, grpc.credentials.createInsecure());
   const call = <T>(method: string, req: object) =>
     new Promise<T>((resolve, reject) =>
@@ -46,6 +48,8 @@ describe('registrar', () => {
     await r.start();
     expect(r.socketPath).toBe(path.join(dir, 'csi.tscsi.dev-reg.sock'));
     expect(fs.lstatSync(r.socketPath).isSocket()).toBe(true);
+    // as the driver's CSI socket (lib/socket.ts): only root may connect
+    expect(fs.lstatSync(r.socketPath).mode & 0o777).toBe(0o600);
     const k = kubelet(r.socketPath);
     try {
       expect(await k.call('GetInfo', {})).toEqual({
@@ -96,7 +100,7 @@ describe('registrar', () => {
       await r.stop();
     }
     fs.writeFileSync(p, 'not a socket');
-    await expect(removeStaleSocket(p)).rejects.toThrow(/not a socket/);
+    await expect(removeSocket(p)).rejects.toThrow(/not a socket/);
     await expect(new Registrar({ driverName: 'd', kubeletRegistrationPath: '/x/csi.sock', pluginRegistrationDir: dir, log }).start()).rejects.toThrow(/not a socket/);
     expect(fs.readFileSync(p, 'utf8')).toBe('not a socket');
   });

@@ -3,7 +3,8 @@
 import { describe, it, expect } from 'vitest';
 import { deriveId } from '../../driver/ids.js';
 import { derivedVolumeId, backendOfHandle, servesClass, servesVolume, candidateBackends, parseBackends, affinityNames, type Scope } from '../../sidecars/common/scope.js';
-import { volumeAction, PV_FINALIZER, ANN_PROVISIONED_BY } from '../../sidecars/provisioner/provisioner.js';
+import { volumeAction } from '../../sidecars/provisioner/provisioner.js';
+import { PV_FINALIZER, ANN_PROVISIONED_BY } from '../../sidecars/common/annotations.js';
 import { claimWantsExpansion } from '../../sidecars/resizer/resizer.js';
 import { watchBackoffMs } from '../../sidecars/common/kube.js';
 

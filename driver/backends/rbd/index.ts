@@ -23,7 +23,7 @@ import {
 } from '../backend.js';
 import { recordFromJson, recordToJson } from '../../host/atomic.js';
 import { withQuiescedDevices } from '../../host/freeze.js';
-import { parseSize } from '../../size.js';
+import { parseSize } from '../../../lib/size.js';
 import { unavailable } from '../../errors.js';
 import { CommandError } from '../../host/exec.js';
 import type { Logger } from '../../log.js';

@@ -1,0 +1,79 @@
+#!/usr/bin/env node
+// tscsi-cli: a small CSI client for people. It inspects a running driver, or (demo) starts
+// one on the loop backend and walks a volume through its whole life, printing each step.
+// It is not a sidecar and no part of the driver: it reaches the driver only through CSI
+// over its socket (with the sidecars' CSI client), and starts it as its own process.
+import { parseArgs } from 'node:util';
+import { CsiClient, rpcErrorText } from '../sidecars/common/csi-client.js';
+import { parseSize } from '../lib/size.js';
+import { runMain } from '../lib/process.js';
+import { demo } from './demo.js';
+
+function show(title: string, value: unknown) {
+  process.stdout.write(`\n== ${title}\n${JSON.stringify(value, null, 2)}\n`);
+}
+
+const USAGE = `tscsi-cli [--endpoint unix:///run/tscsi/csi.sock] COMMAND
+
+  info                       plugin name, version, capabilities, node
+  volumes                    ListVolumes
+  snapshots                  ListSnapshots
+  capacity                   GetCapacity
+  create NAME SIZE [FSTYPE]  CreateVolume (SIZE like 1Gi, 500M, 1.5Gi: a Kubernetes quantity)
+  delete VOLUME_ID           DeleteVolume
+  demo                       start a driver on a temporary loop backend and walk one volume
+                             through create, stage, publish, write, snapshot, restore, expand,
+                             stats and delete (needs root)
+`;
+
+/** The one-call commands: each a CSI call and its answer printed. */
+async function command(c: CsiClient, cmd: string, args: string[]): Promise<void> {
+  switch (cmd) {
+    case 'info':
+      show('plugin', await c.Identity.GetPluginInfo({}));
+      show('plugin capabilities', await c.Identity.GetPluginCapabilities({}));
+      show('controller capabilities', await c.Controller.ControllerGetCapabilities({}));
+      show('node', await c.Node.NodeGetInfo({}));
+      return;
+    case 'volumes':
+      return show('volumes', await c.Controller.ListVolumes({}));
+    case 'snapshots':
+      return show('snapshots', await c.Controller.ListSnapshots({}));
+    case 'capacity':
+      return show('capacity', await c.Controller.GetCapacity({}));
+    case 'create': {
+      const [name, size, fsType = ''] = args;
+      if (!name || !size) throw new Error('usage: create NAME SIZE [FSTYPE]');
+      const cap = { mount: { fs_type: fsType }, access_mode: { mode: 'SINGLE_NODE_WRITER' } };
+      return show('created', await c.Controller.CreateVolume({ name, capacity_range: { required_bytes: parseSize(size).toString() }, volume_capabilities: [cap] }));
+    }
+    case 'delete':
+      if (!args[0]) throw new Error('usage: delete VOLUME_ID');
+      await c.Controller.DeleteVolume({ volume_id: args[0] });
+      process.stdout.write(`deleted ${args[0]}\n`);
+      return;
+    default:
+      throw new Error(`unknown command ${cmd}\n${USAGE}`);
+  }
+}
+
+async function main(): Promise<void> {
+  const { values, positionals } = parseArgs({
+    options: { endpoint: { type: 'string', default: 'unix:///run/tscsi/csi.sock' }, help: { type: 'boolean', default: false } },
+    allowPositionals: true,
+  });
+  const [cmd, ...args] = positionals;
+  if (values.help || !cmd) {
+    process.stdout.write(USAGE);
+    return;
+  }
+  if (cmd === 'demo') return demo();
+  const c = new CsiClient(values.endpoint!);
+  try {
+    await command(c, cmd, args);
+  } finally {
+    c.close();
+  }
+}
+
+runMain('tscsi-cli', main, rpcErrorText);
