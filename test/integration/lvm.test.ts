@@ -8,6 +8,8 @@ import { DriverHarness, mountCap, blockCap, MiB, loopDevicesUnder } from '../lib
 import { crashAt } from '../lib/crash.js';
 import { TestVg } from '../lib/lvm-vg.js';
 import { codeName, type CsiClient } from '../../sidecars/common/csi-client.js';
+import { deriveId } from '../../driver/ids.js';
+import { execa } from 'execa';
 
 let h: DriverHarness;
 let vg: TestVg;
@@ -33,6 +35,18 @@ afterAll(async () => {
 });
 
 const params = () => ({ backend: 'lvm', volumeGroup: vg.name });
+
+/** A loop window over an LV's extents on the PV, as the driver makes to attach it (nodm). */
+async function windowOver(lvName: string): Promise<string> {
+  const report = async (args: string[], key: string) =>
+    (JSON.parse((await vg.lvm([...args, '--reportformat', 'json', '--units', 'b', '--nosuffix'])).stdout) as { report: Array<Record<string, Array<Record<string, string>>>> }).report[0][key][0];
+  const seg = await report(['lvs', '--segments', '-o', 'seg_pe_ranges,lv_size', `${vg.name}/${lvName}`], 'seg');
+  const pv = await report(['pvs', '-o', 'pe_start', vg.pv], 'pv');
+  const info = await report(['vgs', '-o', 'vg_extent_size', vg.name], 'vg');
+  const startPe = Number(/:(\d+)-/.exec(seg.seg_pe_ranges)![1]);
+  const offset = BigInt(pv.pe_start) + BigInt(startPe) * BigInt(info.vg_extent_size);
+  return (await execa('losetup', ['-f', '--show', '--offset', String(offset), '--sizelimit', seg.lv_size, path.join(vg.dir, 'pv.img')])).stdout.trim();
+}
 
 async function stage(volumeId: string, name: string, cap = mountCap('ext4')) {
   const staging = path.join(h.dir, 'staging', name);
@@ -209,6 +223,71 @@ describe('lvm backend (no device-mapper: loop windows over the PV)', () => {
     await c.Controller.DeleteVolume({ volume_id: clone.volume_id });
     await c.Controller.DeleteVolume({ volume_id: src.volume_id });
     expect(await clones()).toEqual([]);
+    expect([...(await vg.lvs()).keys()]).toEqual(['not-ours']);
+  });
+
+  it('an LV whose record cannot be read is logged and left out: listing and capacity go on', async () => {
+    const good = (await c.Controller.CreateVolume({ name: 'pvc-good-neighbour', parameters: params(), capacity_range: { required_bytes: String(16 * MiB) }, volume_capabilities: [blockCap()] })).volume;
+    const goodSnap = (await c.Controller.CreateSnapshot({ name: 'snap-good-neighbour', source_volume_id: good.volume_id })).snapshot;
+    const b64 = (text: string) => Buffer.from(text).toString('base64url');
+    const badVolJson = deriveId('vol', 'lvm', 'bad-json');
+    const badVolShape = deriveId('vol', 'lvm', 'bad-shape');
+    const badSnapShape = deriveId('snap', 'lvm', 'bad-shape');
+    const badSnapNone = deriveId('snap', 'lvm', 'no-record');
+    // Hand-edited or half-written tags: JSON cut short, a record missing the fields a listing
+    // needs (it parses), and a kind tag without any record.
+    const bad: Array<[string, string[]]> = [
+      [badVolJson, ['tscsi.kind=vol', `tscsi.r0=${b64('{"id": "half a rec')}`]],
+      [badVolShape, ['tscsi.kind=vol', `tscsi.r0=${b64(JSON.stringify({ id: badVolShape, name: 'x' }))}`]],
+      [badSnapShape, ['tscsi.kind=snap', `tscsi.r0=${b64(JSON.stringify({ id: badSnapShape, sizeBytes: '1048576' }))}`]],
+      [badSnapNone, ['tscsi.kind=snap']],
+    ];
+    try {
+      for (const [name, tags] of bad) await vg.lvm(['lvcreate', '-q', '-n', name, '-L', '8M', ...tags.flatMap((t) => ['--addtag', t]), vg.name]);
+      const vols = (await c.Controller.ListVolumes({})).entries.map((e: any) => e.volume.volume_id);
+      expect(vols).toContain(good.volume_id);
+      expect(vols).not.toEqual(expect.arrayContaining([badVolJson]));
+      expect(vols).not.toEqual(expect.arrayContaining([badVolShape]));
+      const snaps = (await c.Controller.ListSnapshots({})).entries.map((e: any) => e.snapshot.snapshot_id);
+      expect(snaps).toEqual([goodSnap.snapshot_id]);
+      expect(BigInt((await c.Controller.GetCapacity({ parameters: params() })).available_capacity)).toBeGreaterThan(0n);
+      const log = await h.log();
+      expect(log).toContain('skipped an LV whose record cannot be read');
+      for (const [name] of bad) expect(log, name).toContain(`${vg.name}/${name}`);
+    } finally {
+      for (const [name] of bad) await vg.lvm(['lvremove', '-y', `${vg.name}/${name}`]).catch(() => undefined);
+    }
+    await c.Controller.DeleteSnapshot({ snapshot_id: goodSnap.snapshot_id });
+    await c.Controller.DeleteVolume({ volume_id: good.volume_id });
+    expect([...(await vg.lvs()).keys()]).toEqual(['not-ours']);
+  });
+
+  it('a half-made LV that is attached and held open is not removed, at start-up or by the retry, until it is let go', async () => {
+    const req = { name: 'pvc-held', parameters: params(), capacity_range: { required_bytes: String(16 * MiB) }, volume_capabilities: [blockCap()] };
+    const id = deriveId('vol', 'lvm', req.name);
+    // What a create killed after lvcreate leaves, with its device still attached and in use.
+    await vg.lvm(['lvcreate', '-q', '-n', id, '-L', '16M', '--alloc', 'contiguous', '--addtag', 'tscsi.kind=vol', '--addtag', 'tscsi.dirty', vg.name]);
+    const dev = await windowOver(id);
+    const held = await fs.open(dev, 'r');
+    try {
+      await h.stopProcess();
+      await h.startProcess();
+      c = h.client!;
+      expect((await vg.lvs()).get(id)).toContain('tscsi.dirty');
+      expect(await h.log()).toContain('left an LV whose create did not finish: it could not be detached');
+      const refused = await c.Controller.CreateVolume(req).catch((e) => e);
+      expect(codeName(refused)).toBe('FAILED_PRECONDITION');
+      expect(refused.details).toMatch(/still attached as \/dev\/loop\d+ and could not be detached/);
+      expect((await vg.lvs()).get(id)).toContain('tscsi.dirty');
+    } finally {
+      await held.close();
+      // The driver's detach only marked the busy device to go at its last close; make sure it went.
+      await execa('losetup', ['-d', dev], { reject: false });
+    }
+    const made = (await c.Controller.CreateVolume(req)).volume;
+    expect(made.volume_id).toBe(id);
+    expect((await vg.lvs()).get(id)).not.toContain('tscsi.dirty');
+    await c.Controller.DeleteVolume({ volume_id: id });
     expect([...(await vg.lvs()).keys()]).toEqual(['not-ours']);
   });
 });

@@ -20,7 +20,8 @@ import {
   type VolumeRecord,
 } from '../backend.js';
 import { Lvm, type LvInfo, type LvmRunner } from './lvm.js';
-import { recordFromJson, recordToJson, readJson, writeJsonAtomic, removeFile } from '../../host/atomic.js';
+import { readJson, writeJsonAtomic, removeFile } from '../../host/atomic.js';
+import { TAG_DIRTY, TAG_KIND, TAG_RECORD, kindOf, recordTags, snapshotRecordOf, volumeRecordOf, type Kind, type SnapshotWithGroup } from './records.js';
 import * as loop from '../../host/loop.js';
 import { wipe, copy } from '../../host/block.js';
 import { withQuiescedDevices, mountedFilesystems } from '../../host/freeze.js';
@@ -69,48 +70,9 @@ export interface LvmBackendOptions {
   log: Logger;
 }
 
-const TAG_KIND = 'tscsi.kind';
-const TAG_DIRTY = 'tscsi.dirty';
-const TAG_RECORD = 'tscsi.r';
 /** A short-lived COW snapshot a copy reads from (device-mapper mode); never outlives its copy. */
 const TAG_PIT = 'tscsi.pit';
-const CHUNK = 900; // LVM tags are at most 1024 characters
 const PARAMS = new Set(['volumeGroup', 'type', 'thinPool']);
-
-type Kind = 'vol' | 'snap';
-
-interface SnapshotWithGroup extends SnapshotRecord {
-  group?: GroupSnapshotRecord;
-}
-
-function recordTags(kind: Kind, rec: object): string[] {
-  const b64 = Buffer.from(recordToJson(rec)).toString('base64url');
-  const tags = [`${TAG_KIND}=${kind}`];
-  for (let i = 0; i * CHUNK < b64.length; i++) tags.push(`${TAG_RECORD}${i}=${b64.slice(i * CHUNK, (i + 1) * CHUNK)}`);
-  return tags;
-}
-
-function kindOf(lv: LvInfo): Kind | undefined {
-  const t = lv.tags.find((x) => x.startsWith(`${TAG_KIND}=`));
-  const k = t?.slice(TAG_KIND.length + 1);
-  return k === 'vol' || k === 'snap' ? k : undefined;
-}
-
-function recordOf<T>(lv: LvInfo): T | undefined {
-  const parts = lv.tags
-    .filter((t) => t.startsWith(TAG_RECORD))
-    .map((t) => {
-      const eq = t.indexOf('=');
-      return { i: Number(t.slice(TAG_RECORD.length, eq)), v: t.slice(eq + 1) };
-    })
-    .sort((a, b) => a.i - b.i);
-  if (parts.length === 0) return undefined;
-  try {
-    return recordFromJson<T>(Buffer.from(parts.map((p) => p.v).join(''), 'base64url').toString('utf8'));
-  } catch {
-    return undefined;
-  }
-}
 
 function exhaustedOr(err: unknown, what: string): unknown {
   if (err instanceof CommandError && /Insufficient (suitable )?(contiguous )?(allocatable )?(free )?extents|insufficient free space/i.test(err.stderr)) {
@@ -176,11 +138,16 @@ export class LvmBackend implements Backend {
       }
     }
     for (const lv of await this.ours()) {
-      if (lv.tags.includes(TAG_DIRTY)) {
-        await this.detachLv(lv).catch(() => undefined);
-        await this.lvm.run(['lvremove', '-y', `${lv.vg}/${lv.name}`]);
-        this.opts.log.warn({ lv: `${lv.vg}/${lv.name}` }, 'removed an LV whose create did not finish');
+      if (!lv.tags.includes(TAG_DIRTY)) continue;
+      try {
+        await this.detachForRemoval(lv);
+      } catch (err) {
+        // Start-up goes on: the CO's retry of the create says the same, and an admin can act on it.
+        this.opts.log.error({ lv: `${lv.vg}/${lv.name}`, err: err instanceof Error ? err.message : String(err) }, 'left an LV whose create did not finish: it could not be detached');
+        continue;
       }
+      await this.lvm.run(['lvremove', '-y', `${lv.vg}/${lv.name}`]);
+      this.opts.log.warn({ lv: `${lv.vg}/${lv.name}` }, 'removed an LV whose create did not finish');
     }
     await this.releaseTempDevices();
     this.opts.log.info({ mode: this.deviceMapper ? 'dm' : 'nodm', volumeGroups: this.opts.volumeGroups, devices }, 'lvm backend ready');
@@ -196,10 +163,20 @@ export class LvmBackend implements Backend {
   }
 
   private volumeFrom(lv: LvInfo): VolumeRecord | undefined {
-    const r = recordOf<VolumeRecord>(lv);
+    const r = lv.tags.includes(TAG_DIRTY) ? undefined : this.readable(lv, volumeRecordOf);
     // The LV's real size wins over the record: an expand that crashed before its tag update
     // still shows its true size.
-    return r && !lv.tags.includes(TAG_DIRTY) ? { ...r, capacityBytes: lv.sizeBytes } : undefined;
+    return r && { ...r, capacityBytes: lv.sizeBytes };
+  }
+
+  /** An LV's record, or undefined (logged) when it cannot be read: one bad LV must not break every listing. */
+  private readable<T>(lv: LvInfo, read: (lv: LvInfo) => T): T | undefined {
+    try {
+      return read(lv);
+    } catch (err) {
+      this.opts.log.error({ lv: `${lv.vg}/${lv.name}`, err: err instanceof Error ? err.message : String(err) }, 'skipped an LV whose record cannot be read');
+      return undefined;
+    }
   }
 
   private async extentOf(vg: string): Promise<bigint> {
@@ -282,10 +259,12 @@ export class LvmBackend implements Backend {
     const vg = this.vgOf(rec.parameters);
     const existing = await this.findLv(rec.id, 'vol');
     if (existing?.tags.includes(TAG_DIRTY)) {
-      await this.detachLv(existing).catch(() => undefined);
-      await this.lvm.run(['lvremove', '-y', `${vg}/${rec.id}`]);
+      await this.detachForRemoval(existing);
+      await this.lvm.run(['lvremove', '-y', `${existing.vg}/${existing.name}`]);
     } else if (existing) {
-      return this.volumeFrom(existing)!;
+      const v = this.volumeFrom(existing);
+      if (!v) throw new BackendError('precondition', `${existing.vg}/${existing.name} exists, but its record cannot be read (see the driver's log); not touching it`);
+      return v;
     }
     const src = rec.contentSource ? await this.findLv(rec.contentSource.id, rec.contentSource.type === 'snapshot' ? 'snap' : 'vol') : undefined;
     if (rec.contentSource && !src) throw new BackendError('not-found', `content source ${rec.contentSource.id} does not exist`);
@@ -439,7 +418,7 @@ export class LvmBackend implements Backend {
 
   async getSnapshot(id: string): Promise<SnapshotRecord | undefined> {
     const lv = await this.findLv(id, 'snap');
-    const r = lv && !lv.tags.includes(TAG_DIRTY) ? recordOf<SnapshotWithGroup>(lv) : undefined;
+    const r = lv && !lv.tags.includes(TAG_DIRTY) ? this.readable(lv, snapshotRecordOf) : undefined;
     if (!r) return undefined;
     const { group: _g, ...snap } = r;
     return snap;
@@ -448,7 +427,7 @@ export class LvmBackend implements Backend {
   private async snapshotsWithGroups(): Promise<SnapshotWithGroup[]> {
     return (await this.ours())
       .filter((lv) => kindOf(lv) === 'snap' && !lv.tags.includes(TAG_DIRTY))
-      .map((lv) => recordOf<SnapshotWithGroup>(lv))
+      .map((lv) => this.readable(lv, snapshotRecordOf))
       .filter((s): s is SnapshotWithGroup => !!s);
   }
 
@@ -503,7 +482,7 @@ export class LvmBackend implements Backend {
   async saveGroupSnapshot(rec: GroupSnapshotRecord): Promise<void> {
     for (const sid of rec.snapshotIds) {
       const lv = await this.findLv(sid, 'snap');
-      const snap = lv ? recordOf<SnapshotWithGroup>(lv) : undefined;
+      const snap = lv ? this.readable(lv, snapshotRecordOf) : undefined;
       if (!lv || !snap) throw new BackendError('not-found', `member snapshot ${sid} does not exist`);
       await this.retag(lv, recordTags('snap', { ...snap, group: rec }));
     }
@@ -560,6 +539,28 @@ export class LvmBackend implements Backend {
     }
     const w = await this.windowOf(lv);
     for (const d of await this.host.windowsAt(w.file, w.offset)) await this.host.detach(d.name);
+  }
+
+  /**
+   * Detaches an LV that is about to be removed. Not attached: nothing to do. Still attached
+   * afterwards (held open: the kernel then only marks a loop device to go at its last close,
+   * and lvchange -an refuses): the LV is in use, and removing it would pull its extents from
+   * under the user, so this throws instead. A detach that failed but left nothing attached is
+   * done all the same.
+   */
+  private async detachForRemoval(lv: LvInfo): Promise<void> {
+    if (!(await this.deviceOf(lv))) return;
+    let failure: unknown;
+    await this.detachLv(lv).catch((err: unknown) => {
+      failure = err;
+    });
+    // Read again: in device-mapper mode the activation state is in the LV's attributes.
+    const now = (await this.ours(`lv_name=${lv.name}`)).find((l) => l.vg === lv.vg) ?? lv;
+    const still = await this.deviceOf(now);
+    if (still) {
+      const why = failure instanceof Error ? failure.message : failure !== undefined ? String(failure) : 'it is held open';
+      throw new BackendError('precondition', `${lv.vg}/${lv.name} is still attached as ${still} and could not be detached (${why}); not removing it`);
+    }
   }
 
   /**
