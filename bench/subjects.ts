@@ -9,6 +9,7 @@ import { existsSync } from 'node:fs';
 import path from 'node:path';
 import { CsiClient, codeName } from '../sidecars/common/csi-client.js';
 import { tool, makeXfsPool, cleanupDir } from './host.js';
+import { optionsToArgv } from '../driver/config.js';
 
 export type SubjectKey = 'ours' | 'hostpath' | 'raw';
 
@@ -175,15 +176,17 @@ export class OursSubject extends CsiSubject {
         ...(this.opts.nodeFlags ?? []),
         // TSCSI_BENCH_DRIVER: another build of the driver (an experiment), else dist/driver/main.js.
         process.env.TSCSI_BENCH_DRIVER ?? DRIVER_MAIN,
-        '--endpoint', `unix://${this.socket}`,
-        '--node-id', 'bench-node',
-        '--data-dir', path.join(this.opts.dir, 'data'),
-        '--data-pool-size', String(this.opts.poolBytes),
-        '--state-dir', path.join(this.opts.dir, 'node'),
-        '--allowed-path-root', this.workDir,
-        '--max-volumes-per-node', '0',
-        '--default-fs-type', this.opts.fsType,
-        '--log-level', 'warn',
+        ...optionsToArgv({
+          endpoint: `unix://${this.socket}`,
+          nodeId: 'bench-node',
+          dataDir: path.join(this.opts.dir, 'data'),
+          dataPoolSize: String(this.opts.poolBytes),
+          stateDir: path.join(this.opts.dir, 'node'),
+          allowedPathRoot: [this.workDir],
+          maxVolumesPerNode: 0,
+          defaultFsType: this.opts.fsType,
+          logLevel: 'warn',
+        }),
       ],
     };
   }

@@ -16,6 +16,7 @@ import { CsiClient } from '../../sidecars/common/csi-client.js';
 import { LeaderElector } from '../../sidecars/common/lease.js';
 import { loadRegistration } from '../../proto/load.js';
 import { releaseXfsPool } from '../../driver/host/pool.js';
+import { optionsToArgv } from '../../driver/config.js';
 
 const ROOT = resolve(import.meta.dirname, '../..');
 const CLI = join(ROOT, 'test/cluster/cluster');
@@ -189,13 +190,7 @@ describe('registrar, liveness probe and leader election on a real kubelet', () =
   test('the driver serves the kubelet-side socket', { timeout: 2 * MIN }, async () => {
     expect(clusterUp).toBe(true);
     mkdirSync(join(kubeletDir, 'plugins', DRIVER), { recursive: true });
-    driver = start('driver', 'driver/main.js', [
-      '--endpoint', `unix://${csiSock}`,
-      '--node-id', NODE,
-      '--data-dir', dataDir,
-      '--data-pool-size', '10Gi',
-      '--state-dir', join(work, 'state'),
-    ]);
+    driver = start('driver', 'driver/main.js', optionsToArgv({ endpoint: `unix://${csiSock}`, nodeId: NODE, dataDir, dataPoolSize: '10Gi', stateDir: join(work, 'state') }));
     const csi = new CsiClient(csiSock, 2_000);
     try {
       await waitFor('the driver to answer Probe', async () => running(driver!) && (await csi.Identity.Probe!({}), true), 60_000, 250);

@@ -50,7 +50,7 @@ async function volumeIds(): Promise<string[]> {
 beforeAll(async () => {
   await env.up();
   const socket = path.join(env.kubeletDir, 'plugins', DRIVER, 'csi.sock');
-  driver = await DriverHarness.start({ socketPath: socket, nodeId: NODE_NAME, pathRoots: [env.kubeletDir], extraArgs: ['--default-fs-type', 'ext4'] });
+  driver = await DriverHarness.start({ socketPath: socket, nodeId: NODE_NAME, pathRoots: [env.kubeletDir], driver: { defaultFsType: 'ext4' } });
   const kc = ['--kubeconfig', env.kubeconfig];
   const gated = path.join(env.runDir, 'gate.sock');
   gate = await CsiGate.start(socket, gated);

@@ -545,7 +545,7 @@ describe('loop backend and the backend-agnostic services: crash at every fail po
 describe('lvm backend (no device-mapper): crash at its tool runs, restart, retry', () => {
   beforeAll(async () => {
     vg = await TestVg.create(await fs.mkdtemp('/tmp/tscsi-fp-lvm-'), 2);
-    h = await DriverHarness.start({ extraArgs: ['--lvm-volume-groups', vg.name, '--lvm-devices', vg.pv] });
+    h = await DriverHarness.start({ driver: { lvmVolumeGroups: vg.name, lvmDevices: vg.pv } });
   }, 60_000);
   afterAll(async () => {
     await h?.cleanup();

@@ -24,7 +24,7 @@ beforeAll(async () => {
   // An LV the driver did not create: it must never list, change or remove it.
   await vg.lvm(['lvcreate', '-q', '-n', 'not-ours', '-L', '8M', '--addtag', 'owner=someone-else', vg.name]);
   foreignTagsBefore = (await vg.lvs()).get('not-ours');
-  h = await DriverHarness.start({ extraArgs: ['--lvm-volume-groups', vg.name, '--lvm-devices', vg.pv, '--default-backend', 'lvm'] });
+  h = await DriverHarness.start({ driver: { lvmVolumeGroups: vg.name, lvmDevices: vg.pv, defaultBackend: 'lvm' } });
   c = h.client!;
 });
 

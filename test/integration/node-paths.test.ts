@@ -14,10 +14,10 @@ import { execa } from 'execa';
 import { pino } from 'pino';
 import { DriverHarness, mountCap, blockCap, MiB, loopDevicesUnder, mountsUnder } from '../lib/driver-harness.js';
 import { codeName, type CsiClient } from '../../sidecars/common/csi-client.js';
-import { DriverContext, type DriverConfig } from '../../driver/context.js';
-import { ControllerService } from '../../driver/controller.js';
-import { NodeService } from '../../driver/node.js';
-import { NodeStateStore } from '../../driver/nodestate.js';
+import type { ControllerService } from '../../driver/controller.js';
+import type { NodeService } from '../../driver/node.js';
+import { resolveSettings } from '../../driver/config.js';
+import { createDriver } from '../../driver/create.js';
 import { LoopBackend } from '../../driver/backends/loop/index.js';
 import type { Backend, VolumeRecord } from '../../driver/backends/backend.js';
 import { mountedFilesystems } from '../../driver/host/freeze.js';
@@ -281,22 +281,18 @@ describe('devices are matched by major:minor, not by name (#11 item 5)', () => {
     await loop.init();
     await fs.mkdir(path.join(dir, 'mapper'));
     await fs.mkdir(path.join(dir, 'kubelet'));
-    const config: DriverConfig = {
-      driverName: 'csi.tscsi.dev',
-      version: 'test',
+    const settings = resolveSettings({
       nodeId: 'np-node',
-      topologyKey: 'topology.tscsi.dev/node',
+      dataDir: path.join(dir, 'data'),
+      stateDir: path.join(dir, 'node'),
+      allowedPathRoot: [path.join(dir, 'kubelet')],
       maxVolumesPerNode: 16,
-      defaultFsType: 'ext4',
-      defaultBackend: 'loop',
-      nodeStateDir: path.join(dir, 'node'),
-      defaultVolumeBytes: 32n * 1024n * 1024n,
-    };
-    const ctx = new DriverContext(config, new Map([['loop', symlinkNamedBackend(loop, path.join(dir, 'mapper'))]]), log);
-    const state = new NodeStateStore(config.nodeStateDir);
-    await state.init();
-    node = new NodeService(ctx, state, [path.join(dir, 'kubelet')]);
-    controller = new ControllerService(ctx);
+      defaultVolumeSize: '32Mi',
+    });
+    // The real loop backend, its devices seen under symlinked names as device-mapper's are.
+    const drv = await createDriver(settings, { log, backends: [symlinkNamedBackend(loop, path.join(dir, 'mapper'))] });
+    node = drv.services.node!;
+    controller = drv.services.controller!;
   });
 
   afterAll(async () => {

@@ -9,17 +9,11 @@ import { pino } from 'pino';
 import { execa } from 'execa';
 import { startCeph, stopCeph, adminRbd, cleanupDriverDir, type CephEnv } from '../lib/ceph/cluster.js';
 import { CsiClient, codeName } from '../../sidecars/common/csi-client.js';
-import { DriverContext, type DriverConfig } from '../../driver/context.js';
-import { CsiServer } from '../../driver/server.js';
-import { IdentityService } from '../../driver/identity.js';
-import { ControllerService } from '../../driver/controller.js';
-import { GroupControllerService } from '../../driver/groupcontroller.js';
-import { NodeService } from '../../driver/node.js';
-import { NodeStateStore } from '../../driver/nodestate.js';
+import { resolveSettings, type DriverOptions } from '../../driver/config.js';
+import { createDriver, type Driver } from '../../driver/create.js';
 import { CsiError, toCsiError } from '../../driver/errors.js';
 import { deriveId } from '../../driver/ids.js';
 import { BackendError, type VolumeRecord } from '../../driver/backends/backend.js';
-import { initFreezeJournal } from '../../driver/host/freeze.js';
 import { RbdBackend, parseConfig, volumeImage, snapshotImage, type RbdConfig } from '../../driver/backends/rbd/index.js';
 
 const MiB = 1024 * 1024;
@@ -40,12 +34,23 @@ function configFor(env: CephEnv, extra: Record<string, unknown> = {}, withDefaul
   });
 }
 
-/** The driver's services wired as main.ts wires them, with the rbd backend only. */
+/** The driver's settings in these tests: rbd only, its state and the node's roots below root. */
+function rbdOptions(stateDir: string): DriverOptions {
+  return {
+    nodeId: NODE,
+    stateDir,
+    maxVolumesPerNode: 16,
+    defaultBackend: 'rbd',
+    defaultVolumeSize: '64Mi',
+    allowedPathRoot: [path.join(root, 'staging'), path.join(root, 'pods')],
+  };
+}
+
+/** The driver built as main.ts builds it, in this process, over an rbd backend made from an in-memory config. */
 class InProcDriver {
   client!: CsiClient;
-  server!: CsiServer;
+  driver!: Driver;
   backend!: RbdBackend;
-  ctx!: DriverContext;
   readonly socket: string;
   readonly logFile: string;
 
@@ -58,38 +63,16 @@ class InProcDriver {
     await fs.mkdir(this.dir, { recursive: true });
     const log = pino({ level: 'debug', base: { component: 'tscsi-driver' } }, pino.destination({ dest: this.logFile, sync: true, append: true }));
     this.backend = new RbdBackend({ config, stateDir: path.join(this.dir, 'state', 'rbd'), nodeId: NODE, node: true, controller: true, log });
-    await initFreezeJournal(path.join(this.dir, 'state', 'freezes'), log);
     await this.backend.init();
-    const dc: DriverConfig = {
-      driverName: 'csi.tscsi.dev',
-      version: 'test',
-      nodeId: NODE,
-      topologyKey: 'topology.tscsi.dev/node',
-      maxVolumesPerNode: 16,
-      defaultFsType: 'ext4',
-      defaultBackend: 'rbd',
-      nodeStateDir: path.join(this.dir, 'state'),
-      defaultVolumeBytes: 64n * 1024n * 1024n,
-    };
-    this.ctx = new DriverContext(dc, new Map([['rbd', this.backend]]), log);
-    const nodeState = new NodeStateStore(dc.nodeStateDir);
-    await nodeState.init();
-    this.server = new CsiServer(
-      {
-        identity: new IdentityService(this.ctx, [dc.nodeStateDir]),
-        controller: new ControllerService(this.ctx),
-        groupController: new GroupControllerService(this.ctx),
-        node: new NodeService(this.ctx, nodeState, [path.join(root, 'staging'), path.join(root, 'pods')]),
-      },
-      log,
-    );
-    await this.server.listen(`unix://${this.socket}`);
+    const settings = resolveSettings({ ...rbdOptions(path.join(this.dir, 'state')), endpoint: `unix://${this.socket}` }, { backendKinds: ['rbd'] });
+    this.driver = await createDriver(settings, { log, backends: [this.backend] });
+    await this.driver.listen();
     this.client = new CsiClient(this.socket);
   }
 
   async stop(): Promise<void> {
     this.client?.close();
-    await this.server?.shutdown(5_000);
+    await this.driver?.server.shutdown(5_000);
   }
 }
 
@@ -389,11 +372,9 @@ describe('rbd backend on a real Ceph cluster (fuse mapper)', () => {
     const log = pino({ level: 'silent' });
     const b = new RbdBackend({ config: configFor(ceph!, { mapper: 'krbd' }), stateDir: path.join(root, 'driver', 'krbd-state'), log });
     await b.init();
-    const ctx = new DriverContext(drv!.ctx.config, new Map([['rbd', b]]), log);
     const v = (await drv!.client.Controller.CreateVolume({ name: 'pvc-krbd', parameters: params(), capacity_range: { required_bytes: String(32 * MiB) }, volume_capabilities: [mountCap()] })).volume;
-    const nodeState = new NodeStateStore(path.join(root, 'driver', 'krbd-node'));
-    await nodeState.init();
-    const node = new NodeService(ctx, nodeState, [path.join(root, 'staging')]);
+    const krbd = await createDriver(resolveSettings({ ...rbdOptions(path.join(root, 'driver', 'krbd-node')), mode: 'node' }, { backendKinds: ['rbd'] }), { log, backends: [b] });
+    const node = krbd.services.node!;
     const staging = path.join(root, 'staging', 'krbd');
     await fs.mkdir(staging, { recursive: true });
     // Called without the gRPC server, whose wrapper turns a BackendError into its status.

@@ -8,12 +8,14 @@ import os from 'node:os';
 import path from 'node:path';
 import { execa } from 'execa';
 import { CsiClient } from '../../sidecars/common/csi-client.js';
+import { optionsToArgv, type DriverOptions } from '../../driver/config.js';
 
 const ROOT = path.resolve(import.meta.dirname, '..', '..');
 export const DRIVER_MAIN = path.join(ROOT, 'dist', 'driver', 'main.js');
 
-export interface DriverOptions {
-  extraArgs?: string[];
+export interface HarnessOptions {
+  /** More driver options (backends, limits); the harness sets the socket, directories and node ID. */
+  driver?: Omit<DriverOptions, 'endpoint' | 'nodeId' | 'dataDir' | 'stateDir' | 'allowedPathRoot'>;
   nodeId?: string;
   /** Where to serve (default: csi.sock in the harness's own directory). */
   socketPath?: string;
@@ -21,6 +23,8 @@ export interface DriverOptions {
   failpoints?: string;
   /** More --allowed-path-root directories besides the harness's staging/ and pods/. */
   pathRoots?: string[];
+  /** false: no data directory (and so, in controller mode, no loop backend). Default: one on its own XFS pool. */
+  loop?: boolean;
 }
 
 export class DriverHarness {
@@ -32,7 +36,7 @@ export class DriverHarness {
   proc?: ChildProcess;
   client?: CsiClient;
 
-  private constructor(dir: string, private readonly opts: DriverOptions) {
+  private constructor(dir: string, private readonly opts: HarnessOptions) {
     this.dir = dir;
     this.socket = opts.socketPath ?? path.join(dir, 'csi.sock');
     this.dataDir = path.join(dir, 'data');
@@ -40,7 +44,7 @@ export class DriverHarness {
     this.logFile = path.join(dir, 'driver.log');
   }
 
-  static async start(opts: DriverOptions = {}): Promise<DriverHarness> {
+  static async start(opts: HarnessOptions = {}): Promise<DriverHarness> {
     if (!existsSync(DRIVER_MAIN)) throw new Error(`${DRIVER_MAIN} missing: run npm run build first`);
     const h = new DriverHarness(await fs.mkdtemp(path.join(os.tmpdir(), 'tscsi-it-')), opts);
     for (const root of ['staging', 'pods']) await fs.mkdir(path.join(h.dir, root));
@@ -50,6 +54,21 @@ export class DriverHarness {
 
   get nodeId(): string {
     return this.opts.nodeId ?? 'it-node';
+  }
+
+  /** What the driver runs with: the harness's own socket and directories, then the test's options. */
+  driverOptions(): DriverOptions {
+    return {
+      endpoint: `unix://${this.socket}`,
+      nodeId: this.nodeId,
+      ...(this.opts.loop === false ? {} : { dataDir: this.dataDir, dataPoolSize: '20Gi' }),
+      stateDir: this.stateDir,
+      // Tests stage and publish below these, as kubelet does below /var/lib/kubelet; the
+      // harness's data and state directories stay outside them.
+      allowedPathRoot: [path.join(this.dir, 'staging'), path.join(this.dir, 'pods'), ...(this.opts.pathRoots ?? [])],
+      logLevel: 'debug',
+      ...this.opts.driver,
+    };
   }
 
   /**
@@ -64,19 +83,7 @@ export class DriverHarness {
     if (failpoints) env.TSCSI_FAILPOINTS = failpoints;
     this.proc = spawn(
       process.execPath,
-      [
-        DRIVER_MAIN,
-        '--endpoint', `unix://${this.socket}`,
-        '--node-id', this.nodeId,
-        '--data-dir', this.dataDir,
-        '--data-pool-size', '20Gi',
-        '--state-dir', this.stateDir,
-        // Tests stage and publish below these, as kubelet does below /var/lib/kubelet; the
-        // harness's data and state directories stay outside them.
-        ...[path.join(this.dir, 'staging'), path.join(this.dir, 'pods'), ...(this.opts.pathRoots ?? [])].flatMap((r) => ['--allowed-path-root', r]),
-        '--log-level', 'debug',
-        ...(this.opts.extraArgs ?? []),
-      ],
+      [DRIVER_MAIN, ...optionsToArgv(this.driverOptions())],
       { stdio: ['ignore', 'ignore', log.fd], env, detached: !!failpoints },
     );
     await log.close();

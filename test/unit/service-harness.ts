@@ -4,13 +4,11 @@ import fs from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { pino } from 'pino';
-import { CsiServer, type ServerLimits } from '../../driver/server.js';
-import { DriverContext, type DriverConfig } from '../../driver/context.js';
-import { IdentityService } from '../../driver/identity.js';
-import { ControllerService } from '../../driver/controller.js';
-import { GroupControllerService } from '../../driver/groupcontroller.js';
-import { NodeService } from '../../driver/node.js';
-import { NodeStateStore } from '../../driver/nodestate.js';
+import type { CsiServer } from '../../driver/server.js';
+import type { DriverContext } from '../../driver/context.js';
+import type { NodeStateStore } from '../../driver/nodestate.js';
+import { resolveSettings, type DriverOptions } from '../../driver/config.js';
+import { createDriver } from '../../driver/create.js';
 import { CsiClient } from '../../sidecars/common/csi-client.js';
 import { FakeBackend } from './fake-backend.js';
 
@@ -24,35 +22,25 @@ export interface ServiceHarness {
   close(): Promise<void>;
 }
 
-export async function startServices(limits: Partial<ServerLimits> = {}): Promise<ServiceHarness> {
+export async function startServices(limits: Pick<Partial<DriverOptions>, 'maxConcurrentRpcs'> = {}): Promise<ServiceHarness> {
   const dir = await fs.mkdtemp(path.join(os.tmpdir(), 'tscsi-unit-svc-'));
   const log = pino({ level: 'silent' });
-  const config: DriverConfig = {
-    driverName: 'csi.test',
-    version: '0',
-    nodeId: 'n1',
-    topologyKey: 'topology.test/node',
-    maxVolumesPerNode: 10,
-    defaultFsType: 'ext4',
-    defaultBackend: 'fake',
-    nodeStateDir: path.join(dir, 'node'),
-    defaultVolumeBytes: 1n << 30n,
-  };
-  const backend = new FakeBackend();
-  const ctx = new DriverContext(config, new Map([['fake', backend]]), log);
-  const state = new NodeStateStore(config.nodeStateDir);
-  await state.init();
-  const server = new CsiServer(
+  const settings = resolveSettings(
     {
-      identity: new IdentityService(ctx, [dir]),
-      controller: new ControllerService(ctx),
-      groupController: new GroupControllerService(ctx),
+      driverName: 'csi.test',
+      nodeId: 'n1',
+      topologyKey: 'topology.test/node',
+      maxVolumesPerNode: 10,
+      defaultBackend: 'fake',
+      stateDir: path.join(dir, 'node'),
       // Requests stage and publish below dir, as kubelet does below /var/lib/kubelet.
-      node: new NodeService(ctx, state, [dir]),
+      allowedPathRoot: [dir],
+      ...limits,
     },
-    log,
-    limits,
+    { backendKinds: ['fake'] },
   );
+  const backend = new FakeBackend();
+  const { ctx, server, nodeState: state } = await createDriver(settings, { log, backends: [backend] });
   const socket = path.join(dir, 'csi.sock');
   await server.listen(`unix://${socket}`);
   const client = new CsiClient(socket, 10_000);

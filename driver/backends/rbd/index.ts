@@ -23,12 +23,11 @@ import {
 } from '../backend.js';
 import { recordFromJson, recordToJson } from '../../host/atomic.js';
 import { withQuiescedDevices } from '../../host/freeze.js';
-import { parseSize } from '../../../lib/size.js';
 import { unavailable } from '../../errors.js';
 import { CommandError } from '../../host/exec.js';
 import type { Logger } from '../../log.js';
 import { CephCli, credentialsFrom, errnoOf, imageSpec, isNotFound, poolSpec, EEXIST, ENOTEMPTY, type Credentials } from './cli.js';
-import { checkName, invalid, loadConfig, NODE_ID_RE, parseFeatures, type ClusterConfig, type PoolRef, type RbdConfig } from './config.js';
+import { checkName, invalid, NODE_ID_RE, parseFeatures, type ClusterConfig, type PoolRef, type RbdConfig } from './config.js';
 import { DeviceMapper, FuseMapper, type MapTarget, type Mapper } from './mapper.js';
 
 export { loadConfig, parseConfig } from './config.js';
@@ -655,31 +654,4 @@ export class RbdBackend implements Backend {
   async refreshDevice(rec: VolumeRecord, device: string): Promise<void> {
     await this.mapper.refresh(this.target(rec), device);
   }
-}
-
-/** The driver flags of the RBD backend (see the report for their wiring in main.ts). */
-export interface RbdFlags {
-  'rbd-config'?: string;
-  'rbd-mapper'?: string;
-  'state-dir'?: string;
-  'node-id'?: string;
-  mode?: string;
-  'max-volume-size'?: string;
-}
-
-/** Builds the backend from the driver's flags, or undefined when --rbd-config is not given. The caller runs init(). */
-export async function rbdBackendFromFlags(values: RbdFlags, log: Logger): Promise<RbdBackend | undefined> {
-  const file = values['rbd-config'];
-  if (!file) return undefined;
-  const config = await loadConfig(file, { mapper: values['rbd-mapper'] });
-  const mode = values.mode ?? 'all';
-  return new RbdBackend({
-    config,
-    stateDir: path.join(values['state-dir'] ?? '/var/lib/tscsi/node', 'rbd'),
-    nodeId: values['node-id'],
-    node: mode !== 'controller',
-    controller: mode !== 'node',
-    maxVolumeBytes: values['max-volume-size'] ? parseSize(values['max-volume-size']) : undefined,
-    log,
-  });
 }
