@@ -12,6 +12,7 @@ import {
   SINGLE_NODE_MODES,
   READ_ONLY_MODES,
   type Capability,
+  type CapRange,
 } from './validate.js';
 import { MIN_FS_BYTES, type FsType } from './host/fs.js';
 import type * as T from '../proto/types.js';
@@ -112,6 +113,39 @@ function sameMap(a: Record<string, string>, b: Record<string, string>): boolean 
   return ka.length === kb.length && ka.every((k, i) => k === kb[i] && a[k] === b[k]);
 }
 
+type ContentSource = NonNullable<VolumeRecord['contentSource']>;
+
+/** A checked CreateVolume request: what to make and with which backend. */
+interface VolumeRequest {
+  name: string;
+  backend: Backend;
+  params: Record<string, string>;
+  mutable: Record<string, string>;
+  accessType: VolumeRecord['accessType'];
+  fsType: FsType | '';
+}
+
+/** The content source of a request: absent (bytes 0), or what it is, its size, and the lock it needs. */
+interface SourceOf {
+  ref?: ContentSource;
+  bytes: bigint;
+  lockKeys: string[];
+}
+
+/** Whether a volume found under the request's name is the one asked for (an idempotent retry). */
+function sameVolume(existing: VolumeRecord, want: VolumeRequest, source: SourceOf, range: CapRange): boolean {
+  return (
+    existing.name === want.name &&
+    existing.capacityBytes >= range.required &&
+    (range.limit === 0n || existing.capacityBytes <= range.limit) &&
+    existing.accessType === want.accessType &&
+    (want.accessType === 'block' || existing.fsType === want.fsType) &&
+    existing.contentSource?.type === source.ref?.type &&
+    existing.contentSource?.id === source.ref?.id &&
+    sameMap(existing.parameters, want.params)
+  );
+}
+
 function topologyMatches(want: Record<string, string>, have: Record<string, string>): boolean {
   return Object.entries(want).every(([k, v]) => have[k] === v);
 }
@@ -127,6 +161,27 @@ export class ControllerService {
   }
 
   async CreateVolume(req: T.CreateVolumeRequest__Output): Promise<T.CreateVolumeResponse> {
+    const want = this.volumeRequest(req);
+    this.checkTopology(want.backend, req.accessibility_requirements);
+    const source = await this.contentSource(want.backend, req.volume_content_source);
+    const range = parseRange(req.capacity_range);
+    const size = await this.volumeSize(want, source, range);
+    const id = deriveId('vol', want.backend.kind, want.name);
+    // Long work (copies, wipes) runs on when the caller's deadline passes; a retry sees it finish.
+    const work = () =>
+      this.ctx.locks.with([id, ...source.lockKeys], 'CreateVolume', async () => {
+        const existing = await want.backend.getVolume(id);
+        if (!existing) return { volume: volumeMessage(await this.provision(id, want, source, size, req.secrets ?? {})) };
+        if (!sameVolume(existing, want, source, range)) {
+          throw alreadyExists(`a volume named ${JSON.stringify(want.name)} already exists (${id}) with a different size, access type, filesystem, source or parameters`);
+        }
+        return { volume: volumeMessage(existing) };
+      });
+    return this.ctx.background.run(id, 'CreateVolume', work);
+  }
+
+  /** The request's name, capabilities and parameters, checked against the backend they choose. */
+  private volumeRequest(req: T.CreateVolumeRequest__Output): VolumeRequest {
     checkName(req.name);
     const caps = checkCapabilities(req.volume_capabilities as Capability[]);
     const params = checkStringMap(req.parameters, 'parameters');
@@ -138,98 +193,85 @@ export class ControllerService {
     if (refusal) throw invalidArgument(refusal);
     const accessType = caps[0].accessType;
     const fsType: FsType | '' = accessType === 'mount' ? ((caps.find((c) => c.fsType)?.fsType as FsType) ?? this.ctx.config.defaultFsType) : '';
+    return { name: req.name, backend, params, mutable, accessType, fsType };
+  }
 
-    // Topology: a node-local backend can only provision where it runs.
-    const req_topo = req.accessibility_requirements;
-    const requisite = (req_topo?.requisite ?? []).map((t) => t.segments ?? {});
+  /** A node-local backend can only provision where it runs. */
+  private checkTopology(backend: Backend, requirements: T.CreateVolumeRequest__Output['accessibility_requirements']): void {
+    const requisite = (requirements?.requisite ?? []).map((t) => t.segments ?? {});
     if (backend.nodeLocal && requisite.length > 0 && !requisite.some((t) => topologyMatches(t, this.ctx.topology))) {
-      throw resourceExhausted(
-        `volume cannot be provisioned in the requested topology: this ${backend.kind} backend serves only ${JSON.stringify(this.ctx.topology)}`,
-      );
+      throw resourceExhausted(`volume cannot be provisioned in the requested topology: this ${backend.kind} backend serves only ${JSON.stringify(this.ctx.topology)}`);
     }
+  }
 
-    // Content source.
-    let contentSource: VolumeRecord['contentSource'];
-    let sourceBytes = 0n;
-    const lockKeys: string[] = [];
-    const cs = req.volume_content_source;
-    if (cs?.snapshot) {
-      const id = cs.snapshot.snapshot_id;
-      const found = await this.ctx.findSnapshot(id, 'volume_content_source.snapshot.snapshot_id');
+  /** The snapshot or volume to copy from, which must exist and live in the same backend. */
+  private async contentSource(backend: Backend, cs: T.CreateVolumeRequest__Output['volume_content_source']): Promise<SourceOf> {
+    const found = cs?.snapshot
+      ? await this.sourceRecord('snapshot', cs.snapshot.snapshot_id, 'volume_content_source.snapshot.snapshot_id')
+      : cs?.volume
+        ? await this.sourceRecord('volume', cs.volume.volume_id, 'volume_content_source.volume.volume_id')
+        : undefined;
+    if (!found) return { bytes: 0n, lockKeys: [] };
+    const { type, id } = found.ref;
+    if (found.backend !== backend) throw invalidArgument(`source ${type} ${id} belongs to the ${found.backend.kind} backend, not ${backend.kind}`);
+    return { ref: found.ref, bytes: found.bytes, lockKeys: [id] };
+  }
+
+  private async sourceRecord(type: 'snapshot' | 'volume', id: string, field: string): Promise<{ ref: ContentSource; backend: Backend; bytes: bigint }> {
+    if (type === 'snapshot') {
+      const found = await this.ctx.findSnapshot(id, field);
       if (!found) throw notFound(`source snapshot ${id} does not exist`);
-      if (found.backend !== backend) throw invalidArgument(`source snapshot ${id} belongs to the ${found.backend.kind} backend, not ${backend.kind}`);
-      contentSource = { type: 'snapshot', id };
-      sourceBytes = found.snap.sizeBytes;
-      lockKeys.push(id);
-    } else if (cs?.volume) {
-      const id = cs.volume.volume_id;
-      const found = await this.ctx.findVolume(id, 'volume_content_source.volume.volume_id');
-      if (!found) throw notFound(`source volume ${id} does not exist`);
-      if (found.backend !== backend) throw invalidArgument(`source volume ${id} belongs to the ${found.backend.kind} backend, not ${backend.kind}`);
-      contentSource = { type: 'volume', id };
-      sourceBytes = found.vol.capacityBytes;
-      lockKeys.push(id);
+      return { ref: { type, id }, backend: found.backend, bytes: found.snap.sizeBytes };
     }
+    const found = await this.ctx.findVolume(id, field);
+    if (!found) throw notFound(`source volume ${id} does not exist`);
+    return { ref: { type, id }, backend: found.backend, bytes: found.vol.capacityBytes };
+  }
 
-    // Capacity: at least what was asked, what the filesystem needs and what the source holds.
-    const range = parseRange(req.capacity_range);
-    const fallback = sourceBytes > 0n ? sourceBytes : this.ctx.config.defaultVolumeBytes;
+  /** At least what was asked, what the filesystem needs and what the source holds, in the backend's units. */
+  private async volumeSize(want: VolumeRequest, source: SourceOf, range: CapRange): Promise<bigint> {
+    const { fsType } = want;
+    const fallback = source.bytes > 0n ? source.bytes : this.ctx.config.defaultVolumeBytes;
     let size = range.required > 0n ? range.required : range.limit > 0n && range.limit < fallback ? range.limit : fallback;
     const min = fsType ? MIN_FS_BYTES[fsType] : MiB;
     if (size < min) size = min;
-    if (size < sourceBytes) size = sourceBytes;
-    const unit = await backend.granularity(params);
-    size = roundUp(size, unit > MiB ? unit : MiB);
+    if (size < source.bytes) size = source.bytes;
+    const backendUnit = await want.backend.granularity(want.params);
+    const unit = backendUnit > MiB ? backendUnit : MiB;
+    size = roundUp(size, unit);
     if (range.limit > 0n && size > range.limit) {
       throw outOfRange(
-        `cannot provision within limit_bytes ${range.limit}: the volume needs ${size} bytes (${fsType ? `${fsType} needs at least ${min}; ` : ''}sizes are whole multiples of ${unit > MiB ? unit : MiB} bytes${sourceBytes ? `; the source holds ${sourceBytes}` : ''})`,
+        `cannot provision within limit_bytes ${range.limit}: the volume needs ${size} bytes (${fsType ? `${fsType} needs at least ${min}; ` : ''}sizes are whole multiples of ${unit} bytes${source.bytes ? `; the source holds ${source.bytes}` : ''})`,
       );
     }
+    return size;
+  }
 
-    const id = deriveId('vol', backend.kind, req.name);
-    // Long work (copies, wipes) runs on when the caller's deadline passes; a retry sees it finish.
-    const work = () => this.ctx.locks.with([id, ...lockKeys], 'CreateVolume', async () => {
-      const existing = await backend.getVolume(id);
-      if (existing) {
-        const compatible =
-          existing.name === req.name &&
-          existing.capacityBytes >= range.required &&
-          (range.limit === 0n || existing.capacityBytes <= range.limit) &&
-          existing.accessType === accessType &&
-          (accessType === 'block' || existing.fsType === fsType) &&
-          existing.contentSource?.type === contentSource?.type &&
-          existing.contentSource?.id === contentSource?.id &&
-          sameMap(existing.parameters, params);
-        if (!compatible) {
-          throw alreadyExists(`a volume named ${JSON.stringify(req.name)} already exists (${id}) with a different size, access type, filesystem, source or parameters`);
-        }
-        return { volume: volumeMessage(existing) };
-      }
-      const cap = await backend.capacity(params);
-      if (cap.maximumVolumeBytes !== undefined && size > cap.maximumVolumeBytes) {
-        throw outOfRange(`${size} bytes is more than the largest volume the ${backend.kind} backend makes (${cap.maximumVolumeBytes})`);
-      }
-      if (size > cap.availableBytes) {
-        throw resourceExhausted(`not enough capacity: ${size} bytes asked, ${cap.availableBytes} available in the ${backend.kind} backend`);
-      }
-      const rec: VolumeRecord = {
-        id,
-        name: req.name,
-        backend: backend.kind,
-        capacityBytes: size,
-        accessType,
-        fsType,
-        parameters: params,
-        mutableParameters: mutable,
-        contentSource,
-        topology: backend.nodeLocal ? this.ctx.topology : {},
-        published: {},
-        createdAt: new Date().toISOString(),
-      };
-      const made = await backend.createVolume(rec, req.secrets ?? {});
-      return { volume: volumeMessage(made) };
-    });
-    return this.ctx.background.run(id, 'CreateVolume', work);
+  /** Makes the volume once the backend has room for it; runs under the volume's lock. */
+  private async provision(id: string, want: VolumeRequest, source: SourceOf, size: bigint, secrets: Record<string, string>): Promise<VolumeRecord> {
+    const { backend } = want;
+    const cap = await backend.capacity(want.params);
+    if (cap.maximumVolumeBytes !== undefined && size > cap.maximumVolumeBytes) {
+      throw outOfRange(`${size} bytes is more than the largest volume the ${backend.kind} backend makes (${cap.maximumVolumeBytes})`);
+    }
+    if (size > cap.availableBytes) {
+      throw resourceExhausted(`not enough capacity: ${size} bytes asked, ${cap.availableBytes} available in the ${backend.kind} backend`);
+    }
+    const rec: VolumeRecord = {
+      id,
+      name: want.name,
+      backend: backend.kind,
+      capacityBytes: size,
+      accessType: want.accessType,
+      fsType: want.fsType,
+      parameters: want.params,
+      mutableParameters: want.mutable,
+      contentSource: source.ref,
+      topology: backend.nodeLocal ? this.ctx.topology : {},
+      published: {},
+      createdAt: new Date().toISOString(),
+    };
+    return backend.createVolume(rec, secrets);
   }
 
   async DeleteVolume(req: T.DeleteVolumeRequest__Output): Promise<T.DeleteVolumeResponse> {
