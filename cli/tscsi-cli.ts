@@ -3,10 +3,9 @@
 // one on the loop backend and walks a volume through its whole life, printing each step.
 // It is not a sidecar and no part of the driver: it reaches the driver only through CSI
 // over its socket (with the sidecars' CSI client), and starts it as its own process.
-import { parseArgs } from 'node:util';
 import { CsiClient, rpcErrorText } from '../sidecars/common/csi-client.js';
 import { parseSize } from '../lib/size.js';
-import { runMain } from '../lib/process.js';
+import { parseFlags, runMain } from '../lib/process.js';
 import { demo } from './demo.js';
 
 function show(title: string, value: unknown) {
@@ -58,17 +57,15 @@ async function command(c: CsiClient, cmd: string, args: string[]): Promise<void>
 }
 
 async function main(): Promise<void> {
-  const { values, positionals } = parseArgs({
-    options: { endpoint: { type: 'string', default: 'unix:///run/tscsi/csi.sock' }, help: { type: 'boolean', default: false } },
-    allowPositionals: true,
-  });
-  const [cmd, ...args] = positionals;
-  if (values.help || !cmd) {
+  const flags = parseFlags(USAGE, { endpoint: { type: 'string', default: 'unix:///run/tscsi/csi.sock' } }, true);
+  if (!flags) return;
+  const [cmd, ...args] = flags.positionals;
+  if (!cmd) {
     process.stdout.write(USAGE);
     return;
   }
   if (cmd === 'demo') return demo();
-  const c = new CsiClient(values.endpoint!);
+  const c = new CsiClient(flags.values.endpoint as string);
   try {
     await command(c, cmd, args);
   } finally {

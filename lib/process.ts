@@ -2,6 +2,7 @@
 // at its edges: a structured logger on stderr, a stop on SIGTERM/SIGINT that runs once, and
 // a last line plus exit code 1 when main() fails. One setup, so a log collector and an
 // operator see every process behave alike.
+import { parseArgs, type ParseArgsConfig } from 'node:util';
 import { pino, type Logger } from 'pino';
 
 export type { Logger };
@@ -69,4 +70,25 @@ export function runMain(component: string, main: () => Promise<void>, describe: 
     process.stderr.write(`${component}: ${describe(err)}\n`);
     process.exit(1);
   });
+}
+
+type FlagOptions = NonNullable<ParseArgsConfig['options']>;
+
+/** The flags every program has: --log-level (default $LOG_LEVEL, else info) and --help. */
+const COMMON_FLAGS = {
+  'log-level': { type: 'string', default: process.env.LOG_LEVEL ?? 'info' },
+  help: { type: 'boolean', default: false },
+} as const;
+
+/**
+ * Parses a program's flags (unknown ones are refused) plus --log-level and --help; with
+ * --help it prints the usage and resolves to undefined, so main() just returns.
+ */
+export function parseFlags<O extends FlagOptions>(usage: string, options: O, allowPositionals = false) {
+  const parsed = parseArgs({ options: { ...options, ...COMMON_FLAGS }, strict: true, allowPositionals });
+  if ((parsed.values as { help?: boolean }).help) {
+    process.stdout.write(usage);
+    return undefined;
+  }
+  return parsed;
 }

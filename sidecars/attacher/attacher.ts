@@ -1,12 +1,12 @@
 // The attacher: VolumeAttachments for our driver become ControllerPublish/Unpublish calls;
 // the result goes into status.attached / attachError, and a finalizer keeps the object
 // until the volume is unpublished.
-import type { Logger } from 'pino';
 import { CsiClient, rpcErrorText } from '../common/csi-client.js';
+import type { CommonControllerOptions } from '../common/run.js';
 import { k8s, type Clients, Watch, mergePatch, httpStatus } from '../common/kube.js';
 import { WorkQueue } from '../common/workqueue.js';
 import { pvVolumeCapability } from '../common/capability.js';
-import { type Scope, servesVolume, backendOfHandle } from '../common/scope.js';
+import { servesVolume, backendOfHandle } from '../common/scope.js';
 import { readSecret } from '../common/secrets.js';
 
 /** Remembers the CSI node ID used to publish, so detach works after the Node is gone. */
@@ -30,18 +30,6 @@ export function publishRequest(spec: k8s.V1PersistentVolumeSpec, nodeId: string,
   };
 }
 
-export interface AttacherOptions {
-  driverName: string;
-  /** Node-local backends: only VolumeAttachments for this node (one attacher per node). */
-  nodeName?: string;
-  /** The backends the driver behind this attacher serves (undefined: all). */
-  backends?: ReadonlySet<string>;
-  defaultBackend: string;
-  workers: number;
-  timeoutMs: number;
-  log: Logger;
-}
-
 export class Attacher {
   private readonly queue: WorkQueue;
   private vas!: Watch<k8s.V1VolumeAttachment>;
@@ -49,24 +37,22 @@ export class Attacher {
   readonly finalizer: string;
   /** The central name, which node attachers before this version also set: theirs to remove on their volumes. */
   private readonly legacyFinalizer?: string;
-  private readonly scope: Scope;
 
   constructor(
     private readonly k: Clients,
     private readonly csi: CsiClient,
-    private readonly opts: AttacherOptions,
+    private readonly opts: CommonControllerOptions,
   ) {
     this.queue = new WorkQueue((key) => this.sync(key), { workers: opts.workers }, opts.log);
     const central = `external-attacher/${opts.driverName.replace(/\//g, '-')}`;
     this.finalizer = opts.nodeName ? `${central}-node` : central;
     this.legacyFinalizer = opts.nodeName ? central : undefined;
-    this.scope = { driverName: opts.driverName, backends: opts.backends, defaultBackend: opts.defaultBackend, nodeName: opts.nodeName };
   }
 
   /** Whether this attacher acts on a VolumeAttachment of its driver whose PV (if still there) is `pv`. */
   private serves(va: k8s.V1VolumeAttachment, pv: k8s.V1PersistentVolume | undefined): boolean {
     if (this.opts.nodeName && va.spec.nodeName !== this.opts.nodeName) return false;
-    if (pv) return servesVolume(this.scope, pv);
+    if (pv) return servesVolume(this.opts, pv);
     const inline = va.spec.source.inlineVolumeSpec?.csi;
     if (inline) return !this.opts.backends || this.opts.backends.has(backendOfHandle(inline.volumeHandle) ?? '');
     return !this.opts.backends; // no PV to tell the backend: only an attacher serving every backend reports it

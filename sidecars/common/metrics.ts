@@ -1,5 +1,5 @@
-// A small Prometheus registry (text exposition format 0.0.4, no dependency): counters,
-// gauges and histograms with labels, and the wrapper that makes every CSI call of a
+// A small Prometheus registry (text exposition format 0.0.4, no dependency): counters and
+// histograms with labels, and the wrapper that makes every CSI call of a
 // CsiClient count into tscsi_csi_operations_total / tscsi_csi_operation_duration_seconds.
 import type { CsiClient, CsiService, Rpcs } from './csi-client.js';
 import { codeName } from './csi-client.js';
@@ -38,7 +38,7 @@ function renderLabels(pairs: Array<[string, string]>): string {
 }
 
 abstract class Metric {
-  abstract readonly type: 'counter' | 'gauge' | 'histogram';
+  abstract readonly type: 'counter' | 'histogram';
 
   constructor(
     readonly name: string,
@@ -105,29 +105,6 @@ export class Counter extends Metric {
 
   inc(labels: Labels = {}, by = 1): void {
     if (!(by >= 0)) throw new Error(`${this.name}: a counter only goes up (inc by ${by})`);
-    this.series.get(this.values(labels), () => ({ n: 0 })).n += by;
-  }
-
-  get(labels: Labels = {}): number {
-    return this.series.peek(this.values(labels))?.n ?? 0;
-  }
-
-  render(): string[] {
-    const out = this.header();
-    for (const { values, v } of this.series.sorted()) out.push(`${this.name}${renderLabels(this.pairs(values))} ${formatValue(v.n)}`);
-    return out;
-  }
-}
-
-export class Gauge extends Metric {
-  readonly type = 'gauge' as const;
-  private readonly series = new SeriesMap<{ n: number }>();
-
-  set(labels: Labels, value: number): void {
-    this.series.get(this.values(labels), () => ({ n: 0 })).n = value;
-  }
-
-  inc(labels: Labels = {}, by = 1): void {
     this.series.get(this.values(labels), () => ({ n: 0 })).n += by;
   }
 
@@ -214,9 +191,6 @@ export class Registry {
     return this.add(new Counter(name, help, labelNames));
   }
 
-  gauge(name: string, help: string, labelNames: readonly string[] = []): Gauge {
-    return this.add(new Gauge(name, help, labelNames));
-  }
 
   histogram(name: string, help: string, labelNames: readonly string[] = [], buckets?: readonly number[]): Histogram {
     return this.add(new Histogram(name, help, labelNames, buckets));
@@ -232,11 +206,6 @@ export class Registry {
 
 /** The registry the sidecar processes share (one per process). */
 export const defaultRegistry = new Registry();
-
-/** Renders the exposition text of a registry (the default one unless given). */
-export function renderMetrics(registry: Registry = defaultRegistry): string {
-  return registry.render();
-}
 
 const CSI_SERVICES: readonly CsiService[] = ['Identity', 'Controller', 'Node', 'GroupController'];
 
@@ -303,11 +272,4 @@ export class CsiCallMetrics {
     }
     return client;
   }
-}
-
-/** Instruments a CSI client with the (default) registry's CSI call metrics; returns the metrics. */
-export function csiCallMetrics(client: CsiClient, opts: { registry?: Registry; driver?: string } = {}): CsiCallMetrics {
-  const m = new CsiCallMetrics(opts.registry ?? defaultRegistry, opts.driver ?? 'unknown');
-  m.instrument(client);
-  return m;
 }

@@ -7,7 +7,7 @@ import { clients, loadKubeConfig, type Clients } from './kube.js';
 import { serveHealthAndMetrics, type HttpServer } from './http.js';
 import { CsiCallMetrics } from './metrics.js';
 import { LeaderElector } from './lease.js';
-import { parseBackends, DEFAULT_BACKEND } from './scope.js';
+import { parseBackends, DEFAULT_BACKEND, type Scope } from './scope.js';
 import { probeDriver, waitForDriverName } from './driver.js';
 
 /** How long the driver may take to answer GetPluginInfo at start before the sidecar gives up (and restarts). */
@@ -93,15 +93,11 @@ async function runController(rc: RunContext, controller: Controller): Promise<vo
   });
 }
 
-export interface CommonControllerOptions {
-  driverName: string;
-  /** --node-name: a per-node sidecar, only that node's volumes. */
-  nodeName?: string;
-  /** --backends: the driver's backends this sidecar serves (undefined: all). */
-  backends?: ReadonlySet<string>;
-  /** --default-backend: a StorageClass's backend when it names none (the driver's --default-backend). */
-  defaultBackend: string;
+/** What every controller sidecar is built with: its scope (driver, --node-name, --backends, --default-backend) and its work limits. */
+export interface CommonControllerOptions extends Scope {
+  /** --worker-threads: objects worked on at once. */
   workers: number;
+  /** --timeout: how long one CSI call may take. */
   timeoutMs: number;
   log: Logger;
 }

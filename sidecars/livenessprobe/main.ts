@@ -2,8 +2,7 @@
 // tscsi-livenessprobe: /healthz answers 200 "ok" while the CSI driver's Identity Probe
 // succeeds (within --probe-timeout), 500 with the reason otherwise; /metrics has the
 // CSI call metrics. Meant as the target of the driver container's livenessProbe.
-import { parseArgs } from 'node:util';
-import { createLogger, runMain, stopOnSignals } from '../../lib/process.js';
+import { createLogger, parseFlags, runMain, stopOnSignals } from '../../lib/process.js';
 import { unixSocketPath } from '../../lib/socket.js';
 import { CsiCallMetrics } from '../common/metrics.js';
 import { serveHealthAndMetrics } from '../common/http.js';
@@ -22,20 +21,13 @@ const USAGE = `tscsi-livenessprobe: HTTP /healthz backed by the CSI driver's Pro
 const DRIVER_NAME_TIMEOUT_MS = 120_000;
 
 async function main(): Promise<void> {
-  const { values } = parseArgs({
-    options: {
-      'csi-address': { type: 'string', default: '/csi/csi.sock' },
-      'http-endpoint': { type: 'string', default: '127.0.0.1:9808' },
-      'probe-timeout': { type: 'string', default: '1s' },
-      'log-level': { type: 'string', default: process.env.LOG_LEVEL ?? 'info' },
-      help: { type: 'boolean', default: false },
-    },
-    strict: true,
+  const flags = parseFlags(USAGE, {
+    'csi-address': { type: 'string', default: '/csi/csi.sock' },
+    'http-endpoint': { type: 'string', default: '127.0.0.1:9808' },
+    'probe-timeout': { type: 'string', default: '1s' },
   });
-  if (values.help) {
-    process.stdout.write(USAGE);
-    return;
-  }
+  if (!flags) return;
+  const { values } = flags;
   const log = createLogger('tscsi-livenessprobe', values['log-level']!);
   const address = unixSocketPath(values['csi-address']!);
   const timeoutMs = parseDuration(values['probe-timeout']!);

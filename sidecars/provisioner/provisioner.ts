@@ -2,15 +2,15 @@
 // PersistentVolumes bound to them; released PVs with reclaim Delete have their volume
 // deleted. It uses external-provisioner's annotations and finalizers, so a cluster can
 // switch between the two.
-import type { Logger } from 'pino';
 import { CsiClient, codeName, rpcErrorText } from '../common/csi-client.js';
+import type { CommonControllerOptions } from '../common/run.js';
 import { ANN_STORAGE_PROVISIONER, ANN_BETA_STORAGE_PROVISIONER, ANN_SELECTED_NODE, ANN_PROVISIONED_BY, PV_FINALIZER } from '../common/annotations.js';
 import { volumeCapabilities } from '../common/capability.js';
 import { k8s, type Clients, Watch, mergePatch, httpStatus } from '../common/kube.js';
 import { WorkQueue } from '../common/workqueue.js';
 import { parseSize, formatSize } from '../../lib/size.js';
 import { Recorder } from '../common/events.js';
-import { type Scope, servesClass, servesVolume, backendOfClass, candidateBackends, derivedVolumeId } from '../common/scope.js';
+import { servesClass, servesVolume, backendOfClass, candidateBackends, derivedVolumeId } from '../common/scope.js';
 import {
   driverParameters,
   secretRef,
@@ -30,18 +30,6 @@ import {
  */
 export const CLAIM_FINALIZER = 'csi.tscsi.dev/provisioning';
 export const claimFinalizer = (backend: string) => `${CLAIM_FINALIZER}-${backend}`;
-
-export interface ProvisionerOptions {
-  driverName: string;
-  /** Node-local backends: only claims selected for this node (one provisioner per node). */
-  nodeName?: string;
-  /** The backends the driver behind this provisioner serves (undefined: all). */
-  backends?: ReadonlySet<string>;
-  defaultBackend: string;
-  workers: number;
-  timeoutMs: number;
-  log: Logger;
-}
 
 /** What the provisioner does with one of its PVs. */
 export type VolumeAction = 'delete' | 'drop-finalizer' | 'none';
@@ -74,17 +62,15 @@ export class Provisioner {
   private claims!: Watch<k8s.V1PersistentVolumeClaim>;
   private volumes!: Watch<k8s.V1PersistentVolume>;
   private readonly recorder: Recorder;
-  private readonly scope: Scope;
 
   constructor(
     private readonly k: Clients,
     private readonly csi: CsiClient,
-    private readonly opts: ProvisionerOptions,
+    private readonly opts: CommonControllerOptions,
   ) {
     this.queue = new WorkQueue((key) => this.syncClaim(key), { workers: opts.workers }, opts.log);
     this.pvQueue = new WorkQueue((key) => this.syncVolume(key), { workers: opts.workers }, opts.log);
     this.recorder = new Recorder(k.core, `${opts.driverName}-provisioner`, opts.log);
-    this.scope = { driverName: opts.driverName, backends: opts.backends, defaultBackend: opts.defaultBackend, nodeName: opts.nodeName };
   }
 
   async start(): Promise<void> {
@@ -138,7 +124,7 @@ export class Provisioner {
     for (const f of pvc.metadata?.finalizers ?? []) {
       if (f === CLAIM_FINALIZER) {
         const sc = await this.storageClass(pvc.spec?.storageClassName);
-        const backends = candidateBackends(this.scope, sc?.provisioner === this.opts.driverName ? sc : undefined);
+        const backends = candidateBackends(this.opts, sc?.provisioner === this.opts.driverName ? sc : undefined);
         if (backends.length) out.push({ finalizer: f, backends });
       } else if (f.startsWith(`${CLAIM_FINALIZER}-`)) {
         const backend = f.slice(CLAIM_FINALIZER.length + 1);
@@ -170,7 +156,7 @@ export class Provisioner {
     }
     if (!this.ours(pvc)) return;
     const sc = await this.storageClass(pvc.spec?.storageClassName);
-    if (!sc || !servesClass(this.scope, sc)) return;
+    if (!sc || !servesClass(this.opts, sc)) return;
     const selectedNode = pvc.metadata.annotations?.[ANN_SELECTED_NODE];
     if (sc.volumeBindingMode === 'WaitForFirstConsumer' && !selectedNode) return; // the scheduler has not picked a node yet
     if (this.opts.nodeName && selectedNode !== this.opts.nodeName) return; // another node's provisioner takes it
@@ -244,7 +230,7 @@ export class Provisioner {
     const [namespace, name] = [pvc.metadata!.namespace!, pvc.metadata!.name!];
     const { req, fsType, block, provisionerSecret, refs } = await this.createRequest(pvc, sc, pvName, selectedNode);
     // Before any volume can exist: the claim must not disappear without us seeing it.
-    const finalizer = claimFinalizer(backendOfClass(this.scope, sc));
+    const finalizer = claimFinalizer(backendOfClass(this.opts, sc));
     if (!(pvc.metadata?.finalizers ?? []).includes(finalizer)) {
       await this.k.core.patchNamespacedPersistentVolumeClaim(
         { name, namespace, body: { metadata: { finalizers: [...(pvc.metadata?.finalizers ?? []), finalizer], resourceVersion: pvc.metadata?.resourceVersion } } },
@@ -361,10 +347,10 @@ export class Provisioner {
   /** Our PVs: Released with reclaim Delete -> DeleteVolume, then the PV goes; Retain keeps the volume. */
   private async syncVolume(key: string): Promise<void> {
     const cached = this.volumes.get(key);
-    if (!cached || !servesVolume(this.scope, cached) || volumeAction(cached, this.opts.driverName) === 'none') return;
+    if (!cached || !servesVolume(this.opts, cached) || volumeAction(cached, this.opts.driverName) === 'none') return;
     // Deleting data on the word of a cache that may lag: ask the API server first.
     const pv = await this.readVolume(key);
-    if (!pv || !servesVolume(this.scope, pv)) return;
+    if (!pv || !servesVolume(this.opts, pv)) return;
     const action = volumeAction(pv, this.opts.driverName);
     const finalizers = pv.metadata?.finalizers ?? [];
     if (action === 'delete') {

@@ -1,8 +1,7 @@
 #!/usr/bin/env node
 // tscsi-registrar: registers the CSI node plugin with kubelet (kubelet's plugin watcher
 // finds <plugin-registration-dir>/<driver>-reg.sock and calls GetInfo on it).
-import { parseArgs } from 'node:util';
-import { createLogger, runMain, stopOnSignals } from '../../lib/process.js';
+import { createLogger, parseFlags, runMain, stopOnSignals } from '../../lib/process.js';
 import { unixSocketPath } from '../../lib/socket.js';
 import { CsiCallMetrics } from '../common/metrics.js';
 import { serveHealthAndMetrics, type HttpServer } from '../common/http.js';
@@ -20,22 +19,15 @@ const USAGE = `tscsi-registrar: registers a CSI node plugin with kubelet
 `;
 
 async function main(): Promise<void> {
-  const { values } = parseArgs({
-    options: {
-      'csi-address': { type: 'string', default: '/csi/csi.sock' },
-      'kubelet-registration-path': { type: 'string' },
-      'plugin-registration-dir': { type: 'string', default: '/var/lib/kubelet/plugins_registry' },
-      'health-port': { type: 'string' },
-      'health-host': { type: 'string', default: '0.0.0.0' },
-      'log-level': { type: 'string', default: process.env.LOG_LEVEL ?? 'info' },
-      help: { type: 'boolean', default: false },
-    },
-    strict: true,
+  const flags = parseFlags(USAGE, {
+    'csi-address': { type: 'string', default: '/csi/csi.sock' },
+    'kubelet-registration-path': { type: 'string' },
+    'plugin-registration-dir': { type: 'string', default: '/var/lib/kubelet/plugins_registry' },
+    'health-port': { type: 'string' },
+    'health-host': { type: 'string', default: '0.0.0.0' },
   });
-  if (values.help) {
-    process.stdout.write(USAGE);
-    return;
-  }
+  if (!flags) return;
+  const { values } = flags;
   const kubeletPath = values['kubelet-registration-path'];
   if (!kubeletPath) throw new Error('--kubelet-registration-path is required');
   const log = createLogger('tscsi-registrar', values['log-level']!);

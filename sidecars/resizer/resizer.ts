@@ -1,15 +1,15 @@
 // The resizer: a bound claim of ours asking for more than its PV has -> ControllerExpandVolume
 // -> the PV's capacity; then the claim's status tells kubelet whether the node must finish
 // (NodeResizePending + FileSystemResizePending) or the claim already has its new size.
-import type { Logger } from 'pino';
 import { CsiClient, rpcErrorText } from '../common/csi-client.js';
+import type { CommonControllerOptions } from '../common/run.js';
 import { k8s, type Clients, Watch, mergePatch, httpStatus } from '../common/kube.js';
 import { WorkQueue } from '../common/workqueue.js';
 import { parseSize, formatSize } from '../../lib/size.js';
 import { Recorder } from '../common/events.js';
 import { ANN_STORAGE_PROVISIONER } from '../common/annotations.js';
 import { pvVolumeCapability } from '../common/capability.js';
-import { type Scope, servesVolume } from '../common/scope.js';
+import { servesVolume } from '../common/scope.js';
 import { readSecret } from '../common/secrets.js';
 
 /** Kubelet's turn: the controller side is done up to allocatedResources. */
@@ -38,32 +38,18 @@ export function expandRequest(spec: k8s.V1PersistentVolumeSpec, bytes: bigint, s
   return { volume_id: spec.csi.volumeHandle, capacity_range: { required_bytes: bytes.toString() }, secrets, volume_capability: pvVolumeCapability(spec) };
 }
 
-export interface ResizerOptions {
-  driverName: string;
-  /** Node-local backends: only volumes whose node affinity names this node (one resizer per node). */
-  nodeName?: string;
-  /** The backends the driver behind this resizer serves (undefined: all). */
-  backends?: ReadonlySet<string>;
-  defaultBackend: string;
-  workers: number;
-  timeoutMs: number;
-  log: Logger;
-}
-
 export class Resizer {
   private readonly queue: WorkQueue;
   private claims!: Watch<k8s.V1PersistentVolumeClaim>;
   private readonly recorder: Recorder;
-  private readonly scope: Scope;
 
   constructor(
     private readonly k: Clients,
     private readonly csi: CsiClient,
-    private readonly opts: ResizerOptions,
+    private readonly opts: CommonControllerOptions,
   ) {
     this.queue = new WorkQueue((key) => this.sync(key), { workers: opts.workers }, opts.log);
     this.recorder = new Recorder(k.core, `${opts.driverName}-resizer`, opts.log);
-    this.scope = { driverName: opts.driverName, backends: opts.backends, defaultBackend: opts.defaultBackend, nodeName: opts.nodeName };
   }
 
   async start(): Promise<void> {
@@ -89,7 +75,7 @@ export class Resizer {
       throw err;
     }
     // Another sidecar's volume (the central one's RBD, another node's): its status is not ours to write.
-    if (!servesVolume(this.scope, pv) || !pv.spec?.csi) return;
+    if (!servesVolume(this.opts, pv) || !pv.spec?.csi) return;
     const wantBytes = parseSize(String(want));
     const haveBytes = parseSize(String(pv.spec.capacity?.storage ?? '0'));
     if (wantBytes <= haveBytes) return;
