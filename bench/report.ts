@@ -128,9 +128,8 @@ export function evaluateGoals(rep: RunReport): Goal[] {
   return goals;
 }
 
-export function renderMarkdown(rep: RunReport, notes: string): string {
-  const L: string[] = [];
-  const avail = (k: SubjectKey) => rep.subjects.find((s) => s.key === k)?.available ?? false;
+/** Title, when, where, what ran, and which subjects were left out. */
+function mdHeader(L: string[], rep: RunReport, notes: string): void {
   const mib = (rep.config.volumeBytes / 2 ** 20).toFixed(0);
   L.push('# Benchmark: tscsi vs the kubernetes-csi hostpath driver vs the raw tools', '');
   L.push(`- **Date:** ${rep.date}`);
@@ -141,11 +140,17 @@ export function renderMarkdown(rep: RunReport, notes: string): string {
   for (const s of rep.subjects) if (!s.available) L.push(`> **${s.label} was not measured:** ${s.reason}`, '');
   L.push('![latency by concurrency](chart.svg)', '');
   if (notes.trim()) L.push('What each subject does, where the comparison is apples to oranges, the profile and the suggested fixes: see [Notes](#notes) below.', '');
+}
 
+/** The goals table: each goal, its figure, met or missed. */
+function mdGoals(L: string[], rep: RunReport): void {
   L.push('## Goals', '', '| goal | figure | result |', '|---|---|---|');
   for (const g of evaluateGoals(rep)) L.push(`| ${g.goal} | ${g.figure} | **${g.met}** |`);
   L.push('');
+}
 
+/** Operations per second, errors, peak RSS and CPU per workload, concurrency and subject. */
+function mdThroughput(L: string[], rep: RunReport): void {
   L.push('## Throughput, errors, resources', '');
   L.push('Operations per second are whole operations (all steps) completed per second of the phase. Errors are failed steps by gRPC status. RSS is the peak of the subject\'s process during the phase (VmRSS sampled every 20 ms and VmHWM reset at the phase start); CPU is its utime+stime, and "tools CPU" its waited-for children (mkfs, losetup, mount…): for the raw tools, that is all there is.', '');
   L.push('| workload | conc. | subject | ops/s | ours ÷ hostpath | ours ÷ raw | ok / ops | errors (ABORTED) | peak RSS MiB | CPU s | tools CPU s |');
@@ -165,6 +170,10 @@ export function renderMarkdown(rep: RunReport, notes: string): string {
     }
   }
   L.push('');
+}
+
+/** Each subject's idle RSS before and after the run. */
+function mdIdleRss(L: string[], rep: RunReport): void {
   const idle = rep.subjects
     .filter((s) => s.available && s.idleRssStartBytes !== undefined)
     .map((s) => {
@@ -172,7 +181,11 @@ export function renderMarkdown(rep: RunReport, notes: string): string {
       return `${s.label} ${fmtMiB(s.idleRssStartBytes)} MiB${split(s.idleSplitStart)} at start, ${fmtMiB(s.idleRssEndBytes)} MiB${split(s.idleSplitEnd)} after the run`;
     });
   if (idle.length) L.push(`Idle RSS: ${idle.join('; ')}.`, '');
+}
 
+/** Per-RPC p50 / p90 / p99 of every subject and ours ÷ theirs. */
+function mdLatency(L: string[], rep: RunReport): void {
+  const avail = (k: SubjectKey) => rep.subjects.find((s) => s.key === k)?.available ?? false;
   L.push('## Latency per RPC (ms: p50 / p90 / p99)', '');
   L.push('Raw-tools rows are the tool sequence that stands for the RPC (see "Subjects"). Ratios are ours ÷ theirs for p50 / p90 / p99 (below 1.00x: ours is faster).', '');
   for (const w of rep.config.workloads) {
@@ -191,66 +204,78 @@ export function renderMarkdown(rep: RunReport, notes: string): string {
     }
     L.push('');
   }
+}
+
+/** A few error messages of each phase that had errors. */
+function mdErrorSamples(L: string[], rep: RunReport): void {
   const errs = rep.phases.filter((p) => p.samples.length);
   if (errs.length) {
     L.push('## Error samples', '');
     for (const p of errs) L.push(`- ${p.subject} ${p.workload} c=${p.concurrency}: ${p.samples.slice(0, 2).join(' | ').replace(/\|/g, '\\|')}`);
     L.push('');
   }
+}
+
+export function renderMarkdown(rep: RunReport, notes: string): string {
+  const L: string[] = [];
+  mdHeader(L, rep, notes);
+  mdGoals(L, rep);
+  mdThroughput(L, rep);
+  mdIdleRss(L, rep);
+  mdLatency(L, rep);
+  mdErrorSamples(L, rep);
   if (notes.trim()) L.push('## Notes', '', notes.trim().replace(/^## /gm, '### '), '');
   return L.join('\n') + '\n';
 }
 
-/** Whole-operation p50 (solid) and p99 (dashed) by concurrency, one panel per workload, log scale. */
-export function renderSvg(rep: RunReport): string {
-  const W = 320;
-  const H = 300;
-  const pad = { l: 58, r: 14, t: 40, b: 44 };
-  const workloads = rep.config.workloads;
+const SVG_PANEL_W = 320;
+const SVG_PANEL_H = 300;
+const SVG_PAD = { l: 58, r: 14, t: 40, b: 44 };
+const esc = (s: string) => s.replace(/&/g, '&amp;').replace(/</g, '&lt;');
+
+/** One workload's panel at x0: log-scale grid, concurrency axis, a p50 and a p99 line per subject. */
+function svgPanel(out: string[], rep: RunReport, w: WorkloadKey, x0: number): void {
+  const [W, H, pad] = [SVG_PANEL_W, SVG_PANEL_H, SVG_PAD];
   const cs = rep.config.concurrencies;
-  const width = W * workloads.length;
-  const height = H + 40;
-  const out: string[] = [];
-  out.push(`<svg xmlns="http://www.w3.org/2000/svg" width="${width}" height="${height}" viewBox="0 0 ${width} ${height}" font-family="sans-serif" font-size="11">`);
-  out.push(`<rect width="${width}" height="${height}" fill="white"/>`);
-  const esc = (s: string) => s.replace(/&/g, '&amp;').replace(/</g, '&lt;');
-  workloads.forEach((w, i) => {
-    const x0 = i * W;
-    const vals = SUBJECT_ORDER.flatMap((s) => cs.flatMap((c) => [find(rep, s, w, c)?.op.p50, find(rep, s, w, c)?.op.p99])).filter((v): v is number => v !== undefined && Number.isFinite(v) && v > 0);
-    if (!vals.length) return;
-    const lo = Math.pow(10, Math.floor(Math.log10(Math.min(...vals))));
-    const hi = Math.pow(10, Math.ceil(Math.log10(Math.max(...vals))));
-    const px = (k: number) => x0 + pad.l + (cs.length === 1 ? 0.5 : k / (cs.length - 1)) * (W - pad.l - pad.r);
-    const py = (v: number) => pad.t + (1 - (Math.log10(v) - Math.log10(lo)) / (Math.log10(hi) - Math.log10(lo))) * (H - pad.t - pad.b);
-    out.push(`<text x="${x0 + W / 2}" y="16" text-anchor="middle" font-size="12" font-weight="bold">${esc(w)}</text>`);
-    out.push(`<text x="${x0 + W / 2}" y="30" text-anchor="middle" fill="#555">whole-operation latency, ms (log)</text>`);
-    for (let d = lo; d <= hi * 1.0001; d *= 10) {
-      for (const m of [1, 2, 5]) {
-        const v = d * m;
-        if (v > hi * 1.0001) continue;
-        const y = py(v);
-        out.push(`<line x1="${x0 + pad.l}" x2="${x0 + W - pad.r}" y1="${y}" y2="${y}" stroke="${m === 1 ? '#ccc' : '#eee'}"/>`);
-        out.push(`<text x="${x0 + pad.l - 4}" y="${y + 4}" text-anchor="end" fill="#555">${v >= 1 ? v : v.toPrecision(1)}</text>`);
-      }
+  const vals = SUBJECT_ORDER.flatMap((s) => cs.flatMap((c) => [find(rep, s, w, c)?.op.p50, find(rep, s, w, c)?.op.p99])).filter((v): v is number => v !== undefined && Number.isFinite(v) && v > 0);
+  if (!vals.length) return;
+  const lo = Math.pow(10, Math.floor(Math.log10(Math.min(...vals))));
+  const hi = Math.pow(10, Math.ceil(Math.log10(Math.max(...vals))));
+  const px = (k: number) => x0 + pad.l + (cs.length === 1 ? 0.5 : k / (cs.length - 1)) * (W - pad.l - pad.r);
+  const py = (v: number) => pad.t + (1 - (Math.log10(v) - Math.log10(lo)) / (Math.log10(hi) - Math.log10(lo))) * (H - pad.t - pad.b);
+  out.push(`<text x="${x0 + W / 2}" y="16" text-anchor="middle" font-size="12" font-weight="bold">${esc(w)}</text>`);
+  out.push(`<text x="${x0 + W / 2}" y="30" text-anchor="middle" fill="#555">whole-operation latency, ms (log)</text>`);
+  for (let d = lo; d <= hi * 1.0001; d *= 10) {
+    for (const m of [1, 2, 5]) {
+      const v = d * m;
+      if (v > hi * 1.0001) continue;
+      const y = py(v);
+      out.push(`<line x1="${x0 + pad.l}" x2="${x0 + W - pad.r}" y1="${y}" y2="${y}" stroke="${m === 1 ? '#ccc' : '#eee'}"/>`);
+      out.push(`<text x="${x0 + pad.l - 4}" y="${y + 4}" text-anchor="end" fill="#555">${v >= 1 ? v : v.toPrecision(1)}</text>`);
     }
-    cs.forEach((c, k) => {
-      out.push(`<text x="${px(k)}" y="${H - pad.b + 16}" text-anchor="middle">${c}</text>`);
-    });
-    out.push(`<text x="${x0 + (pad.l + W - pad.r) / 2}" y="${H - pad.b + 32}" text-anchor="middle" fill="#555">concurrency</text>`);
-    for (const s of SUBJECT_ORDER) {
-      for (const [q, dash] of [['p50', ''], ['p99', ' stroke-dasharray="4 3"']] as const) {
-        const pts = cs
-          .map((c, k) => {
-            const v = find(rep, s, w, c)?.op[q];
-            return v !== undefined && Number.isFinite(v) && v > 0 ? `${px(k).toFixed(1)},${py(v).toFixed(1)}` : undefined;
-          })
-          .filter(Boolean);
-        if (!pts.length) continue;
-        out.push(`<polyline points="${pts.join(' ')}" fill="none" stroke="${COLORS[s]}" stroke-width="2"${dash}/>`);
-        if (q === 'p50') for (const p of pts) out.push(`<circle cx="${p!.split(',')[0]}" cy="${p!.split(',')[1]}" r="3" fill="${COLORS[s]}"/>`);
-      }
-    }
+  }
+  cs.forEach((c, k) => {
+    out.push(`<text x="${px(k)}" y="${H - pad.b + 16}" text-anchor="middle">${c}</text>`);
   });
+  out.push(`<text x="${x0 + (pad.l + W - pad.r) / 2}" y="${H - pad.b + 32}" text-anchor="middle" fill="#555">concurrency</text>`);
+  for (const s of SUBJECT_ORDER) {
+    for (const [q, dash] of [['p50', ''], ['p99', ' stroke-dasharray="4 3"']] as const) {
+      const pts = cs
+        .map((c, k) => {
+          const v = find(rep, s, w, c)?.op[q];
+          return v !== undefined && Number.isFinite(v) && v > 0 ? `${px(k).toFixed(1)},${py(v).toFixed(1)}` : undefined;
+        })
+        .filter(Boolean);
+      if (!pts.length) continue;
+      out.push(`<polyline points="${pts.join(' ')}" fill="none" stroke="${COLORS[s]}" stroke-width="2"${dash}/>`);
+      if (q === 'p50') for (const p of pts) out.push(`<circle cx="${p!.split(',')[0]}" cy="${p!.split(',')[1]}" r="3" fill="${COLORS[s]}"/>`);
+    }
+  }
+}
+
+/** The subjects' colours and names along the bottom. */
+function svgLegend(out: string[], rep: RunReport): void {
+  const H = SVG_PANEL_H;
   let lx = 10;
   for (const s of SUBJECT_ORDER) {
     const info = rep.subjects.find((x) => x.key === s);
@@ -260,6 +285,17 @@ export function renderSvg(rep: RunReport): string {
     lx += 60 + label.length * 6.2;
   }
   out.push(`<text x="${lx}" y="${H + 24}" fill="#555">solid: p50, dashed: p99</text>`);
+}
+
+/** Whole-operation p50 (solid) and p99 (dashed) by concurrency, one panel per workload, log scale. */
+export function renderSvg(rep: RunReport): string {
+  const width = SVG_PANEL_W * rep.config.workloads.length;
+  const height = SVG_PANEL_H + 40;
+  const out: string[] = [];
+  out.push(`<svg xmlns="http://www.w3.org/2000/svg" width="${width}" height="${height}" viewBox="0 0 ${width} ${height}" font-family="sans-serif" font-size="11">`);
+  out.push(`<rect width="${width}" height="${height}" fill="white"/>`);
+  rep.config.workloads.forEach((w, i) => svgPanel(out, rep, w, i * SVG_PANEL_W));
+  svgLegend(out, rep);
   out.push('</svg>');
   return out.join('\n') + '\n';
 }

@@ -90,16 +90,11 @@ export async function teardownWorkers(subject: Subject, sources: string[]): Prom
   for (const id of sources) await subject.deleteVolume(id).catch(() => undefined);
 }
 
-/**
- * Runs `ops` operations with `concurrency` workers pulling from one counter. A failed step
- * ends its operation: what it had made is undone (untimed, best effort) and the error is
- * counted under its status code.
- */
-export async function runPhase(subject: Subject, workload: WorkloadKey, opts: PhaseOptions, sources: string[] = []): Promise<PhaseResult> {
-  const res = emptyResult(subject, workload, opts.concurrency);
-  let next = 0;
+/** Runs one step, timing it when it succeeds and counting its status code when it fails. */
+type TimedStep = <T>(step: string, fn: () => Promise<T>) => Promise<T>;
 
-  const timed = async <T>(step: string, fn: () => Promise<T>): Promise<T> => {
+function timedSteps(res: PhaseResult): TimedStep {
+  return async (step, fn) => {
     const t0 = performance.now();
     try {
       const v = await fn();
@@ -112,52 +107,78 @@ export async function runPhase(subject: Subject, workload: WorkloadKey, opts: Ph
       throw err;
     }
   };
+}
 
+/** One operation's means: its name, the timer, and the undo list a failed step unwinds. */
+interface Operation {
+  subject: Subject;
+  name: string;
+  timed: TimedStep;
+  undo: Array<() => Promise<unknown>>;
+  /** The snapshot workload's source volume for this worker. */
+  source: string;
+}
+
+async function createDelete({ subject, name, timed, undo }: Operation): Promise<void> {
+  const id = await timed('CreateVolume', () => subject.createVolume(name));
+  undo.push(() => subject.deleteVolume(id));
+  await timed('DeleteVolume', () => subject.deleteVolume(id));
+  undo.pop();
+}
+
+async function lifecycle({ subject, name, timed, undo }: Operation): Promise<void> {
+  const staging = path.join(subject.workDir, 'staging', name);
+  const target = path.join(subject.workDir, 'pods', name, 'mount');
+  // What a CO prepares before NodeStage/NodePublish (kubelet makes both parents): untimed.
+  await fs.mkdir(staging, { recursive: true });
+  await fs.mkdir(path.dirname(target), { recursive: true });
+  const id = await timed('CreateVolume', () => subject.createVolume(name));
+  undo.push(() => subject.deleteVolume(id));
+  await timed('NodeStageVolume', () => subject.stage(id, staging));
+  undo.push(() => subject.unstage(id, staging));
+  await timed('NodePublishVolume', () => subject.publish(id, staging, target));
+  undo.push(() => subject.unpublish(id, target));
+  await timed('NodeUnpublishVolume', () => subject.unpublish(id, target));
+  undo.pop();
+  await timed('NodeUnstageVolume', () => subject.unstage(id, staging));
+  undo.pop();
+  await timed('DeleteVolume', () => subject.deleteVolume(id));
+  undo.pop();
+  await fs.rm(path.dirname(target), { recursive: true, force: true });
+  await fs.rm(staging, { recursive: true, force: true });
+}
+
+async function snapshot({ subject, name, timed, undo, source }: Operation): Promise<void> {
+  const id = await timed('CreateSnapshot', () => subject.createSnapshot(name, source));
+  undo.push(() => subject.deleteSnapshot(id));
+  await timed('DeleteSnapshot', () => subject.deleteSnapshot(id));
+  undo.pop();
+}
+
+const OPERATIONS: Record<WorkloadKey, (op: Operation) => Promise<void>> = { 'create-delete': createDelete, lifecycle, snapshot };
+
+/**
+ * Runs `ops` operations with `concurrency` workers pulling from one counter. A failed step
+ * ends its operation: what it had made is undone (untimed, best effort) and the error is
+ * counted under its status code.
+ */
+export async function runPhase(subject: Subject, workload: WorkloadKey, opts: PhaseOptions, sources: string[] = []): Promise<PhaseResult> {
+  const res = emptyResult(subject, workload, opts.concurrency);
+  const timed = timedSteps(res);
   const one = async (worker: number, i: number): Promise<void> => {
-    const name = `${opts.prefix}-${i}`;
-    const undo: Array<() => Promise<unknown>> = [];
+    const op: Operation = { subject, name: `${opts.prefix}-${i}`, timed, undo: [], source: sources[worker] };
     const t0 = performance.now();
     try {
-      if (workload === 'create-delete') {
-        const id = await timed('CreateVolume', () => subject.createVolume(name));
-        undo.push(() => subject.deleteVolume(id));
-        await timed('DeleteVolume', () => subject.deleteVolume(id));
-        undo.pop();
-      } else if (workload === 'lifecycle') {
-        const staging = path.join(subject.workDir, 'staging', name);
-        const target = path.join(subject.workDir, 'pods', name, 'mount');
-        // What a CO prepares before NodeStage/NodePublish (kubelet makes both parents): untimed.
-        await fs.mkdir(staging, { recursive: true });
-        await fs.mkdir(path.dirname(target), { recursive: true });
-        const id = await timed('CreateVolume', () => subject.createVolume(name));
-        undo.push(() => subject.deleteVolume(id));
-        await timed('NodeStageVolume', () => subject.stage(id, staging));
-        undo.push(() => subject.unstage(id, staging));
-        await timed('NodePublishVolume', () => subject.publish(id, staging, target));
-        undo.push(() => subject.unpublish(id, target));
-        await timed('NodeUnpublishVolume', () => subject.unpublish(id, target));
-        undo.pop();
-        await timed('NodeUnstageVolume', () => subject.unstage(id, staging));
-        undo.pop();
-        await timed('DeleteVolume', () => subject.deleteVolume(id));
-        undo.pop();
-        await fs.rm(path.dirname(target), { recursive: true, force: true });
-        await fs.rm(staging, { recursive: true, force: true });
-      } else {
-        const src = sources[worker];
-        const id = await timed('CreateSnapshot', () => subject.createSnapshot(name, src));
-        undo.push(() => subject.deleteSnapshot(id));
-        await timed('DeleteSnapshot', () => subject.deleteSnapshot(id));
-        undo.pop();
-      }
+      await OPERATIONS[workload](op);
       res.opLatencies.push(performance.now() - t0);
       res.okOps++;
     } catch {
-      for (const u of undo.reverse()) await u().catch(() => undefined);
+      for (const u of op.undo.reverse()) await u().catch(() => undefined);
     }
   };
 
-  const mon = subject.pid !== undefined ? new PhaseMonitor(subject.pid) : new PhaseMonitor(process.pid);
+  let next = 0;
+  const mon = new PhaseMonitor(subject.pid ?? process.pid);
   mon.start();
   const t0 = performance.now();
   const workers = Array.from({ length: opts.concurrency }, async (_, w) => {
