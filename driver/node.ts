@@ -6,7 +6,7 @@ import path from 'node:path';
 import type { Backend, VolumeRecord } from './backends/backend.js';
 import { DriverContext } from './context.js';
 import { invalidArgument, notFound, alreadyExists, failedPrecondition, outOfRange } from './errors.js';
-import { checkCapability, checkMountFlags, checkPath, checkStringMap, parseRange, READ_ONLY_MODES, type Capability, type CheckedCapability } from './validate.js';
+import { checkCapability, checkMountFlags, checkPath, checkStringMap, parseRange, PER_MOUNT_FLAGS, READ_ONLY_MODES, type Capability, type CheckedCapability } from './validate.js';
 import { resolveUnderRoots, locateUnderRoots, isEmptyDir, DEFAULT_PATH_ROOTS } from './host/paths.js';
 import * as mnt from './host/mount.js';
 import * as fsx from './host/fs.js';
@@ -280,7 +280,7 @@ export class NodeService {
             madeNow = true;
           }
           // Per-mount flags apply to each bind; the filesystem's own took effect at NodeStage.
-          const perMount = cap.mountFlags.filter((f) => ['nosuid', 'nodev', 'noexec', 'noatime', 'nodiratime', 'relatime'].includes(f));
+          const perMount = cap.mountFlags.filter((f) => PER_MOUNT_FLAGS.includes(f));
           await mnt.bindMount(stagedAt!, where.real, readonly, perMount);
         }
         failpoint('node.publish.afterMount');

@@ -65,6 +65,12 @@ export const READ_ONLY_MODES = new Set(['SINGLE_NODE_READER_ONLY', 'MULTI_NODE_R
 // with '=' or ',' smuggling more options) is refused: these flags reach mount(8). Beyond the
 // VFS flags every filesystem takes, each filesystem has its own: a flag of another one
 // (data=journal on xfs, logbufs on ext4) is refused here instead of failing at mount.
+/**
+ * The flags of COMMON_FLAGS that belong to one mount rather than to the filesystem: a bind
+ * mount (NodePublish, a re-made mount) can set them per target; the rest took effect when
+ * the filesystem itself was mounted.
+ */
+export const PER_MOUNT_FLAGS: readonly string[] = ['nosuid', 'nodev', 'noexec', 'noatime', 'nodiratime', 'relatime'];
 const COMMON_FLAGS = ['ro', 'rw', 'noatime', 'nodiratime', 'relatime', 'strictatime', 'lazytime', 'nolazytime', 'nosuid', 'nodev', 'noexec', 'sync', 'async', 'dirsync'];
 const EXT_FLAGS = ['discard', 'nodiscard', 'nobarrier', 'barrier', 'noacl', 'acl', 'user_xattr', 'nouser_xattr'];
 const FS_FLAGS: Record<FsType, string[]> = {

@@ -12,6 +12,9 @@
 // smaller than asked). No sign, no "K", no "GB", no space before the suffix; more than the
 // largest CSI size (int64) is refused, since no RPC could carry it.
 
+/** One mebibyte, the unit of most sizes the storage tools take (lvcreate, rbd --size). */
+export const MiB = 1n << 20n;
+
 /** The largest byte count a CSI message can carry (int64). */
 export const MAX_SIZE_BYTES = (1n << 63n) - 1n;
 

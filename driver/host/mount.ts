@@ -14,17 +14,21 @@ export interface MountEntry {
   root: string;
 }
 
+/** A mount table row with its device as mountinfo names it (no "[root]" suffix). */
+export type MountTableEntry = MountEntry & { device: string };
+
 const unescape = (s: string) => s.replace(/\\([0-7]{3})/g, (_, o: string) => String.fromCharCode(parseInt(o, 8)));
 
 /**
  * The mount table from /proc/self/mountinfo ("id parent maj:min root target options
  * [optional...] - fstype source super-options"), with sources shown as findmnt shows them:
  * "/dev/loop3" for a whole filesystem, "devtmpfs[/loop3]" for a bind of part of one.
- * Reading the file costs microseconds; running findmnt cost ~20 ms a call.
+ * Rows come in mount order: the first row of a filesystem is its original mount, later ones
+ * are binds. Reading the file costs microseconds; running findmnt cost ~20 ms a call.
  */
-async function mountTable(): Promise<Array<MountEntry & { device: string }>> {
+export async function mountTable(): Promise<MountTableEntry[]> {
   const text = await fs.readFile('/proc/self/mountinfo', 'utf8');
-  const out: Array<MountEntry & { device: string }> = [];
+  const out: MountTableEntry[] = [];
   for (const line of text.split('\n')) {
     if (!line) continue;
     const f = line.split(' ');
@@ -134,3 +138,4 @@ export async function bindMount(source: string, target: string, readOnly: boolea
 export async function umount(target: string): Promise<void> {
   await run('umount', [target]);
 }
+

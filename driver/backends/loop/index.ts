@@ -18,6 +18,7 @@ import * as loop from '../../host/loop.js';
 import { withQuiescedDevices, mountedFilesystems } from '../../host/freeze.js';
 import type { Logger } from '../../log.js';
 import { failpoint } from '../../failpoints.js';
+import { MiB } from '../../../lib/size.js';
 
 export interface LoopBackendOptions {
   dataDir: string;
@@ -127,7 +128,7 @@ export class LoopBackend implements Backend {
   }
 
   async granularity(): Promise<bigint> {
-    return 1n << 20n;
+    return MiB;
   }
 
   async getVolume(id: string): Promise<VolumeRecord | undefined> {

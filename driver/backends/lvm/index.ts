@@ -21,7 +21,7 @@ import {
 } from '../backend.js';
 import { Lvm, type LvInfo, type LvmRunner } from './lvm.js';
 import { readJson, writeJsonAtomic, removeFile } from '../../host/atomic.js';
-import { TAG_DIRTY, TAG_KIND, TAG_RECORD, kindOf, recordTags, snapshotRecordOf, volumeRecordOf, type Kind, type SnapshotWithGroup } from './records.js';
+import { TAG_DIRTY, TAG_KIND, TAG_RECORD, kindOf, newLvTagArgs, recordTags, snapshotRecordOf, volumeRecordOf, type Kind, type SnapshotWithGroup } from './records.js';
 import * as loop from '../../host/loop.js';
 import { wipe, copy } from '../../host/block.js';
 import { withQuiescedDevices, mountedFilesystems } from '../../host/freeze.js';
@@ -235,7 +235,7 @@ export class LvmBackend implements Backend {
   }
 
   private async lvcreate(kind: Kind, id: string, vg: string, bytes: bigint, params: Record<string, string>, rec: object): Promise<void> {
-    const tags = [...recordTags(kind, rec), TAG_DIRTY].flatMap((t) => ['--addtag', t]);
+    const tags = newLvTagArgs(kind, rec);
     const args =
       params.type === 'thin'
         ? ['lvcreate', '-y', '-n', id, '-V', `${bytes}b`, '-T', `${vg}/${params.thinPool}`, ...tags]
@@ -274,7 +274,7 @@ export class LvmBackend implements Backend {
     if (rec.parameters.type === 'thin') await this.mustZeroNewBlocks(vg, rec.parameters.thinPool);
     if (src && this.deviceMapper && rec.parameters.type === 'thin' && src.poolLv) {
       // Thin clone: a thin snapshot of the source, instant and sharing blocks.
-      const tags = [...recordTags('vol', rec), TAG_DIRTY].flatMap((t) => ['--addtag', t]);
+      const tags = newLvTagArgs('vol', rec);
       await this.lvm.run(['lvcreate', '-y', '-s', '-kn', '-n', rec.id, ...tags, `${vg}/${src.name}`]);
       if (rec.capacityBytes > src.sizeBytes) await this.lvm.run(['lvextend', '-L', `${rec.capacityBytes}b`, `${vg}/${rec.id}`]);
     } else {
@@ -450,7 +450,7 @@ export class LvmBackend implements Backend {
       // Thin snapshots are instant: cut them all inside one freeze.
       await this.host.withQuiescedDevices(attached, async () => {
         for (let i = 0; i < recs.length; i++) {
-          const tags = [...recordTags('snap', recs[i]), TAG_DIRTY].flatMap((t) => ['--addtag', t]);
+          const tags = newLvTagArgs('snap', recs[i]);
           await this.lvm.run(['lvcreate', '-y', '-s', '-kn', '-n', recs[i].id, ...tags, `${sources[i].vg}/${sources[i].name}`]);
         }
       });

@@ -24,6 +24,14 @@ export function recordTags(kind: Kind, rec: object): string[] {
   return tags;
 }
 
+/**
+ * lvcreate's tag arguments for a new LV holding `rec`: its record, plus the dirty mark that
+ * stays until the LV is fully made, so a crash half-way leaves an LV start-up knows to remove.
+ */
+export function newLvTagArgs(kind: Kind, rec: object): string[] {
+  return [...recordTags(kind, rec), TAG_DIRTY].flatMap((t) => ['--addtag', t]);
+}
+
 export function kindOf(lv: LvInfo): Kind | undefined {
   const t = lv.tags.find((x) => x.startsWith(`${TAG_KIND}=`));
   const k = t?.slice(TAG_KIND.length + 1);
