@@ -9,8 +9,11 @@ import { parseArgs } from 'node:util';
 import { parseSize } from '../lib/size.js';
 import { isSupportedFs } from './host/fs.js';
 import { DEFAULT_PATH_ROOTS } from './host/paths.js';
-import { MAPPERS, type MapperKind } from './backends/rbd/config.js';
+import { MAPPERS, type MapperName } from './backends/rbd/config.js';
 import type { DriverConfig } from './context.js';
+import { DEFAULT_MAX_CONCURRENT_RPCS } from './server.js';
+import { DEFAULT_MAX_CHILD_PROCESSES } from './host/exec.js';
+import { DEFAULT_THIN_OVERPROVISION_RATIO } from './backends/lvm/index.js';
 
 export const DRIVER_MODES = ['all', 'controller', 'node'] as const;
 export type DriverMode = (typeof DRIVER_MODES)[number];
@@ -79,14 +82,14 @@ const FLAGS: { [K in keyof Required<DriverOptions>]: FlagSpec } = {
   lvmVolumeGroups: { arg: 'VG[,VG]', help: 'enable the lvm backend on these volume groups (the only ones it touches)' },
   lvmDevices: { arg: 'DEV[,DEV]', help: 'their physical volumes', defaultText: 'found by one scan at start' },
   lvmMode: { arg: LVM_MODES.join('|'), help: 'device-mapper or loop windows over the PVs (auto: /proc/misc)', default: 'auto' },
-  lvmThinOverprovision: { arg: 'N', help: 'thin pools may promise N x their size', default: '10' },
+  lvmThinOverprovision: { arg: 'N', help: 'thin pools may promise N x their size', default: String(DEFAULT_THIN_OVERPROVISION_RATIO) },
   rbdConfig: { arg: 'FILE', help: 'enable the rbd backend: Ceph clusters, allowed pools, default cephx user (JSON)' },
   rbdMapper: { arg: MAPPERS.join('|'), help: 'how node plugins map RBD images', defaultText: "the config's, else krbd" },
   defaultBackend: { arg: 'NAME', help: 'backend when a StorageClass does not say', defaultText: 'loop when it is enabled, else the only enabled backend' },
   defaultFsType: { arg: 'TYPE', help: 'ext4, xfs or btrfs', default: 'ext4' },
   defaultVolumeSize: { arg: 'SIZE', help: 'when CreateVolume gives no capacity', default: '1Gi' },
-  maxConcurrentRpcs: { arg: 'N', help: 'Controller/Node calls served at once; more get RESOURCE_EXHAUSTED; 0 = no cap', default: '64' },
-  maxChildProcesses: { arg: 'N', help: 'host tools (mkfs, cp, rbd, ...) run at once; more wait their turn', default: '16' },
+  maxConcurrentRpcs: { arg: 'N', help: 'Controller/Node calls served at once; more get RESOURCE_EXHAUSTED; 0 = no cap', default: String(DEFAULT_MAX_CONCURRENT_RPCS) },
+  maxChildProcesses: { arg: 'N', help: 'host tools (mkfs, cp, rbd, ...) run at once; more wait their turn', default: String(DEFAULT_MAX_CHILD_PROCESSES) },
   logLevel: { arg: 'LEVEL', help: 'pino level', defaultText: '$LOG_LEVEL, else info' },
 };
 
@@ -115,7 +118,7 @@ export interface DriverSettings extends DriverConfig {
   /** Absent: this driver has no loop backend. */
   loop?: { dataDir: string; dataPoolBytes?: bigint; capacityBytes?: bigint };
   lvm?: { volumeGroups: string[]; devices?: string[]; mode: LvmMode; thinOverprovisionRatio: number };
-  rbd?: { configFile: string; mapper?: MapperKind };
+  rbd?: { configFile: string; mapper?: MapperName };
 }
 
 /** A configuration a person must correct; the message lists every problem, each naming its flag. */

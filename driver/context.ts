@@ -4,7 +4,7 @@ import { KeyedLocks } from './locks.js';
 import { BackgroundWork } from './background.js';
 import type { Logger } from './log.js';
 import { invalidArgument, notFound } from './errors.js';
-import { parseId, type IdKind } from './ids.js';
+import { parseId, type IdPrefix } from './ids.js';
 import type { FsType } from './host/fs.js';
 
 export interface DriverConfig {
@@ -37,15 +37,15 @@ export class DriverContext {
     return { [this.config.topologyKey]: this.config.nodeId };
   }
 
-  backendFor(kind: string): Backend {
-    const b = this.backends.get(kind);
-    if (!b) throw invalidArgument(`backend ${JSON.stringify(kind)} is not enabled on this driver; enabled: ${[...this.backends.keys()].join(', ')}`);
+  backendFor(name: string): Backend {
+    const b = this.backends.get(name);
+    if (!b) throw invalidArgument(`backend ${JSON.stringify(name)} is not enabled on this driver; enabled: ${[...this.backends.keys()].join(', ')}`);
     return b;
   }
 
   /** The backend that owns an ID, or undefined when the ID is not one of ours. */
-  ownerOf(id: string, field: string, kind: IdKind): Backend | undefined {
-    const p = parseId(id, field, kind);
+  ownerOf(id: string, field: string, prefix: IdPrefix): Backend | undefined {
+    const p = parseId(id, field, prefix);
     return p ? this.backends.get(p.backend) : undefined;
   }
 

@@ -16,8 +16,8 @@ import {
 } from './validate.js';
 import { MIN_FS_BYTES, type FsType } from './host/fs.js';
 import type * as T from '../proto/types.js';
+import { MiB } from '../lib/size.js';
 
-const MiB = 1n << 20n;
 /** The most entries one List* response carries (max_entries 0 or larger gets a next_token), far below the gRPC send limit. */
 export const LIST_PAGE_MAX = 1000;
 const pageSize = (maxEntries: number) => (maxEntries < 0 ? maxEntries : Math.min(maxEntries || LIST_PAGE_MAX, LIST_PAGE_MAX));
@@ -100,7 +100,7 @@ function checkMutable(backend: Backend, m: Record<string, string>): void {
     const allowed = backend.mutableParameters[k];
     if (!allowed) {
       throw invalidArgument(
-        `mutable parameter ${JSON.stringify(k)} is not supported by the ${backend.kind} backend; supported: ${Object.keys(backend.mutableParameters).join(', ') || 'none'}`,
+        `mutable parameter ${JSON.stringify(k)} is not supported by the ${backend.name} backend; supported: ${Object.keys(backend.mutableParameters).join(', ') || 'none'}`,
       );
     }
     if (!allowed.includes(v)) throw invalidArgument(`mutable parameter ${k} must be one of ${allowed.join(', ')}, not ${JSON.stringify(v)}`);
@@ -166,7 +166,7 @@ export class ControllerService {
     const source = await this.contentSource(want.backend, req.volume_content_source);
     const range = parseRange(req.capacity_range);
     const size = await this.volumeSize(want, source, range);
-    const id = deriveId('vol', want.backend.kind, want.name);
+    const id = deriveId('vol', want.backend.name, want.name);
     // Long work (copies, wipes) runs on when the caller's deadline passes; a retry sees it finish.
     const work = () =>
       this.ctx.locks.with([id, ...source.lockKeys], 'CreateVolume', async () => {
@@ -200,7 +200,7 @@ export class ControllerService {
   private checkTopology(backend: Backend, requirements: T.CreateVolumeRequest__Output['accessibility_requirements']): void {
     const requisite = (requirements?.requisite ?? []).map((t) => t.segments ?? {});
     if (backend.nodeLocal && requisite.length > 0 && !requisite.some((t) => topologyMatches(t, this.ctx.topology))) {
-      throw resourceExhausted(`volume cannot be provisioned in the requested topology: this ${backend.kind} backend serves only ${JSON.stringify(this.ctx.topology)}`);
+      throw resourceExhausted(`volume cannot be provisioned in the requested topology: this ${backend.name} backend serves only ${JSON.stringify(this.ctx.topology)}`);
     }
   }
 
@@ -213,7 +213,7 @@ export class ControllerService {
         : undefined;
     if (!found) return { bytes: 0n, lockKeys: [] };
     const { type, id } = found.ref;
-    if (found.backend !== backend) throw invalidArgument(`source ${type} ${id} belongs to the ${found.backend.kind} backend, not ${backend.kind}`);
+    if (found.backend !== backend) throw invalidArgument(`source ${type} ${id} belongs to the ${found.backend.name} backend, not ${backend.name}`);
     return { ref: found.ref, bytes: found.bytes, lockKeys: [id] };
   }
 
@@ -252,15 +252,15 @@ export class ControllerService {
     const { backend } = want;
     const cap = await backend.capacity(want.params);
     if (cap.maximumVolumeBytes !== undefined && size > cap.maximumVolumeBytes) {
-      throw outOfRange(`${size} bytes is more than the largest volume the ${backend.kind} backend makes (${cap.maximumVolumeBytes})`);
+      throw outOfRange(`${size} bytes is more than the largest volume the ${backend.name} backend makes (${cap.maximumVolumeBytes})`);
     }
     if (size > cap.availableBytes) {
-      throw resourceExhausted(`not enough capacity: ${size} bytes asked, ${cap.availableBytes} available in the ${backend.kind} backend`);
+      throw resourceExhausted(`not enough capacity: ${size} bytes asked, ${cap.availableBytes} available in the ${backend.name} backend`);
     }
     const rec: VolumeRecord = {
       id,
       name: want.name,
-      backend: backend.kind,
+      backend: backend.name,
       capacityBytes: size,
       accessType: want.accessType,
       fsType: want.fsType,
@@ -294,7 +294,7 @@ export class ControllerService {
 
   private async knownNode(nodeId: string, vol: VolumeRecord, backend: Backend): Promise<void> {
     if (!backend.nodeLocal) {
-      if (!(await backend.knowsNode?.(nodeId))) throw notFound(`node ${nodeId} is not known to the ${backend.kind} backend`);
+      if (!(await backend.knowsNode?.(nodeId))) throw notFound(`node ${nodeId} is not known to the ${backend.name} backend`);
       return;
     }
     // Node-local volumes are reachable only from the node in their topology.
@@ -433,7 +433,7 @@ export class ControllerService {
     }
     const backend = this.ctx.ownerOf(req.source_volume_id, 'source_volume_id', 'vol');
     if (!backend) throw notFound(`source volume ${req.source_volume_id} does not exist`);
-    const id = deriveId('snap', backend.kind, req.name);
+    const id = deriveId('snap', backend.name, req.name);
     // Long work (copies, wipes) runs on when the caller's deadline passes; a retry sees it finish.
     const work = () => this.ctx.locks.with([id, req.source_volume_id], 'CreateSnapshot', async () => {
       const existing = await backend.getSnapshot(id);

@@ -78,7 +78,7 @@ async function buildRbd(cfg: NonNullable<DriverSettings['rbd']>, s: DriverSettin
     log,
   });
   await rbd.init();
-  log.info({ mapper: rbd.mapper.kind, clusters: rbd.config.clusters.map((c) => c.clusterID) }, 'rbd backend ready');
+  log.info({ mapper: rbd.mapper.name, clusters: rbd.config.clusters.map((c) => c.clusterID) }, 'rbd backend ready');
   return rbd;
 }
 
@@ -118,7 +118,7 @@ export async function createDriver(s: DriverSettings, opts: CreateOptions): Prom
   // First: a previous run killed mid-snapshot may have left applications' filesystems frozen.
   await initFreezeJournal(path.join(s.nodeStateDir, 'freezes'), log);
   const list = opts.backends ?? (await buildBackends(s, log));
-  const backends = new Map(list.map((b) => [b.kind, b]));
+  const backends = new Map(list.map((b) => [b.name, b]));
   if (!backends.has(s.defaultBackend)) throw new Error(`the default backend ${s.defaultBackend} is not enabled; enabled: ${[...backends.keys()].join(', ')}`);
   const ctx = new DriverContext(s, backends, log);
   const nodeState = new NodeStateStore(s.nodeStateDir);

@@ -22,11 +22,10 @@ export const failedPrecondition = (msg: string) => new CsiError(status.FAILED_PR
 export const aborted = (msg: string) => new CsiError(status.ABORTED, msg);
 export const outOfRange = (msg: string) => new CsiError(status.OUT_OF_RANGE, msg);
 export const resourceExhausted = (msg: string) => new CsiError(status.RESOURCE_EXHAUSTED, msg);
-export const unimplemented = (msg: string) => new CsiError(status.UNIMPLEMENTED, msg);
 export const internal = (msg: string) => new CsiError(status.INTERNAL, msg);
 export const unavailable = (msg: string) => new CsiError(status.UNAVAILABLE, msg);
 
-const BACKEND_CODES: Record<BackendError['kind'], status> = {
+const BACKEND_CODES: Record<BackendError['reason'], status> = {
   'not-found': status.NOT_FOUND,
   exhausted: status.RESOURCE_EXHAUSTED,
   precondition: status.FAILED_PRECONDITION,
@@ -70,18 +69,8 @@ export class MountFlagsRefusedError extends Error {
 /** The CsiError a thrown value stands for, or undefined when it is an unexpected failure (INTERNAL). */
 export function toCsiError(err: unknown): CsiError | undefined {
   if (err instanceof CsiError) return err;
-  if (err instanceof BackendError) return new CsiError(BACKEND_CODES[err.kind], err.message);
+  if (err instanceof BackendError) return new CsiError(BACKEND_CODES[err.reason], err.message);
   if (err instanceof MountFlagsRefusedError) return new CsiError(status.FAILED_PRECONDITION, err.message);
   if (err instanceof CallAbortedError) return new CsiError(err.reason === 'deadline' ? status.DEADLINE_EXCEEDED : status.CANCELLED, err.message);
   return undefined;
-}
-
-/** The status code for any thrown value: CsiErrors and BackendErrors keep theirs, everything else is INTERNAL. */
-export function codeOf(err: unknown): status {
-  return toCsiError(err)?.code ?? status.INTERNAL;
-}
-
-export function messageOf(err: unknown): string {
-  if (err instanceof Error) return err.message;
-  return String(err);
 }

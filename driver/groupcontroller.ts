@@ -50,7 +50,7 @@ export class GroupControllerService {
     if (missing.length) throw notFound(`source volume(s) ${missing.join(', ')} do not exist`);
     const backend = owners[0]!;
     if (owners.some((o) => o !== backend)) throw invalidArgument('a group snapshot must take all its volumes from one backend');
-    const id = deriveId('group', backend.kind, req.name);
+    const id = deriveId('group', backend.name, req.name);
     // Members may be full copies (LVM without device-mapper): like CreateSnapshot, the cut
     // runs on when the caller's deadline passes, and a retry sees it finish.
     const work = () => this.ctx.locks.with([id, ...sources], 'CreateVolumeGroupSnapshot', async () => {
@@ -70,7 +70,7 @@ export class GroupControllerService {
       }
       const t = nowTimestamp();
       const recs: SnapshotRecord[] = vols.map((v) => ({
-        id: deriveId('snap', backend.kind, `${id}/${v.id}`),
+        id: deriveId('snap', backend.name, `${id}/${v.id}`),
         name: `${req.name}/${v.id}`,
         sourceVolumeId: v.id,
         sizeBytes: v.capacityBytes,

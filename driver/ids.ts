@@ -4,19 +4,20 @@
 import { createHash } from 'node:crypto';
 import { invalidArgument, aborted } from './errors.js';
 
-export type IdKind = 'vol' | 'snap' | 'group';
+/** What an ID names, and the first part of it: a volume, a snapshot or a group snapshot. */
+export type IdPrefix = 'vol' | 'snap' | 'group';
 
 const ID_RE = /^(vol|snap|group)-([a-z][a-z0-9]{0,15})-([0-9a-f]{32})$/;
 // What may reach a filesystem path or a tool at all; anything else is hostile.
 const SAFE_ID_RE = /^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$/;
 
-export function deriveId(kind: IdKind, backend: string, name: string): string {
-  const h = createHash('sha256').update(`${kind}\0${backend}\0${name}`).digest('hex').slice(0, 32);
-  return `${kind}-${backend}-${h}`;
+export function deriveId(prefix: IdPrefix, backend: string, name: string): string {
+  const h = createHash('sha256').update(`${prefix}\0${backend}\0${name}`).digest('hex').slice(0, 32);
+  return `${prefix}-${backend}-${h}`;
 }
 
 export interface ParsedId {
-  kind: IdKind;
+  prefix: IdPrefix;
   backend: string;
   id: string;
 }
@@ -26,14 +27,14 @@ export interface ParsedId {
  * path-like or oversized -> INVALID_ARGUMENT; well-formed but not one of ours -> undefined
  * (the object does not exist: callers answer NOT_FOUND or, for deletes, OK).
  */
-export function parseId(value: string, field: string, kind: IdKind): ParsedId | undefined {
+export function parseId(value: string, field: string, prefix: IdPrefix): ParsedId | undefined {
   if (!value) throw invalidArgument(`${field} is required`);
   if (!SAFE_ID_RE.test(value) || value.includes('..')) {
     throw invalidArgument(`${field} ${JSON.stringify(value.slice(0, 80))} is not a valid ID: letters, digits, '.', '_' and '-' only, at most 128 characters`);
   }
   const m = ID_RE.exec(value);
-  if (!m || m[1] !== kind) return undefined;
-  return { kind, backend: m[2], id: value };
+  if (!m || m[1] !== prefix) return undefined;
+  return { prefix, backend: m[2], id: value };
 }
 
 /** Pagination tokens: opaque to the CO, they carry the last ID returned. */

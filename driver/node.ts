@@ -16,6 +16,13 @@ import { NodeStateStore, type NodeVolumeState } from './nodestate.js';
 import { failpoint } from './failpoints.js';
 import type * as T from '../proto/types.js';
 
+/**
+ * Mounts of ours stacked at one path that NodeUnstage/NodeUnpublish take off before giving
+ * up: a path mounted over and over by a retried crash is cleared, a loop that keeps finding
+ * a mount (one re-made behind our back) ends.
+ */
+const MAX_STACKED_UNMOUNTS = 16;
+
 export const NODE_CAPABILITIES = ['STAGE_UNSTAGE_VOLUME', 'GET_VOLUME_STATS', 'EXPAND_VOLUME', 'VOLUME_CONDITION', 'SINGLE_NODE_MULTI_WRITER'] as const;
 
 /** ext* keeps its size in the superblock; read it to know whether an offline grow is due. */
@@ -68,7 +75,7 @@ export class NodeService {
 
   /** Our mounts at `where`, top first, are unmounted; a foreign one on top stops us. */
   private async unmountOurs(where: string, devno: string | undefined, volId: string): Promise<void> {
-    for (let i = 0; i < 16; i++) {
+    for (let i = 0; i < MAX_STACKED_UNMOUNTS; i++) {
       const m = await mnt.mountAt(where);
       if (!m) return;
       if (!(await mnt.isMountOf(m, devno))) throw failedPrecondition(`${where} has ${m.source} mounted, which is not volume ${volId}; not touching it`);
@@ -76,7 +83,7 @@ export class NodeService {
         throw hostFailure(`unmounting ${where}`, err);
       });
     }
-    throw failedPrecondition(`${where} still has volume ${volId} mounted after 16 unmounts`);
+    throw failedPrecondition(`${where} still has volume ${volId} mounted after ${MAX_STACKED_UNMOUNTS} unmounts`);
   }
 
   async NodeStageVolume(req: T.NodeStageVolumeRequest__Output): Promise<T.NodeStageVolumeResponse> {

@@ -3,7 +3,8 @@
 // error turned into a status with the code the spec prescribes.
 import * as grpc from '@grpc/grpc-js';
 import { loadCsi } from '../proto/load.js';
-import { CallAbortedError, messageOf, toCsiError } from './errors.js';
+import { CallAbortedError, toCsiError } from './errors.js';
+import { messageOf } from '../lib/process.js';
 import { withCallSignal } from './host/exec.js';
 import { redactSecrets, type Logger } from './log.js';
 import { failpoint, MUTATING_RPCS } from './failpoints.js';
@@ -57,7 +58,10 @@ export interface ServerLimits {
   maxSendBytes: number;
 }
 
-export const DEFAULT_LIMITS: ServerLimits = { maxConcurrentRpcs: 64, maxSendBytes: 4 * 1024 * 1024 };
+/** gRPC's own default message limit: far above any CSI request, and list pages stay below it. */
+const GRPC_MESSAGE_MAX_BYTES = 4 * 1024 * 1024;
+export const DEFAULT_MAX_CONCURRENT_RPCS = 64;
+export const DEFAULT_LIMITS: ServerLimits = { maxConcurrentRpcs: DEFAULT_MAX_CONCURRENT_RPCS, maxSendBytes: GRPC_MESSAGE_MAX_BYTES };
 
 /** Calls in progress, shared by every capped service of one server. */
 class InFlight {
@@ -140,7 +144,7 @@ export class CsiServer {
   ) {
     const l = { ...DEFAULT_LIMITS, ...limits };
     this.server = new grpc.Server({
-      'grpc.max_receive_message_length': 4 * 1024 * 1024,
+      'grpc.max_receive_message_length': GRPC_MESSAGE_MAX_BYTES,
       'grpc.max_send_message_length': l.maxSendBytes,
     });
     const inFlight = new InFlight(l.maxConcurrentRpcs);
@@ -165,7 +169,7 @@ export class CsiServer {
    * Stops taking calls, lets the ones in flight finish (up to graceMs), removes the socket.
    * Resolves true when every call finished, false when they were cut off.
    */
-  async shutdown(graceMs = 30_000): Promise<boolean> {
+  async shutdown(graceMs: number): Promise<boolean> {
     if (!this.socketPath) return new Promise<boolean>((resolve) => this.server.tryShutdown(() => resolve(true)));
     return closeUnix(this.server, this.socketPath, graceMs, this.log);
   }

@@ -10,6 +10,13 @@ const BANNED_CHARS = /[\u0000-\u0008\u000B\u000C\u000E-\u001F\u007F-\u009F]/;
 
 /** The spec's general size limits: 128 bytes for a string, 4 KiB for a map. */
 export const MAX_MAP_BYTES = 4096;
+/** A map key or value longer than these is no label or parameter anyone writes. */
+const MAX_MAP_KEY_CHARS = 256;
+const MAX_MAP_VALUE_CHARS = 4096;
+/** PATH_MAX: longer is no path the kernel takes. */
+const MAX_PATH_CHARS = 4096;
+/** One mount option ("commit=60", "logbsize=256k") is never longer. */
+const MAX_MOUNT_FLAG_CHARS = 64;
 
 // What a decoder leaves of bytes that are not UTF-8: U+FFFD (Node's Buffer decoding, which
 // grpc-js uses) or lone surrogates (protobufjs's own decoder). Either way two different byte
@@ -104,8 +111,8 @@ export function checkMountFlags(flags: string[], fsType = ''): void {
   const valued = known ? FS_FLAG_VALUES[fsType] : ANY_FLAG_VALUES;
   const forFs = known ? ` for ${fsType}` : '';
   flags.forEach((f, i) => {
-    if (typeof f !== 'string' || f.length === 0 || f.length > 64 || /[\s,\0]/.test(f)) {
-      throw invalidArgument(`mount flag #${i + 1} is not allowed: one option per entry, at most 64 characters, no commas or spaces`);
+    if (typeof f !== 'string' || f.length === 0 || f.length > MAX_MOUNT_FLAG_CHARS || /[\s,\0]/.test(f)) {
+      throw invalidArgument(`mount flag #${i + 1} is not allowed: one option per entry, at most ${MAX_MOUNT_FLAG_CHARS} characters, no commas or spaces`);
     }
     const eq = f.indexOf('=');
     if (eq < 0) {
@@ -172,8 +179,8 @@ export function checkStringMap(m: Record<string, string> | null | undefined, fie
   for (const [k, v] of Object.entries(m ?? {})) {
     total += Buffer.byteLength(k) + Buffer.byteLength(String(v));
     if (total > MAX_MAP_BYTES) throw invalidArgument(`${field} is larger than the CSI limit of ${MAX_MAP_BYTES} bytes`);
-    if (k.length === 0 || k.length > 256 || BANNED_CHARS.test(k)) throw invalidArgument(`${field} has an invalid key ${JSON.stringify(k.slice(0, 64))}`);
-    if (String(v).length > 4096 || BANNED_CHARS.test(String(v))) throw invalidArgument(`${field}[${JSON.stringify(k)}] has an invalid value`);
+    if (k.length === 0 || k.length > MAX_MAP_KEY_CHARS || BANNED_CHARS.test(k)) throw invalidArgument(`${field} has an invalid key ${JSON.stringify(k.slice(0, 64))}`);
+    if (String(v).length > MAX_MAP_VALUE_CHARS || BANNED_CHARS.test(String(v))) throw invalidArgument(`${field}[${JSON.stringify(k)}] has an invalid value`);
     out[k] = String(v);
   }
   return out;
@@ -182,7 +189,7 @@ export function checkStringMap(m: Record<string, string> | null | undefined, fie
 /** A path the CO gives us (staging/target): absolute, normalised, no NUL. */
 export function checkPath(p: string, field: string): string {
   if (!p) throw invalidArgument(`${field} is required`);
-  if (p.length > 4096 || p.includes('\0') || !p.startsWith('/')) throw invalidArgument(`${field} must be an absolute path`);
+  if (p.length > MAX_PATH_CHARS || p.includes('\0') || !p.startsWith('/')) throw invalidArgument(`${field} must be an absolute path`);
   if (p.split('/').includes('..')) throw invalidArgument(`${field} must not contain '..'`);
   // Bytes that are not UTF-8 arrive as U+FFFD: the directory made would not be the CO's.
   if (NOT_UTF8.test(p)) throw invalidArgument(`${field} is not valid UTF-8`);

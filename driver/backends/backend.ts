@@ -64,7 +64,7 @@ export interface VolumeHealth {
 /** A backend rejects a request it cannot serve with one of these; the services map them to gRPC codes. */
 export class BackendError extends Error {
   constructor(
-    readonly kind: 'not-found' | 'exhausted' | 'precondition' | 'invalid' | 'unsupported',
+    readonly reason: 'not-found' | 'exhausted' | 'precondition' | 'invalid' | 'unsupported',
     message: string,
   ) {
     super(message);
@@ -79,8 +79,8 @@ export class BackendError extends Error {
 export type Secrets = Record<string, string>;
 
 export interface Backend {
-  /** The value of the `backend` StorageClass parameter that selects it, and the ID prefix. */
-  readonly kind: string;
+  /** The value of the `backend` StorageClass parameter that selects it; also the middle part of its IDs. */
+  readonly name: string;
   /**
    * Node-local backends (loop, LVM) serve only the node they run on: their volumes carry
    * this node's topology segment and publish only to it. Shared backends (RBD) reach any

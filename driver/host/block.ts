@@ -30,17 +30,20 @@ export async function discardZeroes(device: string, sysRoot = '/sys'): Promise<b
  * loop-backed storage); where that does not guarantee zeros, BLKZEROOUT over everything
  * (the device's write-zeroes offload where it has one, written zeros otherwise).
  */
+/** Whole-device zeroing and copying take minutes on large volumes; beyond this the device is taken as hung. */
+const WHOLE_DEVICE_TIMEOUT_MS = 30 * 60_000;
+
 export async function wipe(device: string, sysRoot = '/sys'): Promise<void> {
   const trusted = await discardZeroes(device, sysRoot);
   const discarded = await run('blkdiscard', ['-f', device], { okCodes: [1], failpoint: 'host.wipe' });
   if (trusted && discarded.exitCode === 0) return;
-  await run('blkdiscard', ['-f', '-z', device], { timeoutMs: 30 * 60_000, failpoint: 'host.wipe' });
+  await run('blkdiscard', ['-f', '-z', device], { timeoutMs: WHOLE_DEVICE_TIMEOUT_MS, failpoint: 'host.wipe' });
 }
 
 /** Copies the first `bytes` of src onto dst with direct I/O (no page cache pollution). */
 export async function copy(src: string, dst: string, bytes: bigint): Promise<void> {
   await run('dd', [`if=${src}`, `of=${dst}`, 'bs=4M', `count=${bytes}`, 'iflag=count_bytes,direct', 'oflag=direct', 'conv=fsync', 'status=none'], {
-    timeoutMs: 30 * 60_000,
+    timeoutMs: WHOLE_DEVICE_TIMEOUT_MS,
     failpoint: 'host.copy',
   });
 }

@@ -43,7 +43,8 @@ const callSignal = new AsyncLocalStorage<AbortSignal>();
  * queues rather than fails; the queue is bounded by the cap on concurrent RPCs, and a
  * waiter whose caller gives up leaves it.
  */
-let maxChildren = 16;
+export const DEFAULT_MAX_CHILD_PROCESSES = 16;
+let maxChildren = DEFAULT_MAX_CHILD_PROCESSES;
 let running = 0;
 const waiting: Array<() => void> = [];
 

@@ -105,7 +105,7 @@ describe('a snapshot without a point-in-time image', () => {
       const snap = { id: 'snap-loop-noreflink', name: 's', sourceVolumeId: rec.id, sizeBytes: rec.capacityBytes, createdAtSeconds: 1n, createdAtNanos: 0, groupSnapshotId: '', parameters: {} };
       const err = await b.createSnapshots([snap]).then(() => undefined, (e: unknown) => e);
       expect(err).toBeInstanceOf(BackendError);
-      expect((err as BackendError).kind).toBe('precondition');
+      expect((err as BackendError).reason).toBe('precondition');
       expect((err as BackendError).message).toMatch(/cannot reflink.*no point-in-time image.*--data-pool-size/);
       expect(await b.getSnapshot(snap.id)).toBeUndefined();
       await fs.writeFile(path.join(mnt, 'still-writable'), 'yes'); // not left frozen

@@ -16,7 +16,7 @@ let vg: TestVg;
 let c: CsiClient;
 let foreignTagsBefore: string[] | undefined;
 
-const codeOf = (p: Promise<unknown>) => p.then(() => 'OK', (e) => codeName(e));
+const outcomeOf = (p: Promise<unknown>) => p.then(() => 'OK', (e) => codeName(e));
 
 beforeAll(async () => {
   const dir = await fs.mkdtemp('/tmp/tscsi-lvm-');
@@ -176,10 +176,10 @@ describe('lvm backend (no device-mapper: loop windows over the PV)', () => {
       { backend: 'lvm', volumeGroup: vg.name, lvName: 'x/../y' },
     ];
     for (const p of cases) {
-      expect(await codeOf(c.Controller.CreateVolume({ name: 'pvc-hostile', parameters: p, volume_capabilities: [cap] })), JSON.stringify(p)).toBe('INVALID_ARGUMENT');
+      expect(await outcomeOf(c.Controller.CreateVolume({ name: 'pvc-hostile', parameters: p, volume_capabilities: [cap] })), JSON.stringify(p)).toBe('INVALID_ARGUMENT');
     }
-    expect(await codeOf(c.Controller.DeleteVolume({ volume_id: 'vol-lvm-../../x' }))).toBe('INVALID_ARGUMENT');
-    expect(await codeOf(c.Controller.DeleteVolume({ volume_id: 'not-ours' }))).toBe('OK'); // not ours: nothing to delete
+    expect(await outcomeOf(c.Controller.DeleteVolume({ volume_id: 'vol-lvm-../../x' }))).toBe('INVALID_ARGUMENT');
+    expect(await outcomeOf(c.Controller.DeleteVolume({ volume_id: 'not-ours' }))).toBe('OK'); // not ours: nothing to delete
     expect(await vg.lvs()).toEqual(before);
   });
 

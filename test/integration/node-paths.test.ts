@@ -39,7 +39,7 @@ afterAll(async () => {
   for (const d of outsideDirs) await fs.rm(d, { recursive: true, force: true });
 });
 
-const codeOf = (p: Promise<unknown>) => p.then(() => 'OK', (e) => codeName(e) ?? String(e));
+const outcomeOf = (p: Promise<unknown>) => p.then(() => 'OK', (e) => codeName(e) ?? String(e));
 
 async function outside(): Promise<string> {
   const d = await fs.mkdtemp(path.join(os.tmpdir(), 'tscsi-np-outside-'));
@@ -68,7 +68,7 @@ async function createVolume(name: string, cap: object = mountCap('ext4')): Promi
 async function expectReleasable(volumeId: string): Promise<void> {
   expect(existsSync(stateFile(volumeId)), 'no staging record').toBe(false);
   expect(await loopsOf(volumeId), 'no loop device').toEqual([]);
-  expect(await codeOf(c.Controller.DeleteVolume({ volume_id: volumeId }))).toBe('OK');
+  expect(await outcomeOf(c.Controller.DeleteVolume({ volume_id: volumeId }))).toBe('OK');
 }
 
 describe('NodeStage and NodePublish mount only below the allowed roots (#11 item 11)', () => {
@@ -88,7 +88,7 @@ describe('NodeStage and NodePublish mount only below the allowed roots (#11 item
       ['/etc', '/etc'],
     ];
     for (const [what, p] of cases) {
-      expect(await codeOf(c.Node.NodeStageVolume({ volume_id: id, staging_target_path: p, volume_capability: cap })), what).toBe('INVALID_ARGUMENT');
+      expect(await outcomeOf(c.Node.NodeStageVolume({ volume_id: id, staging_target_path: p, volume_capability: cap })), what).toBe('INVALID_ARGUMENT');
       expect(await isMountPoint(out), what).toBe(false);
       expect(await fs.readdir(out), what).toEqual([]);
       expect(existsSync(stateFile(id)), what).toBe(false);
@@ -115,7 +115,7 @@ describe('NodeStage and NodePublish mount only below the allowed roots (#11 item
       ['a regular file (EEXIST for mkdir)', path.join(podDir('pub-out'), 'file'), 'FAILED_PRECONDITION'],
     ];
     for (const [what, target, code] of cases) {
-      expect(await codeOf(c.Node.NodePublishVolume({ volume_id: id, staging_target_path: staging, target_path: target, volume_capability: cap })), what).toBe(code);
+      expect(await outcomeOf(c.Node.NodePublishVolume({ volume_id: id, staging_target_path: staging, target_path: target, volume_capability: cap })), what).toBe(code);
       expect(await isMountPoint(target), what).toBe(false);
     }
     expect(await fs.readdir(out)).toEqual([]);
@@ -143,7 +143,7 @@ describe('NodeStage and NodePublish mount only below the allowed roots (#11 item
       ['a host file outside the roots', path.join(out, 'null'), 'INVALID_ARGUMENT'],
     ];
     for (const [what, target, code] of cases) {
-      expect(await codeOf(c.Node.NodePublishVolume({ volume_id: id, staging_target_path: staging, target_path: target, volume_capability: cap })), what).toBe(code);
+      expect(await outcomeOf(c.Node.NodePublishVolume({ volume_id: id, staging_target_path: staging, target_path: target, volume_capability: cap })), what).toBe(code);
       expect(await isMountPoint(target), what).toBe(false);
     }
     expect(await fs.readFile(path.join(dir, 'data'), 'utf8')).toBe('host data');
@@ -157,7 +157,7 @@ describe('a failed NodeStage leaves nothing that no RPC can release (#11 item 12
   it('staging to / is refused before anything is recorded or attached', async () => {
     const cap = mountCap('ext4');
     const id = await createVolume('pvc-np-root', cap);
-    expect(await codeOf(c.Node.NodeStageVolume({ volume_id: id, staging_target_path: '/', volume_capability: cap }))).toBe('INVALID_ARGUMENT');
+    expect(await outcomeOf(c.Node.NodeStageVolume({ volume_id: id, staging_target_path: '/', volume_capability: cap }))).toBe('INVALID_ARGUMENT');
     await expectReleasable(id);
   });
 
@@ -167,7 +167,7 @@ describe('a failed NodeStage leaves nothing that no RPC can release (#11 item 12
     // Someone else's filesystem on the volume: NodeStage refuses to format it, after attaching.
     await execa('mkfs.ext2', ['-q', '-F', path.join(h.dataDir, 'volumes', `${id}.img`)]);
     const staging = stagingDir('undo');
-    expect(await codeOf(c.Node.NodeStageVolume({ volume_id: id, staging_target_path: staging, volume_capability: cap }))).toBe('FAILED_PRECONDITION');
+    expect(await outcomeOf(c.Node.NodeStageVolume({ volume_id: id, staging_target_path: staging, volume_capability: cap }))).toBe('FAILED_PRECONDITION');
     expect(await isMountPoint(staging)).toBe(false);
     await expectReleasable(id);
   });
@@ -176,7 +176,7 @@ describe('a failed NodeStage leaves nothing that no RPC can release (#11 item 12
     const cap = mountCap('xfs');
     const id = await createVolume('pvc-np-flags', cap);
     const staging = stagingDir('flags');
-    const code = await codeOf(c.Node.NodeStageVolume({ volume_id: id, staging_target_path: staging, volume_capability: mountCap('xfs', 'SINGLE_NODE_WRITER', ['data=journal']) }));
+    const code = await outcomeOf(c.Node.NodeStageVolume({ volume_id: id, staging_target_path: staging, volume_capability: mountCap('xfs', 'SINGLE_NODE_WRITER', ['data=journal']) }));
     expect(code).toBe('INVALID_ARGUMENT');
     await expectReleasable(id);
   });
@@ -186,7 +186,7 @@ describe('a failed NodeStage leaves nothing that no RPC can release (#11 item 12
     const id = await createVolume('pvc-np-eexist', cap);
     const staging = stagingDir('eexist');
     await fs.writeFile(staging, 'not a directory');
-    expect(await codeOf(c.Node.NodeStageVolume({ volume_id: id, staging_target_path: staging, volume_capability: cap }))).toBe('FAILED_PRECONDITION');
+    expect(await outcomeOf(c.Node.NodeStageVolume({ volume_id: id, staging_target_path: staging, volume_capability: cap }))).toBe('FAILED_PRECONDITION');
     expect(await fs.readFile(staging, 'utf8')).toBe('not a directory');
     await expectReleasable(id);
   });
@@ -219,9 +219,9 @@ describe('NodeUnpublish removes only what NodePublish made (#11 item 13)', () =>
     // Unmounted behind the driver's back and written into: rmdir fails with ENOTEMPTY.
     await execa('umount', [target]);
     await fs.writeFile(path.join(target, 'written-after'), 'x');
-    expect(await codeOf(c.Node.NodeUnpublishVolume({ volume_id: id, target_path: target }))).toBe('OK');
+    expect(await outcomeOf(c.Node.NodeUnpublishVolume({ volume_id: id, target_path: target }))).toBe('OK');
     expect(await fs.readFile(path.join(target, 'written-after'), 'utf8')).toBe('x');
-    expect(await codeOf(c.Node.NodeUnstageVolume({ volume_id: id, staging_target_path: staging }))).toBe('OK');
+    expect(await outcomeOf(c.Node.NodeUnstageVolume({ volume_id: id, staging_target_path: staging }))).toBe('OK');
     await expectReleasable(id);
   });
 });
@@ -234,13 +234,13 @@ describe('answers of item 14', () => {
     const target = podDir('stats');
     await c.Node.NodeStageVolume({ volume_id: id, staging_target_path: staging, volume_capability: cap });
     await c.Node.NodePublishVolume({ volume_id: id, staging_target_path: staging, target_path: target, volume_capability: cap });
-    expect(await codeOf(c.Node.NodeGetVolumeStats({ volume_id: id, volume_path: target }))).toBe('OK');
+    expect(await outcomeOf(c.Node.NodeGetVolumeStats({ volume_id: id, volume_path: target }))).toBe('OK');
     // The pool is another XFS: xfs_growfs must never be pointed at it.
-    expect(await codeOf(c.Node.NodeExpandVolume({ volume_id: id, volume_path: h.dataDir, capacity_range: { required_bytes: String(32 * MiB) } }))).toBe('NOT_FOUND');
+    expect(await outcomeOf(c.Node.NodeExpandVolume({ volume_id: id, volume_path: h.dataDir, capacity_range: { required_bytes: String(32 * MiB) } }))).toBe('NOT_FOUND');
     // Another filesystem on top of the target: the stats would be someone else's.
     await execa('mount', ['-t', 'tmpfs', '-o', 'size=1m', 'tscsi-np-tmpfs', target]);
     try {
-      expect(await codeOf(c.Node.NodeGetVolumeStats({ volume_id: id, volume_path: target }))).toBe('NOT_FOUND');
+      expect(await outcomeOf(c.Node.NodeGetVolumeStats({ volume_id: id, volume_path: target }))).toBe('NOT_FOUND');
     } finally {
       await execa('umount', [target]);
     }
@@ -319,7 +319,7 @@ describe('devices are matched by major:minor, not by name (#11 item 5)', () => {
       expect(await mountedFilesystems([link])).toEqual(kind === 'mount' ? [staging] : []);
       await node.NodePublishVolume(publish);
       await node.NodePublishVolume(publish);
-      expect(await codeOf(node.NodeGetVolumeStats({ volume_id: v.volume_id, volume_path: target } as never))).toBe('OK');
+      expect(await outcomeOf(node.NodeGetVolumeStats({ volume_id: v.volume_id, volume_path: target } as never))).toBe('OK');
       await node.NodeUnpublishVolume({ volume_id: v.volume_id, target_path: target } as never);
       expect(await isMountPoint(target)).toBe(false);
       await node.NodeUnstageVolume({ volume_id: v.volume_id, staging_target_path: staging } as never);

@@ -78,7 +78,7 @@ class InProcDriver {
 
 const mountCap = (fsType = 'ext4', mode = 'SINGLE_NODE_WRITER') => ({ mount: { fs_type: fsType, mount_flags: [] }, access_mode: { mode } });
 const params = (extra: Record<string, string> = {}) => ({ backend: 'rbd', clusterID: 'test', pool: ceph!.pool, ...extra });
-const codeOf = (p: Promise<unknown>) => p.then(() => 'OK', (e) => codeName(e) ?? String(e));
+const outcomeOf = (p: Promise<unknown>) => p.then(() => 'OK', (e) => codeName(e) ?? String(e));
 
 async function imageMeta(spec: string): Promise<Record<string, string>> {
   return JSON.parse((await adminRbd(ceph!, ['image-meta', 'list', '--format', 'json', spec])) || '{}') as Record<string, string>;
@@ -106,7 +106,7 @@ async function unstage(volumeId: string, p: { staging: string; target: string })
 async function deleteVolumeEventually(id: string, timeoutMs = 60_000) {
   const end = Date.now() + timeoutMs;
   for (;;) {
-    const code = await codeOf(drv!.client.Controller.DeleteVolume({ volume_id: id }));
+    const code = await outcomeOf(drv!.client.Controller.DeleteVolume({ volume_id: id }));
     if (code === 'OK') return;
     if (code !== 'FAILED_PRECONDITION' || Date.now() > end) throw new Error(`DeleteVolume ${id}: ${code}`);
     await new Promise((r) => setTimeout(r, 1000));
@@ -170,7 +170,7 @@ describe('rbd backend on a real Ceph cluster (fuse mapper)', () => {
       params({ poool: 'rbd' }),
     ];
     for (const p of bad) {
-      expect(await codeOf(c.Controller.CreateVolume({ name: 'pvc-bad', parameters: p, volume_capabilities: [mountCap()] }))).toBe('INVALID_ARGUMENT');
+      expect(await outcomeOf(c.Controller.CreateVolume({ name: 'pvc-bad', parameters: p, volume_capabilities: [mountCap()] }))).toBe('INVALID_ARGUMENT');
     }
   });
 
@@ -190,7 +190,7 @@ describe('rbd backend on a real Ceph cluster (fuse mapper)', () => {
     expect(vvc.confirmed).toBeFalsy();
     expect(vvc.message).toMatch(/MULTI_NODE_MULTI_WRITER/);
     expect((await c.Controller.ValidateVolumeCapabilities({ volume_id: fsVol.volume_id, volume_capabilities: [mountCap()] })).confirmed).toBeTruthy();
-    expect(await codeOf(c.Controller.ControllerPublishVolume({ volume_id: fsVol.volume_id, node_id: NODE, volume_capability: mountCap('ext4', 'MULTI_NODE_MULTI_WRITER') }))).toBe('INVALID_ARGUMENT');
+    expect(await outcomeOf(c.Controller.ControllerPublishVolume({ volume_id: fsVol.volume_id, node_id: NODE, volume_capability: mountCap('ext4', 'MULTI_NODE_MULTI_WRITER') }))).toBe('INVALID_ARGUMENT');
     expect((await c.Controller.ValidateVolumeCapabilities({ volume_id: blk.volume_id, volume_capabilities: [blockCap] })).confirmed).toBeTruthy();
     await c.Controller.DeleteVolume({ volume_id: blk.volume_id });
     await c.Controller.DeleteVolume({ volume_id: fsVol.volume_id });
@@ -211,15 +211,15 @@ describe('rbd backend on a real Ceph cluster (fuse mapper)', () => {
     expect((await c.Controller.CreateVolume({ name: 'pvc-rbd-1', parameters: params(), capacity_range: { required_bytes: String(320 * MiB) }, volume_capabilities: [cap] })).volume.volume_id).toBe(v.volume_id);
 
     // ControllerPublish: recorded in image metadata; a second node for an RWO volume is refused.
-    expect(await codeOf(c.Controller.ControllerPublishVolume({ volume_id: v.volume_id, node_id: 'unknown-node', volume_capability: cap }))).toBe('NOT_FOUND');
+    expect(await outcomeOf(c.Controller.ControllerPublishVolume({ volume_id: v.volume_id, node_id: 'unknown-node', volume_capability: cap }))).toBe('NOT_FOUND');
     await c.Controller.ControllerPublishVolume({ volume_id: v.volume_id, node_id: NODE, volume_capability: cap });
     expect(JSON.parse((await imageMeta(img))['tscsi.record']).record.published).toHaveProperty(NODE);
-    expect(await codeOf(c.Controller.ControllerPublishVolume({ volume_id: v.volume_id, node_id: OTHER_NODE, volume_capability: cap }))).toBe('FAILED_PRECONDITION');
+    expect(await outcomeOf(c.Controller.ControllerPublishVolume({ volume_id: v.volume_id, node_id: OTHER_NODE, volume_capability: cap }))).toBe('FAILED_PRECONDITION');
     // And the other node's plugin will not map it either.
     const other = new RbdBackend({ config: configFor(ceph!), stateDir: path.join(root, 'driver', 'other-node'), nodeId: OTHER_NODE, log: pino({ level: 'silent' }) });
     const refused = await other.attach((await drv!.backend.getVolume(v.volume_id))!).catch((e) => e);
     expect(refused).toBeInstanceOf(BackendError);
-    expect(refused.kind).toBe('precondition');
+    expect(refused.reason).toBe('precondition');
     expect(refused.message).toMatch(/published to node rbd-node-1 .*may not map it/);
 
     const p = await stage(v.volume_id, 'v1', cap);
@@ -262,7 +262,7 @@ describe('rbd backend on a real Ceph cluster (fuse mapper)', () => {
     expect((await fs.readFile(path.join(p.target, 'data'))).equals(payload)).toBe(true);
 
     // Still mapped: DeleteVolume is refused with FAILED_PRECONDITION (published, then watched).
-    expect(await codeOf(c.Controller.DeleteVolume({ volume_id: v.volume_id }))).toBe('FAILED_PRECONDITION');
+    expect(await outcomeOf(c.Controller.DeleteVolume({ volume_id: v.volume_id }))).toBe('FAILED_PRECONDITION');
     await c.Controller.ControllerUnpublishVolume({ volume_id: v.volume_id, node_id: NODE });
     const mapped = await c.Controller.DeleteVolume({ volume_id: v.volume_id }).catch((e) => e);
     expect(codeName(mapped)).toBe('FAILED_PRECONDITION');
@@ -348,7 +348,7 @@ describe('rbd backend on a real Ceph cluster (fuse mapper)', () => {
     // Without secrets and without a default user there are no credentials: a clear refusal.
     const none = await b.createVolume(rec).catch((e) => e);
     expect(none).toBeInstanceOf(BackendError);
-    expect(none.kind).toBe('invalid');
+    expect(none.reason).toBe('invalid');
     expect(none.message).toMatch(/userID\/userKey/);
 
     const { seen, samples } = await watchProcesses(async () => {
@@ -444,12 +444,12 @@ describe('rbd backend on a real Ceph cluster (fuse mapper)', () => {
     const id = deriveId('vol', 'rbd', 'pvc-crash-create');
     await adminRbd(ceph!, ['create', '--size', '8M', `${pool}/${volumeImage(id)}`]);
     expect((await drv!.client.Controller.ListVolumes({})).entries.map((e: any) => e.volume.volume_id)).not.toContain(id);
-    expect(await codeOf(drv!.client.Controller.ControllerGetVolume({ volume_id: id }))).toBe('NOT_FOUND');
+    expect(await outcomeOf(drv!.client.Controller.ControllerGetVolume({ volume_id: id }))).toBe('NOT_FOUND');
     expect((await create('pvc-crash-create')).volume.volume_id).toBe(id);
     expect(JSON.parse(await adminRbd(ceph!, ['info', '--format', 'json', `${pool}/${volumeImage(id)}`])).size).toBe(32 * MiB);
     // A delete that died after marking the image: gone for the CO, finished by the retry.
     await adminRbd(ceph!, ['image-meta', 'set', `${pool}/${volumeImage(id)}`, 'tscsi.deleting', 'test']);
-    expect(await codeOf(drv!.client.Controller.ControllerGetVolume({ volume_id: id }))).toBe('NOT_FOUND');
+    expect(await outcomeOf(drv!.client.Controller.ControllerGetVolume({ volume_id: id }))).toBe('NOT_FOUND');
     await drv!.client.Controller.DeleteVolume({ volume_id: id });
     expect(await rbdNames()).not.toContain(volumeImage(id));
     // Both kinds of leftovers are also cleared when the controller starts.

@@ -21,7 +21,7 @@ afterAll(async () => {
   await h?.cleanup();
 });
 
-const codeOf = (p: Promise<unknown>) => p.then(() => 'OK', (e) => codeName(e));
+const outcomeOf = (p: Promise<unknown>) => p.then(() => 'OK', (e) => codeName(e));
 
 /**
  * What this test's driver could have changed, and nothing a neighbour owns: loop devices
@@ -70,7 +70,7 @@ describe('concurrency', () => {
     expect(listed).toHaveLength(1);
     expect((await fs.readdir(path.join(h.dataDir, 'volumes'))).filter((f) => f.endsWith('.img'))).toHaveLength(1);
     // Same name, different size: the spec's ALREADY_EXISTS.
-    expect(await codeOf(c.Controller.CreateVolume({ ...req, capacity_range: { required_bytes: String(128 * MiB), limit_bytes: String(128 * MiB) } }))).toBe('ALREADY_EXISTS');
+    expect(await outcomeOf(c.Controller.CreateVolume({ ...req, capacity_range: { required_bytes: String(128 * MiB), limit_bytes: String(128 * MiB) } }))).toBe('ALREADY_EXISTS');
     await c.Controller.DeleteVolume({ volume_id: again.volume.volume_id });
   });
 
@@ -79,8 +79,8 @@ describe('concurrency', () => {
     const staging = path.join(h.dir, 'staging', 'busy');
     await fs.mkdir(staging, { recursive: true });
     const [stage, expand] = await Promise.all([
-      codeOf(c.Node.NodeStageVolume({ volume_id: v.volume_id, staging_target_path: staging, volume_capability: mountCap('ext4') })),
-      codeOf(c.Controller.ControllerExpandVolume({ volume_id: v.volume_id, capacity_range: { required_bytes: String(96 * MiB) } })),
+      outcomeOf(c.Node.NodeStageVolume({ volume_id: v.volume_id, staging_target_path: staging, volume_capability: mountCap('ext4') })),
+      outcomeOf(c.Controller.ControllerExpandVolume({ volume_id: v.volume_id, capacity_range: { required_bytes: String(96 * MiB) } })),
     ]);
     // Sent together they overlap: one runs, the other is told ABORTED and nothing else.
     expect([stage, expand].sort()).toEqual(['ABORTED', 'OK']);
@@ -120,7 +120,7 @@ describe('hostile input', () => {
     const leaveNeighbour = await neighbour();
     try {
       for (const [what, call, codes] of cases) {
-        const got = await codeOf(call());
+        const got = await outcomeOf(call());
         expect(codes, what).toContain(got);
       }
       expect(await ownedSnapshot()).toEqual(before);
@@ -132,7 +132,7 @@ describe('hostile input', () => {
   it('does not unmount a path that is not its volume', async () => {
     const v = (await c.Controller.CreateVolume({ name: 'pvc-victim', capacity_range: { required_bytes: String(32 * MiB) }, volume_capabilities: [mountCap('ext4')] })).volume;
     // The pool itself is a mount the driver must never be tricked into removing.
-    const code = await codeOf(c.Node.NodeUnpublishVolume({ volume_id: v.volume_id, target_path: h.dataDir }));
+    const code = await outcomeOf(c.Node.NodeUnpublishVolume({ volume_id: v.volume_id, target_path: h.dataDir }));
     expect(code).toBe('FAILED_PRECONDITION');
     expect((await execa('findmnt', ['-n', '--mountpoint', h.dataDir])).stdout).toContain(h.dataDir);
     await c.Controller.DeleteVolume({ volume_id: v.volume_id });
@@ -186,8 +186,8 @@ describe('the server', () => {
     const info = await c.Identity.GetPluginInfo({});
     expect(info.name).toBe('csi.tscsi.dev');
     const secret = 'hunter2-do-not-log';
-    await codeOf(c.Controller.CreateVolume({ name: '', secrets: { password: secret }, volume_capabilities: [mountCap()] }));
-    await codeOf(c.Controller.CreateVolume({ name: 'pvc-secret', secrets: { password: secret }, capacity_range: { required_bytes: '-1' }, volume_capabilities: [mountCap()] }));
+    await outcomeOf(c.Controller.CreateVolume({ name: '', secrets: { password: secret }, volume_capabilities: [mountCap()] }));
+    await outcomeOf(c.Controller.CreateVolume({ name: 'pvc-secret', secrets: { password: secret }, capacity_range: { required_bytes: '-1' }, volume_capabilities: [mountCap()] }));
     const log = await h.log();
     expect(log).not.toContain(secret);
     const lines = log.trim().split('\n').map((l) => JSON.parse(l));

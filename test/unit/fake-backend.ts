@@ -31,7 +31,7 @@ export function fakeVolume(fields: Partial<VolumeRecord> & Pick<VolumeRecord, 'i
 export type BackendMethod = Exclude<keyof Backend, 'kind' | 'nodeLocal' | 'mutableParameters'>;
 
 export class FakeBackend implements Backend {
-  readonly kind = 'fake';
+  readonly name = 'fake';
   readonly nodeLocal = false;
   readonly mutableParameters = { speed: ['slow', 'fast'] as const };
   readonly vols = new Map<string, VolumeRecord>();

@@ -36,7 +36,7 @@ describe('deriveId', () => {
 
   it('produces IDs that parseId accepts as the same kind and backend', () => {
     const id = deriveId('snap', 'lvm', 'my-snap');
-    expect(parseId(id, 'snapshot_id', 'snap')).toEqual({ kind: 'snap', backend: 'lvm', id });
+    expect(parseId(id, 'snapshot_id', 'snap')).toEqual({ prefix: 'snap', backend: 'lvm', id });
   });
 });
 
@@ -95,7 +95,7 @@ describe('parseId', () => {
 
   it('extracts the backend from one of our IDs', () => {
     const id = deriveId('vol', 'rbd', 'pvc');
-    expect(parseId(id, 'volume_id', 'vol')).toEqual({ kind: 'vol', backend: 'rbd', id });
+    expect(parseId(id, 'volume_id', 'vol')).toEqual({ prefix: 'vol', backend: 'rbd', id });
   });
 });
 

@@ -27,7 +27,7 @@ afterAll(async () => {
   if (tmp) await fs.rm(tmp, { recursive: true, force: true });
 });
 
-async function codeOf(p: Promise<unknown>): Promise<number | 'OK'> {
+async function outcomeOf(p: Promise<unknown>): Promise<number | 'OK'> {
   return p.then(
     () => 'OK',
     (e) => {
@@ -45,7 +45,7 @@ describe('resolveUnderRoots', () => {
   it.each(['/', '/etc', '/etc/passwd', '/proc/self', '/dev/null', '/var/lib/kubelet-evil/x', '/var/lib/kubelet', '/var/lib'])(
     'refuses %s with the default root as INVALID_ARGUMENT',
     async (p) => {
-      expect(await codeOf(resolveUnderRoots(p, DEFAULT_PATH_ROOTS, 'target_path'))).toBe(status.INVALID_ARGUMENT);
+      expect(await outcomeOf(resolveUnderRoots(p, DEFAULT_PATH_ROOTS, 'target_path'))).toBe(status.INVALID_ARGUMENT);
     },
   );
 
@@ -59,8 +59,8 @@ describe('resolveUnderRoots', () => {
   });
 
   it('refuses the root itself: a volume is never mounted over kubelet\'s directory', async () => {
-    expect(await codeOf(resolveUnderRoots(root, [root], 'target_path'))).toBe(status.INVALID_ARGUMENT);
-    expect(await codeOf(resolveUnderRoots(root + '/', [root], 'target_path'))).toBe(status.INVALID_ARGUMENT);
+    expect(await outcomeOf(resolveUnderRoots(root, [root], 'target_path'))).toBe(status.INVALID_ARGUMENT);
+    expect(await outcomeOf(resolveUnderRoots(root + '/', [root], 'target_path'))).toBe(status.INVALID_ARGUMENT);
   });
 
   it.each([
@@ -69,11 +69,11 @@ describe('resolveUnderRoots', () => {
     ['a path through a symlink', 'pods/link/x'],
     ['a path through a symlink to /etc', 'pods/etc/passwd'],
   ])('refuses %s as INVALID_ARGUMENT', async (_what, rel) => {
-    expect(await codeOf(resolveUnderRoots(path.join(root, rel), [root], 'staging_target_path'))).toBe(status.INVALID_ARGUMENT);
+    expect(await outcomeOf(resolveUnderRoots(path.join(root, rel), [root], 'staging_target_path'))).toBe(status.INVALID_ARGUMENT);
   });
 
   it('refuses a path through a file as FAILED_PRECONDITION', async () => {
-    expect(await codeOf(resolveUnderRoots(path.join(root, 'pods', 'file', 'x'), [root], 'target_path'))).toBe(status.FAILED_PRECONDITION);
+    expect(await outcomeOf(resolveUnderRoots(path.join(root, 'pods', 'file', 'x'), [root], 'target_path'))).toBe(status.FAILED_PRECONDITION);
   });
 
   it('takes a root that is itself a symlink (a moved /var/lib/kubelet) by either name', async () => {
@@ -89,7 +89,7 @@ describe('resolveUnderRoots', () => {
   });
 
   it('a root that does not exist yet is FAILED_PRECONDITION for paths below it', async () => {
-    expect(await codeOf(resolveUnderRoots(path.join(tmp, 'missing', 'x'), [path.join(tmp, 'missing')], 'target_path'))).toBe(status.FAILED_PRECONDITION);
+    expect(await outcomeOf(resolveUnderRoots(path.join(tmp, 'missing', 'x'), [path.join(tmp, 'missing')], 'target_path'))).toBe(status.FAILED_PRECONDITION);
   });
 
   it('locateUnderRoots answers undefined outside every root', async () => {

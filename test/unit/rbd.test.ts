@@ -84,7 +84,7 @@ describe('rbd StorageClass parameters', () => {
       return undefined;
     })();
     expect(err).toBeInstanceOf(BackendError);
-    expect(err!.kind).toBe('invalid');
+    expect(err!.reason).toBe('invalid');
     expect(err!.message).toMatch(re);
   });
 
@@ -172,7 +172,7 @@ describe('krbd mapper', () => {
     const cluster = parseConfig(base()).clusters[0];
     const err = await m.map({ cluster, pool: { pool: 'rbd', namespace: '' }, image: 'csi-vol-x' }, { user: 'csi', keyFile: '/k' }).catch((e) => e);
     expect(err).toBeInstanceOf(BackendError);
-    expect(err.kind).toBe('precondition');
+    expect(err.reason).toBe('precondition');
     expect(err.message).toMatch(/krbd mapper could not map rbd\/csi-vol-x/);
     expect(err.message).toMatch(/--rbd-mapper/);
   });
@@ -254,7 +254,7 @@ describe('rbd snapshot of a volume whose mapping cannot be read', () => {
     const volId = 'vol-rbd-0123456789abcdef0123456789abcdef';
     const rec = { id: volId, name: 'pvc', backend: 'rbd', capacityBytes: 1n << 20n, accessType: 'mount', fsType: 'ext4', parameters: {}, mutableParameters: {}, topology: {}, published: {}, createdAt: '' };
     const mapper = {
-      kind: 'fake',
+      name: 'fake',
       mapped: async () => {
         throw new Error('cannot read the mapping record: EIO');
       },

@@ -37,7 +37,7 @@ function directIOOf(rec: VolumeRecord): boolean {
 
 export class LoopBackend implements Backend {
   readonly nodeLocal = true;
-  readonly kind = 'loop';
+  readonly name = 'loop';
   readonly mutableParameters = { directIO: TRUE_FALSE };
   private readonly volDir: string;
   private readonly snapDir: string;

@@ -21,7 +21,7 @@ import {
 } from '../backend.js';
 import { Lvm, type LvInfo, type LvmRunner } from './lvm.js';
 import { readJson, writeJsonAtomic, removeFile } from '../../host/atomic.js';
-import { TAG_DIRTY, TAG_KIND, TAG_RECORD, kindOf, newLvTagArgs, recordTags, snapshotRecordOf, volumeRecordOf, type Kind, type SnapshotWithGroup } from './records.js';
+import { TAG_DIRTY, TAG_HOLDS, TAG_RECORD, holdsOf, newLvTagArgs, recordTags, snapshotRecordOf, volumeRecordOf, type LvHolds, type SnapshotWithGroup } from './records.js';
 import * as loop from '../../host/loop.js';
 import { wipe, copy } from '../../host/block.js';
 import { withQuiescedDevices, mountedFilesystems } from '../../host/freeze.js';
@@ -56,6 +56,9 @@ export const realHost: LvmHost = {
   hasDeviceMapper: async () => /\bdevice-mapper\b/.test(await fs.readFile('/proc/misc', 'utf8').catch(() => '')),
 };
 
+/** How many times its size a thin pool may promise unless told otherwise. */
+export const DEFAULT_THIN_OVERPROVISION_RATIO = 10;
+
 export interface LvmBackendOptions {
   volumeGroups: string[];
   /** Thin pools may promise this many times their size (thin volumes only grow on write). */
@@ -83,7 +86,7 @@ function exhaustedOr(err: unknown, what: string): unknown {
 
 export class LvmBackend implements Backend {
   readonly nodeLocal = true;
-  readonly kind = 'lvm';
+  readonly name = 'lvm';
   readonly mutableParameters = {};
   lvm!: Lvm;
   deviceMapper = false;
@@ -154,11 +157,11 @@ export class LvmBackend implements Backend {
   }
 
   private async ours(select?: string): Promise<LvInfo[]> {
-    return (await this.lvm.lvs(this.opts.volumeGroups, select)).filter((lv) => kindOf(lv) !== undefined);
+    return (await this.lvm.lvs(this.opts.volumeGroups, select)).filter((lv) => holdsOf(lv) !== undefined);
   }
 
-  private async findLv(id: string, kind: Kind): Promise<LvInfo | undefined> {
-    const [lv] = (await this.ours(`lv_name=${id}`)).filter((l) => kindOf(l) === kind);
+  private async findLv(id: string, holds: LvHolds): Promise<LvInfo | undefined> {
+    const [lv] = (await this.ours(`lv_name=${id}`)).filter((l) => holdsOf(l) === holds);
     return lv;
   }
 
@@ -204,7 +207,7 @@ export class LvmBackend implements Backend {
       const all = await this.lvm.lvs([vg]);
       const pool = all.find((l) => l.name === params.thinPool);
       if (!pool) return { availableBytes: 0n };
-      const ratio = BigInt(Math.round((this.opts.thinOverprovisionRatio ?? 10) * 100));
+      const ratio = BigInt(Math.round((this.opts.thinOverprovisionRatio ?? DEFAULT_THIN_OVERPROVISION_RATIO) * 100));
       const claimed = all.filter((l) => l.poolLv === pool.name).reduce((a, l) => a + l.sizeBytes, 0n);
       const promised = (pool.sizeBytes * ratio) / 100n - claimed;
       const unwritten = (pool.sizeBytes * BigInt(Math.floor((100 - (pool.dataPercent ?? 0)) * 100))) / 10000n;
@@ -229,13 +232,13 @@ export class LvmBackend implements Backend {
 
   async listVolumes(): Promise<VolumeRecord[]> {
     return (await this.ours())
-      .filter((lv) => kindOf(lv) === 'vol')
+      .filter((lv) => holdsOf(lv) === 'vol')
       .map((lv) => this.volumeFrom(lv))
       .filter((v): v is VolumeRecord => !!v);
   }
 
-  private async lvcreate(kind: Kind, id: string, vg: string, bytes: bigint, params: Record<string, string>, rec: object): Promise<void> {
-    const tags = newLvTagArgs(kind, rec);
+  private async lvcreate(holds: LvHolds, id: string, vg: string, bytes: bigint, params: Record<string, string>, rec: object): Promise<void> {
+    const tags = newLvTagArgs(holds, rec);
     const args =
       params.type === 'thin'
         ? ['lvcreate', '-y', '-n', id, '-V', `${bytes}b`, '-T', `${vg}/${params.thinPool}`, ...tags]
@@ -371,7 +374,7 @@ export class LvmBackend implements Backend {
 
   /** Replaces the record tags in one lvchange: one metadata commit, so never half a record. */
   private async retag(lv: LvInfo, tags: string[]): Promise<void> {
-    const old = lv.tags.filter((t) => t.startsWith(TAG_RECORD) || t.startsWith(`${TAG_KIND}=`));
+    const old = lv.tags.filter((t) => t.startsWith(TAG_RECORD) || t.startsWith(`${TAG_HOLDS}=`));
     const del = old.filter((t) => !tags.includes(t)).flatMap((t) => ['--deltag', t]);
     const add = tags.filter((t) => !old.includes(t)).flatMap((t) => ['--addtag', t]);
     if (del.length + add.length > 0) await this.lvm.run(['lvchange', ...del, ...add, `${lv.vg}/${lv.name}`]);
@@ -426,7 +429,7 @@ export class LvmBackend implements Backend {
 
   private async snapshotsWithGroups(): Promise<SnapshotWithGroup[]> {
     return (await this.ours())
-      .filter((lv) => kindOf(lv) === 'snap' && !lv.tags.includes(TAG_DIRTY))
+      .filter((lv) => holdsOf(lv) === 'snap' && !lv.tags.includes(TAG_DIRTY))
       .map((lv) => this.readable(lv, snapshotRecordOf))
       .filter((s): s is SnapshotWithGroup => !!s);
   }

@@ -36,6 +36,9 @@ type Report = { report: Array<Record<string, Array<Record<string, string>>>> };
 /** How lvm is run: the real `lvm` binary, or a recorder in unit tests. */
 export type LvmRunner = (args: string[], env: Record<string, string>, timeoutMs: number) => Promise<RunResult>;
 
+/** An lvm command waits on the VG lock behind other commands; beyond this it is taken as hung. */
+const LVM_COMMAND_TIMEOUT_MS = 120_000;
+
 const realRunner: LvmRunner = (args, env, timeoutMs) => run('lvm', args, { env, timeoutMs });
 
 export class Lvm {
@@ -67,7 +70,7 @@ export class Lvm {
     await fs.rename(`${file}.tmp`, file);
   }
 
-  async run(args: string[], timeoutMs = 120_000): Promise<RunResult> {
+  async run(args: string[], timeoutMs = LVM_COMMAND_TIMEOUT_MS): Promise<RunResult> {
     return this.runner(args, { LVM_SYSTEM_DIR: this.confDir, LVM_SUPPRESS_FD_WARNINGS: '1' }, timeoutMs);
   }
 

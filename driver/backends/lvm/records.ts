@@ -6,20 +6,22 @@ import type { GroupSnapshotRecord, SnapshotRecord, VolumeRecord } from '../backe
 import type { LvInfo } from './lvm.js';
 import { recordFromJson, recordToJson } from '../../host/atomic.js';
 
-export const TAG_KIND = 'tscsi.kind';
+// The tag's text stays 'tscsi.kind': LVs made by earlier versions carry it.
+export const TAG_HOLDS = 'tscsi.kind';
 export const TAG_DIRTY = 'tscsi.dirty';
 export const TAG_RECORD = 'tscsi.r';
 const CHUNK = 900; // LVM tags are at most 1024 characters
 
-export type Kind = 'vol' | 'snap';
+/** What record an LV of ours holds: a volume's or a snapshot's. */
+export type LvHolds = 'vol' | 'snap';
 
 export interface SnapshotWithGroup extends SnapshotRecord {
   group?: GroupSnapshotRecord;
 }
 
-export function recordTags(kind: Kind, rec: object): string[] {
+export function recordTags(holds: LvHolds, rec: object): string[] {
   const b64 = Buffer.from(recordToJson(rec)).toString('base64url');
-  const tags = [`${TAG_KIND}=${kind}`];
+  const tags = [`${TAG_HOLDS}=${holds}`];
   for (let i = 0; i * CHUNK < b64.length; i++) tags.push(`${TAG_RECORD}${i}=${b64.slice(i * CHUNK, (i + 1) * CHUNK)}`);
   return tags;
 }
@@ -28,13 +30,13 @@ export function recordTags(kind: Kind, rec: object): string[] {
  * lvcreate's tag arguments for a new LV holding `rec`: its record, plus the dirty mark that
  * stays until the LV is fully made, so a crash half-way leaves an LV start-up knows to remove.
  */
-export function newLvTagArgs(kind: Kind, rec: object): string[] {
-  return [...recordTags(kind, rec), TAG_DIRTY].flatMap((t) => ['--addtag', t]);
+export function newLvTagArgs(holds: LvHolds, rec: object): string[] {
+  return [...recordTags(holds, rec), TAG_DIRTY].flatMap((t) => ['--addtag', t]);
 }
 
-export function kindOf(lv: LvInfo): Kind | undefined {
-  const t = lv.tags.find((x) => x.startsWith(`${TAG_KIND}=`));
-  const k = t?.slice(TAG_KIND.length + 1);
+export function holdsOf(lv: LvInfo): LvHolds | undefined {
+  const t = lv.tags.find((x) => x.startsWith(`${TAG_HOLDS}=`));
+  const k = t?.slice(TAG_HOLDS.length + 1);
   return k === 'vol' || k === 'snap' ? k : undefined;
 }
 

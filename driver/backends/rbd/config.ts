@@ -5,7 +5,7 @@ import fs from 'node:fs/promises';
 import { BackendError } from '../backend.js';
 
 export const MAPPERS = ['krbd', 'rbd-nbd', 'fuse'] as const;
-export type MapperKind = (typeof MAPPERS)[number];
+export type MapperName = (typeof MAPPERS)[number];
 
 /** Image features a StorageClass may ask for (`imageFeatures`), in rbd's own names. */
 export const IMAGE_FEATURES = ['layering', 'exclusive-lock', 'object-map', 'fast-diff', 'deep-flatten'] as const;
@@ -39,7 +39,7 @@ export interface ClusterConfig {
 
 export interface RbdConfig {
   clusters: ClusterConfig[];
-  mapper: MapperKind;
+  mapper: MapperName;
   /** Clones deeper than this are flattened when they are made. */
   maxCloneDepth: number;
   /** Node IDs always known to reach every cluster (besides those registered in RADOS). */
@@ -134,5 +134,5 @@ export function parseConfig(raw: Record<string, unknown>, overrides: { mapper?: 
   parseFeatures(features);
   const mapOptions = (raw.mapOptions ?? []) as unknown[];
   if (!Array.isArray(mapOptions) || mapOptions.some((o) => typeof o !== 'string' || !MAP_OPTION_RE.test(o))) throw new Error(`${file}: mapOptions must be a list of key[=value] options`);
-  return { clusters, mapper: mapper as MapperKind, maxCloneDepth: depth, nodes: nodes as string[], imageFeatures: features, mapOptions: mapOptions as string[] };
+  return { clusters, mapper: mapper as MapperName, maxCloneDepth: depth, nodes: nodes as string[], imageFeatures: features, mapOptions: mapOptions as string[] };
 }

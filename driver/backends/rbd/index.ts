@@ -97,7 +97,7 @@ export const volumeImage = (id: string) => `csi-vol-${hashOf(id)}`;
 export const snapshotImage = (id: string) => `csi-snap-${hashOf(id)}`;
 
 export class RbdBackend implements Backend {
-  readonly kind = 'rbd';
+  readonly name = 'rbd';
   readonly nodeLocal = false;
   readonly mutableParameters = {};
   readonly cli: CephCli;

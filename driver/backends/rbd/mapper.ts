@@ -25,7 +25,8 @@ export interface MapTarget {
 }
 
 export interface Mapper {
-  readonly kind: string;
+  /** The --rbd-mapper value that chose it. */
+  readonly name: string;
   map(t: MapTarget, creds: Credentials): Promise<string>;
   mapped(t: MapTarget): Promise<string | undefined>;
   unmap(t: MapTarget): Promise<void>;
@@ -46,13 +47,13 @@ const lastLine = (s: string) => s.trim().split('\n').filter((l) => !/^\d{4}-\d\d
 /** krbd and rbd-nbd: the rbd CLI does the mapping; the device list says what is mapped. */
 export class DeviceMapper implements Mapper {
   constructor(
-    readonly kind: 'krbd' | 'rbd-nbd',
+    readonly name: 'krbd' | 'rbd-nbd',
     private readonly cli: CephCli,
     private readonly options: string[],
   ) {}
 
   private get type() {
-    return this.kind === 'krbd' ? 'krbd' : 'nbd';
+    return this.name === 'krbd' ? 'krbd' : 'nbd';
   }
 
   async map(t: MapTarget, creds: Credentials): Promise<string> {
@@ -67,7 +68,7 @@ export class DeviceMapper implements Mapper {
     } catch (err) {
       if (!(err instanceof CommandError)) throw err;
       const why = lastLine(err.stderr);
-      if (this.kind === 'krbd') {
+      if (this.name === 'krbd') {
         const hasDriver = await fs.access('/sys/bus/rbd').then(() => true, () => false);
         throw new BackendError(
           'precondition',
@@ -164,7 +165,7 @@ async function mountInfo(): Promise<MountInfo[]> {
 const KEPT_MOUNT_OPTIONS = new Set(['ro', 'nosuid', 'nodev', 'noexec', 'noatime', 'nodiratime', 'relatime', 'sync', 'dirsync']);
 
 export class FuseMapper implements Mapper {
-  readonly kind = 'fuse';
+  readonly name = 'fuse';
 
   constructor(
     private readonly stateDir: string,
