@@ -3,40 +3,23 @@
 //
 // Needs root, Go (for the first, cold build of the binaries) and kubectl.
 // The first run builds kube-apiserver/kubelet/... from the Go module proxy
-// inside `up`, hence the long timeout of the first test.
-import { afterAll, describe, expect, test } from 'vitest';
-import { execa } from 'execa';
-import { existsSync, mkdtempSync, readFileSync, readdirSync, readlinkSync, rmSync } from 'node:fs';
+// inside `up`, hence the long timeout of beforeAll.
+import { afterAll, beforeAll, describe, expect, test } from 'vitest';
+import { existsSync, readFileSync, readdirSync, readlinkSync } from 'node:fs';
 import { connect } from 'node:net';
-import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
-
-const CLI = resolve(import.meta.dirname, '../cluster/cluster');
-const KUBECTL = process.env.KUBECTL ?? 'kubectl';
-const MIN = 60_000;
+import { ClusterEnv, MIN, NODE_NAME } from '../lib/cluster-env.js';
 
 // A fresh, empty run directory chosen by the test, so `down` can always find
 // the run, even if `up` fails half-way.
-const runDir = mkdtempSync(join(tmpdir(), 'tscsi-e2e-'));
-// kubectl's discovery cache goes into the run dir, which `down` removes
-const env = { ...process.env, TSCSI_CLUSTER_DIR: runDir, KUBECACHEDIR: join(runDir, 'kube-cache') };
-let kubeconfig = '';
+const env = new ClusterEnv();
+const runDir = env.runDir;
 
 // sysctls the kubelet rewrites; `down` of the last run must restore them
 const SYSCTLS = ['kernel/panic', 'kernel/panic_on_oops', 'vm/overcommit_memory'];
 const readSysctls = () => SYSCTLS.map((k) => `${k}=${readFileSync(`/proc/sys/${k}`, 'utf8').trim()}`);
 const sysctlsBefore = readSysctls();
 const otherRunsBefore = existsSync('/run/tscsi-cluster/runs') ? readdirSync('/run/tscsi-cluster/runs').length : 0;
-
-async function cluster(...args: string[]) {
-  return execa('bash', [CLI, ...args], { env, stderr: 'inherit', reject: false, timeout: 60 * MIN });
-}
-
-async function kubectl(args: string[], input?: string) {
-  const r = await execa(KUBECTL, ['--kubeconfig', kubeconfig, ...args], { env, input, reject: false, timeout: 2 * MIN });
-  if (r.exitCode !== 0) throw new Error(`kubectl ${args.join(' ')} failed (${r.exitCode}): ${r.stderr}`);
-  return r.stdout;
-}
 
 /** PIDs of live processes whose command line mentions `needle`. */
 function processesMentioning(needle: string): string[] {
@@ -91,52 +74,86 @@ function canConnect(port: number): Promise<boolean> {
   });
 }
 
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+/**
+ * What a CSI node plugin does: a privileged pod mounts a tmpfs below the kubelet root
+ * with Bidirectional propagation and stays Ready; the mount is left for `down` to clean up.
+ */
+async function propagatingMount(name: string): Promise<string> {
+  const kubeletDir = env.kubeletDir;
+  const target = join(kubeletDir, name);
+  const pod = {
+    apiVersion: 'v1',
+    kind: 'Pod',
+    metadata: { name, namespace: 'default' },
+    spec: {
+      hostNetwork: true,
+      terminationGracePeriodSeconds: 1,
+      automountServiceAccountToken: false,
+      containers: [
+        {
+          name: 'mounter',
+          image: 'tscsi.local/busybox:1',
+          imagePullPolicy: 'Never',
+          securityContext: { privileged: true },
+          command: [
+            '/bin/sh', '-c',
+            `mkdir -p ${target} && mount -t tmpfs ${name} ${target} && echo from-pod > ${target}/f && touch /tmp/ready && trap 'exit 0' TERM && while true; do sleep 1; done`,
+          ],
+          readinessProbe: { exec: { command: ['cat', '/tmp/ready'] }, periodSeconds: 1 },
+          volumeMounts: [{ name: 'kubelet', mountPath: kubeletDir, mountPropagation: 'Bidirectional' }],
+        },
+      ],
+      volumes: [{ name: 'kubelet', hostPath: { path: kubeletDir, type: 'Directory' } }],
+    },
+  };
+  await env.apply(pod);
+  const ready = await env.kubectl(['wait', '--for=condition=Ready', `pod/${name}`, '--timeout=120s']).then(
+    () => '',
+    async (err: unknown) => `${String(err)}\n${await env.kubectl(['describe', 'pod', name])}`,
+  );
+  expect(ready).toBe('');
+  return target;
+}
+
+beforeAll(async () => {
+  const t0 = Date.now();
+  await env.up();
+  console.log(`cluster up took ${((Date.now() - t0) / 1000).toFixed(1)}s`);
+}, 60 * MIN);
+
+// Always tear down, whatever failed (a no-op after the case that tests `down`).
+afterAll(async () => {
+  const code = await env.down();
+  if (code !== 0) console.error(`cluster down failed: ${code}`);
+}, 10 * MIN);
 
 describe('single-node cluster', () => {
-  afterAll(async () => {
-    // Always tear down, whatever failed above.
-    if (existsSync(runDir)) {
-      const r = await cluster('down');
-      if (r.exitCode !== 0) console.error(`cluster down failed: ${r.exitCode}`);
-    }
-    rmSync(runDir, { recursive: true, force: true });
-  }, 10 * MIN);
-
-  test('up starts the cluster and prints its kubeconfig', { timeout: 60 * MIN }, async () => {
-    const t0 = Date.now();
-    const r = await cluster('up');
-    console.log(`cluster up took ${((Date.now() - t0) / 1000).toFixed(1)}s`);
-    expect(r.exitCode).toBe(0);
-    const m = /^export KUBECONFIG=(.+)$/m.exec(r.stdout);
-    expect(m, `stdout: ${r.stdout}`).not.toBeNull();
-    kubeconfig = m![1]!;
+  test('up starts the cluster and prints its kubeconfig', () => {
+    const kubeconfig = env.kubeconfig;
     expect(kubeconfig.startsWith(runDir + '/')).toBe(true);
-    expect(r.stdout).toContain(`export TSCSI_CLUSTER_DIR=${runDir}`);
+    expect(env.upStdout).toContain(`export TSCSI_CLUSTER_DIR=${runDir}`);
     expect(existsSync(kubeconfig)).toBe(true);
   });
 
   test('the node is Ready and runs the pinned versions', { timeout: 5 * MIN }, async () => {
-    expect(kubeconfig).not.toBe('');
-    const node = JSON.parse(await kubectl(['get', 'node', '127.0.0.1', '-o', 'json']));
+    const node = await env.json(['get', 'node', NODE_NAME]);
     const ready = node.status.conditions.find((c: { type: string }) => c.type === 'Ready');
     expect(ready?.status).toBe('True');
     const versions = readFileSync(resolve(import.meta.dirname, '../cluster/lib/versions.sh'), 'utf8');
     const k8s = process.env.K8S_VERSION ?? /K8S_VERSION:-(v[\d.]+)/.exec(versions)![1];
     expect(node.status.nodeInfo.kubeletVersion).toBe(k8s);
     // the containerd that `up` actually used (a pinned 2.x build, or Debian's 1.6 as the fallback)
-    const used = /^CONTAINERD_VERSION=(.+)$/m.exec(readFileSync(join(runDir, 'cluster.env'), 'utf8'))![1]!;
+    const used = env.settings().CONTAINERD_VERSION;
     const runtime = node.status.nodeInfo.containerRuntimeVersion as string;
     if (used.startsWith('debian-')) expect(runtime).toMatch(/^containerd:\/\/1\.6\./);
     else expect(runtime).toBe(`containerd://${used.slice(1)}`);
-    const server = JSON.parse(await kubectl(['version', '-o', 'json']));
+    const server = JSON.parse(await env.kubectl(['version', '-o', 'json']));
     expect(server.serverVersion.gitVersion).toBe(k8s);
-    const status = await cluster('status');
+    const status = await env.cluster('status');
     expect(status.exitCode).toBe(0);
   });
 
   test('a busybox pod writes into an emptyDir and succeeds', { timeout: 5 * MIN }, async () => {
-    expect(kubeconfig).not.toBe('');
     const marker = `hello-${Date.now()}`;
     const pod = {
       apiVersion: 'v1',
@@ -159,75 +176,31 @@ describe('single-node cluster', () => {
         volumes: [{ name: 'scratch', emptyDir: {} }],
       },
     };
-    await kubectl(['apply', '-f', '-'], JSON.stringify(pod));
-    let phase = '';
-    const deadline = Date.now() + 3 * MIN;
-    while (Date.now() < deadline) {
-      phase = await kubectl(['get', 'pod', 'e2e-busybox', '-o', 'jsonpath={.status.phase}']);
-      if (phase === 'Succeeded' || phase === 'Failed') break;
-      await sleep(500);
-    }
-    const desc = phase === 'Succeeded' ? '' : await kubectl(['describe', 'pod', 'e2e-busybox']);
-    expect(phase, desc).toBe('Succeeded');
-    const exitCode = await kubectl([
+    await env.apply(pod);
+    const phase = await env.waitPhase('e2e-busybox', ['Succeeded', 'Failed']);
+    expect(phase, phase === 'Succeeded' ? '' : await env.describePod('e2e-busybox')).toBe('Succeeded');
+    const exitCode = await env.kubectl([
       'get', 'pod', 'e2e-busybox', '-o', 'jsonpath={.status.containerStatuses[0].state.terminated.exitCode}',
     ]);
     expect(exitCode).toBe('0');
     // logs travel apiserver -> kubelet (client cert) -> containerd
-    const logs = await kubectl(['logs', 'e2e-busybox']);
-    expect(logs).toContain(`read-back: ${marker}`);
-    await kubectl(['delete', 'pod', 'e2e-busybox', '--wait=true', '--timeout=60s']);
+    expect(await env.logs('e2e-busybox')).toContain(`read-back: ${marker}`);
+    await env.kubectl(['delete', 'pod', 'e2e-busybox', '--wait=true', '--timeout=60s']);
   });
 
   test('a privileged pod mounts into the kubelet dir with Bidirectional propagation', { timeout: 5 * MIN }, async () => {
-    // What a CSI node plugin does: mount below the kubelet root from inside a
-    // container; the mount must show up on the host. It is left in place so
-    // that `down` has to clean it up.
-    expect(kubeconfig).not.toBe('');
-    const kubeletDir = join(runDir, 'kubelet');
-    const target = join(kubeletDir, 'e2e-propagation');
-    const pod = {
-      apiVersion: 'v1',
-      kind: 'Pod',
-      metadata: { name: 'e2e-propagation', namespace: 'default' },
-      spec: {
-        hostNetwork: true,
-        terminationGracePeriodSeconds: 1,
-        automountServiceAccountToken: false,
-        containers: [
-          {
-            name: 'mounter',
-            image: 'tscsi.local/busybox:1',
-            imagePullPolicy: 'Never',
-            securityContext: { privileged: true },
-            command: [
-              '/bin/sh', '-c',
-              `mkdir -p ${target} && mount -t tmpfs e2e-tmpfs ${target} && echo from-pod > ${target}/f && touch /tmp/ready && trap 'exit 0' TERM && while true; do sleep 1; done`,
-            ],
-            readinessProbe: { exec: { command: ['cat', '/tmp/ready'] }, periodSeconds: 1 },
-            volumeMounts: [{ name: 'kubelet', mountPath: kubeletDir, mountPropagation: 'Bidirectional' }],
-          },
-        ],
-        volumes: [{ name: 'kubelet', hostPath: { path: kubeletDir, type: 'Directory' } }],
-      },
-    };
-    await kubectl(['apply', '-f', '-'], JSON.stringify(pod));
-    const r = await execa(
-      KUBECTL,
-      ['--kubeconfig', kubeconfig, 'wait', '--for=condition=Ready', 'pod/e2e-propagation', '--timeout=120s'],
-      { env, reject: false },
-    );
-    const desc = r.exitCode === 0 ? '' : await kubectl(['describe', 'pod', 'e2e-propagation']);
-    expect(r.exitCode, desc).toBe(0);
+    const target = await propagatingMount('e2e-propagation');
     expect(mountsBelow(target)).toContain(target);
     expect(readFileSync(join(target, 'f'), 'utf8').trim()).toBe('from-pod');
   });
 
+  // Runs last (it ends the cluster); it makes the pod mount it wants `down` to clean up.
   test('down leaves no process, mount, loop device or cgroup behind', { timeout: 10 * MIN }, async () => {
-    const env = readFileSync(join(runDir, 'cluster.env'), 'utf8');
-    const cgroupRoot = /^CGROUP_ROOT=(.+)$/m.exec(env)![1]!;
-    const apiserverPort = Number(/^PORT_APISERVER=(\d+)$/m.exec(env)![1]);
-    const kubeletPort = Number(/^PORT_KUBELET=(\d+)$/m.exec(env)![1]);
+    expect(mountsBelow(await propagatingMount('e2e-left-for-down')).length).toBe(1);
+    const settings = env.settings();
+    const cgroupRoot = settings.CGROUP_ROOT;
+    const apiserverPort = Number(settings.PORT_APISERVER);
+    const kubeletPort = Number(settings.PORT_KUBELET);
     expect(await canConnect(apiserverPort)).toBe(true);
     const pids = readdirSync(join(runDir, 'pids')).map((n) => readFileSync(join(runDir, 'pids', n), 'utf8').trim());
     expect(pids.length).toBe(6);
@@ -237,7 +210,7 @@ describe('single-node cluster', () => {
     // the kubelet has rewritten the VM's sysctls while it runs
     expect(readFileSync('/proc/sys/kernel/panic_on_oops', 'utf8').trim()).toBe('1');
 
-    const r = await cluster('down');
+    const r = await env.cluster('down');
     expect(r.exitCode).toBe(0);
 
     for (const pid of pids) expect(existsSync(`/proc/${pid}`), `pid ${pid} still alive`).toBe(false);

@@ -1,23 +1,16 @@
 // A volume's whole life on real loop devices, XFS/ext4/btrfs and real mounts, through a
 // real gRPC client: create, stage, publish, write, snapshot, clone, expand, stats, delete.
-import { describe, it, expect, beforeAll, afterAll } from 'vitest';
+import { describe, it, expect } from 'vitest';
 import fs from 'node:fs/promises';
 import path from 'node:path';
 import { execa } from 'execa';
-import { DriverHarness, mountCap, blockCap, MiB, loopDevicesUnder, mountsUnder } from '../lib/driver-harness.js';
+import { type DriverHarness, mountCap, blockCap, MiB, loopDevicesUnder, mountsUnder } from '../lib/driver-harness.js';
+import { driverPerFile } from '../lib/driver-per-file.js';
 import { codeName, type CsiClient } from '../../sidecars/common/csi-client.js';
 
 let h: DriverHarness;
 let c: CsiClient;
-
-beforeAll(async () => {
-  h = await DriverHarness.start();
-  c = h.client!;
-});
-
-afterAll(async () => {
-  await h?.cleanup();
-});
+driverPerFile((driver, client) => ([h, c] = [driver, client]));
 
 async function stageAndPublish(volumeId: string, cap: object, name: string) {
   const staging = path.join(h.dir, 'staging', name);

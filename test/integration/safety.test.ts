@@ -1,25 +1,18 @@
 // What a production driver owes its users beyond the happy path: one volume per name under
 // a burst of retries, hostile input refused before it touches anything, half-done work
 // finished after a crash, a socket only root can use, a graceful stop, no secrets in logs.
-import { describe, it, expect, beforeAll, afterAll } from 'vitest';
+import { describe, it, expect } from 'vitest';
 import fs from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { execa } from 'execa';
-import { DriverHarness, mountCap, blockCap, MiB, loopDevicesUnder } from '../lib/driver-harness.js';
+import { type DriverHarness, mountCap, blockCap, MiB, loopDevicesUnder } from '../lib/driver-harness.js';
+import { driverPerFile } from '../lib/driver-per-file.js';
 import { codeName, type CsiClient } from '../../sidecars/common/csi-client.js';
 
 let h: DriverHarness;
 let c: CsiClient;
-
-beforeAll(async () => {
-  h = await DriverHarness.start();
-  c = h.client!;
-});
-
-afterAll(async () => {
-  await h?.cleanup();
-});
+driverPerFile((driver, client) => ([h, c] = [driver, client]));
 
 const outcomeOf = (p: Promise<unknown>) => p.then(() => 'OK', (e) => codeName(e));
 

@@ -1,34 +1,69 @@
 // Brings up the real single-node cluster (test/cluster/cluster) in a run directory of the
 // test's own and gives the test kubectl, the kubelet's paths and processes it can start
-// next to the cluster. Everything is torn down in stop(), whatever failed before.
-import { execa } from 'execa';
+// next to the cluster. Everything is torn down in down(), whatever failed before.
+import { execa, type Result } from 'execa';
 import { spawn, type ChildProcess } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
+import { waitFor, within } from './wait.js';
 
 const ROOT = path.resolve(import.meta.dirname, '..', '..');
 const CLI = path.join(ROOT, 'test', 'cluster', 'cluster');
+/** The cluster's own kubectl (test/run-all puts it here), never one the machine happens to have. */
+export const KUBECTL = process.env.KUBECTL ?? 'kubectl';
+/** The node's name (kubelet's --hostname-override), which the driver also takes as its node ID. */
 export const NODE_NAME = '127.0.0.1';
+export const DRIVER = 'csi.tscsi.dev';
+export const MIN = 60_000;
+
+/** A process started next to the cluster, its output in <runDir>/logs/<name>.log. */
+export interface HostProcess {
+  name: string;
+  p: ChildProcess;
+  logFile: string;
+  exited: Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
+}
+
+export const running = (x: HostProcess) => x.p.exitCode === null && x.p.signalCode === null;
 
 export class ClusterEnv {
   readonly runDir = fs.mkdtempSync(path.join(os.tmpdir(), 'tscsi-e2e-'));
   kubeconfig = '';
-  private readonly procs: Array<{ name: string; p: ChildProcess }> = [];
-  private readonly env = { ...process.env, TSCSI_CLUSTER_DIR: this.runDir, KUBECACHEDIR: path.join(this.runDir, 'kube-cache') };
+  /** What `cluster up` printed (its last lines export KUBECONFIG and TSCSI_CLUSTER_DIR). */
+  upStdout = '';
+  private readonly procs: HostProcess[] = [];
+  // kubectl's discovery cache goes into the run dir, which `down` removes
+  readonly env = { ...process.env, TSCSI_CLUSTER_DIR: this.runDir, KUBECACHEDIR: path.join(this.runDir, 'kube-cache') };
 
   get kubeletDir(): string {
     return path.join(this.runDir, 'kubelet');
   }
 
+  /** test/cluster/cluster with this run's directory. */
+  cluster(...args: string[]): Promise<Result> {
+    return execa('bash', [CLI, ...args], { env: this.env, stderr: 'inherit', reject: false, timeout: 60 * MIN });
+  }
+
   async up(): Promise<void> {
-    const r = await execa('bash', [CLI, 'up'], { env: this.env, stderr: 'inherit', reject: false, timeout: 60 * 60_000 });
+    const r = await this.cluster('up');
     if (r.exitCode !== 0) throw new Error(`cluster up failed (${r.exitCode})`);
-    this.kubeconfig = /^export KUBECONFIG=(.+)$/m.exec(r.stdout)![1];
+    this.upStdout = String(r.stdout);
+    this.kubeconfig = /^export KUBECONFIG=(.+)$/m.exec(this.upStdout)![1];
+  }
+
+  /** KEY=value lines of the run's cluster.env (ports, cgroup root, the containerd used). */
+  settings(): Record<string, string> {
+    const out: Record<string, string> = {};
+    for (const line of fs.readFileSync(path.join(this.runDir, 'cluster.env'), 'utf8').split('\n')) {
+      const m = /^([A-Z_]+)=(.*)$/.exec(line.trim());
+      if (m) out[m[1]] = m[2].replace(/^["']|["']$/g, '');
+    }
+    return out;
   }
 
   async kubectl(args: string[], input?: string): Promise<string> {
-    const r = await execa('kubectl', ['--kubeconfig', this.kubeconfig, ...args], { env: this.env, input, reject: false, timeout: 120_000 });
+    const r = await execa(KUBECTL, ['--kubeconfig', this.kubeconfig, ...args], { env: this.env, input, reject: false, timeout: 2 * MIN });
     if (r.exitCode !== 0) throw new Error(`kubectl ${args.join(' ')} failed (${r.exitCode}): ${r.stderr}`);
     return r.stdout;
   }
@@ -42,53 +77,106 @@ export class ClusterEnv {
   }
 
   /** Polls fn until it returns a truthy value; fails with what `describe` says. */
-  async waitFor<T>(what: string, fn: () => Promise<T | undefined | false>, timeoutMs = 120_000, describe?: () => Promise<string>): Promise<T> {
-    const deadline = Date.now() + timeoutMs;
-    let last: unknown;
-    for (;;) {
-      try {
-        const v = await fn();
-        if (v) return v;
-      } catch (err) {
-        last = err;
-      }
-      if (Date.now() > deadline) {
-        const extra = describe ? await describe().catch((e) => String(e)) : '';
-        throw new Error(`timed out waiting for ${what}${last ? ` (last error: ${String(last)})` : ''}\n${extra}`);
-      }
-      await new Promise((r) => setTimeout(r, 500));
-    }
+  waitFor<T>(what: string, fn: () => Promise<T | undefined | false>, timeoutMs = 2 * MIN, describe?: () => Promise<string>): Promise<T> {
+    return waitFor(what, fn, { timeoutMs, describe });
   }
 
-  /** Starts a host process whose output goes to <runDir>/logs/<name>.log. */
-  start(name: string, args: string[]): ChildProcess {
+  phase(pod: string): Promise<string> {
+    return this.kubectl(['get', 'pod', pod, '-o', 'jsonpath={.status.phase}']);
+  }
+
+  logs(pod: string): Promise<string> {
+    return this.kubectl(['logs', pod]);
+  }
+
+  /** The pod's description and the cluster's events: what a timeout on a pod needs to be understood. */
+  async describePod(pod: string): Promise<string> {
+    return `${await this.kubectl(['describe', 'pod', pod])}\n--- events ---\n${await this.kubectl(['get', 'events', '-A'])}`;
+  }
+
+  /** Waits until the pod is in one of the phases `want`, and returns that phase. */
+  waitPhase(pod: string, want: string[], timeoutMs = 3 * MIN, describe: () => Promise<string> = () => this.describePod(pod)): Promise<string> {
+    return this.waitFor(
+      `pod ${pod} ${want.join('|')}`,
+      async () => {
+        const p = await this.phase(pod);
+        return want.includes(p) && p;
+      },
+      timeoutMs,
+      describe,
+    );
+  }
+
+  /** The PV a claim is bound to and the volume ID (handle) on it, once it is Bound. */
+  async bound(claim: string, timeoutMs = 2 * MIN): Promise<{ pvName: string; handle: string }> {
+    const pvName = await this.waitFor(
+      `claim ${claim} bound`,
+      async () => {
+        const p = await this.json(['get', 'pvc', claim]);
+        return p.status.phase === 'Bound' && (p.spec.volumeName as string);
+      },
+      timeoutMs,
+    );
+    return { pvName, handle: await this.kubectl(['get', 'pv', pvName, '-o', 'jsonpath={.spec.csi.volumeHandle}']) };
+  }
+
+  async pvNames(): Promise<string> {
+    return this.kubectl(['get', 'pv', '-o', 'name']);
+  }
+
+  /** Starts a host process (node running `args`) whose output goes to <runDir>/logs/<name>.log. */
+  start(name: string, args: string[]): HostProcess {
     fs.mkdirSync(path.join(this.runDir, 'logs'), { recursive: true });
-    const fd = fs.openSync(path.join(this.runDir, 'logs', `${name}.log`), 'a');
+    const logFile = path.join(this.runDir, 'logs', `${name}.log`);
+    const fd = fs.openSync(logFile, 'a');
     const p = spawn(process.execPath, args, { stdio: ['ignore', fd, fd], env: { ...process.env, KUBECONFIG: this.kubeconfig } });
     fs.closeSync(fd);
-    this.procs.push({ name, p });
-    return p;
+    const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((r) => p.once('exit', (code, signal) => r({ code, signal })));
+    const proc = { name, p, logFile, exited };
+    this.procs.push(proc);
+    return proc;
   }
 
   log(name: string): string {
     return fs.readFileSync(path.join(this.runDir, 'logs', `${name}.log`), 'utf8');
   }
 
-  async stopProcesses(): Promise<void> {
-    for (const { p } of this.procs.reverse()) {
-      if (p.exitCode !== null || p.signalCode !== null) continue;
-      const exited = new Promise((r) => p.once('exit', r));
-      p.kill('SIGTERM');
-      await Promise.race([exited, new Promise((r) => setTimeout(r, 10_000))]);
-      if (p.exitCode === null && p.signalCode === null) p.kill('SIGKILL');
-    }
+  /** Sends `signal`, then SIGKILL if the process is still there after graceMs; returns how it ended. */
+  async stop(x: HostProcess, signal: NodeJS.Signals = 'SIGTERM', graceMs = 15_000) {
+    if (running(x)) x.p.kill(signal);
+    const ended = await within(x.exited, graceMs, undefined);
+    if (ended) return ended;
+    x.p.kill('SIGKILL');
+    return x.exited;
   }
 
-  async down(): Promise<void> {
-    await this.stopProcesses();
-    if (fs.existsSync(this.runDir)) await execa('bash', [CLI, 'down'], { env: this.env, stderr: 'inherit', reject: false, timeout: 10 * 60_000 });
-    fs.rmSync(this.runDir, { recursive: true, force: true });
+  async stopProcesses(): Promise<void> {
+    for (const x of [...this.procs].reverse()) await this.stop(x, 'SIGTERM', 10_000);
   }
+
+  /** Stops the processes and the cluster; idempotent. Returns `cluster down`'s exit code (0 when nothing was up). */
+  async down(): Promise<number> {
+    await this.stopProcesses();
+    let code = 0;
+    if (fs.existsSync(this.runDir)) code = (await execa('bash', [CLI, 'down'], { env: this.env, stderr: 'inherit', reject: false, timeout: 10 * MIN })).exitCode ?? 1;
+    fs.rmSync(this.runDir, { recursive: true, force: true });
+    return code;
+  }
+}
+
+/** The process's pino lines, parsed (a line that is not JSON fails the test). */
+export function logLines(x: HostProcess): Array<Record<string, any>> {
+  return fs
+    .readFileSync(x.logFile, 'utf8')
+    .split('\n')
+    .filter((l) => l.trim() !== '')
+    .map((l) => {
+      try {
+        return JSON.parse(l) as Record<string, any>;
+      } catch {
+        throw new Error(`${x.name}: log line is not JSON: ${l}`);
+      }
+    });
 }
 
 /** A busybox pod (hostNetwork, never pulled) running `script` with the claim at /data, or as /dev/xvda for a block claim. */
@@ -123,4 +211,9 @@ export function claim(name: string, sc: string, size: string, extra: object = {}
     metadata: { name, namespace: 'default' },
     spec: { storageClassName: sc, accessModes: ['ReadWriteOnce'], resources: { requests: { storage: size } }, ...extra },
   };
+}
+
+/** A StorageClass of our driver that allows expansion; `extra` sets binding mode, reclaim policy, parameters. */
+export function storageClass(name: string, extra: object) {
+  return { apiVersion: 'storage.k8s.io/v1', kind: 'StorageClass', metadata: { name }, provisioner: DRIVER, allowVolumeExpansion: true, ...extra };
 }

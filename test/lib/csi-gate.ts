@@ -17,6 +17,8 @@ export interface Hold {
   arrived: Promise<any>;
   /** Resolves once the driver has answered it (the answer is not passed on yet). */
   answered: Promise<void>;
+  /** Resolves once the caller has given up on the held call: it cancelled it, or the deadline it sent passed. */
+  callerGone: Promise<void>;
   /** Pass the answer on (to a caller that may have given up already). */
   release(): void;
 }
@@ -25,7 +27,14 @@ type Def = grpc.MethodDefinition<any, any>;
 
 export class CsiGate {
   readonly calls: GateCall[] = [];
-  private readonly holds: Array<{ method: string; match: (req: any) => boolean; arrived: (r: any) => void; answered: () => void; released: Promise<void> }> = [];
+  private readonly holds: Array<{
+    method: string;
+    match: (req: any) => boolean;
+    arrived: (r: any) => void;
+    answered: () => void;
+    callerGone: () => void;
+    released: Promise<void>;
+  }> = [];
   private readonly server = new grpc.Server();
   private readonly upstream: grpc.Client;
 
@@ -55,17 +64,20 @@ export class CsiGate {
   hold(method: string, match: (req: any) => boolean = () => true): Hold {
     let arrived!: (r: any) => void;
     let answered!: () => void;
+    let callerGone!: () => void;
     let release!: () => void;
     const h = {
       method,
       match,
       arrived: (r: any) => arrived(r),
       answered: () => answered(),
+      callerGone: () => callerGone(),
       released: new Promise<void>((r) => (release = r)),
     };
     const out: Hold = {
       arrived: new Promise((r) => (arrived = r)),
       answered: new Promise((r) => (answered = r)),
+      callerGone: new Promise((r) => (callerGone = r)),
       release: () => release(),
     };
     this.holds.push(h);
@@ -84,6 +96,11 @@ export class CsiGate {
     const hold = i >= 0 ? this.holds.splice(i, 1)[0] : undefined;
     hold?.arrived(request);
     const deadline = call.getDeadline();
+    if (hold) {
+      // The caller's own clock ends the call at its deadline whether or not a cancel reaches us.
+      call.once('cancelled', () => hold.callerGone());
+      if (deadline !== Infinity) setTimeout(() => hold.callerGone(), Math.max(0, +deadline - Date.now())).unref();
+    }
     const result = await new Promise<{ err: grpc.ServiceError | null; res?: Buffer }>((resolve) =>
       this.upstream.makeUnaryRequest(
         def.path,

@@ -12,6 +12,7 @@ import path from 'node:path';
 import type { VolumeRecord } from '../../driver/backends/backend.js';
 import { deriveId } from '../../driver/ids.js';
 import { fakeVolume } from './fake-backend.js';
+import { waitFor as waitUntil } from '../lib/wait.js';
 
 const mountCap = { mount: { fs_type: 'ext4' }, access_mode: { mode: 'SINGLE_NODE_WRITER' } };
 const VOL = deriveId('vol', 'fake', 'grown');
@@ -31,15 +32,8 @@ async function pidsOf(argv: string[]): Promise<number[]> {
   return out;
 }
 
-async function waitFor<T>(what: string, fn: () => Promise<T | undefined>, ms = 5_000): Promise<T> {
-  const until = Date.now() + ms;
-  for (;;) {
-    const v = await fn();
-    if (v !== undefined) return v;
-    if (Date.now() > until) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 20));
-  }
-}
+// Child processes come and go within milliseconds: ask often.
+const waitFor = <T>(what: string, fn: () => Promise<T | undefined>, ms = 5_000) => waitUntil(what, fn, { timeoutMs: ms, everyMs: 20 });
 
 const alive = (pid: number) => fs.access(`/proc/${pid}`).then(() => true, () => false);
 
