@@ -79,6 +79,11 @@ export class Attacher {
     }
   }
 
+  /** This attacher's finalizer, or the legacy one it replaces. */
+  private mine(f: string): boolean {
+    return f === this.finalizer || f === this.legacyFinalizer;
+  }
+
   private async sync(key: string): Promise<void> {
     const va = this.vas.get(key);
     if (!va || va.spec.attacher !== this.opts.driverName) return;
@@ -88,33 +93,36 @@ export class Attacher {
     if (!va.metadata?.deletionTimestamp && va.status?.attached && finalizers.includes(this.finalizer) && va.metadata?.annotations?.[ANN_NODE_ID]) return;
     const pvName = va.spec.source.persistentVolumeName;
     const pv = pvName ? await this.k.core.readPersistentVolume({ name: pvName }).catch((e) => (httpStatus(e) === 404 ? undefined : Promise.reject(e))) : undefined;
-    const mine = (f: string) => f === this.finalizer || f === this.legacyFinalizer;
+    if (va.metadata?.deletionTimestamp) return this.detach(key, va, pv);
+    if (this.serves(va, pv)) return this.attach(key, va, pv);
+  }
 
-    if (va.metadata?.deletionTimestamp) {
-      // Ours to detach: our finalizer is on it (a PV already gone says nothing about its backend).
-      if (!finalizers.some(mine) || (pv && !this.serves(va, pv))) return;
-      const nodeId = va.metadata.annotations?.[ANN_NODE_ID] ?? (await this.nodeId(va.spec.nodeName));
-      const volumeId = pv?.spec?.csi?.volumeHandle ?? va.spec.source.inlineVolumeSpec?.csi?.volumeHandle;
-      if (nodeId && volumeId) {
-        try {
-          const secrets = await readSecret(this.k.core, pv?.spec?.csi?.controllerPublishSecretRef ?? va.spec.source.inlineVolumeSpec?.csi?.controllerPublishSecretRef);
-          await this.csi.Controller.ControllerUnpublishVolume({ volume_id: volumeId, node_id: nodeId, secrets }, this.opts.timeoutMs);
-        } catch (err) {
-          await this.setStatus(key, { detachError: { time: new Date(), message: rpcErrorText(err) } });
-          throw err;
-        }
-      } else {
-        this.opts.log.warn({ va: key }, 'node or volume gone: nothing left to unpublish');
+  /** ControllerUnpublish, then our finalizer goes (a PV already gone says nothing about its backend: our finalizer on it does). */
+  private async detach(key: string, va: k8s.V1VolumeAttachment, pv: k8s.V1PersistentVolume | undefined): Promise<void> {
+    const finalizers = va.metadata?.finalizers ?? [];
+    if (!finalizers.some((f) => this.mine(f)) || (pv && !this.serves(va, pv))) return;
+    const nodeId = va.metadata?.annotations?.[ANN_NODE_ID] ?? (await this.nodeId(va.spec.nodeName));
+    const csiSrc = pv?.spec?.csi ?? va.spec.source.inlineVolumeSpec?.csi;
+    if (nodeId && csiSrc?.volumeHandle) {
+      try {
+        const secrets = await readSecret(this.k.core, csiSrc.controllerPublishSecretRef);
+        await this.csi.Controller.ControllerUnpublishVolume({ volume_id: csiSrc.volumeHandle, node_id: nodeId, secrets }, this.opts.timeoutMs);
+      } catch (err) {
+        await this.setStatus(key, { detachError: { time: new Date(), message: rpcErrorText(err) } });
+        throw err;
       }
-      await this.k.storage.patchVolumeAttachment({ name: key, body: { metadata: { finalizers: finalizers.filter((f) => !mine(f)) } } }, mergePatch);
-      return;
+    } else {
+      this.opts.log.warn({ va: key }, 'node or volume gone: nothing left to unpublish');
     }
-    if (!this.serves(va, pv)) return;
+    await this.k.storage.patchVolumeAttachment({ name: key, body: { metadata: { finalizers: finalizers.filter((f) => !this.mine(f)) } } }, mergePatch);
+  }
 
+  /** Our finalizer and the node ID on the object first (so a detach can always follow), then ControllerPublish and the status. */
+  private async attach(key: string, va: k8s.V1VolumeAttachment, pv: k8s.V1PersistentVolume | undefined): Promise<void> {
     const spec = pv?.spec ?? va.spec.source.inlineVolumeSpec;
     const csiSrc = spec?.csi;
     if (!spec || !csiSrc) {
-      await this.setStatus(key, { attached: false, attachError: { time: new Date(), message: `persistent volume ${pvName} not found or not a CSI volume` } });
+      await this.setStatus(key, { attached: false, attachError: { time: new Date(), message: `persistent volume ${va.spec.source.persistentVolumeName} not found or not a CSI volume` } });
       throw new Error(`no CSI source for ${key}`);
     }
     const nodeId = await this.nodeId(va.spec.nodeName);
@@ -123,9 +131,10 @@ export class Attacher {
       throw new Error(`no CSINode entry for ${va.spec.nodeName}`);
     }
     if (va.status?.attached && va.metadata?.annotations?.[ANN_NODE_ID] === nodeId) return;
+    const finalizers = va.metadata?.finalizers ?? [];
     if (!finalizers.includes(this.finalizer) || (this.legacyFinalizer && finalizers.includes(this.legacyFinalizer)) || va.metadata?.annotations?.[ANN_NODE_ID] !== nodeId) {
       await this.k.storage.patchVolumeAttachment(
-        { name: key, body: { metadata: { finalizers: [...finalizers.filter((f) => !mine(f)), this.finalizer], annotations: { [ANN_NODE_ID]: nodeId } } } },
+        { name: key, body: { metadata: { finalizers: [...finalizers.filter((f) => !this.mine(f)), this.finalizer], annotations: { [ANN_NODE_ID]: nodeId } } } },
         mergePatch,
       );
     }
