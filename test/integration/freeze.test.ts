@@ -8,6 +8,7 @@ import path from 'node:path';
 import { spawn, type ChildProcess } from 'node:child_process';
 import { execa } from 'execa';
 import { DriverHarness, mountCap, MiB } from '../lib/driver-harness.js';
+import { within } from '../lib/wait.js';
 import { codeName } from '../../sidecars/common/csi-client.js';
 import { pino } from 'pino';
 import { LoopBackend } from '../../driver/backends/loop/index.js';
@@ -33,13 +34,7 @@ afterAll(async () => {
 
 function exited(p: ChildProcess, ms: number): Promise<number | null | 'running'> {
   if (p.exitCode !== null) return Promise.resolve(p.exitCode);
-  return new Promise((resolve) => {
-    const t = setTimeout(() => resolve('running'), ms);
-    p.once('exit', (code) => {
-      clearTimeout(t);
-      resolve(code);
-    });
-  });
+  return within(new Promise<number | null>((resolve) => p.once('exit', resolve)), ms, 'running' as const);
 }
 
 describe('a driver killed inside a freeze', () => {

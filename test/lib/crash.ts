@@ -3,6 +3,7 @@ import { once } from 'node:events';
 import { expect } from 'vitest';
 import type { DriverHarness } from './driver-harness.js';
 import { codeName } from '../../sidecars/common/csi-client.js';
+import { within } from './wait.js';
 
 export interface Fired {
   failpoint: string;
@@ -32,7 +33,7 @@ export async function crashAt(
     () => 'OK',
     (e) => codeName(e) ?? String(e),
   );
-  const died = await Promise.race([exited.then(() => true), new Promise<boolean>((r) => setTimeout(() => r(false), 5_000))]);
+  const died = await within(exited.then(() => true), 5_000, false);
   expect(died, `the driver did not die at ${point}; the call answered ${first}`).toBe(true);
   expect(proc.signalCode).toBe('SIGKILL');
   const fired = (await h.log())

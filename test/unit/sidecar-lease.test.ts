@@ -50,6 +50,7 @@ describe('leader election decisions', () => {
 // ---- the elector's loop against an in-memory Lease API with the apiserver's optimistic concurrency ----
 import { LeaderElector, MicroTime } from '../../sidecars/common/lease.js';
 import type { CoordinationV1Api, V1Lease } from '@kubernetes/client-node';
+import { holdsFor, waitFor } from '../lib/wait.js';
 
 class FakeLeaseApi {
   lease?: V1Lease;
@@ -88,14 +89,8 @@ class FakeLeaseApi {
 }
 
 const FAST = { leaseDurationMs: 1_500, renewDeadlineMs: 1_000, retryPeriodMs: 200 };
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
-async function until(fn: () => boolean, ms = 5_000): Promise<void> {
-  const end = Date.now() + ms;
-  while (!fn()) {
-    if (Date.now() > end) throw new Error('condition not met in time');
-    await sleep(10);
-  }
-}
+// The short timings above: ask often.
+const until = (fn: () => boolean, ms = 5_000) => waitFor('the condition', async () => fn(), { timeoutMs: ms, everyMs: 10 });
 
 describe('LeaderElector loop (fake API, short timings)', () => {
   function elector(api: FakeLeaseApi, identity: string, events: string[]) {
@@ -117,8 +112,7 @@ describe('LeaderElector loop (fake API, short timings)', () => {
     await until(() => a.isLeader());
     const b = elector(api, 'b', events);
     b.start();
-    await sleep(700);
-    expect([a.isLeader(), b.isLeader()]).toEqual([true, false]);
+    await holdsFor('a leads, b waits', () => a.isLeader() && !b.isLeader(), 700, 20);
     expect(api.holder).toBe('a');
     expect(api.lease?.spec?.leaseDurationSeconds).toBe(2); // whole seconds, rounded up
     expect(api.writes.filter((w) => w === 'replace:a').length).toBeGreaterThanOrEqual(2); // renewing
@@ -132,7 +126,7 @@ describe('LeaderElector loop (fake API, short timings)', () => {
 
     const c = elector(api, 'c', events);
     c.start();
-    await sleep(300);
+    await holdsFor('c waits while b renews', () => !c.isLeader(), 300, 20);
     t = Date.now();
     await b.stop({ release: false });
     expect(api.holder).toBe('b');
