@@ -265,11 +265,11 @@ export function packageVersion(): string {
 export interface ResolveContext {
   env?: NodeJS.ProcessEnv;
   /** Tests: the kinds of the backends the caller hands createDriver itself (default: those the options enable). */
-  backendKinds?: string[];
+  backendNames?: string[];
 }
 
 /** Checks every option once and fills in the defaults; throws a ConfigError naming every problem. */
-export function resolveSettings(opts: DriverOptions = {}, { env = process.env, backendKinds }: ResolveContext = {}): DriverSettings {
+export function resolveSettings(opts: DriverOptions = {}, { env = process.env, backendNames }: ResolveContext = {}): DriverSettings {
   const known = new Set<string>(optionKeys);
   const unknown = Object.keys(opts).filter((k) => !known.has(k));
   if (unknown.length) throw new ConfigError(unknown.map((k) => `unknown option ${k}`));
@@ -279,7 +279,7 @@ export function resolveSettings(opts: DriverOptions = {}, { env = process.env, b
   if (!isSupportedFs(fsType)) r.problems.push(`--default-fs-type must be ext4, xfs or btrfs; got ${JSON.stringify(fsType)}`);
   const backends = backendSettings(r, mode);
   // Backends a caller brings itself replace the configured ones: describe only those kept.
-  for (const k of ['loop', 'lvm', 'rbd'] as const) if (backendKinds && !backendKinds.includes(k)) delete backends[k];
+  for (const k of ['loop', 'lvm', 'rbd'] as const) if (backendNames && !backendNames.includes(k)) delete backends[k];
   const settings: DriverSettings = {
     endpoint: r.text('endpoint'),
     mode,
@@ -290,7 +290,7 @@ export function resolveSettings(opts: DriverOptions = {}, { env = process.env, b
     topologyKey: r.text('topologyKey'),
     maxVolumesPerNode: r.count('maxVolumesPerNode', 0),
     defaultFsType: fsType as DriverSettings['defaultFsType'],
-    defaultBackend: defaultBackendOf(r, backendKinds ?? enabledBackends(backends)),
+    defaultBackend: defaultBackendOf(r, backendNames ?? enabledBackends(backends)),
     nodeStateDir: r.text('stateDir'),
     defaultVolumeBytes: r.size('defaultVolumeSize'),
     maxVolumeBytes: r.size('maxVolumeSize'),

@@ -1,5 +1,5 @@
 // The CSI Controller service: validate, lock, call the backend, map errors.
-import type { Backend, VolumeRecord, SnapshotRecord } from './backends/backend.js';
+import type { ControllerBackend, VolumeRecord, SnapshotRecord } from './backends/backend.js';
 import { DriverContext, timestamp, nowTimestamp } from './context.js';
 import { invalidArgument, notFound, alreadyExists, failedPrecondition, outOfRange, resourceExhausted } from './errors.js';
 import { deriveId, paginate, parseId } from './ids.js';
@@ -81,7 +81,7 @@ export function snapshotMessage(s: SnapshotRecord) {
 }
 
 /** Splits parameters into the backend's own and the CO's metadata, refusing unknown keys early. */
-function backendParameters(backend: Backend, params: Record<string, string>): void {
+function backendParameters(backend: ControllerBackend, params: Record<string, string>): void {
   checkMkfsOptions(params.mkfsOptions);
   const own: Record<string, string> = {};
   for (const [k, v] of Object.entries(params)) {
@@ -95,7 +95,7 @@ function backendParameters(backend: Backend, params: Record<string, string>): vo
   }
 }
 
-function checkMutable(backend: Backend, m: Record<string, string>): void {
+function checkMutable(backend: ControllerBackend, m: Record<string, string>): void {
   for (const [k, v] of Object.entries(m)) {
     const allowed = backend.mutableParameters[k];
     if (!allowed) {
@@ -118,7 +118,7 @@ type ContentSource = NonNullable<VolumeRecord['contentSource']>;
 /** A checked CreateVolume request: what to make and with which backend. */
 interface VolumeRequest {
   name: string;
-  backend: Backend;
+  backend: ControllerBackend;
   params: Record<string, string>;
   mutable: Record<string, string>;
   accessType: VolumeRecord['accessType'];
@@ -197,7 +197,7 @@ export class ControllerService {
   }
 
   /** A node-local backend can only provision where it runs. */
-  private checkTopology(backend: Backend, requirements: T.CreateVolumeRequest__Output['accessibility_requirements']): void {
+  private checkTopology(backend: ControllerBackend, requirements: T.CreateVolumeRequest__Output['accessibility_requirements']): void {
     const requisite = (requirements?.requisite ?? []).map((t) => t.segments ?? {});
     if (backend.nodeLocal && requisite.length > 0 && !requisite.some((t) => topologyMatches(t, this.ctx.topology))) {
       throw resourceExhausted(`volume cannot be provisioned in the requested topology: this ${backend.name} backend serves only ${JSON.stringify(this.ctx.topology)}`);
@@ -205,7 +205,7 @@ export class ControllerService {
   }
 
   /** The snapshot or volume to copy from, which must exist and live in the same backend. */
-  private async contentSource(backend: Backend, cs: T.CreateVolumeRequest__Output['volume_content_source']): Promise<SourceOf> {
+  private async contentSource(backend: ControllerBackend, cs: T.CreateVolumeRequest__Output['volume_content_source']): Promise<SourceOf> {
     const found = cs?.snapshot
       ? await this.sourceRecord('snapshot', cs.snapshot.snapshot_id, 'volume_content_source.snapshot.snapshot_id')
       : cs?.volume
@@ -217,7 +217,7 @@ export class ControllerService {
     return { ref: found.ref, bytes: found.bytes, lockKeys: [id] };
   }
 
-  private async sourceRecord(type: 'snapshot' | 'volume', id: string, field: string): Promise<{ ref: ContentSource; backend: Backend; bytes: bigint }> {
+  private async sourceRecord(type: 'snapshot' | 'volume', id: string, field: string): Promise<{ ref: ContentSource; backend: ControllerBackend; bytes: bigint }> {
     if (type === 'snapshot') {
       const found = await this.ctx.findSnapshot(id, field);
       if (!found) throw notFound(`source snapshot ${id} does not exist`);
@@ -292,7 +292,7 @@ export class ControllerService {
     return this.ctx.background.run(req.volume_id, 'DeleteVolume', work);
   }
 
-  private async knownNode(nodeId: string, vol: VolumeRecord, backend: Backend): Promise<void> {
+  private async knownNode(nodeId: string, vol: VolumeRecord, backend: ControllerBackend): Promise<void> {
     if (!backend.nodeLocal) {
       if (!(await backend.knowsNode?.(nodeId))) throw notFound(`node ${nodeId} is not known to the ${backend.name} backend`);
       return;
@@ -392,7 +392,7 @@ export class ControllerService {
     };
   }
 
-  private async volumeStatus(backend: Backend, v: VolumeRecord) {
+  private async volumeStatus(backend: ControllerBackend, v: VolumeRecord) {
     const health = await backend.volumeHealth(v);
     return { published_node_ids: Object.keys(v.published), volume_condition: health };
   }
@@ -467,7 +467,7 @@ export class ControllerService {
     if (!backend) return {};
     return this.ctx.locks.with([req.snapshot_id], 'DeleteSnapshot', async () => {
       const snap = await backend.getSnapshot(req.snapshot_id);
-      if (snap?.groupSnapshotId && (await backend.getGroupSnapshot(snap.groupSnapshotId))) {
+      if (snap?.groupSnapshotId && (await backend.groupSnapshots?.getGroupSnapshot(snap.groupSnapshotId))) {
         throw invalidArgument(`snapshot ${snap.id} is part of group snapshot ${snap.groupSnapshotId}; delete the group with DeleteVolumeGroupSnapshot`);
       }
       await backend.deleteSnapshot(req.snapshot_id, req.secrets ?? {});

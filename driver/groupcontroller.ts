@@ -1,6 +1,6 @@
 // The CSI GroupController service: crash-consistent snapshots of several volumes at once
 // (every filesystem frozen together while the backend cuts them).
-import type { SnapshotRecord, GroupSnapshotRecord, Backend } from './backends/backend.js';
+import type { SnapshotRecord, GroupSnapshotRecord, Backend, GroupSnapshotStore } from './backends/backend.js';
 import { DriverContext, timestamp, nowTimestamp } from './context.js';
 import { invalidArgument, notFound, alreadyExists } from './errors.js';
 import { deriveId, parseId } from './ids.js';
@@ -50,11 +50,13 @@ export class GroupControllerService {
     if (missing.length) throw notFound(`source volume(s) ${missing.join(', ')} do not exist`);
     const backend = owners[0]!;
     if (owners.some((o) => o !== backend)) throw invalidArgument('a group snapshot must take all its volumes from one backend');
+    const groups = backend.groupSnapshots;
+    if (!groups) throw invalidArgument(`the ${backend.name} backend has no group snapshots`);
     const id = deriveId('group', backend.name, req.name);
     // Members may be full copies (LVM without device-mapper): like CreateSnapshot, the cut
     // runs on when the caller's deadline passes, and a retry sees it finish.
     const work = () => this.ctx.locks.with([id, ...sources], 'CreateVolumeGroupSnapshot', async () => {
-      const existing = await backend.getGroupSnapshot(id);
+      const existing = await groups.getGroupSnapshot(id);
       if (existing) {
         const snaps = await this.members(backend, existing);
         if (!sameSet(snaps.map((s) => s.sourceVolumeId), sources)) {
@@ -91,7 +93,7 @@ export class GroupControllerService {
         createdAtNanos: t.nanos,
         parameters: params,
       };
-      await backend.saveGroupSnapshot(group);
+      await groups.saveGroupSnapshot(group);
       return { group_snapshot: groupMessage(group, made) };
     });
     return this.ctx.background.run(id, 'CreateVolumeGroupSnapshot', work);
@@ -99,7 +101,7 @@ export class GroupControllerService {
 
   async GetVolumeGroupSnapshot(req: T.GetVolumeGroupSnapshotRequest__Output): Promise<T.GetVolumeGroupSnapshotResponse> {
     const backend = this.ctx.ownerOf(req.group_snapshot_id, 'group_snapshot_id', 'group');
-    const g = backend ? await backend.getGroupSnapshot(req.group_snapshot_id) : undefined;
+    const g = await backend?.groupSnapshots?.getGroupSnapshot(req.group_snapshot_id);
     if (!backend || !g) throw notFound(`group snapshot ${req.group_snapshot_id} does not exist`);
     if (req.snapshot_ids?.length && !sameSet(req.snapshot_ids, g.snapshotIds)) {
       throw invalidArgument(`snapshot_ids do not match the members of group snapshot ${g.id}`);
@@ -109,17 +111,18 @@ export class GroupControllerService {
 
   async DeleteVolumeGroupSnapshot(req: T.DeleteVolumeGroupSnapshotRequest__Output): Promise<T.DeleteVolumeGroupSnapshotResponse> {
     const backend = this.ctx.ownerOf(req.group_snapshot_id, 'group_snapshot_id', 'group');
-    if (!backend) return {};
+    const groups: GroupSnapshotStore | undefined = backend?.groupSnapshots;
+    if (!backend || !groups) return {};
     for (const s of req.snapshot_ids ?? []) parseId(s, 'snapshot_ids', 'snap');
     return this.ctx.locks.with([req.group_snapshot_id], 'DeleteVolumeGroupSnapshot', async () => {
-      const g = await backend.getGroupSnapshot(req.group_snapshot_id);
+      const g = await groups.getGroupSnapshot(req.group_snapshot_id);
       if (!g) return {};
       if (req.snapshot_ids?.length && !sameSet(req.snapshot_ids, g.snapshotIds)) {
         throw invalidArgument(`snapshot_ids do not match the members of group snapshot ${g.id}`);
       }
       for (const s of g.snapshotIds) await backend.deleteSnapshot(s, req.secrets ?? {});
       failpoint('group.delete.afterMembers');
-      await backend.deleteGroupSnapshotRecord(g.id);
+      await groups.deleteGroupSnapshotRecord(g.id);
       return {};
     });
   }

@@ -3,7 +3,7 @@
 // turns a volume into a block device on this node.
 import fs from 'node:fs/promises';
 import path from 'node:path';
-import type { Backend, VolumeRecord } from './backends/backend.js';
+import type { NodeBackend, VolumeRecord } from './backends/backend.js';
 import { DriverContext } from './context.js';
 import { invalidArgument, notFound, alreadyExists, failedPrecondition, outOfRange } from './errors.js';
 import { checkCapability, checkMountFlags, checkPath, checkStringMap, parseRange, PER_MOUNT_FLAGS, READ_ONLY_MODES, type Capability, type CheckedCapability } from './validate.js';
@@ -53,13 +53,13 @@ export class NodeService {
     };
   }
 
-  private async volume(id: string): Promise<{ backend: Backend; vol: VolumeRecord }> {
+  private async volume(id: string): Promise<{ backend: NodeBackend; vol: VolumeRecord }> {
     if (!id) throw invalidArgument('volume_id is required');
     return this.ctx.mustFindVolume(id);
   }
 
   /** The device number of the volume's device on this node, when it is attached. */
-  private async devnoOf(backend: Backend, vol: VolumeRecord): Promise<{ device?: string; devno?: string }> {
+  private async devnoOf(backend: NodeBackend, vol: VolumeRecord): Promise<{ device?: string; devno?: string }> {
     const device = await backend.attachedDevice(vol);
     return { device, devno: device ? await mnt.deviceNumber(device) : undefined };
   }
@@ -177,7 +177,7 @@ export class NodeService {
    * Takes back what a failed NodeStage did, last step first. What cannot be taken back stays
    * recorded, so NodeUnstage can finish it.
    */
-  private async undoStage(backend: Backend, vol: VolumeRecord, done: { path: string; mounted: boolean; createdDir: boolean; wasAttached: boolean; recorded: boolean }): Promise<void> {
+  private async undoStage(backend: NodeBackend, vol: VolumeRecord, done: { path: string; mounted: boolean; createdDir: boolean; wasAttached: boolean; recorded: boolean }): Promise<void> {
     try {
       if (done.mounted) await mnt.umount(done.path);
       if (!done.wasAttached) await backend.detach(vol);

@@ -1,6 +1,8 @@
-// The one interface every storage backend implements. The CSI services validate, lock
-// and map errors; a backend only stores and exposes bytes and the records describing them.
-// Backends never import the CSI services.
+// What a storage backend offers the CSI services, split by who needs it: the controller
+// (ControllerBackend), the node (NodeBackend) and, optionally, group snapshot records
+// (GroupSnapshotStore). The CSI services validate, lock and map errors; a backend only
+// stores and exposes bytes and the records describing them. Backends never import the
+// CSI services. test/integration/backend-contract.test.ts checks the contract on each.
 
 export type AccessType = 'mount' | 'block';
 
@@ -78,7 +80,20 @@ export class BackendError extends Error {
  */
 export type Secrets = Record<string, string>;
 
-export interface Backend {
+// The contract, for every member below unless it says otherwise:
+// - IDs are the driver's (ids.ts); a backend never invents one. Looking up an ID that does
+//   not exist answers undefined, never throws; deleting one that does not exist succeeds.
+//   So every delete is idempotent, and a retry after a crash at any point finishes the work.
+// - A refusal the CO must see with its gRPC code is a BackendError: 'invalid' (the request
+//   can never succeed here: INVALID_ARGUMENT), 'not-found' (something it names is gone:
+//   NOT_FOUND), 'precondition' (not now, e.g. still mapped or has clones:
+//   FAILED_PRECONDITION), 'exhausted' (no space: RESOURCE_EXHAUSTED), 'unsupported'
+//   (an operation this backend does not have: UNIMPLEMENTED).
+//   Anything else thrown is a failure of the host or its tools (INTERNAL).
+// - Methods are called under the driver's per-ID locks; a backend need not lock an ID itself.
+
+/** What both sides know of a backend. */
+export interface BackendBase {
   /** The value of the `backend` StorageClass parameter that selects it; also the middle part of its IDs. */
   readonly name: string;
   /**
@@ -87,6 +102,16 @@ export interface Backend {
    * node the backend knows (knowsNode).
    */
   readonly nodeLocal: boolean;
+  /** Start-up reconciliation of half-done work; the driver serves no call before it resolves. */
+  init(): Promise<void>;
+  /** A volume's record (both sides read it: the node to attach what the controller made). */
+  getVolume(id: string, secrets?: Secrets): Promise<VolumeRecord | undefined>;
+  /** Whether the volume's storage is still sound; never throws for a volume that exists. */
+  volumeHealth(rec: VolumeRecord): Promise<VolumeHealth>;
+}
+
+/** What the controller service needs: provisioning, snapshots, publication records. */
+export interface ControllerBackend extends BackendBase {
   /** Shared backends: whether a node ID names a node that can reach this backend's volumes. */
   knowsNode?(nodeId: string): Promise<boolean>;
   /** Mutable parameters (ControllerModifyVolume) and their allowed values. */
@@ -100,37 +125,66 @@ export interface Backend {
   /** Checks backend-specific CreateVolume parameters; throws BackendError('invalid'). */
   validateParameters(params: Record<string, string>): void;
 
-  /** Start-up reconciliation of half-done work. */
-  init(): Promise<void>;
-
   capacity(params: Record<string, string>): Promise<Capacity>;
   /** Sizes are whole multiples of this (LVM extents); the controller rounds up to it. */
   granularity(params: Record<string, string>): Promise<bigint>;
 
-  getVolume(id: string, secrets?: Secrets): Promise<VolumeRecord | undefined>;
   listVolumes(): Promise<VolumeRecord[]>;
-  /** Creates the storage for a record the controller has fully decided (content source included). */
+  /**
+   * Creates the storage for a record the controller has fully decided (content source
+   * included) and returns the record as stored. The controller calls it only when getVolume
+   * found nothing; storage a crashed attempt left half-made under this ID is made again.
+   * A content source that is gone is BackendError('not-found').
+   */
   createVolume(rec: VolumeRecord, secrets?: Secrets): Promise<VolumeRecord>;
-  /** Persists a metadata change of an existing volume (publications, mutable parameters). */
+  /** Persists a metadata change of an existing volume (publications, mutable parameters); a volume that is gone is 'not-found'. */
   saveVolume(rec: VolumeRecord, secrets?: Secrets): Promise<void>;
+  /** Grows the storage to at least newBytes (never shrinks) and returns the stored record. */
   expandVolume(rec: VolumeRecord, newBytes: bigint, secrets?: Secrets): Promise<VolumeRecord>;
+  /** Removes the volume's storage and record; a volume still attached somewhere is 'precondition'. */
   deleteVolume(id: string, secrets?: Secrets): Promise<void>;
-  volumeHealth(rec: VolumeRecord): Promise<VolumeHealth>;
 
   getSnapshot(id: string): Promise<SnapshotRecord | undefined>;
   listSnapshots(): Promise<SnapshotRecord[]>;
-  /** Takes all snapshots at one point in time (a group snapshot is several). */
+  /**
+   * Takes all snapshots at one point in time (a group snapshot is several) and returns
+   * them as stored; each keeps the bytes its source had at that moment, whatever is written
+   * later. A source that is gone is BackendError('not-found').
+   */
   createSnapshots(recs: SnapshotRecord[], secrets?: Secrets): Promise<SnapshotRecord[]>;
   deleteSnapshot(id: string, secrets?: Secrets): Promise<void>;
+}
 
-  getGroupSnapshot(id: string): Promise<GroupSnapshotRecord | undefined>;
-  saveGroupSnapshot(rec: GroupSnapshotRecord): Promise<void>;
-  deleteGroupSnapshotRecord(id: string): Promise<void>;
-
-  // Node side: expose a volume as a block device on this node.
+/** What the node service needs: the volume as a block device on this node. */
+export interface NodeBackend extends BackendBase {
+  /** Attaches the volume and answers its device; attaching an attached volume answers the same device. */
   attach(rec: VolumeRecord, secrets?: Secrets): Promise<string>;
+  /** The device the volume is attached as on this node, or undefined. */
   attachedDevice(rec: VolumeRecord): Promise<string | undefined>;
+  /** Detaches the volume from this node; a detached volume is left as it is. */
   detach(rec: VolumeRecord): Promise<void>;
-  /** Makes an attached device see the volume's current size. */
+  /** Makes an attached device see the volume's current size (after expandVolume). */
   refreshDevice(rec: VolumeRecord, device: string): Promise<void>;
+}
+
+/**
+ * The records of group snapshots (the optional part: a backend without it has no
+ * GroupController). A group's members are ordinary snapshots made by createSnapshots; this
+ * keeps which snapshots form the group, wherever the backend keeps it (a file, the members'
+ * own tags or metadata).
+ */
+export interface GroupSnapshotStore {
+  getGroupSnapshot(id: string): Promise<GroupSnapshotRecord | undefined>;
+  /**
+   * Records the group; saving the same record again changes nothing. Every member must exist:
+   * a missing one is BackendError('not-found') and nothing is recorded.
+   */
+  saveGroupSnapshot(rec: GroupSnapshotRecord): Promise<void>;
+  /** Forgets the group; its member snapshots stay (the caller deletes them first). */
+  deleteGroupSnapshotRecord(id: string): Promise<void>;
+}
+
+/** A whole backend, as the driver builds it: both sides, and group snapshots where it has them. */
+export interface Backend extends ControllerBackend, NodeBackend {
+  readonly groupSnapshots?: GroupSnapshotStore;
 }

@@ -64,7 +64,7 @@ class InProcDriver {
     const log = pino({ level: 'debug', base: { component: 'tscsi-driver' } }, pino.destination({ dest: this.logFile, sync: true, append: true }));
     this.backend = new RbdBackend({ config, stateDir: path.join(this.dir, 'state', 'rbd'), nodeId: NODE, node: true, controller: true, log });
     await this.backend.init();
-    const settings = resolveSettings({ ...rbdOptions(path.join(this.dir, 'state')), endpoint: `unix://${this.socket}` }, { backendKinds: ['rbd'] });
+    const settings = resolveSettings({ ...rbdOptions(path.join(this.dir, 'state')), endpoint: `unix://${this.socket}` }, { backendNames: ['rbd'] });
     this.driver = await createDriver(settings, { log, backends: [this.backend] });
     await this.driver.listen();
     this.client = new CsiClient(this.socket);
@@ -373,7 +373,7 @@ describe('rbd backend on a real Ceph cluster (fuse mapper)', () => {
     const b = new RbdBackend({ config: configFor(ceph!, { mapper: 'krbd' }), stateDir: path.join(root, 'driver', 'krbd-state'), log });
     await b.init();
     const v = (await drv!.client.Controller.CreateVolume({ name: 'pvc-krbd', parameters: params(), capacity_range: { required_bytes: String(32 * MiB) }, volume_capabilities: [mountCap()] })).volume;
-    const krbd = await createDriver(resolveSettings({ ...rbdOptions(path.join(root, 'driver', 'krbd-node')), mode: 'node' }, { backendKinds: ['rbd'] }), { log, backends: [b] });
+    const krbd = await createDriver(resolveSettings({ ...rbdOptions(path.join(root, 'driver', 'krbd-node')), mode: 'node' }, { backendNames: ['rbd'] }), { log, backends: [b] });
     const node = krbd.services.node!;
     const staging = path.join(root, 'staging', 'krbd');
     await fs.mkdir(staging, { recursive: true });

@@ -69,7 +69,7 @@ describe('driver settings: a backend only where it is used', () => {
   });
 
   it('keeps only the backends a test brings itself', () => {
-    const s = resolveSettings({ defaultBackend: 'fake', rbdConfig: '/r.json' }, { env: {}, backendKinds: ['fake'] });
+    const s = resolveSettings({ defaultBackend: 'fake', rbdConfig: '/r.json' }, { env: {}, backendNames: ['fake'] });
     expect([s.loop, s.lvm, s.rbd]).toEqual([undefined, undefined, undefined]);
     expect(s.defaultBackend).toBe('fake');
   });

@@ -2,7 +2,7 @@
 // can be told to throw from any one method, so a test can check what the CO sees when a
 // backend refuses at each step of each RPC. Pure logic only: it attaches no real device
 // (attachedDevice answers /dev/zero, a device that is never mounted).
-import { BackendError, type Backend, type Capacity, type GroupSnapshotRecord, type SnapshotRecord, type VolumeHealth, type VolumeRecord } from '../../driver/backends/backend.js';
+import { BackendError, type Backend, type Capacity, type GroupSnapshotRecord, type GroupSnapshotStore, type SnapshotRecord, type VolumeHealth, type VolumeRecord } from '../../driver/backends/backend.js';
 
 /** A 1 GiB ext4 mount volume record of the fake backend; tests override what they care about. */
 export function fakeVolume(fields: Partial<VolumeRecord> & Pick<VolumeRecord, 'id' | 'name'>): VolumeRecord {
@@ -20,10 +20,11 @@ export function fakeVolume(fields: Partial<VolumeRecord> & Pick<VolumeRecord, 'i
   };
 }
 
-export type BackendMethod = Exclude<keyof Backend, 'kind' | 'nodeLocal' | 'mutableParameters'>;
+export type BackendMethod = Exclude<keyof Backend, 'name' | 'nodeLocal' | 'mutableParameters' | 'groupSnapshots'> | keyof GroupSnapshotStore;
 
 export class FakeBackend implements Backend {
   readonly name = 'fake';
+  readonly groupSnapshots: GroupSnapshotStore = this;
   readonly nodeLocal = false;
   readonly mutableParameters = { speed: ['slow', 'fast'] as const };
   readonly vols = new Map<string, VolumeRecord>();

@@ -37,7 +37,7 @@ export async function startServices(limits: Pick<Partial<DriverOptions>, 'maxCon
       allowedPathRoot: [dir],
       ...limits,
     },
-    { backendKinds: ['fake'] },
+    { backendNames: ['fake'] },
   );
   const backend = new FakeBackend();
   const { ctx, server, nodeState: state } = await createDriver(settings, { log, backends: [backend] });

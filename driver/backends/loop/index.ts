@@ -8,6 +8,7 @@ import {
   type Backend,
   type Capacity,
   type GroupSnapshotRecord,
+  type GroupSnapshotStore,
   type SnapshotRecord,
   type VolumeHealth,
   type VolumeRecord,
@@ -39,6 +40,7 @@ export class LoopBackend implements Backend {
   readonly nodeLocal = true;
   readonly name = 'loop';
   readonly mutableParameters = { directIO: TRUE_FALSE };
+  readonly groupSnapshots: GroupSnapshotStore = this;
   private readonly volDir: string;
   private readonly snapDir: string;
   private readonly groupDir: string;
@@ -191,6 +193,8 @@ export class LoopBackend implements Backend {
   }
 
   async saveVolume(rec: VolumeRecord): Promise<void> {
+    // The record is the volume's last part made and last removed: without it there is no volume to change.
+    if (!(await this.getVolume(rec.id))) throw new BackendError('not-found', `volume ${rec.id} does not exist`);
     await writeJsonAtomic(this.volMeta(rec.id), rec);
     failpoint('loop.save.afterRecord');
     const dev = await this.attachedDevice(rec);
@@ -291,6 +295,9 @@ export class LoopBackend implements Backend {
   }
 
   async saveGroupSnapshot(rec: GroupSnapshotRecord): Promise<void> {
+    for (const sid of rec.snapshotIds) {
+      if (!(await this.getSnapshot(sid))) throw new BackendError('not-found', `member snapshot ${sid} does not exist`);
+    }
     await writeJsonAtomic(path.join(this.groupDir, `${rec.id}.json`), rec);
   }
 

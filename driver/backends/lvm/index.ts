@@ -15,6 +15,7 @@ import {
   type Backend,
   type Capacity,
   type GroupSnapshotRecord,
+  type GroupSnapshotStore,
   type SnapshotRecord,
   type VolumeHealth,
   type VolumeRecord,
@@ -88,6 +89,7 @@ export class LvmBackend implements Backend {
   readonly nodeLocal = true;
   readonly name = 'lvm';
   readonly mutableParameters = {};
+  readonly groupSnapshots: GroupSnapshotStore = this;
   lvm!: Lvm;
   deviceMapper = false;
   // Fixed once a VG and its PVs exist: an extent's size and where a PV's extents start.
@@ -483,16 +485,24 @@ export class LvmBackend implements Backend {
   }
 
   async saveGroupSnapshot(rec: GroupSnapshotRecord): Promise<void> {
+    // Every member is found before any is tagged: a missing one leaves no partial group.
+    const members: Array<{ lv: LvInfo; snap: SnapshotWithGroup }> = [];
     for (const sid of rec.snapshotIds) {
       const lv = await this.findLv(sid, 'snap');
       const snap = lv ? this.readable(lv, snapshotRecordOf) : undefined;
       if (!lv || !snap) throw new BackendError('not-found', `member snapshot ${sid} does not exist`);
-      await this.retag(lv, recordTags('snap', { ...snap, group: rec }));
+      members.push({ lv, snap });
     }
+    for (const { lv, snap } of members) await this.retag(lv, recordTags('snap', { ...snap, group: rec }));
   }
 
-  async deleteGroupSnapshotRecord(): Promise<void> {
-    // Nothing left once the members are gone.
+  async deleteGroupSnapshotRecord(id: string): Promise<void> {
+    for (const s of await this.snapshotsWithGroups()) {
+      if (s.group?.id !== id) continue;
+      const lv = await this.findLv(s.id, 'snap');
+      const { group: _g, ...snap } = s;
+      if (lv) await this.retag(lv, recordTags('snap', snap));
+    }
   }
 
   // ---- node side -------------------------------------------------------------------

@@ -17,12 +17,14 @@ import {
   type Backend,
   type Capacity,
   type GroupSnapshotRecord,
+  type GroupSnapshotStore,
   type SnapshotRecord,
   type VolumeHealth,
   type VolumeRecord,
 } from '../backend.js';
 import { recordFromJson, recordToJson } from '../../host/atomic.js';
 import { withQuiescedDevices } from '../../host/freeze.js';
+import { deviceSize } from '../../host/loop.js';
 import { unavailable } from '../../errors.js';
 import { CommandError } from '../../host/exec.js';
 import type { Logger } from '../../log.js';
@@ -37,6 +39,9 @@ const MiB = 1n << 20n;
 const META_RECORD = 'tscsi.record';
 const META_DELETING = 'tscsi.deleting';
 const META_GROUP = 'tscsi.group';
+/** How long a mapping may take to show a resize (a watch notification away, normally milliseconds). */
+const RESIZE_SEEN_TIMEOUT_MS = 30_000;
+const RESIZE_POLL_MS = 100;
 const NODES_OBJECT = 'tscsi.nodes';
 const PARAMS = new Set(['clusterID', 'pool', 'radosNamespace', 'imageFeatures']);
 const VOL_RE = /^csi-vol-[0-9a-f]{32}$/;
@@ -100,6 +105,7 @@ export class RbdBackend implements Backend {
   readonly name = 'rbd';
   readonly nodeLocal = false;
   readonly mutableParameters = {};
+  readonly groupSnapshots: GroupSnapshotStore = this;
   readonly cli: CephCli;
   readonly mapper: Mapper;
   private readonly where = new Map<string, Loc>(); // image name -> where it was last seen
@@ -606,11 +612,15 @@ export class RbdBackend implements Backend {
 
   /** A group's record is kept in the metadata of each of its member snapshots. */
   async saveGroupSnapshot(rec: GroupSnapshotRecord): Promise<void> {
+    // Every member is found before any is written: a missing one leaves no partial group.
+    const members: Array<{ loc: Loc; name: string }> = [];
     for (const sid of rec.snapshotIds) {
       const name = snapshotImage(sid);
       const loc = await this.findImage(name);
-      if (loc) await this.setMeta(loc, name, META_GROUP, recordToJson(rec));
+      if (!loc) throw new BackendError('not-found', `member snapshot ${sid} does not exist`);
+      members.push({ loc, name });
     }
+    for (const { loc, name } of members) await this.setMeta(loc, name, META_GROUP, recordToJson(rec));
   }
 
   async deleteGroupSnapshotRecord(id: string): Promise<void> {
@@ -651,7 +661,19 @@ export class RbdBackend implements Backend {
     await this.mapper.unmap(this.target(rec));
   }
 
+  /**
+   * librbd learns of a resize from a watch notification, so a mapping (rbd-fuse's file,
+   * krbd's device) may show the new size a moment after `rbd resize` returned: refresh
+   * until the device shows it, within a bound.
+   */
   async refreshDevice(rec: VolumeRecord, device: string): Promise<void> {
-    await this.mapper.refresh(this.target(rec), device);
+    const deadline = Date.now() + RESIZE_SEEN_TIMEOUT_MS;
+    for (;;) {
+      await this.mapper.refresh(this.target(rec), device);
+      const bytes = await deviceSize(device);
+      if (bytes >= rec.capacityBytes) return;
+      if (Date.now() > deadline) throw new Error(`${device} shows ${bytes} bytes, not the ${rec.capacityBytes} of ${rec.id}, ${RESIZE_SEEN_TIMEOUT_MS / 1000} s after the resize`);
+      await new Promise((r) => setTimeout(r, RESIZE_POLL_MS));
+    }
   }
 }

@@ -306,7 +306,7 @@ export class FuseMapper implements Mapper {
   }
 
   async refresh(_t: MapTarget, device: string): Promise<void> {
-    await loop.refreshCapacity(device); // rbd-fuse shows a resize at once in the file's size
+    await loop.refreshCapacity(device); // the file shows a resize once librbd has heard of it (the caller waits for that)
   }
 
   /**
