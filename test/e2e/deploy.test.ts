@@ -416,6 +416,168 @@ describe('installed from deploy/ as pods on a real cluster', () => {
     }
   });
 
+  // deploy/base/node-admission.yaml: RBAC lets the node's sidecars write PVs, claims and
+  // VolumeAttachments cluster-wide; the admission policies hold a node's service account to
+  // its own node's, by the node the API server names in its pod-bound token. Here a token
+  // bound to the running node pod (as kubelet mounts it) tries another node's objects, and a
+  // token bound to no pod tries anything. The flows above (provision, grow, attach, delete
+  // through the node's sidecars) are the proof that the node's own work still passes.
+  describe('the node service account writes only its own node\'s objects', () => {
+    const OTHER = 'tscsi-e2e-other-node';
+    const LABEL = 'tscsi.dev/e2e=admission';
+    const kubeconfigs: string[] = [];
+
+    /** kubectl as `token` alone: a kubeconfig with the cluster's server and CA, no client certificate. */
+    async function tokenKubeconfig(token: string): Promise<string> {
+      const cfg = JSON.parse(await env.kubectl(['config', 'view', '--raw', '--minify', '-o', 'json']));
+      const file = path.join(work, `token-${kubeconfigs.length}.kubeconfig`);
+      const config = {
+        apiVersion: 'v1',
+        kind: 'Config',
+        clusters: [{ name: 'c', cluster: cfg.clusters[0].cluster }],
+        users: [{ name: 'u', user: { token } }],
+        contexts: [{ name: 'c', context: { cluster: 'c', user: 'u' } }],
+        'current-context': 'c',
+      };
+      fs.writeFileSync(file, JSON.stringify(config), { mode: 0o600 });
+      kubeconfigs.push(file);
+      return file;
+    }
+    const as = (kubeconfig: string, args: string[], input?: string) => execa('kubectl', ['--kubeconfig', kubeconfig, ...args], { input, reject: false, timeout: 60_000 });
+    const nodeAffinity = (node: string) => ({ required: { nodeSelectorTerms: [{ matchExpressions: [{ key: 'topology.tscsi.dev/node', operator: 'In', values: [node] }] }] } });
+    const pv = (name: string, node: string, n: number) => ({
+      apiVersion: 'v1',
+      kind: 'PersistentVolume',
+      metadata: { name, labels: { 'tscsi.dev/e2e': 'admission' } },
+      spec: {
+        capacity: { storage: '1Mi' },
+        accessModes: ['ReadWriteOnce'],
+        persistentVolumeReclaimPolicy: 'Retain', // nothing in the cluster acts on it
+        storageClassName: '',
+        csi: { driver: DRIVER, volumeHandle: `vol-loop-${String(n).padStart(32, '0')}` },
+        nodeAffinity: nodeAffinity(node),
+      },
+    });
+    const exists = async (kind: string, name: string) => (await env.kubectl(['get', kind, name, '--ignore-not-found', '-o', 'name'])).trim() !== '';
+    /** A write the policy refuses: kubectl fails with the API server's Forbidden and the policy's own words. */
+    async function refused(r: { exitCode?: number; stderr: string }, policy: string, words: string) {
+      expect(r.exitCode, r.stderr).not.toBe(0);
+      expect(r.stderr).toContain('(Forbidden)');
+      expect(r.stderr).toContain(`ValidatingAdmissionPolicy '${policy}'`);
+      expect(r.stderr).toContain(words);
+      results.admissionRefusals = Number(results.admissionRefusals ?? 0) + 1;
+    }
+
+    afterAll(async () => {
+      // the admin's leftovers, even after a failure (finalizers first: nothing else removes ours)
+      await env.kubectl(['patch', 'pvc', 'tscsi-e2e-vap', '--type', 'merge', '-p', '{"metadata":{"finalizers":null}}']).catch(() => undefined);
+      for (const kind of ['volumeattachment', 'pvc', 'pv']) await env.kubectl(['delete', kind, '-l', LABEL, '--ignore-not-found', '--wait=false']).catch(() => undefined);
+      for (const f of kubeconfigs) fs.rmSync(f, { force: true });
+    });
+
+    it('a token of the node pod: another node\'s PVs, claims and attachments are refused; its own pass', { timeout: 4 * MIN }, async () => {
+      const nodePod = (await env.json(['get', 'pods', '-n', NS, '-l', 'app.kubernetes.io/component=node'])).items[0];
+      const sa = nodePod.spec.serviceAccountName;
+      expect(sa).toBe('tscsi-node');
+      const token = await env.kubectl(['create', 'token', sa, '-n', NS, '--duration=10m', '--bound-object-kind=Pod', `--bound-object-name=${nodePod.metadata.name}`]);
+      const node = await tokenKubeconfig(token.trim());
+      // the API server names the pod's node in the token's user (ServiceAccountTokenPodNodeInfo)
+      const who = JSON.parse((await as(node, ['auth', 'whoami', '-o', 'json'])).stdout);
+      expect(who.status.userInfo.username).toBe(`system:serviceaccount:${NS}:${sa}`);
+      expect(who.status.userInfo.extra['authentication.kubernetes.io/node-name']).toEqual([NODE_NAME]);
+
+      await env.apply(pv('tscsi-e2e-vap-other', OTHER, 1));
+      await env.apply(pv('tscsi-e2e-vap-own', NODE_NAME, 2));
+
+      // another node's PV: neither deleted, nor patched, nor made
+      await refused(await as(node, ['delete', 'pv', 'tscsi-e2e-vap-other', '--wait=false']), 'tscsi-node-persistentvolumes', `(node ${NODE_NAME}) may not DELETE PersistentVolume tscsi-e2e-vap-other`);
+      expect(await exists('pv', 'tscsi-e2e-vap-other')).toBe(true);
+      await refused(
+        await as(node, ['patch', 'pv', 'tscsi-e2e-vap-other', '--type', 'merge', '-p', '{"spec":{"capacity":{"storage":"2Mi"}}}']),
+        'tscsi-node-persistentvolumes',
+        'may not UPDATE PersistentVolume tscsi-e2e-vap-other: a node writes only the PersistentVolumes pinned to itself',
+      );
+      await refused(await as(node, ['create', '-f', '-'], JSON.stringify(pv('tscsi-e2e-vap-made', OTHER, 3))), 'tscsi-node-persistentvolumes', 'may not CREATE PersistentVolume tscsi-e2e-vap-made');
+      expect((await env.json(['get', 'pv', 'tscsi-e2e-vap-other'])).spec.capacity.storage).toBe('1Mi');
+
+      // a claim the scheduler selected for another node; then one selected for this node
+      const claimObj = {
+        apiVersion: 'v1',
+        kind: 'PersistentVolumeClaim',
+        metadata: { name: 'tscsi-e2e-vap', namespace: 'default', labels: { 'tscsi.dev/e2e': 'admission' }, annotations: { 'volume.kubernetes.io/selected-node': OTHER } },
+        spec: { accessModes: ['ReadWriteOnce'], storageClassName: 'tscsi-e2e-vap-no-such-class', resources: { requests: { storage: '1Mi' } } },
+      };
+      await env.apply(claimObj);
+      const addFinalizer = async () => {
+        const fin = (await env.json(['get', 'pvc', 'tscsi-e2e-vap'])).metadata.finalizers ?? [];
+        return as(node, ['patch', 'pvc', 'tscsi-e2e-vap', '--type', 'merge', '-p', JSON.stringify({ metadata: { finalizers: [...fin, 'csi.tscsi.dev/provisioning-loop'] } })]);
+      };
+      await refused(await addFinalizer(), 'tscsi-node-claims', `its volume.kubernetes.io/selected-node is '${OTHER}', not this node`);
+      await refused(
+        await as(node, ['patch', 'pvc', 'tscsi-e2e-vap', '--subresource=status', '--type', 'merge', '-p', '{"status":{"capacity":{"storage":"1Mi"}}}']),
+        'tscsi-node-claims',
+        'may not UPDATE status of claim default/tscsi-e2e-vap',
+      );
+      await env.kubectl(['annotate', 'pvc', 'tscsi-e2e-vap', '--overwrite', `volume.kubernetes.io/selected-node=${NODE_NAME}`]);
+      const own = await addFinalizer();
+      expect(own.exitCode, own.stderr).toBe(0);
+      // ...but on its own node's claim, only its finalizer: not the owner's request, not pvc-protection
+      await refused(
+        await as(node, ['patch', 'pvc', 'tscsi-e2e-vap', '--type', 'merge', '-p', '{"spec":{"resources":{"requests":{"storage":"2Mi"}}}}']),
+        'tscsi-node-claims',
+        'may not UPDATE claim default/tscsi-e2e-vap: on a claim a node only adds or removes its provisioning finalizer',
+      );
+      await refused(
+        await as(node, ['patch', 'pvc', 'tscsi-e2e-vap', '--type', 'merge', '-p', '{"metadata":{"finalizers":["csi.tscsi.dev/provisioning-loop"]}}']),
+        'tscsi-node-claims',
+        'may not UPDATE claim default/tscsi-e2e-vap',
+      );
+      expect((await env.json(['get', 'pvc', 'tscsi-e2e-vap'])).metadata.finalizers).toContain('kubernetes.io/pvc-protection');
+
+      // another node's VolumeAttachment: not marked attached
+      await env.apply({
+        apiVersion: 'storage.k8s.io/v1',
+        kind: 'VolumeAttachment',
+        metadata: { name: 'tscsi-e2e-vap', labels: { 'tscsi.dev/e2e': 'admission' } },
+        spec: { attacher: DRIVER, nodeName: OTHER, source: { persistentVolumeName: 'tscsi-e2e-vap-other' } },
+      });
+      await refused(
+        await as(node, ['patch', 'volumeattachment', 'tscsi-e2e-vap', '--subresource=status', '--type', 'merge', '-p', '{"status":{"attached":true}}']),
+        'tscsi-node-attachments',
+        `may not UPDATE VolumeAttachment tscsi-e2e-vap (attacher ${DRIVER}, node ${OTHER})`,
+      );
+
+      // the same token, the same verbs, on the node's own PV: allowed (the refusals above are the policy's, not RBAC's)
+      const patched = await as(node, ['patch', 'pv', 'tscsi-e2e-vap-own', '--type', 'merge', '-p', '{"spec":{"capacity":{"storage":"2Mi"}}}']);
+      expect(patched.exitCode, patched.stderr).toBe(0);
+      const deleted = await as(node, ['delete', 'pv', 'tscsi-e2e-vap-own', '--wait=false']);
+      expect(deleted.exitCode, deleted.stderr).toBe(0);
+      await env.waitFor('own PV gone', async () => !(await exists('pv', 'tscsi-e2e-vap-own')));
+    });
+
+    it('a token bound to no pod names no node: refused even for the node\'s own objects', { timeout: 2 * MIN }, async () => {
+      const token = await env.kubectl(['create', 'token', 'tscsi-node', '-n', NS, '--duration=10m']);
+      const loose = await tokenKubeconfig(token.trim());
+      const who = JSON.parse((await as(loose, ['auth', 'whoami', '-o', 'json'])).stdout);
+      expect(who.status.userInfo.extra?.['authentication.kubernetes.io/node-name']).toBeUndefined();
+      await env.apply(pv('tscsi-e2e-vap-own', NODE_NAME, 2));
+      for (const name of ['tscsi-e2e-vap-other', 'tscsi-e2e-vap-own']) {
+        await refused(await as(loose, ['delete', 'pv', name, '--wait=false']), 'tscsi-node-persistentvolumes', 'this token names no node');
+        expect(await exists('pv', name)).toBe(true);
+      }
+      await refused(
+        await as(loose, ['patch', 'pvc', 'tscsi-e2e-vap', '--type', 'merge', '-p', '{"metadata":{"finalizers":["kubernetes.io/pvc-protection"]}}']),
+        'tscsi-node-claims',
+        'this token names no node',
+      );
+      await refused(
+        await as(loose, ['patch', 'volumeattachment', 'tscsi-e2e-vap', '--subresource=status', '--type', 'merge', '-p', '{"status":{"attached":true}}']),
+        'tscsi-node-attachments',
+        'this token names no node',
+      );
+    });
+  });
+
   it('kubectl delete -k removes everything it installed', { timeout: 5 * MIN }, async () => {
     await env.kubectl(['delete', 'storageclass', 'tscsi-e2e-xfs', 'tscsi-e2e-retain', '--ignore-not-found']);
     await env.kubectl(['delete', '-k', path.join(DEPLOY, 'examples'), '--ignore-not-found']);
@@ -426,7 +588,7 @@ describe('installed from deploy/ as pods on a real cluster', () => {
     // nothing labelled part-of=tscsi is left, in any kind the manifests use
     const left = await env.kubectl([
       'get',
-      'csidriver,clusterrole,clusterrolebinding,namespace',
+      'csidriver,clusterrole,clusterrolebinding,validatingadmissionpolicy,validatingadmissionpolicybinding,namespace',
       '-l',
       'app.kubernetes.io/part-of=tscsi',
       '-o',

@@ -85,7 +85,7 @@ describe.skipIf(!hasKubectl)('deploy/ manifests', () => {
     expect(ds.spec.template.spec.serviceAccountName).toBe('tscsi-node');
     expect(dep.spec.template.spec.serviceAccountName).toBe('tscsi-controller');
     const rolesOf = (sa: string) =>
-      objs.filter((o) => o.kind.endsWith('Binding') && o.subjects.some((s: any) => s.name === sa)).map((b) => `${b.roleRef.kind}/${b.roleRef.name}`).sort();
+      objs.filter((o) => o.kind.endsWith('RoleBinding') && o.subjects.some((s: any) => s.name === sa)).map((b) => `${b.roleRef.kind}/${b.roleRef.name}`).sort();
     expect(rolesOf('tscsi-node')).toEqual(['ClusterRole/tscsi-node-sidecars']);
     expect(rolesOf('tscsi-controller')).toEqual(['ClusterRole/tscsi-attacher', 'ClusterRole/tscsi-provisioner', 'ClusterRole/tscsi-resizer', 'Role/tscsi-controller-leases']);
   });
@@ -102,8 +102,85 @@ describe.skipIf(!hasKubectl)('deploy/ manifests', () => {
     const secret = example.find((o) => o.kind === 'Secret');
     expect(x.resourceNames).toEqual([secret.metadata.name]);
     expect(secret.metadata.namespace).toBe('tscsi');
-    const bound = rbd.filter((o) => o.kind.endsWith('Binding') && o.roleRef.name === r.metadata.name);
+    const bound = rbd.filter((o) => o.kind.endsWith('RoleBinding') && o.roleRef.name === r.metadata.name);
     expect(bound.flatMap((b) => b.subjects.map((s: any) => s.name))).toEqual(['tscsi-controller']);
+  });
+
+  // RBAC grants the node's writes cluster-wide; the policies narrow them to the node's own
+  // objects (the CEL itself runs in test/e2e/deploy.test.ts against a real API server).
+  describe('admission policies: the node service account writes only its own node\'s objects', () => {
+    const POLICIES = ['tscsi-node-persistentvolumes', 'tscsi-node-claims', 'tscsi-node-attachments'];
+    const WRITES = ['create', 'update', 'patch', 'delete', 'deletecollection'];
+    const OP: Record<string, string> = { create: 'CREATE', update: 'UPDATE', patch: 'UPDATE', delete: 'DELETE', deletecollection: 'DELETE' };
+    const policies = (rendered: any[]) => rendered.filter((o) => o.kind === 'ValidatingAdmissionPolicy');
+    const sa = find(objs, 'ServiceAccount', 'tscsi-node');
+    const username = `system:serviceaccount:${sa?.metadata.namespace}:${sa?.metadata.name}`;
+
+    for (const dir of ['.', 'overlays/rbd', 'overlays/lvm', 'overlays/e2e']) {
+      it(`${dir}: each policy matches only ${username}, fails closed, and a Deny binding applies it`, () => {
+        const rendered = dir === '.' ? objs : render(dir);
+        expect(policies(rendered).map((p) => p.metadata.name).sort()).toEqual([...POLICIES].sort());
+        for (const p of policies(rendered)) {
+          expect(p.apiVersion).toBe('admissionregistration.k8s.io/v1');
+          expect(p.spec.failurePolicy).toBe('Fail');
+          expect(p.spec.matchConditions).toEqual([{ name: 'tscsi-node-service-account', expression: `request.userInfo.username == '${username}'` }]);
+          // the node comes from the pod-bound token; without it the first validation refuses
+          expect(p.spec.variables[0]).toEqual({ name: 'nodeName', expression: "request.userInfo.extra[?'authentication.kubernetes.io/node-name'][0].orValue('')" });
+          expect(p.spec.validations[0].expression).toBe("variables.nodeName != ''");
+          for (const v of p.spec.validations) {
+            expect(v.reason).toBe('Forbidden');
+            expect(v.messageExpression).toContain(`'${p.metadata.name}: '`);
+          }
+          const bindings = rendered.filter((o) => o.kind === 'ValidatingAdmissionPolicyBinding' && o.spec.policyName === p.metadata.name);
+          expect(bindings).toHaveLength(1);
+          expect(bindings[0].spec.validationActions).toEqual(['Deny']);
+          expect(bindings[0].spec.matchResources).toBeUndefined(); // every namespace, every object
+        }
+      });
+    }
+
+    it('every write the node role grants (but events) is under a policy for its operation', () => {
+      const role = find(objs, 'ClusterRole', 'tscsi-node-sidecars');
+      const covered = (group: string, resource: string, op: string) =>
+        policies(objs).some((p) =>
+          p.spec.matchConstraints.resourceRules.some((r: any) => r.apiGroups.includes(group) && r.resources.includes(resource) && r.operations.includes(op)),
+        );
+      let writes = 0;
+      for (const rule of role.rules) {
+        for (const resource of rule.resources) {
+          if (resource === 'events') continue;
+          for (const verb of rule.verbs.filter((v: string) => WRITES.includes(v))) {
+            writes++;
+            expect(covered(rule.apiGroups[0], resource, OP[verb]), `${verb} ${resource}`).toBe(true);
+          }
+        }
+      }
+      expect(writes).toBe(7); // PV create/delete/patch, PVC patch, PVC status, VA patch, VA status
+    });
+
+    it('the policies name the driver, the node sidecars\' backends and the driver\'s topology key', () => {
+      const driver = find(objs, 'CSIDriver', 'csi.tscsi.dev').metadata.name;
+      const backends = ds.spec.template.spec.containers
+        .filter((c: any) => ['provisioner', 'attacher', 'resizer'].includes(c.name))
+        .map((c: any) => c.args.find((a: string) => a.startsWith('--backends=')).slice('--backends='.length));
+      expect(new Set(backends).size).toBe(1);
+      const list = backends[0].split(',') as string[];
+      const main = fs.readFileSync(path.join(ROOT, 'driver', 'main.ts'), 'utf8');
+      const topologyKey = /'topology-key': \{ type: 'string', default: '([^']+)' \}/.exec(main)![1];
+      const driverArgs = ds.spec.template.spec.containers.find((c: any) => c.name === 'driver').args as string[];
+      expect(driverArgs.some((a) => a.startsWith('--topology-key'))).toBe(false);
+      const pv = find(objs, 'ValidatingAdmissionPolicy', 'tscsi-node-persistentvolumes');
+      const vars = Object.fromEntries(pv.spec.variables.map((v: any) => [v.name, v.expression]));
+      expect(vars.ours).toContain(`== '${driver}'`);
+      expect(vars.ours).toContain(`'^vol-(${list.join('|')})-[0-9a-f]{32}$'`);
+      expect(vars.pinned).toContain(`e.key == '${topologyKey}'`);
+      const claims = find(objs, 'ValidatingAdmissionPolicy', 'tscsi-node-claims');
+      const only = claims.spec.variables.find((v: any) => v.name === 'onlyOurFinalizers').expression;
+      for (const b of list) expect(only).toContain(`'csi.tscsi.dev/provisioning-${b}'`);
+      expect(only).not.toContain('provisioning-rbd');
+      const va = find(objs, 'ValidatingAdmissionPolicy', 'tscsi-node-attachments');
+      expect(va.spec.validations[1].expression).toContain(`spec.attacher == '${driver}'`);
+    });
   });
 
   it('each object has one set of sidecars: the central ones serve RBD, the node ones loop and LVM of their node', () => {
