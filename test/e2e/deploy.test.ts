@@ -419,32 +419,53 @@ describe('installed from deploy/ as pods on a real cluster', () => {
   // deploy/base/node-admission.yaml: RBAC lets the node's sidecars write PVs, claims and
   // VolumeAttachments cluster-wide; the admission policies hold a node's service account to
   // its own node's, by the node the API server names in its pod-bound token. Here a token
-  // bound to the running node pod (as kubelet mounts it) tries another node's objects, and a
-  // token bound to no pod tries anything. The flows above (provision, grow, attach, delete
-  // through the node's sidecars) are the proof that the node's own work still passes.
+  // bound to the running node pod (as kubelet mounts it) tries another node's objects with
+  // the calls the sidecars make, and a token bound to no pod tries anything. The flows above
+  // (provision, grow, attach, delete through the node's sidecars) prove the node's own work
+  // still passes.
   describe('the node service account writes only its own node\'s objects', () => {
     const OTHER = 'tscsi-e2e-other-node';
     const LABEL = 'tscsi.dev/e2e=admission';
-    const kubeconfigs: string[] = [];
+    const mergePatch = k8s.setHeaderOptions('Content-Type', k8s.PatchStrategy.MergePatch);
 
-    /** kubectl as `token` alone: a kubeconfig with the cluster's server and CA, no client certificate. */
-    async function tokenKubeconfig(token: string): Promise<string> {
-      const cfg = JSON.parse(await env.kubectl(['config', 'view', '--raw', '--minify', '-o', 'json']));
-      const file = path.join(work, `token-${kubeconfigs.length}.kubeconfig`);
-      const config = {
-        apiVersion: 'v1',
-        kind: 'Config',
-        clusters: [{ name: 'c', cluster: cfg.clusters[0].cluster }],
-        users: [{ name: 'u', user: { token } }],
-        contexts: [{ name: 'c', context: { cluster: 'c', user: 'u' } }],
-        'current-context': 'c',
-      };
-      fs.writeFileSync(file, JSON.stringify(config), { mode: 0o600 });
-      kubeconfigs.push(file);
-      return file;
+    /** API clients that authenticate with `token` alone (no client certificate). */
+    async function as(token: string) {
+      const admin = new k8s.KubeConfig();
+      admin.loadFromFile(env.kubeconfig);
+      const kc = new k8s.KubeConfig();
+      kc.loadFromOptions({ clusters: [admin.getCurrentCluster()!], users: [{ name: 'token', token: token.trim() }], contexts: [{ name: 'token', cluster: admin.getCurrentCluster()!.name, user: 'token' }], currentContext: 'token' });
+      const who = await kc.makeApiClient(k8s.AuthenticationV1Api).createSelfSubjectReview({ body: { apiVersion: 'authentication.k8s.io/v1', kind: 'SelfSubjectReview' } });
+      return { core: kc.makeApiClient(k8s.CoreV1Api), storage: kc.makeApiClient(k8s.StorageV1Api), user: who.status!.userInfo! };
     }
-    const as = (kubeconfig: string, args: string[], input?: string) => execa('kubectl', ['--kubeconfig', kubeconfig, ...args], { input, reject: false, timeout: 60_000 });
-    const nodeAffinity = (node: string) => ({ required: { nodeSelectorTerms: [{ matchExpressions: [{ key: 'topology.tscsi.dev/node', operator: 'In', values: [node] }] }] } });
+    /** The API server's answer to a call: 200, or the failure's code and message. */
+    async function answer(call: () => Promise<unknown>): Promise<{ code: number; message: string }> {
+      try {
+        await call();
+        return { code: 200, message: '' };
+      } catch (err) {
+        const { code, body } = err as { code?: number; body?: unknown };
+        if (typeof code !== 'number') throw err;
+        let message = String(body);
+        try {
+          message = JSON.parse(message).message ?? message;
+        } catch {
+          // not a Status object: keep the text
+        }
+        return { code, message };
+      }
+    }
+    /** A write the policy refuses: 403 with the policy's name and its own words. */
+    async function refused(call: () => Promise<unknown>, policy: string, words: string) {
+      const r = await answer(call);
+      expect(r.code, r.message).toBe(403);
+      expect(r.message).toContain(`ValidatingAdmissionPolicy '${policy}'`);
+      expect(r.message).toContain(words);
+      results.admissionRefusals = Number(results.admissionRefusals ?? 0) + 1;
+    }
+    async function allowed(call: () => Promise<unknown>) {
+      const r = await answer(call);
+      expect(r.code, r.message).toBe(200);
+    }
     const pv = (name: string, node: string, n: number) => ({
       apiVersion: 'v1',
       kind: 'PersistentVolume',
@@ -455,84 +476,80 @@ describe('installed from deploy/ as pods on a real cluster', () => {
         persistentVolumeReclaimPolicy: 'Retain', // nothing in the cluster acts on it
         storageClassName: '',
         csi: { driver: DRIVER, volumeHandle: `vol-loop-${String(n).padStart(32, '0')}` },
-        nodeAffinity: nodeAffinity(node),
+        nodeAffinity: { required: { nodeSelectorTerms: [{ matchExpressions: [{ key: 'topology.tscsi.dev/node', operator: 'In', values: [node] }] }] } },
       },
     });
     const exists = async (kind: string, name: string) => (await env.kubectl(['get', kind, name, '--ignore-not-found', '-o', 'name'])).trim() !== '';
-    /** A write the policy refuses: kubectl fails with the API server's Forbidden and the policy's own words. */
-    async function refused(r: { exitCode?: number; stderr: string }, policy: string, words: string) {
-      expect(r.exitCode, r.stderr).not.toBe(0);
-      expect(r.stderr).toContain('(Forbidden)');
-      expect(r.stderr).toContain(`ValidatingAdmissionPolicy '${policy}'`);
-      expect(r.stderr).toContain(words);
-      results.admissionRefusals = Number(results.admissionRefusals ?? 0) + 1;
-    }
+    const claimFinalizers = async () => ((await env.json(['get', 'pvc', 'tscsi-e2e-vap'])).metadata.finalizers ?? []) as string[];
+    const claimPatch = (body: object) => ({ name: 'tscsi-e2e-vap', namespace: 'default', body });
 
     afterAll(async () => {
-      // the admin's leftovers, even after a failure (finalizers first: nothing else removes ours)
+      // what the admin made, even after a failure (the claim's finalizers first: nothing else removes ours)
       await env.kubectl(['patch', 'pvc', 'tscsi-e2e-vap', '--type', 'merge', '-p', '{"metadata":{"finalizers":null}}']).catch(() => undefined);
       for (const kind of ['volumeattachment', 'pvc', 'pv']) await env.kubectl(['delete', kind, '-l', LABEL, '--ignore-not-found', '--wait=false']).catch(() => undefined);
-      for (const f of kubeconfigs) fs.rmSync(f, { force: true });
     });
 
     it('a token of the node pod: another node\'s PVs, claims and attachments are refused; its own pass', { timeout: 4 * MIN }, async () => {
       const nodePod = (await env.json(['get', 'pods', '-n', NS, '-l', 'app.kubernetes.io/component=node'])).items[0];
       const sa = nodePod.spec.serviceAccountName;
       expect(sa).toBe('tscsi-node');
-      const token = await env.kubectl(['create', 'token', sa, '-n', NS, '--duration=10m', '--bound-object-kind=Pod', `--bound-object-name=${nodePod.metadata.name}`]);
-      const node = await tokenKubeconfig(token.trim());
+      const node = await as(await env.kubectl(['create', 'token', sa, '-n', NS, '--duration=10m', '--bound-object-kind=Pod', `--bound-object-name=${nodePod.metadata.name}`]));
       // the API server names the pod's node in the token's user (ServiceAccountTokenPodNodeInfo)
-      const who = JSON.parse((await as(node, ['auth', 'whoami', '-o', 'json'])).stdout);
-      expect(who.status.userInfo.username).toBe(`system:serviceaccount:${NS}:${sa}`);
-      expect(who.status.userInfo.extra['authentication.kubernetes.io/node-name']).toEqual([NODE_NAME]);
+      expect(node.user.username).toBe(`system:serviceaccount:${NS}:${sa}`);
+      expect(node.user.extra?.['authentication.kubernetes.io/node-name']).toEqual([NODE_NAME]);
 
       await env.apply(pv('tscsi-e2e-vap-other', OTHER, 1));
       await env.apply(pv('tscsi-e2e-vap-own', NODE_NAME, 2));
-
+      const PVS = 'tscsi-node-persistentvolumes';
       // another node's PV: neither deleted, nor patched, nor made
-      await refused(await as(node, ['delete', 'pv', 'tscsi-e2e-vap-other', '--wait=false']), 'tscsi-node-persistentvolumes', `(node ${NODE_NAME}) may not DELETE PersistentVolume tscsi-e2e-vap-other`);
+      await refused(() => node.core.deletePersistentVolume({ name: 'tscsi-e2e-vap-other' }), PVS, `(node ${NODE_NAME}) may not DELETE PersistentVolume tscsi-e2e-vap-other: a node writes only the PersistentVolumes pinned to itself`);
       expect(await exists('pv', 'tscsi-e2e-vap-other')).toBe(true);
       await refused(
-        await as(node, ['patch', 'pv', 'tscsi-e2e-vap-other', '--type', 'merge', '-p', '{"spec":{"capacity":{"storage":"2Mi"}}}']),
-        'tscsi-node-persistentvolumes',
-        'may not UPDATE PersistentVolume tscsi-e2e-vap-other: a node writes only the PersistentVolumes pinned to itself',
+        () => node.core.patchPersistentVolume({ name: 'tscsi-e2e-vap-other', body: { spec: { capacity: { storage: '2Mi' } } } }, mergePatch),
+        PVS,
+        'may not UPDATE PersistentVolume tscsi-e2e-vap-other',
       );
-      await refused(await as(node, ['create', '-f', '-'], JSON.stringify(pv('tscsi-e2e-vap-made', OTHER, 3))), 'tscsi-node-persistentvolumes', 'may not CREATE PersistentVolume tscsi-e2e-vap-made');
       expect((await env.json(['get', 'pv', 'tscsi-e2e-vap-other'])).spec.capacity.storage).toBe('1Mi');
+      await refused(() => node.core.createPersistentVolume({ body: pv('tscsi-e2e-vap-made', OTHER, 3) }), PVS, 'may not CREATE PersistentVolume tscsi-e2e-vap-made');
+      // an RBD volume pinned to this node is still not the node's (the central controller's)
+      const rbd = pv('tscsi-e2e-vap-made', NODE_NAME, 3);
+      rbd.spec.csi.volumeHandle = `vol-rbd-${'3'.repeat(32)}`;
+      await refused(() => node.core.createPersistentVolume({ body: rbd }), PVS, 'whose volume handle is a loop or LVM volume');
+      expect(await exists('pv', 'tscsi-e2e-vap-made')).toBe(false);
 
       // a claim the scheduler selected for another node; then one selected for this node
-      const claimObj = {
+      await env.apply({
         apiVersion: 'v1',
         kind: 'PersistentVolumeClaim',
         metadata: { name: 'tscsi-e2e-vap', namespace: 'default', labels: { 'tscsi.dev/e2e': 'admission' }, annotations: { 'volume.kubernetes.io/selected-node': OTHER } },
         spec: { accessModes: ['ReadWriteOnce'], storageClassName: 'tscsi-e2e-vap-no-such-class', resources: { requests: { storage: '1Mi' } } },
-      };
-      await env.apply(claimObj);
-      const addFinalizer = async () => {
-        const fin = (await env.json(['get', 'pvc', 'tscsi-e2e-vap'])).metadata.finalizers ?? [];
-        return as(node, ['patch', 'pvc', 'tscsi-e2e-vap', '--type', 'merge', '-p', JSON.stringify({ metadata: { finalizers: [...fin, 'csi.tscsi.dev/provisioning-loop'] } })]);
-      };
-      await refused(await addFinalizer(), 'tscsi-node-claims', `its volume.kubernetes.io/selected-node is '${OTHER}', not this node`);
+      });
+      const CLAIMS = 'tscsi-node-claims';
+      const withOurs = async () => claimPatch({ metadata: { finalizers: [...(await claimFinalizers()), 'csi.tscsi.dev/provisioning-loop'] } });
+      const addOurs = await withOurs();
+      await refused(() => node.core.patchNamespacedPersistentVolumeClaim(addOurs, mergePatch), CLAIMS, `its volume.kubernetes.io/selected-node is '${OTHER}', not this node`);
       await refused(
-        await as(node, ['patch', 'pvc', 'tscsi-e2e-vap', '--subresource=status', '--type', 'merge', '-p', '{"status":{"capacity":{"storage":"1Mi"}}}']),
-        'tscsi-node-claims',
+        () => node.core.patchNamespacedPersistentVolumeClaimStatus(claimPatch({ status: { capacity: { storage: '1Mi' } } }), mergePatch),
+        CLAIMS,
         'may not UPDATE status of claim default/tscsi-e2e-vap',
       );
       await env.kubectl(['annotate', 'pvc', 'tscsi-e2e-vap', '--overwrite', `volume.kubernetes.io/selected-node=${NODE_NAME}`]);
-      const own = await addFinalizer();
-      expect(own.exitCode, own.stderr).toBe(0);
-      // ...but on its own node's claim, only its finalizer: not the owner's request, not pvc-protection
+      // this node's claim: its finalizer and the status, as its provisioner and resizer write them...
+      await allowed(async () => node.core.patchNamespacedPersistentVolumeClaim(await withOurs(), mergePatch));
+      await allowed(() => node.core.patchNamespacedPersistentVolumeClaimStatus(claimPatch({ status: { allocatedResources: { storage: '1Mi' } } }), mergePatch));
+      expect(await claimFinalizers()).toEqual(['kubernetes.io/pvc-protection', 'csi.tscsi.dev/provisioning-loop']);
+      // ...but not the owner's: pvc-protection, labels (through status, too)
       await refused(
-        await as(node, ['patch', 'pvc', 'tscsi-e2e-vap', '--type', 'merge', '-p', '{"spec":{"resources":{"requests":{"storage":"2Mi"}}}}']),
-        'tscsi-node-claims',
+        () => node.core.patchNamespacedPersistentVolumeClaim(claimPatch({ metadata: { finalizers: ['csi.tscsi.dev/provisioning-loop'] } }), mergePatch),
+        CLAIMS,
         'may not UPDATE claim default/tscsi-e2e-vap: on a claim a node only adds or removes its provisioning finalizer',
       );
       await refused(
-        await as(node, ['patch', 'pvc', 'tscsi-e2e-vap', '--type', 'merge', '-p', '{"metadata":{"finalizers":["csi.tscsi.dev/provisioning-loop"]}}']),
-        'tscsi-node-claims',
-        'may not UPDATE claim default/tscsi-e2e-vap',
+        () => node.core.patchNamespacedPersistentVolumeClaimStatus(claimPatch({ metadata: { labels: { stolen: 'yes' } }, status: { allocatedResources: { storage: '1Mi' } } }), mergePatch),
+        CLAIMS,
+        'may not UPDATE status of claim default/tscsi-e2e-vap: on a claim a node only adds',
       );
-      expect((await env.json(['get', 'pvc', 'tscsi-e2e-vap'])).metadata.finalizers).toContain('kubernetes.io/pvc-protection');
+      expect(await claimFinalizers()).toContain('kubernetes.io/pvc-protection');
 
       // another node's VolumeAttachment: not marked attached
       await env.apply({
@@ -542,36 +559,34 @@ describe('installed from deploy/ as pods on a real cluster', () => {
         spec: { attacher: DRIVER, nodeName: OTHER, source: { persistentVolumeName: 'tscsi-e2e-vap-other' } },
       });
       await refused(
-        await as(node, ['patch', 'volumeattachment', 'tscsi-e2e-vap', '--subresource=status', '--type', 'merge', '-p', '{"status":{"attached":true}}']),
+        () => node.storage.patchVolumeAttachmentStatus({ name: 'tscsi-e2e-vap', body: { status: { attached: true } } }, mergePatch),
         'tscsi-node-attachments',
         `may not UPDATE VolumeAttachment tscsi-e2e-vap (attacher ${DRIVER}, node ${OTHER})`,
       );
 
-      // the same token, the same verbs, on the node's own PV: allowed (the refusals above are the policy's, not RBAC's)
-      const patched = await as(node, ['patch', 'pv', 'tscsi-e2e-vap-own', '--type', 'merge', '-p', '{"spec":{"capacity":{"storage":"2Mi"}}}']);
-      expect(patched.exitCode, patched.stderr).toBe(0);
-      const deleted = await as(node, ['delete', 'pv', 'tscsi-e2e-vap-own', '--wait=false']);
-      expect(deleted.exitCode, deleted.stderr).toBe(0);
+      // the same token and calls on the node's own PV pass: the refusals above are the policies', not RBAC's
+      await allowed(() => node.core.patchPersistentVolume({ name: 'tscsi-e2e-vap-own', body: { spec: { capacity: { storage: '2Mi' } } } }, mergePatch));
+      await allowed(() => node.core.deletePersistentVolume({ name: 'tscsi-e2e-vap-own' }));
       await env.waitFor('own PV gone', async () => !(await exists('pv', 'tscsi-e2e-vap-own')));
     });
 
     it('a token bound to no pod names no node: refused even for the node\'s own objects', { timeout: 2 * MIN }, async () => {
-      const token = await env.kubectl(['create', 'token', 'tscsi-node', '-n', NS, '--duration=10m']);
-      const loose = await tokenKubeconfig(token.trim());
-      const who = JSON.parse((await as(loose, ['auth', 'whoami', '-o', 'json'])).stdout);
-      expect(who.status.userInfo.extra?.['authentication.kubernetes.io/node-name']).toBeUndefined();
+      const loose = await as(await env.kubectl(['create', 'token', 'tscsi-node', '-n', NS, '--duration=10m']));
+      expect(loose.user.username).toBe(`system:serviceaccount:${NS}:tscsi-node`);
+      expect(loose.user.extra?.['authentication.kubernetes.io/node-name']).toBeUndefined();
       await env.apply(pv('tscsi-e2e-vap-own', NODE_NAME, 2));
       for (const name of ['tscsi-e2e-vap-other', 'tscsi-e2e-vap-own']) {
-        await refused(await as(loose, ['delete', 'pv', name, '--wait=false']), 'tscsi-node-persistentvolumes', 'this token names no node');
+        await refused(() => loose.core.deletePersistentVolume({ name }), 'tscsi-node-persistentvolumes', 'this token names no node');
         expect(await exists('pv', name)).toBe(true);
       }
+      await refused(() => loose.core.createPersistentVolume({ body: pv('tscsi-e2e-vap-made', NODE_NAME, 3) }), 'tscsi-node-persistentvolumes', 'this token names no node');
       await refused(
-        await as(loose, ['patch', 'pvc', 'tscsi-e2e-vap', '--type', 'merge', '-p', '{"metadata":{"finalizers":["kubernetes.io/pvc-protection"]}}']),
+        () => loose.core.patchNamespacedPersistentVolumeClaim(claimPatch({ metadata: { finalizers: ['kubernetes.io/pvc-protection'] } }), mergePatch),
         'tscsi-node-claims',
         'this token names no node',
       );
       await refused(
-        await as(loose, ['patch', 'volumeattachment', 'tscsi-e2e-vap', '--subresource=status', '--type', 'merge', '-p', '{"status":{"attached":true}}']),
+        () => loose.storage.patchVolumeAttachmentStatus({ name: 'tscsi-e2e-vap', body: { status: { attached: true } } }, mergePatch),
         'tscsi-node-attachments',
         'this token names no node',
       );
