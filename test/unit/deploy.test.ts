@@ -6,6 +6,7 @@ import { execFileSync } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
 import * as k8s from '@kubernetes/client-node';
+import { USAGE } from '../../driver/config.js';
 
 const ROOT = path.resolve(import.meta.dirname, '..', '..');
 const DEPLOY = path.join(ROOT, 'deploy');
@@ -165,8 +166,7 @@ describe.skipIf(!hasKubectl)('deploy/ manifests', () => {
         .map((c: any) => c.args.find((a: string) => a.startsWith('--backends=')).slice('--backends='.length));
       expect(new Set(backends).size).toBe(1);
       const list = backends[0].split(',') as string[];
-      const main = fs.readFileSync(path.join(ROOT, 'driver', 'main.ts'), 'utf8');
-      const topologyKey = /'topology-key': \{ type: 'string', default: '([^']+)' \}/.exec(main)![1];
+      const topologyKey = /--topology-key KEY .*\(default ([^)\s]+)\)/.exec(USAGE)![1];
       const driverArgs = ds.spec.template.spec.containers.find((c: any) => c.name === 'driver').args as string[];
       expect(driverArgs.some((a) => a.startsWith('--topology-key'))).toBe(false);
       const pv = find(objs, 'ValidatingAdmissionPolicy', 'tscsi-node-persistentvolumes');
