@@ -56,6 +56,27 @@ export const FAILPOINTS = {
   'lvm.snapshot.afterLvcreate': { what: 'CreateSnapshot (lvm): the snapshot LVs exist, tagged dirty, nothing copied' },
   'lvm.snapshot.afterCopy': { what: 'CreateSnapshot (lvm): copied, still tagged dirty' },
   'lvm.expand.afterLvextend': { what: 'ControllerExpandVolume (lvm): the LV is grown, its record tag is not' },
+
+  'host.rbd': { what: 'rbd flatten (CreateVolume from a snapshot or volume past maxCloneDepth)', tool: true },
+
+  'rbd.create.afterImage': { what: 'CreateVolume (rbd): the image is created or cloned (and flattened), not resized, no record' },
+  'rbd.create.beforeRecord': { what: 'CreateVolume (rbd): the image is complete and sized, the clone\'s temporary snapshot removed, no record' },
+  'rbd.clone.frozen': { what: 'CreateVolume from a volume (rbd): the source is frozen, its temporary snapshot not taken' },
+  'rbd.clone.afterSnap': { what: 'CreateVolume from a volume (rbd): the temporary snapshot of the source exists, the source still frozen' },
+  'rbd.snapshot.frozen': { what: 'CreateSnapshot (rbd): the sources are frozen, nothing cut' },
+  'rbd.snapshot.afterCut': { what: 'CreateSnapshot (rbd): the cuts (snapshots of the sources) exist, the sources still frozen' },
+  'rbd.snapshot.afterClone': { what: 'CreateSnapshot (rbd): the snapshot image is cloned from the cut, the cut still on the source' },
+  'rbd.snapshot.afterCutRm': { what: 'CreateSnapshot (rbd): the cut is removed from the source (trashed while cloned), the image has no snapshot of its own' },
+  'rbd.snapshot.beforeRecord': { what: 'CreateSnapshot (rbd): the snapshot image has its own snapshot, its record is not written' },
+  'rbd.expand.afterResize': { what: 'ControllerExpandVolume (rbd): the image is grown, its record still has the old size' },
+  'rbd.delete.afterMark': { what: 'DeleteVolume/DeleteSnapshot (rbd): the image is marked deleting, nothing removed' },
+  'rbd.delete.afterSnaps': { what: 'DeleteVolume/DeleteSnapshot (rbd): the image\'s snapshots are removed, the image is not' },
+  'rbd.delete.afterTrash': { what: 'DeleteVolume (rbd): the image, whose trashed snapshots have clones, is moved to the RBD trash' },
+  'rbd.delete.afterRemove': { what: 'DeleteVolume/DeleteSnapshot (rbd): the image is removed, the RBD trash not swept (a parent may wait there)' },
+  'rbd.fuse.afterSpawn': { what: 'NodeStageVolume (rbd, fuse mapper): rbd-fuse is started and recorded, the image not shown, no loop device' },
+  'rbd.fuse.afterLoop': { what: 'NodeStageVolume (rbd, fuse mapper): the loop device is attached, the mapping record does not name it yet' },
+  'rbd.fuse.afterDetach': { what: 'NodeUnstageVolume (rbd, fuse mapper): the loop device is detached, rbd-fuse still mounted' },
+  'rbd.fuse.afterUnmount': { what: 'NodeUnstageVolume (rbd, fuse mapper): rbd-fuse is unmounted, its mapping record and directory remain' },
 } as const satisfies Record<string, Point>;
 
 export type FailpointName = keyof typeof FAILPOINTS;
@@ -99,14 +120,18 @@ function announce(name: string, extra: Record<string, unknown>): void {
   fs.writeSync(2, line + '\n');
 }
 
-function processGroup(): number | undefined {
+function processGroupOf(pid: number | 'self'): number | undefined {
   try {
-    // /proc/self/stat: "pid (comm) state ppid pgrp ..."; comm may hold spaces, so split after ")".
-    const rest = fs.readFileSync('/proc/self/stat', 'utf8').split(') ')[1].split(' ');
-    return Number(rest[2]);
+    // /proc/PID/stat: "pid (comm) state ppid pgrp ..."; comm may hold spaces, so split after the last ")".
+    const stat = fs.readFileSync(`/proc/${pid}/stat`, 'utf8');
+    return Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[2]);
   } catch {
     return undefined;
   }
+}
+
+function processGroup(): number | undefined {
+  return processGroupOf('self');
 }
 
 function descendants(root: number): number[] {
@@ -137,18 +162,18 @@ function descendants(root: number): number[] {
  * SIGKILL in one kill(2); otherwise its descendants are killed first, then itself.
  */
 function crash(): never {
-  if (processGroup() === process.pid) {
-    process.kill(-process.pid, 'SIGKILL');
-  } else {
-    for (const p of descendants(process.pid)) {
-      try {
-        process.kill(p, 'SIGKILL');
-      } catch {
-        // already gone
-      }
+  const leader = processGroup() === process.pid;
+  // Helpers started detached (rbd-fuse leaves the group so that a plain stop of the driver
+  // does not take the volumes' I/O with it) are not in the group: a container takes them too.
+  for (const p of descendants(process.pid)) {
+    if (leader && processGroupOf(p) === process.pid) continue;
+    try {
+      process.kill(p, 'SIGKILL');
+    } catch {
+      // already gone
     }
-    process.kill(process.pid, 'SIGKILL');
   }
+  process.kill(leader ? -process.pid : process.pid, 'SIGKILL');
   throw new Error('unreachable: SIGKILL did not kill the driver');
 }
 

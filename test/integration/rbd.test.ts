@@ -465,6 +465,57 @@ describe('rbd backend on a real Ceph cluster (fuse mapper)', () => {
     expect(names).not.toContain(volumeImage(marked));
   });
 
+  it('a clone a crash stopped before its own record is not taken for its source (rbd clone copies image-meta)', async () => {
+    const c = drv!.client;
+    const pool = ceph!.pool;
+    const src = (await c.Controller.CreateVolume({ name: 'pvc-inherit-src', parameters: params(), capacity_range: { required_bytes: String(16 * MiB) }, volume_capabilities: [mountCap()] })).volume;
+    // What CreateVolume from a volume had done when the crash came: cut, clone, no record of its own yet.
+    const id = deriveId('vol', 'rbd', 'pvc-inherit-clone');
+    const cut = `${pool}/${volumeImage(src.volume_id)}@csi-tmp-${id.slice(id.lastIndexOf('-') + 1)}`;
+    await adminRbd(ceph!, ['snap', 'create', cut]);
+    await adminRbd(ceph!, ['clone', '--rbd-default-clone-format', '2', cut, `${pool}/${volumeImage(id)}`]);
+    expect(JSON.parse((await imageMeta(`${pool}/${volumeImage(id)}`))['tscsi.record']).record.id, 'the clone inherited its source\'s record').toBe(src.volume_id);
+
+    const listed = (await c.Controller.ListVolumes({})).entries.map((e: any) => e.volume.volume_id);
+    expect(listed.filter((v: string) => v === src.volume_id), 'the source listed once').toHaveLength(1);
+    expect(await outcomeOf(c.Controller.ControllerGetVolume({ volume_id: id }))).toBe('NOT_FOUND');
+    const made = (await c.Controller.CreateVolume({ name: 'pvc-inherit-clone', parameters: params(), volume_capabilities: [mountCap()], volume_content_source: { volume: { volume_id: src.volume_id } } })).volume;
+    expect(made.volume_id).toBe(id);
+    expect(JSON.parse((await imageMeta(`${pool}/${volumeImage(id)}`))['tscsi.record']).record.name).toBe('pvc-inherit-clone');
+
+    await c.Controller.DeleteVolume({ volume_id: id });
+    await c.Controller.DeleteVolume({ volume_id: src.volume_id });
+    expect((await rbdNames()).filter((n) => n.startsWith('csi-'))).toEqual([]);
+  });
+
+  it('ListVolumes and ListSnapshots leave out (and log) an image whose record is corrupt, and list the others', async () => {
+    const c = drv!.client;
+    const mk = (name: string) => c.Controller.CreateVolume({ name, parameters: params(), capacity_range: { required_bytes: String(16 * MiB) }, volume_capabilities: [mountCap()] }).then((r) => r.volume);
+    const good = await mk('pvc-record-good');
+    const bad = await mk('pvc-record-bad');
+    const goodSnap = (await c.Controller.CreateSnapshot({ name: 'snap-record-good', source_volume_id: good.volume_id })).snapshot;
+    const badSnap = (await c.Controller.CreateSnapshot({ name: 'snap-record-bad', source_volume_id: good.volume_id })).snapshot;
+    const corrupt = [`${ceph!.pool}/${volumeImage(bad.volume_id)}`, `${ceph!.pool}/${snapshotImage(badSnap.snapshot_id)}`];
+    const saved = await Promise.all(corrupt.map(async (spec) => (await imageMeta(spec))['tscsi.record']));
+    // A record cut short (a torn write by another tool, a hand edit): not JSON any more.
+    for (const [i, spec] of corrupt.entries()) await adminRbd(ceph!, ['image-meta', 'set', spec, 'tscsi.record', saved[i].slice(0, 20)]);
+    try {
+      const vols = (await c.Controller.ListVolumes({})).entries.map((e: any) => e.volume.volume_id);
+      expect(vols).toContain(good.volume_id);
+      expect(vols).not.toContain(bad.volume_id);
+      const snaps = (await c.Controller.ListSnapshots({})).entries.map((e: any) => e.snapshot.snapshot_id);
+      expect(snaps).toContain(goodSnap.snapshot_id);
+      expect(snaps).not.toContain(badSnap.snapshot_id);
+      const log = await fs.readFile(drv!.logFile, 'utf8');
+      for (const spec of corrupt) expect(log).toMatch(new RegExp(`"image":"${spec}".*skipped an unreadable record`));
+    } finally {
+      for (const [i, spec] of corrupt.entries()) await adminRbd(ceph!, ['image-meta', 'set', spec, 'tscsi.record', saved[i]]);
+    }
+    for (const s of [goodSnap, badSnap]) await c.Controller.DeleteSnapshot({ snapshot_id: s.snapshot_id });
+    for (const v of [good, bad]) await c.Controller.DeleteVolume({ volume_id: v.volume_id });
+    expect((await rbdNames()).filter((n) => n.startsWith('csi-'))).toEqual([]);
+  });
+
   it('registers its node in RADOS, which is what knowsNode answers from', async () => {
     expect(await drv!.backend.knowsNode(NODE)).toBe(true);
     expect(await drv!.backend.knowsNode(OTHER_NODE)).toBe(true); // from the config's list

@@ -239,6 +239,43 @@ describe('rbd: "could not look" is not "not there"', () => {
     await b.deleteVolume('vol-rbd-0123456789abcdef0123456789abcdef');
     expect(calls.filter((c) => c.startsWith('rbd trash mv'))).toHaveLength(1);
   });
+
+  it('deleteVolume: an RBD trash that cannot be listed fails the call (UNAVAILABLE), an empty one does not', async () => {
+    const answer = (trash: () => string) => (_tool: string, args: string[]) => {
+      if (args[0] === 'info') return JSON.stringify({ name: 'x', size: 1 << 20, features: [] });
+      if (args[0] === 'status') return JSON.stringify({ watchers: [] });
+      if (args[0] === 'snap') return '[]';
+      if (args[0] === 'trash' && args[1] === 'ls') return trash();
+      return '';
+    };
+    const { b, calls } = withCli(answer(() => {
+      throw err('2026-12-01T00:00:00.000+0000 7f rbd: trash list failed: (110) Connection timed out');
+    }));
+    const e = await b.deleteVolume('vol-rbd-0123456789abcdef0123456789abcdef').then(() => undefined, (x: unknown) => x);
+    expect(calls.filter((c) => c.startsWith('rbd rm '))).toHaveLength(1); // the image itself is removed
+    expect(e).toBeInstanceOf(CsiError);
+    expect((e as CsiError).code).toBe(status.UNAVAILABLE);
+    expect((e as CsiError).message).toMatch(/RBD trash of rbd .*Connection timed out/);
+    for (const empty of ['', '[]']) {
+      const { b: ok } = withCli(answer(() => empty));
+      await ok.deleteVolume('vol-rbd-0123456789abcdef0123456789abcdef');
+    }
+  });
+
+  it('listVolumes: an image whose record is not JSON, or no record, is logged and left out; the others are listed', async () => {
+    const good = { id: 'vol-rbd-0123456789abcdef0123456789abcde1', name: 'ok', backend: 'rbd', capacityBytes: 1n << 20n, accessType: 'mount', fsType: 'ext4', parameters: {}, mutableParameters: {}, topology: {}, published: {}, createdAt: '' };
+    const metaOf: Record<string, string> = {
+      'csi-vol-0123456789abcdef0123456789abcde0': JSON.stringify({ 'tscsi.record': '{"record": {"id": "vol-rb' }),
+      'csi-vol-0123456789abcdef0123456789abcde1': JSON.stringify({ 'tscsi.record': recordToJson({ record: good, depth: 0 }) }),
+      'csi-vol-0123456789abcdef0123456789abcde2': JSON.stringify({ 'tscsi.record': 'null' }),
+    };
+    const { b } = withCli((_tool, args) => {
+      if (args[0] === 'ls') return args[1] === 'rbd' ? JSON.stringify(Object.keys(metaOf)) : '[]'; // the config's other pools are empty
+      if (args[0] === 'image-meta') return metaOf[args[2].split('/').pop()!];
+      return '';
+    });
+    expect((await b.listVolumes()).map((v) => v.id)).toEqual([good.id]);
+  });
 });
 
 describe('rbd-nbd in the node plugin', () => {

@@ -6,6 +6,7 @@ import fs from 'node:fs/promises';
 import path from 'node:path';
 import { randomBytes } from 'node:crypto';
 import { run, CommandError, type RunResult } from '../../host/exec.js';
+import type { FailpointName } from '../../failpoints.js';
 import { checkKey, checkUser, invalid, type ClusterConfig, type PoolRef } from './config.js';
 
 export interface Credentials {
@@ -84,14 +85,14 @@ export class CephCli {
     return ['-c', '/dev/null', '-m', cluster.monitors.join(','), '--id', user, '--keyfile', keyFile];
   }
 
-  async tool(tool: 'rbd' | 'rados' | 'ceph', cluster: ClusterConfig, creds: Credentials, args: string[], timeoutMs = this.timeoutMs): Promise<RunResult> {
+  async tool(tool: 'rbd' | 'rados' | 'ceph', cluster: ClusterConfig, creds: Credentials, args: string[], timeoutMs = this.timeoutMs, failpoint?: FailpointName): Promise<RunResult> {
     return this.withKeyFile(creds, (kf) =>
-      run(tool, [...this.connArgs(cluster, creds.user, kf), ...args], { timeoutMs, env: { CEPH_ARGS: '' } }),
+      run(tool, [...this.connArgs(cluster, creds.user, kf), ...args], { timeoutMs, env: { CEPH_ARGS: '' }, failpoint }),
     );
   }
 
-  rbd(cluster: ClusterConfig, creds: Credentials, args: string[], timeoutMs?: number): Promise<RunResult> {
-    return this.tool('rbd', cluster, creds, args, timeoutMs);
+  rbd(cluster: ClusterConfig, creds: Credentials, args: string[], timeoutMs?: number, failpoint?: FailpointName): Promise<RunResult> {
+    return this.tool('rbd', cluster, creds, args, timeoutMs, failpoint);
   }
 
   async rbdJson<T>(cluster: ClusterConfig, creds: Credentials, args: string[]): Promise<T> {

@@ -28,6 +28,7 @@ import { deviceSize } from '../../host/loop.js';
 import { unavailable } from '../../errors.js';
 import { CommandError } from '../../host/exec.js';
 import type { Logger } from '../../log.js';
+import { failpoint } from '../../failpoints.js';
 import { CephCli, credentialsFrom, errnoOf, imageSpec, isNotFound, poolSpec, EEXIST, ENOTEMPTY, type Credentials } from './cli.js';
 import { checkName, invalid, NODE_ID_RE, parseFeatures, type ClusterConfig, type PoolRef, type RbdConfig } from './config.js';
 import { DeviceMapper, FuseMapper, type MapTarget, type Mapper } from './mapper.js';
@@ -100,6 +101,21 @@ interface RbdSnap {
 const hashOf = (id: string) => id.slice(id.lastIndexOf('-') + 1);
 export const volumeImage = (id: string) => `csi-vol-${hashOf(id)}`;
 export const snapshotImage = (id: string) => `csi-snap-${hashOf(id)}`;
+const imageOf = (id: string) => (id.startsWith('snap-') ? snapshotImage(id) : volumeImage(id));
+
+/**
+ * The image's own record, or undefined when it has none (a create that did not finish, or a
+ * delete that did not). `rbd clone` copies the parent's image-meta, so a clone that a crash
+ * stopped before its own record was written carries its source's record: a record is the
+ * image's only when the ID in it names this image. Throws when the record cannot be read.
+ */
+function ownRecord<T>(name: string, meta: Record<string, string> | undefined): Stored<T> | undefined {
+  if (!meta || !meta[META_RECORD] || meta[META_DELETING]) return undefined;
+  const stored = recordFromJson<Stored<T> | null>(meta[META_RECORD]);
+  const id = (stored?.record as { id?: unknown } | undefined)?.id;
+  if (typeof id !== 'string') throw new Error(`${META_RECORD} of ${name} holds no record`);
+  return imageOf(id) === name ? stored! : undefined;
+}
 
 export class RbdBackend implements Backend {
   readonly name = 'rbd';
@@ -236,8 +252,8 @@ export class RbdBackend implements Backend {
       if (!loc) return undefined;
       meta = await this.meta(loc, name, this.creds(loc.cluster, secrets));
     }
-    if (!meta || !meta[META_RECORD] || meta[META_DELETING]) return undefined;
-    return { loc, stored: recordFromJson<Stored<T>>(meta[META_RECORD]), meta };
+    const own = ownRecord<T>(name, meta);
+    return own && meta ? { loc, stored: own, meta } : undefined;
   }
 
   private async listStored<T>(re: RegExp): Promise<Array<{ loc: Loc; name: string; stored: Stored<T>; meta: Record<string, string> }>> {
@@ -245,13 +261,28 @@ export class RbdBackend implements Backend {
     for (const loc of this.allLocs()) {
       const names = (await this.cli.rbdJson<string[] | null>(loc.cluster, this.creds(loc.cluster), ['ls', poolSpec(loc.pool)])) ?? [];
       for (const name of names.filter((n) => re.test(n)).sort()) {
-        const meta = await this.meta(loc, name);
-        if (!meta || !meta[META_RECORD] || meta[META_DELETING]) continue;
+        const found = await this.readListed<T>(loc, name);
+        if (!found) continue;
         this.where.set(name, loc);
-        out.push({ loc, name, stored: recordFromJson<Stored<T>>(meta[META_RECORD]), meta });
+        out.push({ loc, name, ...found });
       }
     }
     return out;
+  }
+
+  /**
+   * One image whose metadata cannot be read or whose record is not valid JSON is logged and
+   * left out: it must not break every listing. The pool's own listing failing still fails.
+   */
+  private async readListed<T>(loc: Loc, name: string): Promise<{ stored: Stored<T>; meta: Record<string, string> } | undefined> {
+    try {
+      const meta = await this.meta(loc, name);
+      const stored = ownRecord<T>(name, meta);
+      return stored && meta ? { stored, meta } : undefined;
+    } catch (err) {
+      this.opts.log.error({ image: imageSpec(loc.pool, name), err: err instanceof Error ? err.message : String(err) }, 'skipped an unreadable record while listing');
+      return undefined;
+    }
   }
 
   /**
@@ -278,12 +309,15 @@ export class RbdBackend implements Backend {
     }
     try {
       await this.setMeta(loc, name, META_DELETING, new Date().toISOString(), creds);
+      failpoint('rbd.delete.afterMark');
       const snaps = (await this.cli.rbdJson<RbdSnap[] | null>(loc.cluster, creds, ['snap', 'ls', spec])) ?? [];
       for (const s of snaps) {
         if (s.protected === 'true') await this.cli.rbd(loc.cluster, creds, ['snap', 'unprotect', `${spec}@${s.name}`]).catch(() => undefined);
         await this.cli.rbd(loc.cluster, creds, ['snap', 'rm', '--no-progress', `${spec}@${s.name}`]);
       }
+      failpoint('rbd.delete.afterSnaps');
       const r = await this.cli.rbd(loc.cluster, creds, ['rm', '--no-progress', spec]).catch((err: unknown) => err);
+      if (!(r instanceof Error)) failpoint('rbd.delete.afterRemove');
       if (r instanceof Error) {
         if (isNotFound(r)) return;
         // Only "it still has (trashed) snapshots" means clones of them are left; any other
@@ -293,6 +327,7 @@ export class RbdBackend implements Backend {
         if (!hasSnapshots) throw r;
         this.opts.log.info({ image: spec }, 'image still has clones of its snapshots; moved to the RBD trash until they are gone');
         await this.cli.rbd(loc.cluster, creds, ['trash', 'mv', spec]);
+        failpoint('rbd.delete.afterTrash');
       }
     } catch (err) {
       if (isNotFound(err)) return;
@@ -307,7 +342,10 @@ export class RbdBackend implements Backend {
   private async sweepTrash(loc: Loc, creds: Credentials): Promise<void> {
     // Removing a child frees its parent's trashed snapshot, so a parent may leave on the next round.
     for (let round = 0; round < 8; round++) {
-      const list = (await this.cli.rbdJson<Array<{ id: string; name: string }> | null>(loc.cluster, creds, ['trash', 'ls', poolSpec(loc.pool)]).catch(() => null)) ?? [];
+      // An empty trash is "nothing to do"; a trash that cannot be read is not (an image parked there would stay for ever unnoticed).
+      const list = (await this.cli.rbdJson<Array<{ id: string; name: string }> | null>(loc.cluster, creds, ['trash', 'ls', poolSpec(loc.pool)]).catch((err: unknown) => {
+        throw unavailable(`cannot tell whether the RBD trash of ${poolSpec(loc.pool)} in cluster ${loc.cluster.clusterID} holds images to remove: ${err instanceof Error ? err.message : String(err)}`);
+      })) ?? [];
       let removed = 0;
       for (const t of list) {
         if (!VOL_RE.test(t.name) && !SNAP_RE.test(t.name)) continue;
@@ -354,7 +392,7 @@ export class RbdBackend implements Backend {
       imageSpec(dst.pool, dstImage),
     ]);
     if (depth > this.config.maxCloneDepth) {
-      await this.cli.rbd(dst.cluster, creds, ['flatten', '--no-progress', imageSpec(dst.pool, dstImage)], 30 * 60_000);
+      await this.cli.rbd(dst.cluster, creds, ['flatten', '--no-progress', imageSpec(dst.pool, dstImage)], 30 * 60_000, 'host.rbd');
       this.opts.log.info({ image: imageSpec(dst.pool, dstImage), depth, max: this.config.maxCloneDepth }, 'flattened a clone that would be too deep');
       return 0;
     }
@@ -384,22 +422,34 @@ export class RbdBackend implements Backend {
         const creds = this.defaultCreds(loc.cluster);
         if (!creds) continue;
         try {
-          const names = (await this.cli.rbdJson<string[] | null>(loc.cluster, creds, ['ls', poolSpec(loc.pool)])) ?? [];
-          for (const name of names.filter((n) => VOL_RE.test(n) || SNAP_RE.test(n))) {
-            const meta = await this.meta(loc, name, creds);
-            if (meta && (!meta[META_RECORD] || meta[META_DELETING])) {
-              await this.removeImage(loc, name, creds).then(
-                () => log.warn({ image: imageSpec(loc.pool, name) }, meta[META_DELETING] ? 'finished a delete that did not finish' : 'removed the image of a create that did not finish'),
-                (err: unknown) => log.warn({ image: imageSpec(loc.pool, name), err: String(err) }, 'could not clean up a half-done image yet'),
-              );
-            }
-          }
-          await this.sweepTrash(loc, creds);
+          await this.reconcilePool(loc, creds);
         } catch (err) {
           log.error({ pool: poolSpec(loc.pool), clusterID: loc.cluster.clusterID, err: String(err) }, 'start-up reconciliation failed');
         }
       }
     }
+  }
+
+  /** Start-up: finishes the creates and deletes a crash interrupted, then empties what the trash may let go. */
+  private async reconcilePool(loc: Loc, creds: Credentials): Promise<void> {
+    const log = this.opts.log;
+    const names = (await this.cli.rbdJson<string[] | null>(loc.cluster, creds, ['ls', poolSpec(loc.pool)])) ?? [];
+    for (const name of names.filter((n) => VOL_RE.test(n) || SNAP_RE.test(n))) {
+      const meta = await this.meta(loc, name, creds);
+      if (!meta) continue;
+      try {
+        if (ownRecord(name, meta)) continue;
+      } catch (err) {
+        // Possibly someone's data under a damaged record: never removed on a guess.
+        log.error({ image: imageSpec(loc.pool, name), err: String(err) }, 'an image whose record cannot be read is left alone');
+        continue;
+      }
+      await this.removeImage(loc, name, creds).then(
+        () => log.warn({ image: imageSpec(loc.pool, name) }, meta[META_DELETING] ? 'finished a delete that did not finish' : 'removed the image of a create that did not finish'),
+        (err: unknown) => log.warn({ image: imageSpec(loc.pool, name), err: String(err) }, 'could not clean up a half-done image yet'),
+      );
+    }
+    await this.sweepTrash(loc, creds);
   }
 
   private async rados(cluster: ClusterConfig, creds: Credentials, args: string[]) {
@@ -470,26 +520,34 @@ export class RbdBackend implements Backend {
     const name = volumeImage(rec.id);
     const spec = imageSpec(loc.pool, name);
     const meta = await this.meta(loc, name, creds);
-    if (meta?.[META_RECORD] && !meta[META_DELETING]) return recordFromJson<Stored<VolumeRecord>>(meta[META_RECORD]).record;
+    const own = ownRecord<VolumeRecord>(name, meta);
+    if (own) return own.record;
     if (meta) await this.removeImage(loc, name, creds); // a create (or delete) that did not finish
     const features = this.features(rec.parameters);
     let depth = 0;
     const cs = rec.contentSource;
     if (!cs) {
       await this.cli.rbd(loc.cluster, creds, ['create', '--size', `${rec.capacityBytes / MiB}M`, '--image-feature', features, spec]);
+      failpoint('rbd.create.afterImage');
     } else if (cs.type === 'snapshot') {
       const src = await this.stored<SnapshotRecord>(snapshotImage(cs.id), secrets);
       if (!src) throw new BackendError('not-found', `source snapshot ${cs.id} does not exist`);
       const srcImage = snapshotImage(cs.id);
       depth = await this.cloneInto(src.loc, srcImage, srcImage, loc, name, features, src.stored.depth + 1, creds);
+      failpoint('rbd.create.afterImage');
     } else {
       const src = await this.stored<VolumeRecord>(volumeImage(cs.id), secrets);
       if (!src) throw new BackendError('not-found', `source volume ${cs.id} does not exist`);
       const srcImage = volumeImage(cs.id);
       const tmp = `csi-tmp-${hashOf(rec.id)}`;
       const devs = await this.devicesOn([{ loc: src.loc, image: srcImage }]);
-      await withQuiescedDevices(devs, () => this.freshSnap(src.loc, srcImage, tmp, creds));
+      await withQuiescedDevices(devs, async () => {
+        failpoint('rbd.clone.frozen');
+        await this.freshSnap(src.loc, srcImage, tmp, creds);
+        failpoint('rbd.clone.afterSnap');
+      });
       depth = await this.cloneInto(src.loc, srcImage, tmp, loc, name, features, src.stored.depth + 1, creds);
+      failpoint('rbd.create.afterImage');
       // With clone format 2 the snapshot goes to the trash namespace and disappears with its last clone.
       await this.cli.rbd(loc.cluster, creds, ['snap', 'rm', '--no-progress', imageSpec(src.loc.pool, srcImage, tmp)]);
     }
@@ -497,6 +555,7 @@ export class RbdBackend implements Backend {
     if (info && BigInt(info.size) < rec.capacityBytes) {
       await this.cli.rbd(loc.cluster, creds, ['resize', '--no-progress', '--size', `${rec.capacityBytes / MiB}M`, spec]);
     }
+    failpoint('rbd.create.beforeRecord');
     // The record last: its presence is what makes the image a volume.
     await this.setMeta(loc, name, META_RECORD, recordToJson({ record: rec, depth } satisfies Stored<VolumeRecord>), creds);
     this.where.set(name, loc);
@@ -519,6 +578,7 @@ export class RbdBackend implements Backend {
     const info = await this.info(found.loc, name, creds);
     if (info && BigInt(info.size) < newBytes) {
       await this.cli.rbd(found.loc.cluster, creds, ['resize', '--no-progress', '--size', `${newBytes / MiB}M`, imageSpec(found.loc.pool, name)]);
+      failpoint('rbd.expand.afterResize');
     }
     const next = { ...rec, capacityBytes: newBytes };
     await this.setMeta(found.loc, name, META_RECORD, recordToJson({ record: next, depth: found.stored.depth }), creds);
@@ -572,21 +632,26 @@ export class RbdBackend implements Backend {
       const creds = credentialsFrom(src.loc.cluster, secrets);
       const name = snapshotImage(rec.id);
       const meta = await this.meta(src.loc, name, creds);
-      const done = !!meta?.[META_RECORD] && !meta[META_DELETING];
+      const done = !!ownRecord<SnapshotRecord>(name, meta);
       if (meta && !done) await this.removeImage(src.loc, name, creds);
       work.push({ rec, src: src.loc, srcImage, depth: src.stored.depth + 1, features: this.features(src.stored.record.parameters), creds, name, done });
     }
     const todo = work.filter((w) => !w.done);
     const devs = await this.devicesOn(todo.map((w) => ({ loc: w.src, image: w.srcImage })));
     await withQuiescedDevices(devs, async () => {
+      failpoint('rbd.snapshot.frozen');
       for (const w of todo) await this.freshSnap(w.src, w.srcImage, w.name, w.creds);
+      failpoint('rbd.snapshot.afterCut');
     });
     for (const w of todo) {
       const depth = await this.cloneInto(w.src, w.srcImage, w.name, w.src, w.name, w.features, w.depth, w.creds);
+      failpoint('rbd.snapshot.afterClone');
       await this.cli.rbd(w.src.cluster, w.creds, ['snap', 'rm', '--no-progress', imageSpec(w.src.pool, w.srcImage, w.name)]);
+      failpoint('rbd.snapshot.afterCutRm');
       await this.cli.rbd(w.src.cluster, w.creds, ['snap', 'create', '--no-progress', imageSpec(w.src.pool, w.name, w.name)]).catch((err: unknown) => {
         if (errnoOf(err) !== EEXIST) throw err;
       });
+      failpoint('rbd.snapshot.beforeRecord');
       await this.setMeta(w.src, w.name, META_RECORD, recordToJson({ record: w.rec, depth } satisfies Stored<SnapshotRecord>), w.creds);
       this.where.set(w.name, w.src);
     }

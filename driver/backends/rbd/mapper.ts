@@ -15,6 +15,7 @@ import { implicitMountOptions } from '../../host/fs.js';
 import { readJson, writeJsonAtomic, removeFile } from '../../host/atomic.js';
 import { BackendError } from '../backend.js';
 import type { Logger } from '../../log.js';
+import { failpoint } from '../../failpoints.js';
 import { CephCli, imageSpec, type Credentials } from './cli.js';
 import type { ClusterConfig, PoolRef } from './config.js';
 
@@ -243,6 +244,7 @@ export class FuseMapper implements Mapper {
       const startTime = (await startTimeOf(pid)) ?? '';
       const m: FuseMapping = { clusterID: t.cluster.clusterID, pool: t.pool.pool, namespace: t.pool.namespace, image: t.image, pid, startTime };
       await writeJsonAtomic(this.recOf(t), m);
+      failpoint('rbd.fuse.afterSpawn');
       // The key file must exist until rbd-fuse has connected, i.e. until the image file shows.
       const deadline = Date.now() + this.waitMs;
       for (;;) {
@@ -266,6 +268,7 @@ export class FuseMapper implements Mapper {
       await this.teardown(t, started);
       throw err;
     }
+    failpoint('rbd.fuse.afterLoop');
     await writeJsonAtomic(this.recOf(t), started);
     this.log.info({ image: imageSpec(t.pool, t.image), device: started.device, pid: started.pid }, 'mapped with rbd-fuse');
     return started.device;
@@ -288,11 +291,13 @@ export class FuseMapper implements Mapper {
       const still = await mnt.mountsOf(dev);
       if (still.length > 0) throw new BackendError('precondition', `${dev} (${imageSpec(t.pool, t.image)}) is still mounted at ${still.map((m) => m.target).join(', ')}`);
       await loop.detach(dev);
+      failpoint('rbd.fuse.afterDetach');
     }
     const mntDir = this.mntOf(t);
     if (await mnt.mountAt(mntDir)) {
       const r = await run('umount', [mntDir], { okCodes: [32] });
       if (r.exitCode !== 0) await run('umount', ['-l', mntDir]);
+      failpoint('rbd.fuse.afterUnmount');
     }
     const deadline = Date.now() + this.waitMs;
     while ((await alive(rec)) && Date.now() < deadline) await sleep(50);
