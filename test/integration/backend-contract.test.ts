@@ -238,4 +238,27 @@ describe.each(SUBJECTS)('backend contract: %s', (_label, make) => {
     await s.backend.deleteSnapshot(member.id);
     await s.backend.deleteVolume(vol.id);
   });
+
+  it('refuses what names something gone (not-found) and deleting an attached volume (precondition), and changes nothing', async () => {
+    const unit = await s.backend.granularity(s.params);
+    const bytes = 16n * MiB > unit ? 16n * MiB : unit;
+    const gone = deriveId('snap', s.backend.name, 'never-made');
+    const fromGone = volume(s, 'pvc-from-gone', bytes, { contentSource: { type: 'snapshot', id: gone } });
+    made.push(fromGone);
+    expect(await reasonOf(s.backend.createVolume(fromGone))).toBe('not-found');
+    expect(await s.backend.getVolume(fromGone.id)).toBeUndefined();
+
+    const noSource = volume(s, 'pvc-never-made', bytes);
+    expect(await reasonOf(s.backend.createSnapshots([snapshot(s, 'snap-of-nothing', noSource)]))).toBe('not-found');
+    expect(await s.backend.getSnapshot(deriveId('snap', s.backend.name, 'snap-of-nothing'))).toBeUndefined();
+
+    const busy = volume(s, 'pvc-busy', bytes);
+    made.push(busy);
+    await s.backend.createVolume(busy);
+    await s.backend.attach(busy);
+    expect(await reasonOf(s.backend.deleteVolume(busy.id))).toBe('precondition');
+    expect((await s.backend.getVolume(busy.id))?.id).toBe(busy.id);
+    await s.backend.detach(busy);
+    await s.backend.deleteVolume(busy.id);
+  });
 });

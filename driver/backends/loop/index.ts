@@ -157,7 +157,14 @@ export class LoopBackend implements Backend {
     }
   }
 
+  /** A source is there when its record is: the record is written last and removed last. */
+  private async mustHaveSource(type: 'snapshot' | 'volume', id: string): Promise<void> {
+    const found = type === 'snapshot' ? await this.getSnapshot(id) : await this.getVolume(id);
+    if (!found) throw new BackendError('not-found', `source ${type} ${id} does not exist`);
+  }
+
   async createVolume(rec: VolumeRecord): Promise<VolumeRecord> {
+    if (rec.contentSource) await this.mustHaveSource(rec.contentSource.type, rec.contentSource.id);
     const img = this.volImg(rec.id);
     const tmp = `${img}.tmp`;
     await removeFile(tmp);
@@ -261,6 +268,7 @@ export class LoopBackend implements Backend {
   }
 
   async createSnapshots(recs: SnapshotRecord[]): Promise<SnapshotRecord[]> {
+    for (const r of recs) await this.mustHaveSource('volume', r.sourceVolumeId);
     const sources = recs.map((r) => this.volImg(r.sourceVolumeId));
     const tmps = recs.map((r) => `${this.snapImg(r.id)}.tmp`);
     try {
