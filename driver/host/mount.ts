@@ -139,3 +139,16 @@ export async function umount(target: string): Promise<void> {
   await run('umount', [target]);
 }
 
+/** umount's exit code when the target is busy (or, for `umount`, not mounted at all). */
+const UMOUNT_BUSY_EXIT = 32;
+
+/**
+ * Unmounts target, and if the kernel refuses because something still uses it, detaches it
+ * lazily instead: for teardown paths, where a mount left behind would keep the device (an
+ * rbd-fuse image, a mapped device) from ever being released, while a lazy detach lets it go
+ * once its last user does.
+ */
+export async function umountOrDetach(target: string): Promise<void> {
+  const r = await run('umount', [target], { okCodes: [UMOUNT_BUSY_EXIT] });
+  if (r.exitCode !== 0) await run('umount', ['-l', target]);
+}

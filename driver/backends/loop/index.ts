@@ -3,16 +3,7 @@
 // supports them, sparse copies otherwise. Node-local: one data directory per node.
 import fs from 'node:fs/promises';
 import path from 'node:path';
-import {
-  BackendError,
-  type Backend,
-  type Capacity,
-  type GroupSnapshotRecord,
-  type GroupSnapshotStore,
-  type SnapshotRecord,
-  type VolumeHealth,
-  type VolumeRecord,
-} from '../backend.js';
+import { BackendError, type Backend, type Capacity, type GroupSnapshotRecord, type GroupSnapshotStore, type SnapshotRecord, type VolumeHealth, type VolumeRecord } from '../backend.js';
 import { readJson, writeJsonAtomic, removeFile, fsyncDir } from '../../host/atomic.js';
 import { run } from '../../host/exec.js';
 import * as loop from '../../host/loop.js';

@@ -10,16 +10,7 @@
 //    snapshot's error says to unstage it first.
 import fs from 'node:fs/promises';
 import path from 'node:path';
-import {
-  BackendError,
-  type Backend,
-  type Capacity,
-  type GroupSnapshotRecord,
-  type GroupSnapshotStore,
-  type SnapshotRecord,
-  type VolumeHealth,
-  type VolumeRecord,
-} from '../backend.js';
+import { BackendError, type Backend, type Capacity, type GroupSnapshotRecord, type GroupSnapshotStore, type SnapshotRecord, type VolumeHealth, type VolumeRecord } from '../backend.js';
 import { Lvm, type LvInfo, type LvmRunner } from './lvm.js';
 import { readJson, writeJsonAtomic, removeFile } from '../../host/atomic.js';
 import { TAG_DIRTY, TAG_HOLDS, TAG_RECORD, holdsOf, newLvTagArgs, recordTags, snapshotRecordOf, volumeRecordOf, type LvHolds, type SnapshotWithGroup } from './records.js';

@@ -52,10 +52,13 @@ export function isNotFound(err: unknown): boolean {
   return errnoOf(err) === ENOENT;
 }
 
+/** An rbd/rados/ceph command that has not answered in this long (a monitor unreachable) is taken as hung. */
+const CEPH_TOOL_TIMEOUT_MS = 120_000;
+
 export class CephCli {
   constructor(
     private readonly keyDir: string,
-    private readonly timeoutMs = 120_000,
+    private readonly timeoutMs = CEPH_TOOL_TIMEOUT_MS,
   ) {}
 
   async init(): Promise<void> {

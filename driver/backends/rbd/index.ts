@@ -12,19 +12,12 @@
 // the RADOS object `tscsi.nodes` in each cluster's first pool (and the config may list
 // more), which is what knowsNode answers from.
 import path from 'node:path';
-import {
-  BackendError,
-  type Backend,
-  type Capacity,
-  type GroupSnapshotRecord,
-  type GroupSnapshotStore,
-  type SnapshotRecord,
-  type VolumeHealth,
-  type VolumeRecord,
-} from '../backend.js';
+import { BackendError, type Backend, type Capacity, type GroupSnapshotRecord, type GroupSnapshotStore, type SnapshotRecord, type VolumeHealth, type VolumeRecord } from '../backend.js';
 import { recordFromJson, recordToJson } from '../../host/atomic.js';
 import { withQuiescedDevices } from '../../host/freeze.js';
 import { deviceSize } from '../../host/loop.js';
+import { SINGLE_NODE_MODES } from '../../validate.js';
+import { MiB } from '../../../lib/size.js';
 import { unavailable } from '../../errors.js';
 import { CommandError } from '../../host/exec.js';
 import type { Logger } from '../../log.js';
@@ -36,17 +29,22 @@ import { DeviceMapper, FuseMapper, type MapTarget, type Mapper } from './mapper.
 export { loadConfig, parseConfig } from './config.js';
 export type { RbdConfig } from './config.js';
 
-const MiB = 1n << 20n;
 const META_RECORD = 'tscsi.record';
 const META_DELETING = 'tscsi.deleting';
 const META_GROUP = 'tscsi.group';
 /** How long a mapping may take to show a resize (a watch notification away, normally milliseconds). */
 const RESIZE_SEEN_TIMEOUT_MS = 30_000;
 const RESIZE_POLL_MS = 100;
+/** A flatten copies the whole parent image; beyond this it is taken as hung. */
+const FLATTEN_TIMEOUT_MS = 30 * 60_000;
+/** A node found registered stays known this long without asking RADOS again. */
+const KNOWN_NODE_CACHE_MS = 60_000;
+/** `ceph df` is asked at most this often per pool (GetCapacity is polled by the CO). */
+const POOL_FREE_CACHE_MS = 10_000;
+const CEPH_DF_TIMEOUT_MS = 30_000;
 const NODES_OBJECT = 'tscsi.nodes';
 const PARAMS = new Set(['clusterID', 'pool', 'radosNamespace', 'imageFeatures']);
 const VOL_RE = /^csi-vol-[0-9a-f]{32}$/;
-const SINGLE_NODE_MODES = new Set(['SINGLE_NODE_WRITER', 'SINGLE_NODE_READER_ONLY', 'SINGLE_NODE_SINGLE_WRITER', 'SINGLE_NODE_MULTI_WRITER']);
 const SNAP_RE = /^csi-snap-[0-9a-f]{32}$/;
 
 /**
@@ -392,7 +390,7 @@ export class RbdBackend implements Backend {
       imageSpec(dst.pool, dstImage),
     ]);
     if (depth > this.config.maxCloneDepth) {
-      await this.cli.rbd(dst.cluster, creds, ['flatten', '--no-progress', imageSpec(dst.pool, dstImage)], 30 * 60_000, 'host.rbd');
+      await this.cli.rbd(dst.cluster, creds, ['flatten', '--no-progress', imageSpec(dst.pool, dstImage)], FLATTEN_TIMEOUT_MS, 'host.rbd');
       this.opts.log.info({ image: imageSpec(dst.pool, dstImage), depth, max: this.config.maxCloneDepth }, 'flattened a clone that would be too deep');
       return 0;
     }
@@ -461,7 +459,7 @@ export class RbdBackend implements Backend {
     if (!NODE_ID_RE.test(nodeId)) return false;
     if (this.config.nodes.includes(nodeId)) return true;
     const seen = this.knownNodes.get(nodeId);
-    if (seen && Date.now() - seen < 60_000) return true;
+    if (seen && Date.now() - seen < KNOWN_NODE_CACHE_MS) return true;
     // "Not registered" only when every cluster could be asked; a cluster that could not be
     // read makes the answer unknown, which is an error of its own (not NOT_FOUND for the node).
     let failure: unknown;
@@ -489,10 +487,10 @@ export class RbdBackend implements Backend {
     const key = `${loc.cluster.clusterID}/${loc.pool.pool}`;
     const hit = this.capCache.get(key);
     let bytes: bigint;
-    if (hit && Date.now() - hit.at < 10_000) {
+    if (hit && Date.now() - hit.at < POOL_FREE_CACHE_MS) {
       bytes = hit.bytes;
     } else {
-      const r = await this.cli.tool('ceph', loc.cluster, this.creds(loc.cluster), ['df', '--format', 'json'], 30_000);
+      const r = await this.cli.tool('ceph', loc.cluster, this.creds(loc.cluster), ['df', '--format', 'json'], CEPH_DF_TIMEOUT_MS);
       const df = JSON.parse(r.stdout) as { pools?: Array<{ name: string; stats: { max_avail: number } }> };
       const p = df.pools?.find((x) => x.name === loc.pool.pool);
       if (!p) throw new BackendError('not-found', `pool ${loc.pool.pool} does not exist in cluster ${loc.cluster.clusterID}`);

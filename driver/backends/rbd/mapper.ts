@@ -17,6 +17,7 @@ import { BackendError } from '../backend.js';
 import type { Logger } from '../../log.js';
 import { failpoint } from '../../failpoints.js';
 import { CephCli, imageSpec, type Credentials } from './cli.js';
+import { PER_MOUNT_FLAGS } from '../../validate.js';
 import type { ClusterConfig, PoolRef } from './config.js';
 
 export interface MapTarget {
@@ -136,34 +137,15 @@ async function alive(m: { pid: number; startTime: string }): Promise<boolean> {
 }
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+/** How long rbd-fuse may take to show an image after it starts, or to exit after its unmount. */
+const FUSE_WAIT_MS = 30_000;
+/** How often those waits look. */
+const FUSE_POLL_MS = 50;
+/** How long rbd-fuse gets to exit after SIGTERM before SIGKILL. */
+const FUSE_SIGTERM_GRACE_MS = 5_000;
 
-interface MountInfo {
-  root: string;
-  target: string;
-  options: string[];
-  fstype: string;
-  source: string;
-}
-
-function unescape(s: string): string {
-  return s.replace(/\\([0-7]{3})/g, (_, o: string) => String.fromCharCode(parseInt(o, 8)));
-}
-
-/** Mounts in mount order (the first one of a filesystem is the original, later ones are binds). */
-async function mountInfo(): Promise<MountInfo[]> {
-  const text = await fs.readFile('/proc/self/mountinfo', 'utf8');
-  const out: MountInfo[] = [];
-  for (const line of text.split('\n')) {
-    if (!line) continue;
-    const f = line.split(' ');
-    const dash = f.indexOf('-', 6);
-    if (dash < 0) continue;
-    out.push({ root: unescape(f[3]), target: unescape(f[4]), options: f[5].split(','), fstype: f[dash + 1], source: unescape(f[dash + 2]) });
-  }
-  return out;
-}
-
-const KEPT_MOUNT_OPTIONS = new Set(['ro', 'nosuid', 'nodev', 'noexec', 'noatime', 'nodiratime', 'relatime', 'sync', 'dirsync']);
+/** What a re-made mount takes over from the one it replaces: read-only, sync, and the per-mount flags. */
+const KEPT_MOUNT_OPTIONS = new Set(['ro', 'sync', 'dirsync', ...PER_MOUNT_FLAGS]);
 
 export class FuseMapper implements Mapper {
   readonly name = 'fuse';
@@ -172,7 +154,7 @@ export class FuseMapper implements Mapper {
     private readonly stateDir: string,
     private readonly cli: CephCli,
     private readonly log: Logger,
-    private readonly waitMs = 30_000,
+    private readonly waitMs = FUSE_WAIT_MS,
   ) {}
 
   private dirOf(t: MapTarget): string {
@@ -259,7 +241,7 @@ export class FuseMapper implements Mapper {
             `the fuse mapper could not map ${imageSpec(t.pool, t.image)}: rbd-fuse ${exited ? 'exited' : `did not show the image within ${this.waitMs / 1000} s`}${lastLine(out) ? `: ${lastLine(out)}` : ''}`,
           );
         }
-        await sleep(50);
+        await sleep(FUSE_POLL_MS);
       }
     });
     try {
@@ -295,16 +277,16 @@ export class FuseMapper implements Mapper {
     }
     const mntDir = this.mntOf(t);
     if (await mnt.mountAt(mntDir)) {
-      const r = await run('umount', [mntDir], { okCodes: [32] });
-      if (r.exitCode !== 0) await run('umount', ['-l', mntDir]);
+      await mnt.umountOrDetach(mntDir);
       failpoint('rbd.fuse.afterUnmount');
     }
     const deadline = Date.now() + this.waitMs;
-    while ((await alive(rec)) && Date.now() < deadline) await sleep(50);
+    while ((await alive(rec)) && Date.now() < deadline) await sleep(FUSE_POLL_MS);
     if (await alive(rec)) {
       this.log.warn({ pid: rec.pid, image: imageSpec(t.pool, t.image) }, 'rbd-fuse did not exit after its unmount; stopping it');
       process.kill(rec.pid, 'SIGTERM');
-      for (let i = 0; i < 100 && (await alive(rec)); i++) await sleep(50);
+      const killDeadline = Date.now() + FUSE_SIGTERM_GRACE_MS;
+      while ((await alive(rec)) && Date.now() < killDeadline) await sleep(FUSE_POLL_MS);
       if (await alive(rec)) process.kill(rec.pid, 'SIGKILL');
     }
     await removeFile(this.recOf(t));
@@ -353,24 +335,21 @@ export class FuseMapper implements Mapper {
   private async remap(t: MapTarget, rec: FuseMapping, oldDev: string | undefined, creds: Credentials): Promise<void> {
     const base = oldDev ? path.basename(oldDev) : '';
     const entries = oldDev
-      ? (await mountInfo()).filter((m) => m.source === oldDev || ((m.fstype === 'devtmpfs' || m.fstype === 'tmpfs') && m.root === `/${base}`))
+      ? (await mnt.mountTable()).filter((m) => m.device === oldDev || ((m.fstype === 'devtmpfs' || m.fstype === 'tmpfs') && m.root === `/${base}`))
       : [];
-    for (const m of [...entries].reverse()) {
-      const r = await run('umount', [m.target], { okCodes: [32] });
-      if (r.exitCode !== 0) await run('umount', ['-l', m.target]);
-    }
+    for (const m of [...entries].reverse()) await mnt.umountOrDetach(m.target);
     await this.teardown(t, rec);
     const dev = await this.map(t, creds);
     let fsTarget: string | undefined;
     for (const m of entries) {
       const ro = m.options.includes('ro');
-      if (m.source === oldDev && m.root === '/' && !fsTarget) {
+      if (m.device === oldDev && m.root === '/' && !fsTarget) {
         const opts = [...implicitMountOptions(m.fstype), ...m.options.filter((o) => KEPT_MOUNT_OPTIONS.has(o))];
         await mnt.mount(dev, m.target, m.fstype, opts);
         fsTarget = m.target;
-      } else if (m.source === oldDev && fsTarget) {
+      } else if (m.device === oldDev && fsTarget) {
         await mnt.bindMount(path.join(fsTarget, m.root), m.target, ro);
-      } else if (m.source !== oldDev) {
+      } else if (m.device !== oldDev) {
         await mnt.bindMount(dev, m.target, ro);
       }
     }
