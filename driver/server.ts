@@ -13,12 +13,14 @@ import { unixSocketPath, listenUnix, closeUnix } from '../lib/socket.js';
 type Impl = object;
 
 const ID_FIELDS = ['volume_id', 'snapshot_id', 'source_volume_id', 'group_snapshot_id', 'node_id', 'name'] as const;
+/** Longer than any ID or name this driver accepts (128): a hostile value is logged cut, not whole. */
+const LOGGED_ID_MAX_CHARS = 160;
 
 function idsOf(req: Record<string, unknown>): Record<string, string> {
   const out: Record<string, string> = {};
   for (const f of ID_FIELDS) {
     const v = req[f];
-    if (typeof v === 'string' && v) out[f] = v.length > 160 ? `${v.slice(0, 160)}…` : v;
+    if (typeof v === 'string' && v) out[f] = v.length > LOGGED_ID_MAX_CHARS ? `${v.slice(0, LOGGED_ID_MAX_CHARS)}…` : v;
   }
   return out;
 }
