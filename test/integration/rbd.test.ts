@@ -521,4 +521,25 @@ describe('rbd backend on a real Ceph cluster (fuse mapper)', () => {
     expect(await drv!.backend.knowsNode(OTHER_NODE)).toBe(true); // from the config's list
     expect(await drv!.backend.knowsNode('never-registered')).toBe(false);
   });
+
+  it('GetCapacity of a pool the mgr has not reported yet is UNAVAILABLE (ask again), of a pool the cluster lacks NOT_FOUND', async () => {
+    // A paused mgr reports nothing, so a pool made meanwhile is in the OSD map but not in
+    // `ceph df`: the state a cluster is in for a moment after any pool is made.
+    const mgrPid = Number((await fs.readFile(path.join(ceph!.dir, 'run', 'mgr.x.pid'), 'utf8')).split(' ')[0]);
+    const cfg = parseConfig({ clusters: [{ clusterID: 'test', monitors: [ceph!.mon], pools: [ceph!.pool, 'late', 'never'], user: ceph!.user, keyFile: ceph!.keyFile }], mapper: 'fuse' });
+    const b = new RbdBackend({ config: cfg, stateDir: path.join(root, 'capacity-state'), log: pino({ level: 'silent' }) });
+    await b.init();
+    const codeOf = (p: Promise<unknown>) => p.then(() => 'OK', (e: unknown) => (toCsiError(e) ? codeName(toCsiError(e)) : String(e)));
+    const admin = (args: string[]) => execa('ceph', ['-c', ceph!.conf, ...args], { env: { CEPH_ARGS: '' } });
+    process.kill(mgrPid, 'SIGSTOP');
+    try {
+      await admin(['osd', 'pool', 'create', 'late', '8', '8', 'replicated']);
+      expect(await codeOf(b.capacity({ clusterID: 'test', pool: 'late' }))).toBe('UNAVAILABLE');
+      expect(await codeOf(b.capacity({ clusterID: 'test', pool: 'never' }))).toBe('NOT_FOUND');
+    } finally {
+      process.kill(mgrPid, 'SIGCONT');
+      await admin(['osd', 'pool', 'rm', 'late', 'late', '--yes-i-really-really-mean-it']).catch(() => undefined);
+    }
+    expect(BigInt((await b.capacity({ clusterID: 'test', pool: ceph!.pool })).availableBytes)).toBeGreaterThan(0n);
+  });
 });

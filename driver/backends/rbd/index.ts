@@ -490,14 +490,28 @@ export class RbdBackend implements Backend {
     if (hit && Date.now() - hit.at < POOL_FREE_CACHE_MS) {
       bytes = hit.bytes;
     } else {
-      const r = await this.cli.tool('ceph', loc.cluster, this.creds(loc.cluster), ['df', '--format', 'json'], CEPH_DF_TIMEOUT_MS);
-      const df = JSON.parse(r.stdout) as { pools?: Array<{ name: string; stats: { max_avail: number } }> };
-      const p = df.pools?.find((x) => x.name === loc.pool.pool);
-      if (!p) throw new BackendError('not-found', `pool ${loc.pool.pool} does not exist in cluster ${loc.cluster.clusterID}`);
-      bytes = BigInt(Math.floor(p.stats.max_avail));
+      bytes = await this.maxAvail(loc);
       this.capCache.set(key, { at: Date.now(), bytes });
     }
     return { availableBytes: bytes, maximumVolumeBytes: this.opts.maxVolumeBytes };
+  }
+
+  /**
+   * `ceph df` lists only pools the mgr has reported statistics for: a pool made moments ago
+   * (or while the mgr is away) exists in the OSD map but not yet there. That is "ask again
+   * shortly" (UNAVAILABLE), not "no such pool" (NOT_FOUND), which only the OSD map can say.
+   */
+  private async maxAvail(loc: Loc): Promise<bigint> {
+    const creds = this.creds(loc.cluster);
+    const r = await this.cli.tool('ceph', loc.cluster, creds, ['df', '--format', 'json'], CEPH_DF_TIMEOUT_MS);
+    const df = JSON.parse(r.stdout) as { pools?: Array<{ name: string; stats: { max_avail: number } }> };
+    const p = df.pools?.find((x) => x.name === loc.pool.pool);
+    if (p) return BigInt(Math.floor(p.stats.max_avail));
+    const ls = await this.cli.tool('ceph', loc.cluster, creds, ['osd', 'pool', 'ls', '--format', 'json'], CEPH_DF_TIMEOUT_MS);
+    if ((JSON.parse(ls.stdout || '[]') as string[]).includes(loc.pool.pool)) {
+      throw unavailable(`pool ${loc.pool.pool} exists in cluster ${loc.cluster.clusterID} but the mgr has not reported its usage yet (it is not in \`ceph df\`); ask again shortly`);
+    }
+    throw new BackendError('not-found', `pool ${loc.pool.pool} does not exist in cluster ${loc.cluster.clusterID}`);
   }
 
   async granularity(): Promise<bigint> {

@@ -131,6 +131,9 @@ CONF
   wait_for 90 bash -c "ceph -c '$CONF' osd dump -f json | grep -q '\"up\":1'" || die "osd did not come up (logs in $DIR/log)"
   c osd pool create rbd 8 8 replicated >/dev/null 2>&1
   timeout 120 rbd -c "$CONF" pool init rbd || die "rbd pool init failed"
+  # `ceph df` (GetCapacity) lists a pool only once the mgr has reported its statistics,
+  # which can be a moment after it was made: tests start when it is listed.
+  wait_for 60 bash -c "ceph -c '$CONF' df -f json | grep -q '\"name\":\"rbd\"'" || die "pool rbd never appeared in ceph df (logs in $DIR/log)"
   c osd set-require-min-compat-client mimic >/dev/null 2>&1
   c auth get-or-create client.csi mon 'profile rbd' osd 'profile rbd pool=rbd' mgr 'profile rbd pool=rbd' >/dev/null
   (umask 077; c auth get-key client.csi >"$DIR/client.csi.key")
