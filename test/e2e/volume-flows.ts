@@ -40,7 +40,7 @@ export function volumeFlows(install: Install): void {
     return pv;
   }
 
-  /** Deletes the pods, then the claim, and waits until its PV is gone (reclaim Delete: and its volume). */
+  /** Deletes the pods, then the claim, each waited for; its PV and volume follow as the reclaim policy says. */
   async function removeClaim(claimName: string, pods: string[]): Promise<void> {
     if (pods.length) await env.kubectl(['delete', 'pod', ...pods, '--ignore-not-found', '--wait=true', '--timeout=120s']);
     await env.kubectl(['delete', 'pvc', claimName, '--ignore-not-found', '--wait=true', '--timeout=120s']);
