@@ -2,8 +2,9 @@
 // deploy/image/build (no Docker engine, no registry) imported into the node's containerd,
 // then `kubectl apply -k` of the manifests in deploy/ (through deploy/overlays/e2e and one
 // overlay generated here for this cluster run's paths). The driver and every sidecar run as
-// pods; claims, pods, growth, raw block, delete and retain go through them; `kubectl
-// delete -k` removes what was installed.
+// pods; the volume flows every install runs (test/e2e/volume-flows.ts) go through them, and
+// `kubectl delete -k` removes what was installed. beforeAll installs: every case finds the
+// driver installed and makes what else it needs.
 //
 // Needs root, kubectl, a built tree (`npm run build`). The image is cached in
 // $TSCSI_IMAGE_CACHE/images (default /var/cache/tscsi-image) under the hash of its inputs.
@@ -13,15 +14,14 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import * as k8s from '@kubernetes/client-node';
-import { ClusterEnv, NODE_NAME, pod, claim } from '../lib/cluster-env.js';
+import { ClusterEnv, DRIVER, KUBECTL, MIN, NODE_NAME, pod, claim, storageClass } from '../lib/cluster-env.js';
+import { freePort } from '../lib/wait.js';
+import { volumeFlows } from './volume-flows.js';
 import { CsiClient } from '../../sidecars/common/csi-client.js';
 
 const ROOT = path.resolve(import.meta.dirname, '..', '..');
 const DEPLOY = path.join(ROOT, 'deploy');
-const CLI = path.join(ROOT, 'test', 'cluster', 'cluster');
-const DRIVER = 'csi.tscsi.dev';
 const NS = 'tscsi';
-const MIN = 60_000;
 const VERSION = JSON.parse(fs.readFileSync(path.join(ROOT, 'package.json'), 'utf8')).version as string;
 const IMAGE = `tscsi.local/tscsi:${VERSION}`;
 const CACHE = process.env.TSCSI_IMAGE_CACHE ?? '/var/cache/tscsi-image';
@@ -32,10 +32,7 @@ const overlay = path.join(work, 'overlay');
 const dataDir = path.join(env.runDir, 'tscsi-data'); // removed (unmounted, loops detached) by `cluster down`
 const results: Record<string, number | string | boolean> = {};
 let csi: CsiClient | undefined;
-let installed = false;
 const handles = new Set<string>(); // volumes this run made: their loop devices are detached at the end
-
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 /** The image archive, from the cache when nothing it is built from changed. */
 async function image(): Promise<string> {
@@ -63,21 +60,12 @@ async function image(): Promise<string> {
   return file;
 }
 
-function clusterEnvFile(): Record<string, string> {
-  const out: Record<string, string> = {};
-  for (const line of fs.readFileSync(path.join(env.runDir, 'cluster.env'), 'utf8').split('\n')) {
-    const m = /^([A-Z_]+)=(.*)$/.exec(line.trim());
-    if (m) out[m[1]] = m[2].replace(/^["']|["']$/g, '');
-  }
-  return out;
-}
-
 /**
  * The overlay for this cluster run, on top of deploy/overlays/e2e: JSON patches whose
  * indices come from the rendered manifests (so they follow edits of deploy/base).
  */
 async function writeOverlay(apiPort: string, healthPort: number): Promise<void> {
-  const rendered = (await execa('kubectl', ['kustomize', path.join(DEPLOY, 'overlays', 'e2e')])).stdout;
+  const rendered = (await execa(KUBECTL, ['kustomize', path.join(DEPLOY, 'overlays', 'e2e')])).stdout;
   const objs = k8s.loadAllYaml(rendered) as any[];
   const kubelet = env.kubeletDir;
   const apiEnv = [
@@ -137,20 +125,8 @@ async function writeOverlay(apiPort: string, healthPort: number): Promise<void> 
   fs.writeFileSync(path.join(overlay, 'kustomization.yaml'), k8s.dumpYaml(kustomization));
 }
 
-async function freePort(): Promise<number> {
-  const net = await import('node:net');
-  return new Promise((resolve, reject) => {
-    const s = net.createServer();
-    s.once('error', reject);
-    s.listen(0, '127.0.0.1', () => {
-      const p = (s.address() as { port: number }).port;
-      s.close(() => resolve(p));
-    });
-  });
-}
-
-const phase = (p: string) => env.kubectl(['get', 'pod', p, '-o', 'jsonpath={.status.phase}']);
-const logs = (p: string) => env.kubectl(['logs', p]);
+const phase = (p: string) => env.phase(p);
+const logs = (p: string) => env.logs(p);
 
 async function diagnostics(): Promise<string> {
   const parts: string[] = [];
@@ -168,18 +144,18 @@ async function diagnostics(): Promise<string> {
   return parts.join('\n');
 }
 
-async function waitPhase(p: string, want: string[], timeoutMs = 3 * MIN) {
-  return env.waitFor(`pod ${p} ${want.join('|')}`, async () => want.includes(await phase(p)) && phase(p), timeoutMs, diagnostics);
-}
+const waitPhase = (p: string, want: string[]) => env.waitPhase(p, want, 3 * MIN, diagnostics);
 
 async function volumeIds(): Promise<string[]> {
   const r = await csi!.Controller.ListVolumes({});
   return r.entries.map((e: any) => e.volume.volume_id);
 }
 
+const nodePods = async () => (await env.json(['get', 'pods', '-n', NS, '-l', 'app.kubernetes.io/component=node'])).items as any[];
+
 async function nodePodReady(): Promise<boolean> {
-  const pods = await env.json(['get', 'pods', '-n', NS, '-l', 'app.kubernetes.io/component=node']);
-  return pods.items.length === 1 && pods.items.every((p: any) => p.status.conditions?.some((c: any) => c.type === 'Ready' && c.status === 'True'));
+  const pods = await nodePods();
+  return pods.length === 1 && pods.every((p: any) => p.status.conditions?.some((c: any) => c.type === 'Ready' && c.status === 'True'));
 }
 
 /**
@@ -202,12 +178,30 @@ async function detachLeftovers(): Promise<void> {
   }
 }
 
+/** kubectl apply -k of the overlay, the example StorageClasses and the test's own, as an admin installs. */
+async function install(): Promise<void> {
+  const t0 = Date.now();
+  await env.kubectl(['apply', '-k', overlay]);
+  await env.waitFor('node pod Ready', nodePodReady, 4 * MIN, diagnostics);
+  results.applyToPodReadyMs = Date.now() - t0;
+  // the StorageClasses as the README tells users to apply them
+  await env.kubectl(['apply', '-k', path.join(DEPLOY, 'examples')]);
+  // and two of the test's own: xfs (ext4 grows online only with CAP_SYS_RESOURCE, which
+  // these VMs do not give even to privileged containers) and reclaim Retain
+  const sc = (name: string, reclaimPolicy: string, parameters: object) => storageClass(name, { volumeBindingMode: 'WaitForFirstConsumer', reclaimPolicy, parameters });
+  await env.apply(sc('tscsi-e2e-xfs', 'Delete', { backend: 'loop', 'csi.storage.k8s.io/fstype': 'xfs' }));
+  await env.apply(sc('tscsi-e2e-retain', 'Retain', { backend: 'loop' }));
+  // the driver's socket is on the host, in the kubelet's plugin dir: the test talks CSI to it
+  csi ??= new CsiClient(path.join(env.kubeletDir, 'plugins', DRIVER, 'csi.sock'));
+}
+
 beforeAll(async () => {
   const [, archive] = await Promise.all([env.up(), image()]);
   results.imageBytes = fs.statSync(archive).size;
-  const imp = await execa('bash', [CLI, 'import', archive], { env: { ...process.env, TSCSI_CLUSTER_DIR: env.runDir }, reject: false, all: true, timeout: 10 * MIN });
-  if (imp.exitCode !== 0) throw new Error(`cluster import failed: ${imp.all}`);
-  await writeOverlay(clusterEnvFile().PORT_APISERVER, await freePort());
+  const imp = await env.cluster('import', archive);
+  if (imp.exitCode !== 0) throw new Error(`cluster import failed (${imp.exitCode})`);
+  await writeOverlay(env.settings().PORT_APISERVER, await freePort());
+  await install();
 }, 60 * MIN);
 
 afterAll(async () => {
@@ -220,47 +214,15 @@ afterAll(async () => {
 }, 15 * MIN);
 
 describe('installed from deploy/ as pods on a real cluster', () => {
-  it('kubectl apply -k: the node pod is Ready and kubelet registers the driver', { timeout: 6 * MIN }, async () => {
-    const t0 = Date.now();
-    await env.kubectl(['apply', '-k', overlay]);
-    installed = true;
-    await env.waitFor('node pod Ready', nodePodReady, 4 * MIN, diagnostics);
-    results.applyToPodReadyMs = Date.now() - t0;
-    const entry = await env.waitFor(
-      'CSINode entry',
-      async () => (await env.json(['get', 'csinode', NODE_NAME])).spec.drivers?.find((d: any) => d.name === DRIVER),
-      2 * MIN,
-      diagnostics,
-    );
-    results.applyToRegisteredMs = Date.now() - t0;
-    expect(entry.nodeID).toBe(NODE_NAME);
-    expect(entry.topologyKeys).toEqual(['topology.tscsi.dev/node']);
-    const pod = (await env.json(['get', 'pods', '-n', NS, '-l', 'app.kubernetes.io/component=node'])).items[0];
-    expect(pod.spec.containers.map((c: any) => c.image)).toEqual(Array(6).fill(IMAGE));
-    expect(pod.status.containerStatuses.every((c: any) => c.ready && c.restartCount === 0)).toBe(true);
+  it('kubectl apply -k runs every container of the node pod from our image, unrestarted; the controller Deployment waits at 0 replicas', { timeout: 2 * MIN }, async () => {
+    const [nodePod] = await nodePods();
+    expect(nodePod.spec.containers.map((c: any) => c.image)).toEqual(Array(6).fill(IMAGE));
+    expect(nodePod.status.containerStatuses.every((c: any) => c.ready && c.restartCount === 0)).toBe(true);
     // the controller Deployment (RBD only) is installed, scaled to 0
     expect((await env.json(['get', 'deployment', '-n', NS, 'tscsi-controller'])).spec.replicas).toBe(0);
-    // the driver's socket is on the host, in the kubelet's plugin dir: the test talks CSI to it
-    csi = new CsiClient(path.join(env.kubeletDir, 'plugins', DRIVER, 'csi.sock'));
-    const info = await csi.Identity.GetPluginInfo({});
+    const info = await csi!.Identity.GetPluginInfo({});
     expect(info.name).toBe(DRIVER);
     expect(info.vendor_version).toBe(VERSION);
-    // the StorageClasses as the README tells users to apply them
-    await env.kubectl(['apply', '-k', path.join(DEPLOY, 'examples')]);
-    // and two of the test's own: xfs (ext4 grows online only with CAP_SYS_RESOURCE, which
-    // these VMs do not give even to privileged containers) and reclaim Retain
-    const sc = (name: string, reclaimPolicy: string, parameters: object) => ({
-      apiVersion: 'storage.k8s.io/v1',
-      kind: 'StorageClass',
-      metadata: { name },
-      provisioner: DRIVER,
-      volumeBindingMode: 'WaitForFirstConsumer',
-      allowVolumeExpansion: true,
-      reclaimPolicy,
-      parameters,
-    });
-    await env.apply(sc('tscsi-e2e-xfs', 'Delete', { backend: 'loop', 'csi.storage.k8s.io/fstype': 'xfs' }));
-    await env.apply(sc('tscsi-e2e-retain', 'Retain', { backend: 'loop' }));
   });
 
   // What the API server answered, object by object: every object a kustomization or an
@@ -283,7 +245,7 @@ describe('installed from deploy/ as pods on a real cluster', () => {
     const NAMESPACED = new Set(['PersistentVolumeClaim', 'Pod', 'ConfigMap', 'Secret', 'ServiceAccount', 'Role', 'RoleBinding', 'DaemonSet', 'Deployment']);
     let objects = 0;
     for (const k of ['.', 'base', 'examples', 'overlays/lvm', 'overlays/rbd', 'overlays/e2e']) {
-      const rendered = k8s.loadAllYaml((await execa('kubectl', ['kustomize', path.join(DEPLOY, k)])).stdout).map((o: any) => JSON.parse(JSON.stringify(o)));
+      const rendered = k8s.loadAllYaml((await execa(KUBECTL, ['kustomize', path.join(DEPLOY, k)])).stdout).map((o: any) => JSON.parse(JSON.stringify(o)));
       await check(`-k ${k}`, rendered, ['-k', path.join(DEPLOY, k)]);
       objects += rendered.length;
     }
@@ -295,114 +257,39 @@ describe('installed from deploy/ as pods on a real cluster', () => {
     results.dryRunObjects = objects;
   });
 
-  it('a claim keeps its data across pods: written by one, read by the next', { timeout: 8 * MIN }, async () => {
-    const t0 = Date.now();
-    await env.apply(claim('data', 'tscsi-e2e-xfs', '512Mi'));
-    await env.apply(pod('writer', 'data', 'echo hello-from-writer > /data/f && sync && echo written && sleep 3600'));
-    await waitPhase('writer', ['Running']);
-    results.pvcToRunningMs = Date.now() - t0;
-    await env.waitFor('writer wrote', async () => (await logs('writer')).includes('written'));
-    const pvc = await env.json(['get', 'pvc', 'data']);
-    const pv = await env.json(['get', 'pv', pvc.spec.volumeName]);
-    expect(pv.metadata.annotations['pv.kubernetes.io/provisioned-by']).toBe(DRIVER);
-    expect(pv.spec.csi.fsType).toBe('xfs');
-    handles.add(pv.spec.csi.volumeHandle);
-    expect(pv.spec.nodeAffinity.required.nodeSelectorTerms[0].matchExpressions[0]).toEqual({ key: 'topology.tscsi.dev/node', operator: 'In', values: [NODE_NAME] });
-    const va = (await env.json(['get', 'volumeattachment'])).items.find((v: any) => v.spec.source.persistentVolumeName === pv.metadata.name);
-    expect(va.status.attached).toBe(true);
-    // the backing file is in the DaemonSet's data dir on the host
-    expect(fs.readdirSync(path.join(dataDir, 'loop')).length).toBeGreaterThan(0);
-
-    await env.kubectl(['delete', 'pod', 'writer', '--wait=true', '--timeout=120s']);
-    await env.apply(pod('reader', 'data', 'cat /data/f; while true; do df -k /data | tail -1; sleep 1; done'));
-    await waitPhase('reader', ['Running']);
-    await env.waitFor('reader saw the file', async () => (await logs('reader')).includes('hello-from-writer'));
-  });
-
-  it('grows the claim while the pod runs: the pod sees the new size', { timeout: 6 * MIN }, async () => {
-    await env.kubectl(['patch', 'pvc', 'data', '--type', 'merge', '-p', JSON.stringify({ spec: { resources: { requests: { storage: '1Gi' } } } })]);
-    await env.waitFor('claim capacity 1Gi', async () => (await env.kubectl(['get', 'pvc', 'data', '-o', 'jsonpath={.status.capacity.storage}'])) === '1Gi', 4 * MIN, diagnostics);
-    await env.waitFor(
-      'the pod sees about 1 GiB',
-      async () => {
-        const last = (await logs('reader')).trim().split('\n').pop() ?? '';
-        return Number(last.trim().split(/\s+/)[1]) > 900 * 1024;
-      },
-      2 * MIN,
-      diagnostics,
-    );
-    await env.kubectl(['delete', 'pod', 'reader', '--wait=true', '--timeout=120s']);
-  });
-
-  it('a Block claim is written and read raw', { timeout: 6 * MIN }, async () => {
-    await env.apply(claim('raw', 'tscsi-loop', '64Mi', { volumeMode: 'Block' }));
-    await env.apply(pod('raw-io', 'raw', 'echo raw-block-bytes | dd of=/dev/xvda bs=512 count=1 conv=sync,fsync 2>/dev/null; dd if=/dev/xvda bs=512 count=1 2>/dev/null | head -c 15; echo', true));
-    await waitPhase('raw-io', ['Succeeded', 'Failed']);
-    handles.add(await env.kubectl(['get', 'pv', await env.kubectl(['get', 'pvc', 'raw', '-o', 'jsonpath={.spec.volumeName}']), '-o', 'jsonpath={.spec.csi.volumeHandle}']));
-    expect(await logs('raw-io')).toContain('raw-block-bytes');
-    expect(await phase('raw-io')).toBe('Succeeded');
-    await env.kubectl(['delete', 'pod', 'raw-io', '--wait=true', '--timeout=120s']);
-  });
-
-  it('deleting a claim deletes its PV and its backing volume', { timeout: 5 * MIN }, async () => {
-    const pvName = await env.kubectl(['get', 'pvc', 'data', '-o', 'jsonpath={.spec.volumeName}']);
-    const handle = await env.kubectl(['get', 'pv', pvName, '-o', 'jsonpath={.spec.csi.volumeHandle}']);
-    expect(await volumeIds()).toContain(handle);
-    await env.kubectl(['delete', 'pvc', 'data', 'raw', '--wait=true', '--timeout=120s']);
-    await env.waitFor('PV gone', async () => !(await env.kubectl(['get', 'pv', '-o', 'name'])).includes(pvName), 3 * MIN, diagnostics);
-    await env.waitFor('backing volume gone', async () => !(await volumeIds()).includes(handle));
-  });
-
-  it('with reclaim Retain the backing volume stays after the claim is gone', { timeout: 5 * MIN }, async () => {
-    await env.apply(claim('kept', 'tscsi-e2e-retain', '32Mi'));
-    await env.apply(pod('keeper', 'kept', 'echo kept > /data/f && sync'));
-    await waitPhase('keeper', ['Succeeded', 'Failed']);
-    const pvName = await env.kubectl(['get', 'pvc', 'kept', '-o', 'jsonpath={.spec.volumeName}']);
-    const handle = await env.kubectl(['get', 'pv', pvName, '-o', 'jsonpath={.spec.csi.volumeHandle}']);
-    handles.add(handle);
-    await env.kubectl(['delete', 'pod', 'keeper', '--wait=true', '--timeout=120s']);
-    await env.kubectl(['delete', 'pvc', 'kept', '--wait=true', '--timeout=60s']);
-    await env.waitFor('PV Released', async () => (await env.kubectl(['get', 'pv', pvName, '-o', 'jsonpath={.status.phase}'])) === 'Released');
-    await sleep(3000);
-    expect(await volumeIds()).toContain(handle);
-    await env.kubectl(['delete', 'pv', pvName, '--wait=true', '--timeout=60s']);
-    // once VolumeAttachment is gone the admin may delete the volume itself
-    await env.waitFor('no VolumeAttachment', async () => !(await env.kubectl(['get', 'volumeattachment', '-o', 'name'])).trim(), 2 * MIN);
-    expect(await volumeIds()).toContain(handle);
-    await csi!.Controller.DeleteVolume({ volume_id: handle });
-  });
-
-  it('the driver pod restarts under a running pod: the pod keeps its volume', { timeout: 8 * MIN }, async () => {
-    await env.apply(claim('survivor', 'tscsi-loop', '64Mi'));
-    await env.apply(pod('survivor', 'survivor', 'echo before > /data/f; while true; do date >> /data/f; tail -1 /data/f; sleep 1; done'));
-    await waitPhase('survivor', ['Running']);
-    const pvName = await env.kubectl(['get', 'pvc', 'survivor', '-o', 'jsonpath={.spec.volumeName}']);
-    handles.add(await env.kubectl(['get', 'pv', pvName, '-o', 'jsonpath={.spec.csi.volumeHandle}']));
-    const before = (await env.json(['get', 'pods', '-n', NS, '-l', 'app.kubernetes.io/component=node'])).items[0].metadata.name;
-    await env.kubectl(['delete', 'pod', '-n', NS, before, '--wait=true', '--timeout=120s']);
-    const t0 = Date.now();
-    await env.waitFor(
-      'a new node pod Ready',
-      async () => {
-        const items = (await env.json(['get', 'pods', '-n', NS, '-l', 'app.kubernetes.io/component=node'])).items;
-        return items.length === 1 && items[0].metadata.name !== before && (await nodePodReady());
-      },
-      4 * MIN,
-      diagnostics,
-    );
-    results.driverRestartToReadyMs = Date.now() - t0;
-    expect(await phase('survivor')).toBe('Running');
-    const n = (await logs('survivor')).split('\n').length;
-    await env.waitFor('the pod still writes to its volume', async () => (await logs('survivor')).split('\n').length > n + 2);
+  volumeFlows({
+    env,
+    classes: { fs: 'tscsi-e2e-xfs', block: 'tscsi-loop', retain: 'tscsi-e2e-retain' },
+    csi: () => csi!,
+    diagnostics,
+    provisioned: (pv) => {
+      handles.add(pv.spec.csi.volumeHandle);
+      // the backing file is in the DaemonSet's data dir on the host
+      expect(fs.readdirSync(path.join(dataDir, 'loop')).length).toBeGreaterThan(0);
+    },
+    results,
   });
 
   // A loop device attached by a driver container that has since exited names its backing
   // file relative to that container's (now detached) hostPath mount; the driver matches
   // such devices by inode (driver/host/loop.ts). Before that, NodeUnpublish/NodeUnstage/
-  // NodeExpand answered "not staged" / "not volume …" here.
-  it('after a driver restart its volumes are still unpublished, unstaged and deleted', { timeout: 4 * MIN }, async () => {
+  // NodeExpand answered "not staged" / "not volume …" after the restart.
+  it('the driver pod restarts under a running pod: the pod keeps its volume, which is then still unpublished, unstaged and deleted', { timeout: 10 * MIN }, async () => {
+    await env.apply(claim('survivor', 'tscsi-loop', '64Mi'));
+    await env.apply(pod('survivor', 'survivor', 'echo before > /data/f; while true; do date >> /data/f; tail -1 /data/f; sleep 1; done'));
+    await waitPhase('survivor', ['Running']);
     const pvName = await env.kubectl(['get', 'pvc', 'survivor', '-o', 'jsonpath={.spec.volumeName}']);
     const handle = await env.kubectl(['get', 'pv', pvName, '-o', 'jsonpath={.spec.csi.volumeHandle}']);
+    handles.add(handle);
+    const before = (await nodePods())[0].metadata.name;
+    await env.kubectl(['delete', 'pod', '-n', NS, before, '--wait=true', '--timeout=120s']);
+    const t0 = Date.now();
+    await env.waitFor('a new node pod Ready', async () => (await nodePods())[0]?.metadata.name !== before && (await nodePodReady()), 4 * MIN, diagnostics);
+    results.driverRestartToReadyMs = Date.now() - t0;
+    expect(await phase('survivor')).toBe('Running');
+    const n = (await logs('survivor')).split('\n').length;
+    await env.waitFor('the pod still writes to its volume', async () => (await logs('survivor')).split('\n').length > n + 2);
+
     try {
       await env.kubectl(['delete', 'pod', 'survivor', '--wait=true', '--timeout=90s']);
       await env.kubectl(['delete', 'pvc', 'survivor', '--wait=false']);
@@ -592,13 +479,16 @@ describe('installed from deploy/ as pods on a real cluster', () => {
       );
     });
   });
+});
 
+// The one case that undoes the install every other case uses: it runs last; run alone, it
+// removes what beforeAll installed.
+describe('uninstalled with kubectl delete -k', () => {
   it('kubectl delete -k removes everything it installed', { timeout: 5 * MIN }, async () => {
     await env.kubectl(['delete', 'storageclass', 'tscsi-e2e-xfs', 'tscsi-e2e-retain', '--ignore-not-found']);
     await env.kubectl(['delete', '-k', path.join(DEPLOY, 'examples'), '--ignore-not-found']);
     const t0 = Date.now();
     await env.kubectl(['delete', '-k', overlay, '--wait=true', '--timeout=180s']);
-    installed = false;
     results.deleteMs = Date.now() - t0;
     // nothing labelled part-of=tscsi is left, in any kind the manifests use
     const left = await env.kubectl([
@@ -619,8 +509,3 @@ describe('installed from deploy/ as pods on a real cluster', () => {
     );
   });
 });
-
-// If a test failed half-way, leave nothing mounted: `cluster down` (afterAll) deletes the
-// pods first (their volumes are unpublished by the still-running driver), then unmounts and
-// detaches whatever is left below the run dir.
-void installed;

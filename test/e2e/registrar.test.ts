@@ -192,7 +192,7 @@ describe('registrar, liveness probe and leader election on a real kubelet', () =
     const dir = join(env.runDir, 'fake-registry');
     const late = join(env.runDir, 'late-csi.sock'); // the driver's socket appears here only later
     const r = startSidecar('registrar-fake-kubelet', 'registrar', ['--csi-address', late, '--kubelet-registration-path', csiSock, '--plugin-registration-dir', dir]);
-    await waitFor('a retry in the log', async () => logLines(r).some((x) => x.msg === 'driver not answering GetPluginInfo yet; retrying'), { timeoutMs: 30_000, everyMs: 200 });
+    await waitFor('a retry in the log', async () => logLines(r).some((x) => x.msg === 'waiting for the driver to answer GetPluginInfo'), { timeoutMs: 30_000, everyMs: 200 });
     expect(running(r)).toBe(true);
     symlinkSync(csiSock, late);
     const sock = join(dir, `${DRIVER}-reg.sock`);
@@ -240,7 +240,7 @@ describe('registrar, liveness probe and leader election on a real kubelet', () =
     const bad = await httpGet(port, '/healthz');
     console.log(`/healthz with the driver stopped: ${bad.status} in ${Date.now() - t0} ms: ${bad.body.trim()}`);
     expect(bad.status).toBe(500);
-    expect(bad.body).toMatch(/^Probe failed: UNAVAILABLE/);
+    expect(bad.body).toMatch(/^Probe failed: rpc error: code = UNAVAILABLE desc = /); // the sidecars' one rpc error format
     expect(logLines(lp).some((x) => x.msg === 'health changed' && x.healthy === false)).toBe(true);
     expect((await env.stop(lp)).code).toBe(0);
   }
