@@ -192,7 +192,9 @@ async function install(): Promise<void> {
   await env.apply(sc('tscsi-e2e-xfs', 'Delete', { backend: 'loop', 'csi.storage.k8s.io/fstype': 'xfs' }));
   await env.apply(sc('tscsi-e2e-retain', 'Retain', { backend: 'loop' }));
   // the driver's socket is on the host, in the kubelet's plugin dir: the test talks CSI to it
+  // (a Ready pod may not serve yet: installed means answering there)
   csi ??= new CsiClient(path.join(env.kubeletDir, 'plugins', DRIVER, 'csi.sock'));
+  await env.waitFor('the driver to answer on the host socket', async () => (await csi!.Identity.GetPluginInfo({})).name, 2 * MIN, diagnostics);
 }
 
 beforeAll(async () => {
