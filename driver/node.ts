@@ -7,7 +7,7 @@ import type { NodeBackend, VolumeRecord } from './backends/backend.js';
 import { DriverContext } from './context.js';
 import { invalidArgument, notFound, alreadyExists, failedPrecondition, outOfRange } from './errors.js';
 import { checkCapability, checkMountFlags, checkPath, checkStringMap, parseRange, PER_MOUNT_FLAGS, READ_ONLY_MODES, type Capability, type CheckedCapability } from './validate.js';
-import { resolveUnderRoots, locateUnderRoots, isEmptyDir, DEFAULT_PATH_ROOTS } from './host/paths.js';
+import { resolveUnderRoots, locateUnderRoots, isEmptyDir, DEFAULT_PATH_ROOTS, type ResolvedPath } from './host/paths.js';
 import * as mnt from './host/mount.js';
 import * as fsx from './host/fs.js';
 import { deviceSize } from './host/loop.js';
@@ -22,6 +22,26 @@ import type * as T from '../proto/types.js';
  * a mount (one re-made behind our back) ends.
  */
 const MAX_STACKED_UNMOUNTS = 16;
+
+/** A NodeStage request checked against itself and its volume. */
+interface StageRequest {
+  backend: NodeBackend;
+  vol: VolumeRecord;
+  staging: string;
+  cap: CheckedCapability;
+  /** The filesystem to stage with ('' for block). */
+  fsType: string;
+}
+
+/** A NodePublish request checked against itself and its volume. */
+interface PublishRequest {
+  backend: NodeBackend;
+  vol: VolumeRecord;
+  target: string;
+  staging: string;
+  cap: CheckedCapability;
+  readonly: boolean;
+}
 
 export const NODE_CAPABILITIES = ['STAGE_UNSTAGE_VOLUME', 'GET_VOLUME_STATS', 'EXPAND_VOLUME', 'VOLUME_CONDITION', 'SINGLE_NODE_MULTI_WRITER'] as const;
 
@@ -87,6 +107,23 @@ export class NodeService {
   }
 
   async NodeStageVolume(req: T.NodeStageVolumeRequest__Output): Promise<T.NodeStageVolumeResponse> {
+    const r = await this.stageRequest(req);
+    return this.ctx.locks.with([r.vol.id], 'NodeStageVolume', async () => {
+      const prev = await this.state.get(r.vol.id);
+      if (prev && prev.stagingPath !== r.staging) {
+        throw alreadyExists(`volume ${r.vol.id} is already staged at ${prev.stagingPath}, not ${r.staging}`);
+      }
+      // Everything about the path is settled before anything is recorded or attached: a
+      // refusal leaves nothing behind.
+      const where = await resolveUnderRoots(r.staging, this.roots, 'staging_target_path');
+      if (await this.stagedAlready(r, where, prev)) return {};
+      await this.attachAndMount(r, where, prev, req.secrets ?? {});
+      return {};
+    });
+  }
+
+  /** Checks a NodeStage request against itself and the volume it names; takes no lock. */
+  private async stageRequest(req: T.NodeStageVolumeRequest__Output): Promise<StageRequest> {
     if (!req.volume_id) throw invalidArgument('volume_id is required');
     const staging = checkPath(req.staging_target_path, 'staging_target_path');
     const cap = checkCapability(req.volume_capability as Capability);
@@ -101,72 +138,80 @@ export class NodeService {
       throw failedPrecondition(`volume ${vol.id} holds ${vol.fsType}; it cannot be staged as ${fsType}`);
     }
     if (cap.accessType === 'mount') checkMountFlags(cap.mountFlags, fsType);
+    return { backend, vol, staging, cap, fsType };
+  }
 
-    return this.ctx.locks.with([vol.id], 'NodeStageVolume', async () => {
-      const prev = await this.state.get(vol.id);
-      if (prev && prev.stagingPath !== staging) {
-        throw alreadyExists(`volume ${vol.id} is already staged at ${prev.stagingPath}, not ${staging}`);
+  /**
+   * True when this volume is already mounted at the staging path (a retry: recorded if the
+   * record was lost); refuses a path that holds anything else.
+   */
+  private async stagedAlready(r: StageRequest, where: ResolvedPath, prev: NodeVolumeState | undefined): Promise<boolean> {
+    const existing = where.stat?.isDirectory() ? await mnt.mountAt(where.real) : undefined;
+    if (existing) {
+      if (!(await mnt.isMountOf(existing, (await this.devnoOf(r.backend, r.vol)).devno))) {
+        throw alreadyExists(`staging path ${r.staging} already has ${existing.source} mounted on it`);
       }
-      // Everything about the path is settled before anything is recorded or attached: a
-      // refusal leaves nothing behind.
-      const where = await resolveUnderRoots(staging, this.roots, 'staging_target_path');
-      const existing = where.stat?.isDirectory() ? await mnt.mountAt(where.real) : undefined;
-      if (existing) {
-        if (!(await mnt.isMountOf(existing, (await this.devnoOf(backend, vol)).devno))) {
-          throw alreadyExists(`staging path ${staging} already has ${existing.source} mounted on it`);
-        }
-        if (!prev) await this.state.put(this.stageRecord(vol.id, staging, cap, fsType));
-        return {};
-      }
-      if (where.stat && !where.stat.isDirectory()) throw failedPrecondition(`staging_target_path ${staging} exists and is not a directory`);
-      if (where.stat && !(await isEmptyDir(where.real))) throw failedPrecondition(`staging_target_path ${staging} is not an empty directory; refusing to mount over what it holds`);
+      if (!prev) await this.state.put(this.stageRecord(r.vol.id, r.staging, r.cap, r.fsType));
+      return true;
+    }
+    if (where.stat && !where.stat.isDirectory()) throw failedPrecondition(`staging_target_path ${r.staging} exists and is not a directory`);
+    if (where.stat && !(await isEmptyDir(where.real))) throw failedPrecondition(`staging_target_path ${r.staging} is not an empty directory; refusing to mount over what it holds`);
+    return false;
+  }
 
-      const wasAttached = (await backend.attachedDevice(vol)) !== undefined;
-      // Recorded before attaching: a crash after the attach or the mount still finds its way
-      // to NodeUnstage, which undoes both.
-      if (!prev) await this.state.put(this.stageRecord(vol.id, staging, cap, fsType));
-      failpoint('node.stage.afterRecord');
-      let createdDir = false;
-      let mounted = false;
-      try {
-        const device = await backend.attach(vol, req.secrets ?? {});
-        failpoint('node.stage.afterAttach');
-        if (cap.accessType === 'block') return {};
-        if (!where.stat) {
-          await fs.mkdir(where.real, { recursive: true, mode: 0o750 });
-          createdDir = true;
-        }
-        // A device that was blank when an earlier NodeStage started mkfs may now hold a
-        // half-written filesystem (the driver was killed mid-mkfs): the record says so, and
-        // it is formatted again instead of being mounted or refused.
-        const resumeFormat = prev?.formatting === true;
-        const found = resumeFormat ? undefined : await fsx.probe(device);
-        if (!found) {
-          const rec = prev ?? (await this.state.get(vol.id));
-          if (rec && !rec.formatting) await this.state.put({ ...rec, formatting: true });
-          await fsx.mkfs(device, fsType as fsx.FsType, mkfsArgs(vol.parameters));
-          failpoint('node.stage.afterMkfs');
-          const after = await this.state.get(vol.id);
-          if (after?.formatting) {
-            delete after.formatting;
-            await this.state.put(after);
-          }
-        } else if (found.type !== fsType) {
-          throw failedPrecondition(`volume ${vol.id} already holds ${found.type ?? 'unknown data'}, not ${fsType}; refusing to format it`);
-        } else if (fsType === 'ext4' || fsType === 'ext3') {
-          const fsBytes = await extFilesystemBytes(device);
-          if (fsBytes !== undefined && fsBytes < (await deviceSize(device))) await fsx.growOffline(device, fsType);
-        }
-        await mnt.mount(device, where.real, fsType, [...fsx.implicitMountOptions(fsType), ...cap.mountFlags]);
-        mounted = true;
-        failpoint('node.stage.afterMount');
-        if (fsType === 'xfs' || fsType === 'btrfs') await fsx.growOnline(device, fsType, where.real);
-      } catch (err) {
-        await this.undoStage(backend, vol, { path: where.real, mounted, createdDir, wasAttached, recorded: !prev });
-        throw hostFailure(`staging volume ${vol.id} at ${staging}`, err);
+  /** Records, attaches, formats if blank and mounts; a failure takes back what it did. */
+  private async attachAndMount(r: StageRequest, where: ResolvedPath, prev: NodeVolumeState | undefined, secrets: Record<string, string>): Promise<void> {
+    const { backend, vol, cap, fsType } = r;
+    const wasAttached = (await backend.attachedDevice(vol)) !== undefined;
+    // Recorded before attaching: a crash after the attach or the mount still finds its way
+    // to NodeUnstage, which undoes both.
+    if (!prev) await this.state.put(this.stageRecord(vol.id, r.staging, cap, fsType));
+    failpoint('node.stage.afterRecord');
+    let createdDir = false;
+    let mounted = false;
+    try {
+      const device = await backend.attach(vol, secrets);
+      failpoint('node.stage.afterAttach');
+      if (cap.accessType === 'block') return;
+      if (!where.stat) {
+        await fs.mkdir(where.real, { recursive: true, mode: 0o750 });
+        createdDir = true;
       }
-      return {};
-    });
+      await this.ensureFilesystem(vol, device, fsType, prev?.formatting === true);
+      await mnt.mount(device, where.real, fsType, [...fsx.implicitMountOptions(fsType), ...cap.mountFlags]);
+      mounted = true;
+      failpoint('node.stage.afterMount');
+      if (fsType === 'xfs' || fsType === 'btrfs') await fsx.growOnline(device, fsType, where.real);
+    } catch (err) {
+      await this.undoStage(backend, vol, { path: where.real, mounted, createdDir, wasAttached, recorded: !prev });
+      throw hostFailure(`staging volume ${vol.id} at ${r.staging}`, err);
+    }
+  }
+
+  /**
+   * Makes the filesystem on a blank device, refuses one holding something else, and grows an
+   * ext filesystem offline to the device. A device that was blank when an earlier NodeStage
+   * started mkfs may hold a half-written filesystem (the driver was killed mid-mkfs): the
+   * record says so (`resumeFormat`), and it is formatted again instead of mounted or refused.
+   */
+  private async ensureFilesystem(vol: VolumeRecord, device: string, fsType: string, resumeFormat: boolean): Promise<void> {
+    const found = resumeFormat ? undefined : await fsx.probe(device);
+    if (!found) {
+      const rec = await this.state.get(vol.id);
+      if (rec && !rec.formatting) await this.state.put({ ...rec, formatting: true });
+      await fsx.mkfs(device, fsType as fsx.FsType, mkfsArgs(vol.parameters));
+      failpoint('node.stage.afterMkfs');
+      const after = await this.state.get(vol.id);
+      if (after?.formatting) {
+        delete after.formatting;
+        await this.state.put(after);
+      }
+    } else if (found.type !== fsType) {
+      throw failedPrecondition(`volume ${vol.id} already holds ${found.type ?? 'unknown data'}, not ${fsType}; refusing to format it`);
+    } else if (fsType === 'ext4' || fsType === 'ext3') {
+      const fsBytes = await extFilesystemBytes(device);
+      if (fsBytes !== undefined && fsBytes < (await deviceSize(device))) await fsx.growOffline(device, fsType);
+    }
   }
 
   private stageRecord(volumeId: string, stagingPath: string, cap: CheckedCapability, fsType: string): NodeVolumeState {
@@ -218,6 +263,34 @@ export class NodeService {
   }
 
   async NodePublishVolume(req: T.NodePublishVolumeRequest__Output): Promise<T.NodePublishVolumeResponse> {
+    const r = await this.publishRequest(req);
+    const { vol, cap, target, staging } = r;
+    return this.ctx.locks.with([vol.id], 'NodePublishVolume', async () => {
+      const st = await this.state.get(vol.id);
+      if (!st || st.stagingPath !== staging) throw failedPrecondition(`volume ${vol.id} is not staged at ${staging}: NodeStageVolume first`);
+      if (cap.accessType === 'mount') checkMountFlags(cap.mountFlags, st.fsType);
+      const { device, devno } = await this.devnoOf(r.backend, vol);
+      if (!device) throw failedPrecondition(`volume ${vol.id} is not attached on this node: NodeStageVolume again`);
+      const others = Object.keys(st.publications).filter((t) => t !== target);
+      if (others.length > 0 && (cap.mode === 'SINGLE_NODE_SINGLE_WRITER' || others.some((t) => st.publications[t].mode === 'SINGLE_NODE_SINGLE_WRITER'))) {
+        throw failedPrecondition(`volume ${vol.id} is SINGLE_NODE_SINGLE_WRITER and already published at ${others.join(', ')}`);
+      }
+      const where = await resolveUnderRoots(target, this.roots, 'target_path');
+      if (await this.publishedAlready(r, st, where, devno)) return {};
+      await this.checkTargetPlace(r, where);
+      let stagedAt: string | undefined;
+      if (cap.accessType === 'mount') {
+        const sm = await mnt.mountAt(staging);
+        if (!sm || !(await mnt.isMountOf(sm, devno))) throw failedPrecondition(`staging path ${staging} of volume ${vol.id} is not mounted: NodeStageVolume again`);
+        stagedAt = sm.target;
+      }
+      await this.bindTarget(r, st, where, cap.accessType === 'block' ? device : stagedAt!, devno);
+      return {};
+    });
+  }
+
+  /** Checks a NodePublish request against itself and the volume it names; takes no lock. */
+  private async publishRequest(req: T.NodePublishVolumeRequest__Output): Promise<PublishRequest> {
     if (!req.volume_id) throw invalidArgument('volume_id is required');
     const target = checkPath(req.target_path, 'target_path');
     const staging = checkPath(req.staging_target_path, 'staging_target_path');
@@ -228,75 +301,72 @@ export class NodeService {
       throw failedPrecondition(`volume ${vol.id} is a ${vol.accessType} volume and cannot be published for ${cap.accessType} access`);
     }
     const readonly = !!req.readonly || READ_ONLY_MODES.has(cap.mode);
+    return { backend, vol, target, staging, cap, readonly };
+  }
 
-    return this.ctx.locks.with([vol.id], 'NodePublishVolume', async () => {
-      const st = await this.state.get(vol.id);
-      if (!st || st.stagingPath !== staging) throw failedPrecondition(`volume ${vol.id} is not staged at ${staging}: NodeStageVolume first`);
-      if (cap.accessType === 'mount') checkMountFlags(cap.mountFlags, st.fsType);
-      const { device, devno } = await this.devnoOf(backend, vol);
-      if (!device) throw failedPrecondition(`volume ${vol.id} is not attached on this node: NodeStageVolume again`);
-      const mine = st.publications[target];
-      const others = Object.keys(st.publications).filter((t) => t !== target);
-      if (others.length > 0 && (cap.mode === 'SINGLE_NODE_SINGLE_WRITER' || others.some((t) => st.publications[t].mode === 'SINGLE_NODE_SINGLE_WRITER'))) {
-        throw failedPrecondition(`volume ${vol.id} is SINGLE_NODE_SINGLE_WRITER and already published at ${others.join(', ')}`);
-      }
-      const where = await resolveUnderRoots(target, this.roots, 'target_path');
-      const existing = where.stat ? await mnt.mountAt(where.real) : undefined;
-      if (existing) {
-        if (!(await mnt.isMountOf(existing, devno))) throw alreadyExists(`target ${target} already has ${existing.source} mounted on it`);
-        if (existing.options.includes('ro') !== readonly || (mine && mine.mode !== cap.mode)) {
-          throw alreadyExists(`volume ${vol.id} is already published at ${target} with readonly=${existing.options.includes('ro')}`);
-        }
-        if (!mine) {
-          st.publications[target] = { readonly, mode: cap.mode, created: false };
-          await this.state.put(st);
-        }
-        return {};
-      }
-      // Nothing mounted: the target must be absent (we make it) or the empty place the CO made.
-      if (cap.accessType === 'block') {
-        if (where.stat && !(where.stat.isFile() && where.stat.size === 0)) throw failedPrecondition(`target_path ${target} exists and is not an empty regular file; a block volume is bind-mounted onto a file`);
-      } else {
-        if (where.stat && !where.stat.isDirectory()) throw failedPrecondition(`target_path ${target} exists and is not a directory`);
-        if (where.stat && !(await isEmptyDir(where.real))) throw failedPrecondition(`target_path ${target} is not an empty directory; refusing to mount over what it holds`);
-      }
-      let stagedAt: string | undefined;
-      if (cap.accessType === 'mount') {
-        const sm = await mnt.mountAt(staging);
-        if (!sm || !(await mnt.isMountOf(sm, devno))) throw failedPrecondition(`staging path ${staging} of volume ${vol.id} is not mounted: NodeStageVolume again`);
-        stagedAt = sm.target;
-      }
-      // Recorded first, with whether we make the target: a crash at any later line leaves
-      // something NodeUnpublish knows to remove.
-      const created = !where.stat || mine?.created === true;
-      st.publications[target] = { readonly, mode: cap.mode, created };
+  /**
+   * True when this volume is already mounted at the target the same way (a retry: recorded
+   * if the record was lost); refuses another mount there or the same one with other flags.
+   */
+  private async publishedAlready(r: PublishRequest, st: NodeVolumeState, where: ResolvedPath, devno: string | undefined): Promise<boolean> {
+    const existing = where.stat ? await mnt.mountAt(where.real) : undefined;
+    if (!existing) return false;
+    const mine = st.publications[r.target];
+    if (!(await mnt.isMountOf(existing, devno))) throw alreadyExists(`target ${r.target} already has ${existing.source} mounted on it`);
+    if (existing.options.includes('ro') !== r.readonly || (mine && mine.mode !== r.cap.mode)) {
+      throw alreadyExists(`volume ${r.vol.id} is already published at ${r.target} with readonly=${existing.options.includes('ro')}`);
+    }
+    if (!mine) {
+      st.publications[r.target] = { readonly: r.readonly, mode: r.cap.mode, created: false };
       await this.state.put(st);
-      failpoint('node.publish.afterRecord');
-      let madeNow = false;
-      try {
-        if (cap.accessType === 'block') {
-          if (!where.stat) {
-            await fs.mkdir(path.dirname(where.real), { recursive: true, mode: 0o750 });
-            await (await fs.open(where.real, 'wx', 0o600)).close();
-            madeNow = true;
-          }
-          await mnt.bindMount(device, where.real, readonly);
-        } else {
-          if (!where.stat) {
-            await fs.mkdir(where.real, { recursive: true, mode: 0o750 });
-            madeNow = true;
-          }
-          // Per-mount flags apply to each bind; the filesystem's own took effect at NodeStage.
-          const perMount = cap.mountFlags.filter((f) => PER_MOUNT_FLAGS.includes(f));
-          await mnt.bindMount(stagedAt!, where.real, readonly, perMount);
+    }
+    return true;
+  }
+
+  /** Nothing mounted: the target must be absent (we make it) or the empty place the CO made. */
+  private async checkTargetPlace(r: PublishRequest, where: ResolvedPath): Promise<void> {
+    const { target } = r;
+    if (r.cap.accessType === 'block') {
+      if (where.stat && !(where.stat.isFile() && where.stat.size === 0)) throw failedPrecondition(`target_path ${target} exists and is not an empty regular file; a block volume is bind-mounted onto a file`);
+      return;
+    }
+    if (where.stat && !where.stat.isDirectory()) throw failedPrecondition(`target_path ${target} exists and is not a directory`);
+    if (where.stat && !(await isEmptyDir(where.real))) throw failedPrecondition(`target_path ${target} is not an empty directory; refusing to mount over what it holds`);
+  }
+
+  /** Records the publication, makes the target if absent and bind-mounts `source` onto it. */
+  private async bindTarget(r: PublishRequest, st: NodeVolumeState, where: ResolvedPath, source: string, devno: string | undefined): Promise<void> {
+    const { vol, cap, target, readonly } = r;
+    const mine = st.publications[target];
+    // Recorded first, with whether we make the target: a crash at any later line leaves
+    // something NodeUnpublish knows to remove.
+    const created = !where.stat || mine?.created === true;
+    st.publications[target] = { readonly, mode: cap.mode, created };
+    await this.state.put(st);
+    failpoint('node.publish.afterRecord');
+    let madeNow = false;
+    try {
+      if (cap.accessType === 'block') {
+        if (!where.stat) {
+          await fs.mkdir(path.dirname(where.real), { recursive: true, mode: 0o750 });
+          await (await fs.open(where.real, 'wx', 0o600)).close();
+          madeNow = true;
         }
-        failpoint('node.publish.afterMount');
-      } catch (err) {
-        await this.undoPublish(st, target, where.real, { madeNow, previous: mine, devno });
-        throw hostFailure(`publishing volume ${vol.id} at ${target}`, err);
+        await mnt.bindMount(source, where.real, readonly);
+      } else {
+        if (!where.stat) {
+          await fs.mkdir(where.real, { recursive: true, mode: 0o750 });
+          madeNow = true;
+        }
+        // Per-mount flags apply to each bind; the filesystem's own took effect at NodeStage.
+        const perMount = cap.mountFlags.filter((f) => PER_MOUNT_FLAGS.includes(f));
+        await mnt.bindMount(source, where.real, readonly, perMount);
       }
-      return {};
-    });
+      failpoint('node.publish.afterMount');
+    } catch (err) {
+      await this.undoPublish(st, target, where.real, { madeNow, previous: mine, devno });
+      throw hostFailure(`publishing volume ${vol.id} at ${target}`, err);
+    }
   }
 
   /**

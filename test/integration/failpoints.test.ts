@@ -156,35 +156,54 @@ async function expectConsistent(staged: number): Promise<void> {
  * nothing is left: no record, file, device, mount or LV.
  */
 async function teardown(): Promise<void> {
+  await undoThroughRpcs(undefined, async (e) => {
+    if (e.status?.published_node_ids?.length) await c().Controller.ControllerUnpublishVolume({ volume_id: e.volume.volume_id });
+    await c().Controller.DeleteVolume({ volume_id: e.volume.volume_id });
+  });
+  const inv = await inventory();
+  expect(inv, 'what is left after deleting everything').toEqual({ volumes: [], snapshots: [], volumeFiles: [], snapshotFiles: [], groupFiles: [], stateFiles: [], loops: 0, mounts: [], lvs: [] });
+  await clearPathRoots();
+}
+
+/**
+ * What a CO does to release everything the runs made: unpublish and unstage every staging
+ * the node recorded, delete group snapshots, snapshots, then each volume (`deleteVolume`:
+ * the backend's own way, e.g. unpublish first or wait for a watcher to go).
+ */
+async function undoThroughRpcs(secrets: Record<string, string> | undefined, deleteVolume: (entry: any) => Promise<void>): Promise<void> {
   for (const f of await filesIn(h.stateDir)) {
     if (!f.endsWith('.json')) continue;
     const st = JSON.parse(await fs.readFile(path.join(h.stateDir, f), 'utf8')) as { volumeId: string; stagingPath: string; publications: Record<string, unknown> };
     for (const t of Object.keys(st.publications)) await c().Node.NodeUnpublishVolume({ volume_id: st.volumeId, target_path: t });
     await c().Node.NodeUnstageVolume({ volume_id: st.volumeId, staging_target_path: st.stagingPath });
   }
+  const withSecrets = secrets ? { secrets } : {};
   const snaps = (await c().Controller.ListSnapshots({})).entries as any[];
   for (const g of new Set(snaps.map((e) => e.snapshot.group_snapshot_id as string).filter(Boolean))) {
-    await c().GroupController.DeleteVolumeGroupSnapshot({ group_snapshot_id: g });
+    await c().GroupController.DeleteVolumeGroupSnapshot({ group_snapshot_id: g, ...withSecrets });
   }
-  for (const e of (await c().Controller.ListSnapshots({})).entries as any[]) await c().Controller.DeleteSnapshot({ snapshot_id: e.snapshot.snapshot_id });
-  for (const e of (await c().Controller.ListVolumes({})).entries as any[]) {
-    if (e.status?.published_node_ids?.length) await c().Controller.ControllerUnpublishVolume({ volume_id: e.volume.volume_id });
-    await c().Controller.DeleteVolume({ volume_id: e.volume.volume_id });
-  }
-  const inv = await inventory();
-  expect(inv, 'what is left after deleting everything').toEqual({ volumes: [], snapshots: [], volumeFiles: [], snapshotFiles: [], groupFiles: [], stateFiles: [], loops: 0, mounts: [], lvs: [] });
-  // The harness's path roots stay; what the runs made below them goes.
+  for (const e of (await c().Controller.ListSnapshots({})).entries as any[]) await c().Controller.DeleteSnapshot({ snapshot_id: e.snapshot.snapshot_id, ...withSecrets });
+  for (const e of (await c().Controller.ListVolumes({})).entries as any[]) await deleteVolume(e);
+}
+
+/** The harness's path roots stay; what the runs made below them goes. */
+async function clearPathRoots(): Promise<void> {
   for (const root of ['staging', 'pods']) {
     for (const e of await fs.readdir(path.join(h.dir, root))) await fs.rm(path.join(h.dir, root, e), { recursive: true, force: true });
   }
 }
 
-/** After a failed scenario: a live driver without fail points, and a best-effort clean slate for the next one. */
-async function recover(): Promise<void> {
+/** A failed run may have left the driver dead (killed, never restarted): start a clean one. */
+async function ensureLiveDriver(): Promise<void> {
   if (!h.proc || h.proc.exitCode !== null || h.proc.signalCode !== null || !h.client) {
     await h.stopProcess();
     await h.startProcess();
   }
+}
+
+/** After a failed scenario: a live driver without fail points, and a best-effort clean slate for the next one. */
+async function recover(): Promise<void> {
+  await ensureLiveDriver();
   await frozenMounts();
   await teardown().catch(() => undefined);
   // Whatever the failed run leaked must not fail the runs after it.
@@ -583,33 +602,15 @@ async function untilWatchGone(call: () => Promise<unknown>): Promise<void> {
 }
 
 async function rbdTeardown(): Promise<void> {
-  for (const f of await filesIn(h.stateDir)) {
-    if (!f.endsWith('.json')) continue;
-    const st = JSON.parse(await fs.readFile(path.join(h.stateDir, f), 'utf8')) as { volumeId: string; stagingPath: string; publications: Record<string, unknown> };
-    for (const t of Object.keys(st.publications)) await c().Node.NodeUnpublishVolume({ volume_id: st.volumeId, target_path: t });
-    await c().Node.NodeUnstageVolume({ volume_id: st.volumeId, staging_target_path: st.stagingPath });
-  }
-  const snaps = (await c().Controller.ListSnapshots({})).entries as any[];
-  for (const g of new Set(snaps.map((e) => e.snapshot.group_snapshot_id as string).filter(Boolean))) {
-    await c().GroupController.DeleteVolumeGroupSnapshot({ group_snapshot_id: g, secrets: rbdSecrets() });
-  }
-  for (const e of (await c().Controller.ListSnapshots({})).entries as any[]) await c().Controller.DeleteSnapshot({ snapshot_id: e.snapshot.snapshot_id, secrets: rbdSecrets() });
-  for (const e of (await c().Controller.ListVolumes({})).entries as any[]) {
-    await untilWatchGone(() => c().Controller.DeleteVolume({ volume_id: e.volume.volume_id, secrets: rbdSecrets() }));
-  }
+  await undoThroughRpcs(rbdSecrets(), (e) => untilWatchGone(() => c().Controller.DeleteVolume({ volume_id: e.volume.volume_id, secrets: rbdSecrets() })));
   expect(await rbdInventory(), 'what is left after deleting everything').toEqual({ volumes: [], snapshots: [], images: [], keyFiles: [], mappings: [], helpers: 0, loops: 0, stateFiles: 0 });
   expect(await csiTrash(), 'images in the RBD trash').toEqual([]);
   expect((await mountsUnder(h.dir)).filter((m) => m !== h.dataDir), 'mounts').toEqual([]);
-  for (const root of ['staging', 'pods']) {
-    for (const e of await fs.readdir(path.join(h.dir, root))) await fs.rm(path.join(h.dir, root, e), { recursive: true, force: true });
-  }
+  await clearPathRoots();
 }
 
 async function rbdRecover(): Promise<void> {
-  if (!h.proc || h.proc.exitCode !== null || h.proc.signalCode !== null || !h.client) {
-    await h.stopProcess();
-    await h.startProcess();
-  }
+  await ensureLiveDriver();
   await frozenMounts();
   await rbdTeardown().catch(() => undefined);
   // Whatever the failed run left must not fail the runs after it: images straight from the
