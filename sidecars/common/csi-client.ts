@@ -13,6 +13,9 @@ export type CsiService = 'Identity' | 'Controller' | 'Node' | 'GroupController';
 // eslint-disable-next-line @typescript-eslint/no-explicit-any -- responses are typed by the .proto at run time, not here
 export type Rpcs = Record<string, (req?: object, deadlineMs?: number) => Promise<any>>;
 
+/** The deadline of a call that names none: long enough for a full-copy CreateVolume to answer. */
+export const DEFAULT_RPC_DEADLINE_MS = 120_000;
+
 export class CsiClient {
   readonly Identity: Rpcs;
   readonly Controller: Rpcs;
@@ -20,7 +23,7 @@ export class CsiClient {
   readonly GroupController: Rpcs;
   private readonly clients: grpc.Client[] = [];
 
-  constructor(endpoint: string, readonly defaultDeadlineMs = 120_000) {
+  constructor(endpoint: string, readonly defaultDeadlineMs = DEFAULT_RPC_DEADLINE_MS) {
     const target = `unix://${unixSocketPath(endpoint)}`;
     const csi = loadCsi().csi.v1;
     const opts: grpc.ChannelOptions = { 'grpc.default_authority': 'localhost' };

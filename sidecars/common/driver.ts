@@ -8,8 +8,11 @@ import type { CsiCallMetrics } from './metrics.js';
 
 /** How long one GetPluginInfo may take while waiting for the driver. */
 const PLUGIN_INFO_TIMEOUT_MS = 5_000;
-/** The wait after the n-th failed GetPluginInfo: 1 s more each time, at most 5 s. */
-const waitAfterAttemptMs = (attempt: number) => Math.min(1000 * attempt, 5000);
+/** The wait after the n-th failed GetPluginInfo grows by this much each time... */
+const PLUGIN_INFO_RETRY_STEP_MS = 1_000;
+/** ...up to this. */
+const PLUGIN_INFO_RETRY_MAX_MS = 5_000;
+const waitAfterAttemptMs = (attempt: number) => Math.min(PLUGIN_INFO_RETRY_STEP_MS * attempt, PLUGIN_INFO_RETRY_MAX_MS);
 
 /** Calls fn with a client of its own on the driver's socket, closed afterwards. */
 export async function withFreshClient<T>(csiAddress: string, metrics: CsiCallMetrics | undefined, fn: (csi: CsiClient) => Promise<T>): Promise<T> {

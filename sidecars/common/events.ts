@@ -3,6 +3,9 @@ import type { Logger } from 'pino';
 import os from 'node:os';
 import { k8s } from './kube.js';
 
+/** Event messages are cut to 1 KiB, what events.k8s.io allows for a note; the whole error is in the log. */
+const EVENT_MESSAGE_MAX_CHARS = 1024;
+
 export class Recorder {
   constructor(
     private readonly core: k8s.CoreV1Api,
@@ -20,7 +23,7 @@ export class Recorder {
           metadata: { generateName: `${obj.metadata?.name ?? 'object'}.`, namespace: ns },
           involvedObject: { apiVersion: obj.apiVersion, kind: obj.kind, name: obj.metadata?.name, namespace: obj.metadata?.namespace, uid: obj.metadata?.uid },
           reason,
-          message: message.slice(0, 1024),
+          message: message.slice(0, EVENT_MESSAGE_MAX_CHARS),
           type,
           source: { component: this.component, host: os.hostname() },
           firstTimestamp: now,

@@ -38,9 +38,14 @@ export function httpStatus(err: unknown): number | undefined {
   return typeof code === 'number' ? code : undefined;
 }
 
+/** The wait before the first restart of a failed watch; it doubles with each further failure... */
+const WATCH_BACKOFF_FIRST_MS = 1_000;
+/** ...up to this, so a long API server outage is not hammered. */
+const WATCH_BACKOFF_MAX_MS = 120_000;
+
 /** The wait before the n-th consecutive restart of a failed watch: 1 s doubling to 2 min. */
 export function watchBackoffMs(failures: number): number {
-  return Math.min(1000 * 2 ** Math.max(0, failures - 1), 120_000);
+  return Math.min(WATCH_BACKOFF_FIRST_MS * 2 ** Math.max(0, failures - 1), WATCH_BACKOFF_MAX_MS);
 }
 
 /**

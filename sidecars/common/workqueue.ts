@@ -3,6 +3,11 @@
 // comes back after an exponential back-off (1 s doubling to 5 min by default).
 import type { Logger } from 'pino';
 
+/** A failed key's first retry waits this long (the default of kubernetes-csi sidecars' --retry-interval-start)... */
+const RETRY_BASE_DELAY_MS = 1_000;
+/** ...doubling up to this (their --retry-interval-max). */
+const RETRY_MAX_DELAY_MS = 300_000;
+
 export interface QueueOptions {
   workers: number;
   baseDelayMs?: number;
@@ -40,7 +45,7 @@ export class WorkQueue {
   private retry(key: string): void {
     const n = (this.failures.get(key) ?? 0) + 1;
     this.failures.set(key, n);
-    const delay = Math.min((this.opts.baseDelayMs ?? 1000) * 2 ** (n - 1), this.opts.maxDelayMs ?? 300_000);
+    const delay = Math.min((this.opts.baseDelayMs ?? RETRY_BASE_DELAY_MS) * 2 ** (n - 1), this.opts.maxDelayMs ?? RETRY_MAX_DELAY_MS);
     clearTimeout(this.timers.get(key));
     this.timers.set(
       key,
