@@ -120,7 +120,9 @@ async function walkThrough(c: CsiClient, dir: string): Promise<void> {
   await step('NodeExpandVolume (losetup -c, xfs_growfs, online)', () => c.Node.NodeExpandVolume({ volume_id: vol.volume_id, volume_path: target }));
   const stats = await step('NodeGetVolumeStats', () => c.Node.NodeGetVolumeStats({ volume_id: vol.volume_id, volume_path: target }));
   for (const u of stats.usage) note(`${u.unit.padEnd(6)} total ${u.total} used ${u.used} available ${u.available}`);
-  note(`condition: ${stats.volume_condition.abnormal ? 'ABNORMAL' : 'normal'} (${stats.volume_condition.message})`);
+  const health = await step('NodeGetVolumeHealth', () => c.Node.NodeGetVolumeHealth({ volume_id: vol.volume_id, volume_publish_path: target }));
+  const problems = health.volume_health.health_statuses;
+  note(`health: ${problems.length ? problems.map((h: { status: string; reason: string; message: string }) => `${h.status} ${h.reason}: ${h.message}`).join('; ') : 'no problem known'}`);
   const listed = await step('ListVolumes', () => c.Controller.ListVolumes({}));
   for (const e of listed.entries) note(`${e.volume.volume_id} ${e.volume.capacity_bytes} bytes, published to [${e.status.published_node_ids.join(', ')}]`);
   await step('NodeUnstageVolume pvc-restored', () => c.Node.NodeUnstageVolume({ volume_id: restored.volume_id, staging_target_path: staging2 }));

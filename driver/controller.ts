@@ -48,11 +48,12 @@ export const CONTROLLER_CAPABILITIES = [
   'PUBLISH_READONLY',
   'EXPAND_VOLUME',
   'LIST_VOLUMES_PUBLISHED_NODES',
-  'VOLUME_CONDITION',
   'GET_VOLUME',
   'SINGLE_NODE_MULTI_WRITER',
   'MODIFY_VOLUME',
   'GET_SNAPSHOT',
+  'GET_VOLUME_HEALTH',
+  'LIST_VOLUME_HEALTH',
 ] as const;
 
 export function volumeMessage(v: VolumeRecord) {
@@ -392,16 +393,31 @@ export class ControllerService {
     };
   }
 
-  private async volumeStatus(backend: ControllerBackend, v: VolumeRecord) {
-    const health = await backend.volumeHealth(v);
-    return { published_node_ids: Object.keys(v.published), volume_condition: health };
-  }
-
   async ListVolumes(req: T.ListVolumesRequest__Output): Promise<T.ListVolumesResponse> {
     const all = await this.ctx.allVolumes();
     const { page, nextToken } = paginate(all, (v) => v.id, req.starting_token, pageSize(req.max_entries));
+    return { entries: page.map((v) => ({ volume: volumeMessage(v), status: { published_node_ids: Object.keys(v.published) } })), next_token: nextToken };
+  }
+
+  async ControllerGetVolumeHealth(req: T.ControllerGetVolumeHealthRequest__Output): Promise<T.ControllerGetVolumeHealthResponse> {
+    if (!req.volume_id) throw invalidArgument('volume_id is required');
+    const { backend, vol } = await this.ctx.mustFindVolume(req.volume_id);
+    return { volume_health: { volume_id: vol.id, health_statuses: await backend.volumeHealth(vol) } };
+  }
+
+  /**
+   * Pages over all volumes like ListVolumes and answers the abnormal ones among each page:
+   * a page may hold fewer entries than max_entries (even none) while next_token goes on,
+   * which keeps the work of one call bounded by max_entries whatever the number of volumes.
+   */
+  async ControllerListVolumeHealth(req: T.ControllerListVolumeHealthRequest__Output): Promise<T.ControllerListVolumeHealthResponse> {
+    const all = await this.ctx.allVolumes();
+    const { page, nextToken } = paginate(all, (v) => v.id, req.starting_token, pageSize(req.max_entries));
     const entries = [];
-    for (const v of page) entries.push({ volume: volumeMessage(v), status: await this.volumeStatus(this.ctx.backendFor(v.backend), v) });
+    for (const v of page) {
+      const problems = await this.ctx.backendFor(v.backend).volumeHealth(v);
+      if (problems.length) entries.push({ volume_id: v.id, health_statuses: problems });
+    }
     return { entries, next_token: nextToken };
   }
 
@@ -521,8 +537,8 @@ export class ControllerService {
 
   async ControllerGetVolume(req: T.ControllerGetVolumeRequest__Output): Promise<T.ControllerGetVolumeResponse> {
     if (!req.volume_id) throw invalidArgument('volume_id is required');
-    const { backend, vol } = await this.ctx.mustFindVolume(req.volume_id);
-    return { volume: volumeMessage(vol), status: await this.volumeStatus(backend, vol) };
+    const { vol } = await this.ctx.mustFindVolume(req.volume_id);
+    return { volume: volumeMessage(vol), status: { published_node_ids: Object.keys(vol.published) } };
   }
 
   async ControllerModifyVolume(req: T.ControllerModifyVolumeRequest__Output): Promise<T.ControllerModifyVolumeResponse> {

@@ -14,6 +14,7 @@ import { deviceSize } from './host/loop.js';
 import { run, hostFailure } from './host/exec.js';
 import { NodeStateStore, type NodeVolumeState } from './nodestate.js';
 import { failpoint } from './failpoints.js';
+import { attachmentProblems, uniqueProblems } from './nodehealth.js';
 import type * as T from '../proto/types.js';
 
 /**
@@ -43,7 +44,14 @@ interface PublishRequest {
   readonly: boolean;
 }
 
-export const NODE_CAPABILITIES = ['STAGE_UNSTAGE_VOLUME', 'GET_VOLUME_STATS', 'EXPAND_VOLUME', 'VOLUME_CONDITION', 'SINGLE_NODE_MULTI_WRITER'] as const;
+export const NODE_CAPABILITIES = [
+  'STAGE_UNSTAGE_VOLUME',
+  'GET_VOLUME_STATS',
+  'EXPAND_VOLUME',
+  'SINGLE_NODE_MULTI_WRITER',
+  'GET_VOLUME_HEALTH',
+  'GET_STORAGE_HEALTH',
+] as const;
 
 /** ext* keeps its size in the superblock; read it to know whether an offline grow is due. */
 async function extFilesystemBytes(device: string): Promise<bigint | undefined> {
@@ -422,24 +430,44 @@ export class NodeService {
     const st = await this.state.get(vol.id);
     const p = req.volume_path;
     if (!st || (st.stagingPath !== p && !st.publications[p])) throw notFound(`volume ${vol.id} is neither staged nor published at ${p}`);
-    const health = await backend.volumeHealth(vol);
     const { device, devno } = await this.devnoOf(backend, vol);
-    if (!device) return { usage: [], volume_condition: { abnormal: true, message: `volume ${vol.id} is not attached on this node any more` } };
+    // Why there is nothing to count (detached, unmounted) is NodeGetVolumeHealth's to say.
+    if (!device) return { usage: [] };
     // A block volume's staging path holds nothing; everywhere else the volume is a mount.
     const m = vol.accessType === 'block' && p === st.stagingPath ? undefined : await mnt.mountAt(p);
     if (m && !(await mnt.isMountOf(m, devno))) throw notFound(`${p} has ${m.source} mounted, not volume ${vol.id}`);
-    if (vol.accessType === 'block') {
-      return { usage: [{ total: (await deviceSize(device)).toString(), unit: 'BYTES' }], volume_condition: health };
-    }
-    if (!m) return { usage: [], volume_condition: { abnormal: true, message: `${p} is not mounted any more` } };
+    if (vol.accessType === 'block') return { usage: [{ total: (await deviceSize(device)).toString(), unit: 'BYTES' }] };
+    if (!m) return { usage: [] };
     const s = await fsx.stats(p);
     return {
       usage: [
         { available: s.availableBytes.toString(), total: s.totalBytes.toString(), used: s.usedBytes.toString(), unit: 'BYTES' },
         { available: s.freeInodes.toString(), total: s.totalInodes.toString(), used: s.usedInodes.toString(), unit: 'INODES' },
       ],
-      volume_condition: health,
     };
+  }
+
+  /**
+   * The backend's view of the volume plus this node's: attached, mounted where it was
+   * staged and published. A volume not staged here (the CO may ask after a failed stage)
+   * gets the backend's view only.
+   */
+  async NodeGetVolumeHealth(req: T.NodeGetVolumeHealthRequest__Output): Promise<T.NodeGetVolumeHealthResponse> {
+    const staging = req.staging_target_path ? checkPath(req.staging_target_path, 'staging_target_path') : undefined;
+    const publish = req.volume_publish_path ? checkPath(req.volume_publish_path, 'volume_publish_path') : undefined;
+    const { backend, vol } = await this.volume(req.volume_id);
+    const st = await this.state.get(vol.id);
+    const problems = await backend.volumeHealth(vol);
+    if (st?.stagingPath) problems.push(...(await attachmentProblems(backend, vol, st, { staging, publish })));
+    return { volume_health: { volume_id: vol.id, health_statuses: uniqueProblems(problems) } };
+  }
+
+  async NodeGetStorageHealth(): Promise<T.NodeGetStorageHealthResponse> {
+    const problems = [];
+    for (const b of this.ctx.backends.values()) {
+      for (const p of (await b.storageHealth?.()) ?? []) problems.push({ ...p, message: `${b.name}: ${p.message}` });
+    }
+    return { backend_health: problems };
   }
 
   async NodeExpandVolume(req: T.NodeExpandVolumeRequest__Output): Promise<T.NodeExpandVolumeResponse> {

@@ -58,8 +58,22 @@ export interface Capacity {
   minimumVolumeBytes?: bigint;
 }
 
-export interface VolumeHealth {
-  abnormal: boolean;
+/**
+ * One adverse condition of a volume (CSI VolumeHealth.VolumeHealthEntry): DEGRADED (usable,
+ * not optimal), INACCESSIBLE (cannot be read or written), DATA_LOSS (bytes are known or
+ * strongly suspected lost). `reason` is CamelCase and machine-readable; `message` tells a
+ * person what is wrong and what to do. A volume with no known problem has none.
+ */
+export interface HealthProblem {
+  status: 'DEGRADED' | 'INACCESSIBLE' | 'DATA_LOSS';
+  reason: string;
+  message: string;
+}
+
+/** One adverse condition of the storage a node uses (CSI NodeGetStorageHealth). */
+export interface StorageProblem {
+  status: 'STORAGE_DEGRADED' | 'STORAGE_UNREACHABLE';
+  reason: string;
   message: string;
 }
 
@@ -106,8 +120,12 @@ export interface BackendBase {
   init(): Promise<void>;
   /** A volume's record (both sides read it: the node to attach what the controller made). */
   getVolume(id: string, secrets?: Secrets): Promise<VolumeRecord | undefined>;
-  /** Whether the volume's storage is still sound; never throws for a volume that exists. */
-  volumeHealth(rec: VolumeRecord): Promise<VolumeHealth>;
+  /**
+   * What is wrong with the volume's storage, as this side sees it (the node adds what it sees
+   * of its own attachment); empty when nothing is known to be wrong. Never throws for a
+   * volume that exists: a check that cannot run is itself a problem to report.
+   */
+  volumeHealth(rec: VolumeRecord): Promise<HealthProblem[]>;
 }
 
 /** What the controller service needs: provisioning, snapshots, publication records. */
@@ -165,6 +183,8 @@ export interface NodeBackend extends BackendBase {
   detach(rec: VolumeRecord): Promise<void>;
   /** Makes an attached device see the volume's current size (after expandVolume). */
   refreshDevice(rec: VolumeRecord, device: string): Promise<void>;
+  /** What is wrong with the storage this node reaches through this backend; empty when nothing is. Never throws. */
+  storageHealth?(): Promise<StorageProblem[]>;
 }
 
 /**

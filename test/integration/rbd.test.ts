@@ -420,11 +420,10 @@ describe('rbd backend on a real Ceph cluster (fuse mapper)', () => {
     await execa('sync');
     expect(await fs.readFile(path.join(p.staging, 'after'), 'utf8')).toBe('written after the re-map');
     await execa('dd', ['if=/dev/zero', `of=${btarget}`, 'bs=1M', 'count=1', 'oflag=direct', 'status=none']);
-    // Containers started before the restart hold the dead device, which no re-map reaches: the volume's condition says so.
+    // Containers started before the restart hold the dead device, which no re-map reaches: the volume's health says so.
     for (const [id, at] of [[v.volume_id, p.target], [blk.volume_id, btarget]]) {
-      const cond = (await c.Node.NodeGetVolumeStats({ volume_id: id, volume_path: at })).volume_condition;
-      expect(cond?.abnormal).toBe(true);
-      expect(cond?.message).toMatch(/mapped again at .*restart the pods using this volume/);
+      const health = (await c.Node.NodeGetVolumeHealth({ volume_id: id, volume_publish_path: at })).volume_health;
+      expect(health?.health_statuses).toEqual([{ status: 'DEGRADED', reason: 'MappedAgain', message: expect.stringMatching(/mapped again at .*restart the pods using this volume/) }]);
     }
 
     await unstage(v.volume_id, p);

@@ -77,7 +77,9 @@ const CASES: Case[] = [
     setup: async (h) => void h.backend.vols.set(VOL, volume({ n1: { readonly: false, accessMode: 'SINGLE_NODE_WRITER' } })),
   },
   { service: 'Controller', rpc: 'ValidateVolumeCapabilities', methods: ['getVolume'], req: () => ({ volume_id: VOL, volume_capabilities: [mountCap] }) },
-  { service: 'Controller', rpc: 'ListVolumes', methods: ['listVolumes', 'volumeHealth'], req: () => ({}) },
+  { service: 'Controller', rpc: 'ListVolumes', methods: ['listVolumes'], req: () => ({}) },
+  { service: 'Controller', rpc: 'ControllerListVolumeHealth', methods: ['listVolumes', 'volumeHealth'], req: () => ({}) },
+  { service: 'Controller', rpc: 'ControllerGetVolumeHealth', methods: ['getVolume', 'volumeHealth'], req: () => ({ volume_id: VOL }) },
   { service: 'Controller', rpc: 'GetCapacity', methods: ['capacity'], req: () => ({}) },
   { service: 'Controller', rpc: 'CreateSnapshot', methods: ['getSnapshot', 'getVolume', 'createSnapshots'], req: () => ({ name: 'new-snap', source_volume_id: VOL }) },
   {
@@ -96,7 +98,7 @@ const CASES: Case[] = [
     methods: ['getVolume', 'granularity', 'capacity', 'expandVolume'],
     req: () => ({ volume_id: VOL, capacity_range: { required_bytes: String(2n << 30n) } }),
   },
-  { service: 'Controller', rpc: 'ControllerGetVolume', methods: ['getVolume', 'volumeHealth'], req: () => ({ volume_id: VOL }) },
+  { service: 'Controller', rpc: 'ControllerGetVolume', methods: ['getVolume'], req: () => ({ volume_id: VOL }) },
   { service: 'Controller', rpc: 'ControllerModifyVolume', methods: ['getVolume', 'saveVolume'], req: () => ({ volume_id: VOL, mutable_parameters: { speed: 'fast' } }) },
   {
     service: 'GroupController',
@@ -153,10 +155,11 @@ const CASES: Case[] = [
   {
     service: 'Node',
     rpc: 'NodeGetVolumeStats',
-    methods: ['getVolume', 'volumeHealth', 'attachedDevice'],
+    methods: ['getVolume', 'attachedDevice'],
     req: (h) => ({ volume_id: VOL, volume_path: path.join(h.dir, 'staging') }),
     setup: staged,
   },
+  { service: 'Node', rpc: 'NodeGetVolumeHealth', methods: ['getVolume', 'volumeHealth', 'attachedDevice'], req: () => ({ volume_id: VOL }), setup: staged },
   {
     service: 'Node',
     rpc: 'NodeExpandVolume',

@@ -2,7 +2,7 @@
 // can be told to throw from any one method, so a test can check what the CO sees when a
 // backend refuses at each step of each RPC. Pure logic only: it attaches no real device
 // (attachedDevice answers /dev/zero, a device that is never mounted).
-import { BackendError, type Backend, type Capacity, type GroupSnapshotRecord, type GroupSnapshotStore, type SnapshotRecord, type VolumeHealth, type VolumeRecord } from '../../driver/backends/backend.js';
+import { BackendError, type Backend, type Capacity, type GroupSnapshotRecord, type GroupSnapshotStore, type SnapshotRecord, type HealthProblem, type VolumeRecord } from '../../driver/backends/backend.js';
 
 /** A 1 GiB ext4 mount volume record of the fake backend; tests override what they care about. */
 export function fakeVolume(fields: Partial<VolumeRecord> & Pick<VolumeRecord, 'id' | 'name'>): VolumeRecord {
@@ -94,9 +94,9 @@ export class FakeBackend implements Backend {
     this.vols.delete(id);
   }
 
-  async volumeHealth(): Promise<VolumeHealth> {
+  async volumeHealth(): Promise<HealthProblem[]> {
     await this.enter('volumeHealth');
-    return { abnormal: false, message: 'fine' };
+    return [];
   }
 
   async getSnapshot(id: string): Promise<SnapshotRecord | undefined> {

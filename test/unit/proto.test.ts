@@ -2,7 +2,7 @@ import { describe, it, expect } from 'vitest';
 import { loadCsi } from '../../proto/load.js';
 import { checkCapability } from '../../driver/validate.js';
 
-// The RPCs of CSI v1.12, per service.
+// The RPCs of CSI v1.13, per service.
 const RPCS: Record<string, string[]> = {
   Identity: ['GetPluginInfo', 'GetPluginCapabilities', 'Probe'],
   Controller: [
@@ -21,6 +21,8 @@ const RPCS: Record<string, string[]> = {
     'ControllerGetVolume',
     'ControllerModifyVolume',
     'GetSnapshot',
+    'ControllerListVolumeHealth',
+    'ControllerGetVolumeHealth',
   ],
   Node: [
     'NodeStageVolume',
@@ -28,11 +30,14 @@ const RPCS: Record<string, string[]> = {
     'NodePublishVolume',
     'NodeUnpublishVolume',
     'NodeGetVolumeStats',
+    'NodeGetVolumeHealth',
+    'NodeGetStorageHealth',
     'NodeExpandVolume',
     'NodeGetCapabilities',
     'NodeGetInfo',
   ],
   GroupController: ['GroupControllerGetCapabilities', 'CreateVolumeGroupSnapshot', 'DeleteVolumeGroupSnapshot', 'GetVolumeGroupSnapshot'],
+  SnapshotMetadata: ['GetMetadataAllocated', 'GetMetadataDelta'],
 };
 
 const v1 = (): any => loadCsi().csi.v1;
@@ -42,7 +47,7 @@ describe('proto/load loadCsi', () => {
     expect(loadCsi()).toBe(loadCsi());
   });
 
-  it.each(Object.entries(RPCS))('service %s has exactly the CSI v1.12 RPCs', (svc, rpcs) => {
+  it.each(Object.entries(RPCS))('service %s has exactly the CSI v1.13 RPCs', (svc, rpcs) => {
     const service = v1()[svc]?.service as Record<string, { path: string }> | undefined;
     expect(service, `csi.v1.${svc}`).toBeDefined();
     expect(Object.keys(service!).sort()).toEqual([...rpcs].sort());

@@ -3,7 +3,7 @@
 // supports them, sparse copies otherwise. Node-local: one data directory per node.
 import fs from 'node:fs/promises';
 import path from 'node:path';
-import { BackendError, type Backend, type Capacity, type GroupSnapshotRecord, type GroupSnapshotStore, type SnapshotRecord, type VolumeHealth, type VolumeRecord } from '../backend.js';
+import { BackendError, type Backend, type Capacity, type GroupSnapshotRecord, type GroupSnapshotStore, type SnapshotRecord, type HealthProblem, type VolumeRecord } from '../backend.js';
 import { readJson, writeJsonAtomic, removeFile, fsyncDir } from '../../host/atomic.js';
 import { run } from '../../host/exec.js';
 import * as loop from '../../host/loop.js';
@@ -232,15 +232,15 @@ export class LoopBackend implements Backend {
     await removeFile(this.volMeta(id));
   }
 
-  async volumeHealth(rec: VolumeRecord): Promise<VolumeHealth> {
+  async volumeHealth(rec: VolumeRecord): Promise<HealthProblem[]> {
     try {
       const st = await fs.stat(this.volImg(rec.id));
       if (BigInt(st.size) < rec.capacityBytes) {
-        return { abnormal: true, message: `backing file is ${st.size} bytes, smaller than the volume's ${rec.capacityBytes}` };
+        return [{ status: 'DATA_LOSS', reason: 'BackingFileShrunk', message: `backing file ${this.volImg(rec.id)} is ${st.size} bytes, smaller than the volume's ${rec.capacityBytes}: its end is gone` }];
       }
-      return { abnormal: false, message: 'backing file present' };
+      return [];
     } catch {
-      return { abnormal: true, message: `backing file ${this.volImg(rec.id)} is missing` };
+      return [{ status: 'DATA_LOSS', reason: 'BackingFileMissing', message: `backing file ${this.volImg(rec.id)} is missing: restore the volume from a snapshot or backup` }];
     }
   }
 

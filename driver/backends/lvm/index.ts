@@ -10,7 +10,7 @@
 //    snapshot's error says to unstage it first.
 import fs from 'node:fs/promises';
 import path from 'node:path';
-import { BackendError, type Backend, type Capacity, type GroupSnapshotRecord, type GroupSnapshotStore, type SnapshotRecord, type VolumeHealth, type VolumeRecord } from '../backend.js';
+import { BackendError, type Backend, type Capacity, type GroupSnapshotRecord, type GroupSnapshotStore, type SnapshotRecord, type HealthProblem, type VolumeRecord } from '../backend.js';
 import { Lvm, type LvInfo, type LvmRunner } from './lvm.js';
 import { readJson, writeJsonAtomic, removeFile } from '../../host/atomic.js';
 import { TAG_DIRTY, TAG_HOLDS, TAG_RECORD, holdsOf, newLvTagArgs, recordTags, snapshotRecordOf, volumeRecordOf, type LvHolds, type SnapshotWithGroup } from './records.js';
@@ -404,12 +404,14 @@ export class LvmBackend implements Backend {
     await this.lvm.run(['lvremove', '-y', `${lv.vg}/${lv.name}`]);
   }
 
-  async volumeHealth(rec: VolumeRecord): Promise<VolumeHealth> {
+  async volumeHealth(rec: VolumeRecord): Promise<HealthProblem[]> {
     const lv = await this.findLv(rec.id, 'vol');
-    if (!lv) return { abnormal: true, message: `logical volume for ${rec.id} is missing` };
-    if (lv.attr[8] === 'p') return { abnormal: true, message: `${lv.vg}/${lv.name} is partial: a physical volume is missing` };
-    if (!this.deviceMapper && lv.segments.length !== 1) return { abnormal: true, message: `${lv.vg}/${lv.name} has ${lv.segments.length} segments; without device-mapper it must have one` };
-    return { abnormal: false, message: `${lv.vg}/${lv.name} ${lv.attr}` };
+    if (!lv) return [{ status: 'DATA_LOSS', reason: 'LogicalVolumeMissing', message: `the logical volume of ${rec.id} is gone from every volume group this driver serves` }];
+    if (lv.attr[8] === 'p') return [{ status: 'INACCESSIBLE', reason: 'PhysicalVolumeMissing', message: `${lv.vg}/${lv.name} is partial: a physical volume of ${lv.vg} is missing (pvs shows which); bring it back` }];
+    if (!this.deviceMapper && lv.segments.length !== 1) {
+      return [{ status: 'INACCESSIBLE', reason: 'SegmentedWithoutDeviceMapper', message: `${lv.vg}/${lv.name} has ${lv.segments.length} segments; without device-mapper only a one-segment volume can be attached` }];
+    }
+    return [];
   }
 
   async getSnapshot(id: string): Promise<SnapshotRecord | undefined> {

@@ -12,7 +12,7 @@
 // the RADOS object `tscsi.nodes` in each cluster's first pool (and the config may list
 // more), which is what knowsNode answers from.
 import path from 'node:path';
-import { BackendError, type Backend, type Capacity, type GroupSnapshotRecord, type GroupSnapshotStore, type SnapshotRecord, type VolumeHealth, type VolumeRecord } from '../backend.js';
+import { BackendError, type Backend, type Capacity, type GroupSnapshotRecord, type GroupSnapshotStore, type SnapshotRecord, type HealthProblem, type VolumeRecord } from '../backend.js';
 import { recordFromJson, recordToJson } from '../../host/atomic.js';
 import { withQuiescedDevices } from '../../host/freeze.js';
 import { deviceSize } from '../../host/loop.js';
@@ -604,21 +604,24 @@ export class RbdBackend implements Backend {
     await this.removeImage(loc, name, credentialsFrom(loc.cluster, secrets));
   }
 
-  async volumeHealth(rec: VolumeRecord): Promise<VolumeHealth> {
+  async volumeHealth(rec: VolumeRecord): Promise<HealthProblem[]> {
     const name = volumeImage(rec.id);
     const remapped = this.mapper.remappedAt ? await this.mapper.remappedAt(this.target(rec)).catch(() => undefined) : undefined;
     if (remapped) {
-      return {
-        abnormal: true,
-        message: `the rbd-fuse helper of this volume died with the node plugin and the image was mapped again at ${remapped}; containers started before then still see the dead device (I/O errors): restart the pods using this volume (the condition clears when it is unstaged)`,
-      };
+      return [{
+        status: 'DEGRADED',
+        reason: 'MappedAgain',
+        message: `the rbd-fuse helper of this volume died with the node plugin and the image was mapped again at ${remapped}; containers started before then still see the dead device (I/O errors): restart the pods using this volume (this clears when it is unstaged)`,
+      }];
     }
     const loc = await this.findImage(name).catch(() => undefined);
-    if (!loc) return { abnormal: true, message: `RBD image ${name} is missing or the cluster cannot be reached` };
+    if (!loc) return [{ status: 'INACCESSIBLE', reason: 'ImageUnreachable', message: `RBD image ${name} is missing or its Ceph cluster cannot be reached` }];
     const info = await this.info(loc, name).catch(() => undefined);
-    if (!info) return { abnormal: true, message: `RBD image ${imageSpec(loc.pool, name)} cannot be read` };
-    if (BigInt(info.size) < rec.capacityBytes) return { abnormal: true, message: `RBD image ${imageSpec(loc.pool, name)} is ${info.size} bytes, smaller than the volume's ${rec.capacityBytes}` };
-    return { abnormal: false, message: `RBD image ${imageSpec(loc.pool, name)} present` };
+    if (!info) return [{ status: 'INACCESSIBLE', reason: 'ImageUnreadable', message: `RBD image ${imageSpec(loc.pool, name)} cannot be read` }];
+    if (BigInt(info.size) < rec.capacityBytes) {
+      return [{ status: 'DATA_LOSS', reason: 'ImageShrunk', message: `RBD image ${imageSpec(loc.pool, name)} is ${info.size} bytes, smaller than the volume's ${rec.capacityBytes}` }];
+    }
+    return [];
   }
 
   async getSnapshot(id: string, secrets?: Record<string, string>): Promise<SnapshotRecord | undefined> {

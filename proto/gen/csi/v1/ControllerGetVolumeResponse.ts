@@ -1,7 +1,6 @@
 // Original file: proto/csi.proto
 
 import type { Volume as _csi_v1_Volume, Volume__Output as _csi_v1_Volume__Output } from '../../csi/v1/Volume';
-import type { VolumeCondition as _csi_v1_VolumeCondition, VolumeCondition__Output as _csi_v1_VolumeCondition__Output } from '../../csi/v1/VolumeCondition';
 
 export interface _csi_v1_ControllerGetVolumeResponse_VolumeStatus {
   /**
@@ -14,13 +13,6 @@ export interface _csi_v1_ControllerGetVolumeResponse_VolumeStatus {
    * reported by the SP. The CO MUST be resilient to that.
    */
   'published_node_ids'?: (string)[];
-  /**
-   * Information about the current condition of the volume.
-   * This field is OPTIONAL.
-   * This field MUST be specified if the
-   * VOLUME_CONDITION controller capability is supported.
-   */
-  'volume_condition'?: (_csi_v1_VolumeCondition | null);
 }
 
 export interface _csi_v1_ControllerGetVolumeResponse_VolumeStatus__Output {
@@ -34,13 +26,6 @@ export interface _csi_v1_ControllerGetVolumeResponse_VolumeStatus__Output {
    * reported by the SP. The CO MUST be resilient to that.
    */
   'published_node_ids': (string)[];
-  /**
-   * Information about the current condition of the volume.
-   * This field is OPTIONAL.
-   * This field MUST be specified if the
-   * VOLUME_CONDITION controller capability is supported.
-   */
-  'volume_condition': (_csi_v1_VolumeCondition__Output | null);
 }
 
 export interface ControllerGetVolumeResponse {

@@ -49,23 +49,9 @@ export const _csi_v1_ControllerServiceCapability_RPC_Type = {
    */
   LIST_VOLUMES_PUBLISHED_NODES: 'LIST_VOLUMES_PUBLISHED_NODES',
   /**
-   * Indicates that the Controller service can report volume
-   * conditions.
-   * An SP MAY implement `VolumeCondition` in only the Controller
-   * Plugin, only the Node Plugin, or both.
-   * If `VolumeCondition` is implemented in both the Controller and
-   * Node Plugins, it SHALL report from different perspectives.
-   * If for some reason Controller and Node Plugins report
-   * misaligned volume conditions, CO SHALL assume the worst case
-   * is the truth.
-   * Note that, for alpha, `VolumeCondition` is intended be
-   * informative for humans only, not for automation.
-   */
-  VOLUME_CONDITION: 'VOLUME_CONDITION',
-  /**
    * Indicates the SP supports the ControllerGetVolume RPC.
    * This enables COs to, for example, fetch per volume
-   * condition after a volume is provisioned.
+   * information after a volume is provisioned.
    */
   GET_VOLUME: 'GET_VOLUME',
   /**
@@ -89,6 +75,20 @@ export const _csi_v1_ControllerServiceCapability_RPC_Type = {
    * This enables COs to fetch an existing snapshot.
    */
   GET_SNAPSHOT: 'GET_SNAPSHOT',
+  /**
+   * Indicates the SP supports the ControllerGetVolumeHealth RPC.
+   * This enables COs to fetch health information for a single
+   * volume from the Controller Plugin's perspective.
+   */
+  GET_VOLUME_HEALTH: 'GET_VOLUME_HEALTH',
+  /**
+   * Indicates the SP supports the ControllerListVolumeHealth RPC.
+   * This enables COs to fetch volume health information from
+   * the Controller Plugin's perspective.
+   * A plugin which supports the LIST_VOLUME_HEALTH capability
+   * MUST also support the GET_VOLUME_HEALTH capability.
+   */
+  LIST_VOLUME_HEALTH: 'LIST_VOLUME_HEALTH',
 } as const;
 
 export type _csi_v1_ControllerServiceCapability_RPC_Type =
@@ -140,24 +140,9 @@ export type _csi_v1_ControllerServiceCapability_RPC_Type =
   | 'LIST_VOLUMES_PUBLISHED_NODES'
   | 10
   /**
-   * Indicates that the Controller service can report volume
-   * conditions.
-   * An SP MAY implement `VolumeCondition` in only the Controller
-   * Plugin, only the Node Plugin, or both.
-   * If `VolumeCondition` is implemented in both the Controller and
-   * Node Plugins, it SHALL report from different perspectives.
-   * If for some reason Controller and Node Plugins report
-   * misaligned volume conditions, CO SHALL assume the worst case
-   * is the truth.
-   * Note that, for alpha, `VolumeCondition` is intended be
-   * informative for humans only, not for automation.
-   */
-  | 'VOLUME_CONDITION'
-  | 11
-  /**
    * Indicates the SP supports the ControllerGetVolume RPC.
    * This enables COs to, for example, fetch per volume
-   * condition after a volume is provisioned.
+   * information after a volume is provisioned.
    */
   | 'GET_VOLUME'
   | 12
@@ -185,6 +170,22 @@ export type _csi_v1_ControllerServiceCapability_RPC_Type =
    */
   | 'GET_SNAPSHOT'
   | 15
+  /**
+   * Indicates the SP supports the ControllerGetVolumeHealth RPC.
+   * This enables COs to fetch health information for a single
+   * volume from the Controller Plugin's perspective.
+   */
+  | 'GET_VOLUME_HEALTH'
+  | 16
+  /**
+   * Indicates the SP supports the ControllerListVolumeHealth RPC.
+   * This enables COs to fetch volume health information from
+   * the Controller Plugin's perspective.
+   * A plugin which supports the LIST_VOLUME_HEALTH capability
+   * MUST also support the GET_VOLUME_HEALTH capability.
+   */
+  | 'LIST_VOLUME_HEALTH'
+  | 17
 
 export type _csi_v1_ControllerServiceCapability_RPC_Type__Output = typeof _csi_v1_ControllerServiceCapability_RPC_Type[keyof typeof _csi_v1_ControllerServiceCapability_RPC_Type]
 

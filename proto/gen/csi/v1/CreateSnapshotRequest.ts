@@ -1,5 +1,6 @@
 // Original file: proto/csi.proto
 
+import type { TopologyRequirement as _csi_v1_TopologyRequirement, TopologyRequirement__Output as _csi_v1_TopologyRequirement__Output } from '../../csi/v1/TopologyRequirement';
 
 export interface CreateSnapshotRequest {
   /**
@@ -35,6 +36,22 @@ export interface CreateSnapshotRequest {
    * support snapshotting only on primary.
    */
   'parameters'?: ({[key: string]: string});
+  /**
+   * Specifies where (regions, zones, racks, etc.) the provisioned
+   * snapshot MUST be usable from. A snapshot is usable from a location
+   * if volumes created from that snapshot are guaranteed to be
+   * accessible from that location.
+   * An SP SHALL advertise the requirements for topological
+   * accessibility information in documentation. COs SHALL only specify
+   * topological accessibility information supported by the SP.
+   * This field is OPTIONAL.
+   * This field SHALL NOT be specified unless the SP has the
+   * SNAPSHOT_ACCESSIBILITY_CONSTRAINTS plugin capability.
+   * If this field is not specified and the SP has the
+   * SNAPSHOT_ACCESSIBILITY_CONSTRAINTS plugin capability, the SP MAY
+   * choose where the provisioned snapshot is usable from.
+   */
+  'accessibility_requirements'?: (_csi_v1_TopologyRequirement | null);
 }
 
 export interface CreateSnapshotRequest__Output {
@@ -71,4 +88,20 @@ export interface CreateSnapshotRequest__Output {
    * support snapshotting only on primary.
    */
   'parameters': ({[key: string]: string});
+  /**
+   * Specifies where (regions, zones, racks, etc.) the provisioned
+   * snapshot MUST be usable from. A snapshot is usable from a location
+   * if volumes created from that snapshot are guaranteed to be
+   * accessible from that location.
+   * An SP SHALL advertise the requirements for topological
+   * accessibility information in documentation. COs SHALL only specify
+   * topological accessibility information supported by the SP.
+   * This field is OPTIONAL.
+   * This field SHALL NOT be specified unless the SP has the
+   * SNAPSHOT_ACCESSIBILITY_CONSTRAINTS plugin capability.
+   * If this field is not specified and the SP has the
+   * SNAPSHOT_ACCESSIBILITY_CONSTRAINTS plugin capability, the SP MAY
+   * choose where the provisioned snapshot is usable from.
+   */
+  'accessibility_requirements': (_csi_v1_TopologyRequirement__Output | null);
 }

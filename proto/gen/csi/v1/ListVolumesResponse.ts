@@ -1,6 +1,5 @@
 // Original file: proto/csi.proto
 
-import type { VolumeCondition as _csi_v1_VolumeCondition, VolumeCondition__Output as _csi_v1_VolumeCondition__Output } from '../../csi/v1/VolumeCondition';
 import type { Volume as _csi_v1_Volume, Volume__Output as _csi_v1_Volume__Output } from '../../csi/v1/Volume';
 
 export interface _csi_v1_ListVolumesResponse_Entry {
@@ -43,13 +42,6 @@ export interface _csi_v1_ListVolumesResponse_VolumeStatus {
    * reported by the SP. The CO MUST be resilient to that.
    */
   'published_node_ids'?: (string)[];
-  /**
-   * Information about the current condition of the volume.
-   * This field is OPTIONAL.
-   * This field MUST be specified if the
-   * VOLUME_CONDITION controller capability is supported.
-   */
-  'volume_condition'?: (_csi_v1_VolumeCondition | null);
 }
 
 export interface _csi_v1_ListVolumesResponse_VolumeStatus__Output {
@@ -66,13 +58,6 @@ export interface _csi_v1_ListVolumesResponse_VolumeStatus__Output {
    * reported by the SP. The CO MUST be resilient to that.
    */
   'published_node_ids': (string)[];
-  /**
-   * Information about the current condition of the volume.
-   * This field is OPTIONAL.
-   * This field MUST be specified if the
-   * VOLUME_CONDITION controller capability is supported.
-   */
-  'volume_condition': (_csi_v1_VolumeCondition__Output | null);
 }
 
 export interface ListVolumesResponse {

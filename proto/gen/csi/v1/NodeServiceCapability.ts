@@ -25,20 +25,6 @@ export const _csi_v1_NodeServiceCapability_RPC_Type = {
    */
   EXPAND_VOLUME: 'EXPAND_VOLUME',
   /**
-   * Indicates that the Node service can report volume conditions.
-   * An SP MAY implement `VolumeCondition` in only the Node
-   * Plugin, only the Controller Plugin, or both.
-   * If `VolumeCondition` is implemented in both the Node and
-   * Controller Plugins, it SHALL report from different
-   * perspectives.
-   * If for some reason Node and Controller Plugins report
-   * misaligned volume conditions, CO SHALL assume the worst case
-   * is the truth.
-   * Note that, for alpha, `VolumeCondition` is intended to be
-   * informative for humans only, not for automation.
-   */
-  VOLUME_CONDITION: 'VOLUME_CONDITION',
-  /**
    * Indicates the SP supports the SINGLE_NODE_SINGLE_WRITER and/or
    * SINGLE_NODE_MULTI_WRITER access modes.
    * These access modes are intended to replace the
@@ -56,6 +42,18 @@ export const _csi_v1_NodeServiceCapability_RPC_Type = {
    * or node publish RPC calls.
    */
   VOLUME_MOUNT_GROUP: 'VOLUME_MOUNT_GROUP',
+  /**
+   * Indicates the SP supports the NodeGetVolumeHealth RPC.
+   * This enables COs to fetch per-volume health information from
+   * the Node Plugin's perspective.
+   */
+  GET_VOLUME_HEALTH: 'GET_VOLUME_HEALTH',
+  /**
+   * Indicates the SP supports the NodeGetStorageHealth RPC.
+   * This enables COs to fetch health of entire storage subsystem
+   * from node's perspective.
+   */
+  GET_STORAGE_HEALTH: 'GET_STORAGE_HEALTH',
 } as const;
 
 export type _csi_v1_NodeServiceCapability_RPC_Type =
@@ -76,21 +74,6 @@ export type _csi_v1_NodeServiceCapability_RPC_Type =
   | 'EXPAND_VOLUME'
   | 3
   /**
-   * Indicates that the Node service can report volume conditions.
-   * An SP MAY implement `VolumeCondition` in only the Node
-   * Plugin, only the Controller Plugin, or both.
-   * If `VolumeCondition` is implemented in both the Node and
-   * Controller Plugins, it SHALL report from different
-   * perspectives.
-   * If for some reason Node and Controller Plugins report
-   * misaligned volume conditions, CO SHALL assume the worst case
-   * is the truth.
-   * Note that, for alpha, `VolumeCondition` is intended to be
-   * informative for humans only, not for automation.
-   */
-  | 'VOLUME_CONDITION'
-  | 4
-  /**
    * Indicates the SP supports the SINGLE_NODE_SINGLE_WRITER and/or
    * SINGLE_NODE_MULTI_WRITER access modes.
    * These access modes are intended to replace the
@@ -110,6 +93,20 @@ export type _csi_v1_NodeServiceCapability_RPC_Type =
    */
   | 'VOLUME_MOUNT_GROUP'
   | 6
+  /**
+   * Indicates the SP supports the NodeGetVolumeHealth RPC.
+   * This enables COs to fetch per-volume health information from
+   * the Node Plugin's perspective.
+   */
+  | 'GET_VOLUME_HEALTH'
+  | 7
+  /**
+   * Indicates the SP supports the NodeGetStorageHealth RPC.
+   * This enables COs to fetch health of entire storage subsystem
+   * from node's perspective.
+   */
+  | 'GET_STORAGE_HEALTH'
+  | 8
 
 export type _csi_v1_NodeServiceCapability_RPC_Type__Output = typeof _csi_v1_NodeServiceCapability_RPC_Type[keyof typeof _csi_v1_NodeServiceCapability_RPC_Type]
 

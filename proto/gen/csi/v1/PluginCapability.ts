@@ -52,6 +52,17 @@ export const _csi_v1_PluginCapability_Service_Type = {
    * attempt to invoke the OPTIONAL SnapshotMetadata service RPCs.
    */
   SNAPSHOT_METADATA_SERVICE: 'SNAPSHOT_METADATA_SERVICE',
+  /**
+   * SNAPSHOT_ACCESSIBILITY_CONSTRAINTS indicates that the snapshots
+   * for this plugin MAY NOT be equally usable from all
+   * topologies in the cluster. A snapshot is usable from a location
+   * if volumes created from that snapshot are guaranteed to be
+   * accessible from that location. The CO MUST use the topology
+   * information returned in the CreateSnapshotResponse to ensure
+   * that a desired volume can be provisioned from a given snapshot
+   * when scheduling workloads.
+   */
+  SNAPSHOT_ACCESSIBILITY_CONSTRAINTS: 'SNAPSHOT_ACCESSIBILITY_CONSTRAINTS',
 } as const;
 
 export type _csi_v1_PluginCapability_Service_Type =
@@ -100,6 +111,18 @@ export type _csi_v1_PluginCapability_Service_Type =
    */
   | 'SNAPSHOT_METADATA_SERVICE'
   | 4
+  /**
+   * SNAPSHOT_ACCESSIBILITY_CONSTRAINTS indicates that the snapshots
+   * for this plugin MAY NOT be equally usable from all
+   * topologies in the cluster. A snapshot is usable from a location
+   * if volumes created from that snapshot are guaranteed to be
+   * accessible from that location. The CO MUST use the topology
+   * information returned in the CreateSnapshotResponse to ensure
+   * that a desired volume can be provisioned from a given snapshot
+   * when scheduling workloads.
+   */
+  | 'SNAPSHOT_ACCESSIBILITY_CONSTRAINTS'
+  | 5
 
 export type _csi_v1_PluginCapability_Service_Type__Output = typeof _csi_v1_PluginCapability_Service_Type[keyof typeof _csi_v1_PluginCapability_Service_Type]
 

@@ -1,6 +1,7 @@
 // Original file: proto/csi.proto
 
 import type { Timestamp as _google_protobuf_Timestamp, Timestamp__Output as _google_protobuf_Timestamp__Output } from '../../google/protobuf/Timestamp';
+import type { Topology as _csi_v1_Topology, Topology__Output as _csi_v1_Topology__Output } from '../../csi/v1/Topology';
 import type { Long } from '@grpc/proto-loader';
 
 /**
@@ -62,6 +63,23 @@ export interface Snapshot {
    * MUST be the same as the group_snapshot_id in that message.
    */
   'group_snapshot_id'?: (string);
+  /**
+   * Specifies where (regions, zones, racks, etc.) the provisioned
+   * snapshot is usable from. A snapshot is usable from a location if
+   * volumes created from that snapshot are guaranteed to be accessible
+   * from that location.
+   * A plugin that returns this field MUST also set the
+   * SNAPSHOT_ACCESSIBILITY_CONSTRAINTS plugin capability.
+   * An SP MAY specify multiple topologies to indicate the snapshot is
+   * usable from multiple locations.
+   * COs MAY use this information to ensure that a desired volume can
+   * be provisioned from a given snapshot when scheduling workloads.
+   * This field is OPTIONAL. If it is not specified, the CO MAY assume
+   * the snapshot is equally usable from all topologies in the
+   * cluster and MAY provision volumes referencing the snapshot as a
+   * source without topology constraints.
+   */
+  'accessible_topology'?: (_csi_v1_Topology)[];
 }
 
 /**
@@ -123,4 +141,21 @@ export interface Snapshot__Output {
    * MUST be the same as the group_snapshot_id in that message.
    */
   'group_snapshot_id': (string);
+  /**
+   * Specifies where (regions, zones, racks, etc.) the provisioned
+   * snapshot is usable from. A snapshot is usable from a location if
+   * volumes created from that snapshot are guaranteed to be accessible
+   * from that location.
+   * A plugin that returns this field MUST also set the
+   * SNAPSHOT_ACCESSIBILITY_CONSTRAINTS plugin capability.
+   * An SP MAY specify multiple topologies to indicate the snapshot is
+   * usable from multiple locations.
+   * COs MAY use this information to ensure that a desired volume can
+   * be provisioned from a given snapshot when scheduling workloads.
+   * This field is OPTIONAL. If it is not specified, the CO MAY assume
+   * the snapshot is equally usable from all topologies in the
+   * cluster and MAY provision volumes referencing the snapshot as a
+   * source without topology constraints.
+   */
+  'accessible_topology': (_csi_v1_Topology__Output)[];
 }
