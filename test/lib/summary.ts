@@ -141,7 +141,7 @@ export function readSanityExpectation(scriptText: string): SanityExpectation {
 }
 
 // csi-sanity/run ends with one line per run:
-//   csi-sanity loop mount mode: Ran 95 of 96 Specs in 50.1 seconds | SUCCESS! -- 95 Passed | 0 Failed | 0 Pending | 1 Skipped (52s)
+//   csi-sanity loop mount mode: Ran 102 of 103 Specs in 50.1 seconds | SUCCESS! -- 102 Passed | 0 Failed | 0 Pending | 1 Skipped (52s)
 // The rest of its output (logs of failed runs) may repeat ginkgo's lines and is not counted.
 const RUN_LINE = /^csi-sanity (\S+) (\S+) mode: (.*)$/gm;
 // ginkgo v2's summary; Flaked and Repeated appear only when non-zero.

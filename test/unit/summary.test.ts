@@ -148,23 +148,23 @@ describe('csi-sanity output', () => {
 
   it('reads the expectation from csi-sanity/run, next to the version it belongs to', () => {
     expect(expectation).toEqual({
-      version: 'v5.5.0',
-      ran: 95,
-      total: 96,
+      version: 'v5.6.0',
+      ran: 102,
+      total: 103,
       runs: ['loop mount', 'loop block', 'lvm mount', 'lvm block', 'rbd mount', 'rbd block'],
     });
-    expect(() => readSanityExpectation('VERSION=v5.5.0\n')).toThrow(/SPECS_RAN/);
+    expect(() => readSanityExpectation('VERSION=v5.6.0\n')).toThrow(/SPECS_RAN/);
   });
 
   it('six clean runs are clean', () => {
     const t = sanity('passed.txt');
-    expect(t).toMatchObject({ passed: 6 * 95, failed: 0, skipped: 0 });
+    expect(t).toMatchObject({ passed: 6 * 102, failed: 0, skipped: 0 });
   });
 
   it('failed specs count, once each, not again from the log lines printed above', () => {
     const t = sanity('failed.txt', 1);
     expect(t.failed).toBe(2);
-    expect(t.passed).toBe(5 * 95 + 93);
+    expect(t.passed).toBe(5 * 102 + 100);
   });
 
   it('a FAIL! whose counts cannot be parsed (BeforeSuite failed) or no summary at all counts as failed', () => {
@@ -180,15 +180,15 @@ describe('csi-sanity output', () => {
     const t = sanity('fail-interrupted.txt', 1);
     const problems = t.problems.join('\n');
     expect(problems).toMatch(/rbd mount: the suite failed outside its specs: FAIL! - Interrupted by Timeout/);
-    expect(problems).toMatch(/rbd mount: ran 40 of 96 specs/);
+    expect(problems).toMatch(/rbd mount: ran 40 of 103 specs/);
     expect(t.failed).toBe(2);
-    expect(t.skipped).toBe(55);
+    expect(t.skipped).toBe(62);
   });
 
   it('a run of another spec list (Ran N of M not what the version must run) counts as failed, though every spec passed', () => {
     const t = sanity('wrong-ran-count.txt');
     expect(t.failed).toBe(1);
-    expect(t.problems.join('\n')).toMatch(/loop block: ran 97 of 98 specs, v5\.5\.0 must run 95 of 96/);
+    expect(t.problems.join('\n')).toMatch(/loop block: ran 104 of 105 specs, v5\.6\.0 must run 102 of 103/);
   });
 
   it('flaked specs count as failed', () => {
@@ -228,9 +228,9 @@ describe('the summary line and exit status', () => {
     const b = cli(files.bad, bad?.exitCode ?? -1);
     expect(b.exitCode).toBe(1);
     expect(b.lines.join('\n')).toMatch(/FAILED: .*collection-error/);
-    expect(b.lines.at(-1)).toBe(`summary: ${6 * 95} passed, 1 failed, 0 skipped`);
+    expect(b.lines.at(-1)).toBe(`summary: ${6 * 102} passed, 1 failed, 0 skipped`);
     const g = cli(files.good, 0);
-    expect(g.lines).toEqual([`summary: ${6 * 95 + 2} passed, 0 failed, 0 skipped`]);
+    expect(g.lines).toEqual([`summary: ${6 * 102 + 2} passed, 0 failed, 0 skipped`]);
     expect(g.exitCode).toBe(0);
     // No report file at all (vitest crashed before writing it).
     expect(cli(path.join(tmp, 'absent.json'), 1).exitCode).toBe(1);
@@ -243,7 +243,7 @@ describe('the summary line and exit status', () => {
     const sanity = path.join(FIXTURES, 'csi-sanity', 'passed.txt');
     const script = path.join(ROOT, 'csi-sanity', 'run');
     const r = main(['--step', 'kubectl build', '0', '--step', 'type check', '2', '--vitest', report, '0', '--sanity', sanity, '0', '--sanity-script', script]);
-    expect(r.lines).toEqual(['FAILED: type check exited 2 (see its output above)', `summary: ${6 * 95 + 2} passed, 1 failed, 0 skipped`]);
+    expect(r.lines).toEqual(['FAILED: type check exited 2 (see its output above)', `summary: ${6 * 102 + 2} passed, 1 failed, 0 skipped`]);
     expect(r.exitCode).toBe(1);
   });
 });
