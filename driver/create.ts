@@ -9,6 +9,7 @@ import { IdentityService } from './identity.js';
 import { ControllerService } from './controller.js';
 import { GroupControllerService } from './groupcontroller.js';
 import { NodeService } from './node.js';
+import { SnapshotMetadataService } from './snapshotmetadata.js';
 import { NodeStateStore } from './nodestate.js';
 import { LoopBackend } from './backends/loop/index.js';
 import { LvmBackend } from './backends/lvm/index.js';
@@ -98,6 +99,7 @@ export interface DriverServices extends Services {
   controller?: ControllerService;
   groupController?: GroupControllerService;
   node?: NodeService;
+  snapshotMetadata?: SnapshotMetadataService;
 }
 
 /** The services the mode asks for: a controller-only driver has no node service, and the reverse. */
@@ -107,6 +109,8 @@ function buildServices(s: DriverSettings, ctx: DriverContext, nodeState: NodeSta
     identity: new IdentityService(ctx, probeDirs),
     controller: s.mode !== 'node' ? new ControllerService(ctx) : undefined,
     groupController: s.mode !== 'node' ? new GroupControllerService(ctx) : undefined,
+    // Beside the controller: snapshots are controller objects, and a node-only driver has none to answer for.
+    snapshotMetadata: s.mode !== 'node' ? new SnapshotMetadataService(ctx) : undefined,
     node: s.mode !== 'controller' ? new NodeService(ctx, nodeState, s.allowedPathRoots) : undefined,
   };
 }

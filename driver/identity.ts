@@ -19,6 +19,7 @@ export class IdentityService {
         { service: { type: 'CONTROLLER_SERVICE' } },
         { service: { type: 'VOLUME_ACCESSIBILITY_CONSTRAINTS' } },
         { service: { type: 'GROUP_CONTROLLER_SERVICE' } },
+        ...([...this.ctx.backends.values()].some((b) => b.snapshotBlocks) ? [{ service: { type: 'SNAPSHOT_METADATA_SERVICE' as const } }] : []),
         { volume_expansion: { type: 'ONLINE' } },
       ],
     };

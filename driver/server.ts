@@ -29,7 +29,7 @@ function idsOf(req: Record<string, unknown>): Record<string, string> {
  * An AbortSignal that fires when the caller's deadline passes or it cancels the call, so
  * the child processes the call is waiting for are killed (host/exec.ts) and its locks freed.
  */
-function callerGaveUp(call: grpc.ServerUnaryCall<unknown, unknown>): { signal: AbortSignal; release: () => void } {
+function callerGaveUp(call: Pick<Call, 'getDeadline' | 'once' | 'removeListener'>): { signal: AbortSignal; release: () => void } {
   const ac = new AbortController();
   const d = call.getDeadline();
   const deadline = d instanceof Date ? d.getTime() : d;
@@ -71,12 +71,59 @@ class InFlight {
   constructor(readonly max: number) {}
 }
 
-/** Wraps every method of a service implementation for grpc-js. */
+type Call = grpc.ServerUnaryCall<Record<string, unknown>, unknown> | grpc.ServerWritableStream<Record<string, unknown>, unknown>;
+/** How a call's outcome leaves: a unary reply, or a stream's messages and its end status. */
+interface Reply {
+  /** Runs inside the call (its signal, its slot under the cap): a stream sends its messages here. */
+  deliver(res: unknown, signal: AbortSignal): Promise<unknown>;
+  ok(res: unknown): void;
+  fail(code: grpc.status, details: string): void;
+}
+
+function unaryReply(callback: grpc.sendUnaryData<unknown>): Reply {
+  return {
+    deliver: async (res) => res,
+    ok: (res) => callback(null, res),
+    fail: (code, details) => callback({ code, details }),
+  };
+}
+
+/**
+ * A server-streaming call: the implementation returns an (async) iterable, each item one
+ * message. Writing waits while the client does not read (gRPC flow control), so a slow
+ * reader holds the work back rather than the driver's memory; a caller that went away
+ * stops it (the abort signal fires and no further message is made).
+ */
+function streamReply(call: grpc.ServerWritableStream<Record<string, unknown>, unknown>): Reply {
+  const drained = (signal: AbortSignal) =>
+    new Promise<void>((resolve) => {
+      const go = () => {
+        call.removeListener('drain', go);
+        signal.removeEventListener('abort', go);
+        resolve();
+      };
+      call.once('drain', go);
+      signal.addEventListener('abort', go, { once: true });
+    });
+  return {
+    deliver: async (res, signal) => {
+      for await (const msg of res as AsyncIterable<unknown>) {
+        if (signal.aborted) throw signal.reason;
+        if (!call.write(msg)) await drained(signal);
+      }
+      if (signal.aborted) throw signal.reason;
+    },
+    ok: () => call.end(),
+    fail: (code, details) => call.emit('error', { code, details }),
+  };
+}
+
+/** Wraps every method of a service implementation for grpc-js: unary and server-streaming alike. */
 export function wrapService(service: grpc.ServiceDefinition, impl: Impl, log: Logger, inFlight?: InFlight): grpc.UntypedServiceImplementation {
   const out: grpc.UntypedServiceImplementation = {};
-  for (const [method] of Object.entries(service)) {
+  for (const [method, def] of Object.entries(service)) {
     const fn = (impl as Record<string, unknown>)[method];
-    out[method] = (call: grpc.ServerUnaryCall<Record<string, unknown>, unknown>, callback: grpc.sendUnaryData<unknown>) => {
+    const serve = (call: Call, r: Reply) => {
       const started = process.hrtime.bigint();
       const req = call.request ?? {};
       const ids = idsOf(req);
@@ -89,7 +136,7 @@ export function wrapService(service: grpc.ServiceDefinition, impl: Impl, log: Lo
       };
       if (typeof fn !== 'function') {
         done(grpc.status.UNIMPLEMENTED);
-        callback({ code: grpc.status.UNIMPLEMENTED, details: `${method} is not implemented by this plugin` });
+        r.fail(grpc.status.UNIMPLEMENTED, `${method} is not implemented by this plugin`);
         return;
       }
       // Refused, not queued: a queue would hold calls past their deadlines and grow without
@@ -97,13 +144,15 @@ export function wrapService(service: grpc.ServiceDefinition, impl: Impl, log: Lo
       if (inFlight && inFlight.max > 0 && inFlight.count >= inFlight.max) {
         const details = `the driver is already serving ${inFlight.count} calls (--max-concurrent-rpcs ${inFlight.max}); retry later`;
         done(grpc.status.RESOURCE_EXHAUSTED, new Error(details));
-        callback({ code: grpc.status.RESOURCE_EXHAUSTED, details });
+        r.fail(grpc.status.RESOURCE_EXHAUSTED, details);
         return;
       }
       if (inFlight) inFlight.count++;
       const abort = callerGaveUp(call);
+      // A stream's messages are made while they are written, so all of it runs under the
+      // call's signal and counts against the cap until its last message.
       Promise.resolve()
-        .then(() => withCallSignal(abort.signal, () => (fn as (r: unknown) => Promise<unknown>).call(impl, req)))
+        .then(() => withCallSignal(abort.signal, async () => r.deliver(await (fn as (r: unknown) => unknown).call(impl, req), abort.signal)))
         .finally(() => {
           abort.release();
           if (inFlight) inFlight.count--;
@@ -112,7 +161,7 @@ export function wrapService(service: grpc.ServiceDefinition, impl: Impl, log: Lo
           (res) => {
             if (MUTATING_RPCS.has(method)) failpoint('rpc.beforeReply');
             done(grpc.status.OK);
-            callback(null, res);
+            r.ok(res);
           },
           (err: unknown) => {
             // The one place a thrown value becomes a status: CsiErrors, backend refusals and
@@ -120,10 +169,13 @@ export function wrapService(service: grpc.ServiceDefinition, impl: Impl, log: Lo
             const known = toCsiError(err);
             const code = known?.code ?? grpc.status.INTERNAL;
             done(code, err);
-            callback({ code, details: known ? known.message : `internal error: ${messageOf(err)}` });
+            r.fail(code, known ? known.message : `internal error: ${messageOf(err)}`);
           },
         );
     };
+    out[method] = def.responseStream
+      ? (call: grpc.ServerWritableStream<Record<string, unknown>, unknown>) => serve(call, streamReply(call))
+      : (call: grpc.ServerUnaryCall<Record<string, unknown>, unknown>, callback: grpc.sendUnaryData<unknown>) => serve(call, unaryReply(callback));
   }
   return out;
 }
@@ -133,6 +185,7 @@ export interface Services {
   controller?: Impl;
   node?: Impl;
   groupController?: Impl;
+  snapshotMetadata?: Impl;
 }
 
 export class CsiServer {
@@ -155,6 +208,9 @@ export class CsiServer {
     if (services.controller) this.server.addService(csi.Controller.service, wrapService(csi.Controller.service, services.controller, log, inFlight));
     if (services.groupController) {
       this.server.addService(csi.GroupController.service, wrapService(csi.GroupController.service, services.groupController, log, inFlight));
+    }
+    if (services.snapshotMetadata) {
+      this.server.addService(csi.SnapshotMetadata.service, wrapService(csi.SnapshotMetadata.service, services.snapshotMetadata, log, inFlight));
     }
     if (services.node) this.server.addService(csi.Node.service, wrapService(csi.Node.service, services.node, log, inFlight));
   }

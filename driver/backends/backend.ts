@@ -77,6 +77,23 @@ export interface StorageProblem {
   message: string;
 }
 
+/**
+ * Changed-block tracking (the SnapshotMetadata service): which byte ranges of a snapshot
+ * hold data, and which differ between two snapshots of one volume (base taken first). The
+ * ranges are sorted, do not overlap, and lie within capacityBytes (the snapshot's size;
+ * for a delta, the target's). A delta that cannot be known exactly is refused
+ * ('precondition': the caller takes a full backup), never guessed.
+ */
+export interface SnapshotBlocks {
+  allocated(snap: SnapshotRecord, secrets?: Secrets): Promise<BlockMap>;
+  delta(base: SnapshotRecord, target: SnapshotRecord, secrets?: Secrets): Promise<BlockMap>;
+}
+
+export interface BlockMap {
+  capacityBytes: bigint;
+  ranges: Array<{ offset: bigint; length: bigint }>;
+}
+
 /** A backend rejects a request it cannot serve with one of these; the services map them to gRPC codes. */
 export class BackendError extends Error {
   constructor(
@@ -171,6 +188,8 @@ export interface ControllerBackend extends BackendBase {
    */
   createSnapshots(recs: SnapshotRecord[], secrets?: Secrets): Promise<SnapshotRecord[]>;
   deleteSnapshot(id: string, secrets?: Secrets): Promise<void>;
+  /** Backends that can tell a snapshot's allocated and changed blocks (SnapshotMetadata). */
+  readonly snapshotBlocks?: SnapshotBlocks;
 }
 
 /** What the node service needs: the volume as a block device on this node. */

@@ -13,6 +13,10 @@ export type CsiService = 'Identity' | 'Controller' | 'Node' | 'GroupController';
 // eslint-disable-next-line @typescript-eslint/no-explicit-any -- responses are typed by the .proto at run time, not here
 export type Rpcs = Record<string, (req?: object, deadlineMs?: number) => Promise<any>>;
 
+/** Every server-streaming RPC as `await client.SnapshotMetadata.GetMetadataAllocated({...})`: all its messages, in order. */
+// eslint-disable-next-line @typescript-eslint/no-explicit-any -- as Rpcs
+export type StreamRpcs = Record<string, (req?: object, deadlineMs?: number) => Promise<any[]>>;
+
 /** The deadline of a call that names none: long enough for a full-copy CreateVolume to answer. */
 export const DEFAULT_RPC_DEADLINE_MS = 120_000;
 
@@ -21,6 +25,7 @@ export class CsiClient {
   readonly Controller: Rpcs;
   readonly Node: Rpcs;
   readonly GroupController: Rpcs;
+  readonly SnapshotMetadata: StreamRpcs;
   private readonly clients: grpc.Client[] = [];
 
   constructor(endpoint: string, readonly defaultDeadlineMs = DEFAULT_RPC_DEADLINE_MS) {
@@ -44,6 +49,26 @@ export class CsiClient {
     this.Controller = make(csi.Controller as unknown as grpc.ServiceClientConstructor);
     this.Node = make(csi.Node as unknown as grpc.ServiceClientConstructor);
     this.GroupController = make(csi.GroupController as unknown as grpc.ServiceClientConstructor);
+    this.SnapshotMetadata = this.streaming(target, opts, csi.SnapshotMetadata as unknown as grpc.ServiceClientConstructor);
+  }
+
+  /** A stream's messages gathered until its end; a failed stream rejects with its status, whatever came before. */
+  private streaming(target: string, opts: grpc.ChannelOptions, Ctor: grpc.ServiceClientConstructor): StreamRpcs {
+    const c = new Ctor(target, grpc.credentials.createInsecure(), opts);
+    this.clients.push(c);
+    const out: StreamRpcs = {};
+    for (const method of Object.keys(Ctor.service)) {
+      out[method] = (req = {}, deadlineMs = this.defaultDeadlineMs) =>
+        new Promise((resolve, reject) => {
+          const fn = (c as unknown as Record<string, (r: object, m: grpc.Metadata, o: grpc.CallOptions) => grpc.ClientReadableStream<unknown>>)[method];
+          const s = fn.call(c, req, new grpc.Metadata(), { deadline: Date.now() + deadlineMs });
+          const got: unknown[] = [];
+          s.on('data', (m) => got.push(m));
+          s.on('error', reject);
+          s.on('end', () => resolve(got));
+        });
+    }
+    return out;
   }
 
   close(): void {

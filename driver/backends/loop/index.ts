@@ -11,6 +11,7 @@ import { withQuiescedDevices, mountedFilesystems } from '../../host/freeze.js';
 import type { Logger } from '../../log.js';
 import { failpoint } from '../../failpoints.js';
 import { MiB } from '../../../lib/size.js';
+import { LoopSnapshotBlocks } from './blocks.js';
 
 export interface LoopBackendOptions {
   dataDir: string;
@@ -32,6 +33,7 @@ export class LoopBackend implements Backend {
   readonly name = 'loop';
   readonly mutableParameters = { directIO: TRUE_FALSE };
   readonly groupSnapshots: GroupSnapshotStore = this;
+  readonly snapshotBlocks: LoopSnapshotBlocks;
   private readonly volDir: string;
   private readonly snapDir: string;
   private readonly groupDir: string;
@@ -41,6 +43,7 @@ export class LoopBackend implements Backend {
     this.volDir = path.join(opts.dataDir, 'volumes');
     this.snapDir = path.join(opts.dataDir, 'snapshots');
     this.groupDir = path.join(opts.dataDir, 'groups');
+    this.snapshotBlocks = new LoopSnapshotBlocks({ dataDir: opts.dataDir, reflink: () => this.reflink, snapshotFile: (id) => this.snapImg(id) });
   }
 
   validateParameters(params: Record<string, string>): void {
