@@ -455,11 +455,31 @@ export class NodeService {
   async NodeGetVolumeHealth(req: T.NodeGetVolumeHealthRequest__Output): Promise<T.NodeGetVolumeHealthResponse> {
     const staging = req.staging_target_path ? checkPath(req.staging_target_path, 'staging_target_path') : undefined;
     const publish = req.volume_publish_path ? checkPath(req.volume_publish_path, 'volume_publish_path') : undefined;
-    const { backend, vol } = await this.volume(req.volume_id);
+    if (!req.volume_id) throw invalidArgument('volume_id is required');
+    const found = await this.ctx.findVolume(req.volume_id);
+    if (!found) return this.goneHealth(req.volume_id);
+    const { backend, vol } = found;
     const st = await this.state.get(vol.id);
     const problems = await backend.volumeHealth(vol);
     if (st?.stagingPath) problems.push(...(await attachmentProblems(backend, vol, st, { staging, publish })));
     return { volume_health: { volume_id: vol.id, health_statuses: uniqueProblems(problems) } };
+  }
+
+  /**
+   * A volume its backend no longer knows: NOT_FOUND, unless it is still staged here, where
+   * its pods keep using whatever is left: then that is its health (the backend says what
+   * went; without its word, that the volume's storage is gone).
+   */
+  private async goneHealth(id: string): Promise<T.NodeGetVolumeHealthResponse> {
+    const st = await this.state.get(id);
+    if (!st?.stagingPath) throw notFound(`volume ${id} does not exist`);
+    const backend = this.ctx.ownerOf(id, 'volume_id', 'vol');
+    const problem = (await backend?.volumeGone?.(id)) ?? {
+      status: 'DATA_LOSS' as const,
+      reason: 'VolumeMissing',
+      message: `volume ${id} is staged on this node at ${st.stagingPath}, but its storage is gone from its backend; unstage it and restore from a snapshot or backup`,
+    };
+    return { volume_health: { volume_id: id, health_statuses: [problem] } };
   }
 
   async NodeGetStorageHealth(): Promise<T.NodeGetStorageHealthResponse> {

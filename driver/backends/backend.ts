@@ -143,6 +143,12 @@ export interface BackendBase {
    * volume that exists: a check that cannot run is itself a problem to report.
    */
   volumeHealth(rec: VolumeRecord): Promise<HealthProblem[]>;
+  /**
+   * Backends whose records live in the storage itself (an LV's tags, an image's metadata)
+   * lose a volume's record with its storage: this is the problem to report for a volume a
+   * node still has staged when getVolume no longer finds it.
+   */
+  volumeGone?(id: string): Promise<HealthProblem>;
 }
 
 /** What the controller service needs: provisioning, snapshots, publication records. */

@@ -9,20 +9,31 @@ export class TestVg {
   private constructor(
     readonly dir: string,
     readonly name: string,
-    readonly pv: string,
+    /** The PVs in vgcreate order; lvm allocates from the first that has room. */
+    readonly pvs: string[],
   ) {}
 
-  static async create(dir: string, sizeGiB = 4): Promise<TestVg> {
+  /** The first PV (the only one of a VG made with one). */
+  get pv(): string {
+    return this.pvs[0];
+  }
+
+  /** A VG on one PV of sizeGiB, or on several PVs of these sizes in MiB. */
+  static async create(dir: string, sizeGiB = 4, pvSizesMiB: number[] = [sizeGiB * 1024]): Promise<TestVg> {
     await fs.mkdir(path.join(dir, 'lvmconf'), { recursive: true });
-    const img = path.join(dir, 'pv.img');
-    await execa('truncate', ['-s', `${sizeGiB}G`, img]);
-    const pv = (await execa('losetup', ['-f', '--show', img])).stdout.trim();
+    const pvs: string[] = [];
+    for (const [i, mib] of pvSizesMiB.entries()) {
+      const img = path.join(dir, i === 0 ? 'pv.img' : `pv${i}.img`);
+      await execa('truncate', ['-s', `${mib}M`, img]);
+      pvs.push((await execa('losetup', ['-f', '--show', img])).stdout.trim());
+    }
+    const accept = pvs.map((pv) => `"a|^${pv}$|", `).join('');
     await fs.writeFile(
       path.join(dir, 'lvmconf', 'lvm.conf'),
-      `devices { filter = [ "a|^${pv}$|", "r|.*|" ] use_devicesfile = 0 }\nbackup { backup = 0 archive = 0 }\nglobal { activation = 0 }\n`,
+      `devices { filter = [ ${accept}"r|.*|" ] use_devicesfile = 0 }\nbackup { backup = 0 archive = 0 }\nglobal { activation = 0 }\n`,
     );
-    const vg = new TestVg(dir, `tscsitest${process.pid}${Math.floor(Math.random() * 1e6)}`, pv);
-    await vg.lvm(['vgcreate', '-q', vg.name, pv]);
+    const vg = new TestVg(dir, `tscsitest${process.pid}${Math.floor(Math.random() * 1e6)}`, pvs);
+    await vg.lvm(['vgcreate', '-q', vg.name, ...pvs]);
     return vg;
   }
 

@@ -19,6 +19,12 @@ interface FakeLv {
   segType: string;
   /** Thin pools: whether newly allocated blocks are zeroed (lv_attr position 8). */
   zero?: boolean;
+  /** Thin pools: data_percent and metadata_percent as lvm prints them. */
+  dataPercent?: string;
+  metadataPercent?: string;
+  /** lv_attr positions 4 (state) and 8 (health) when not the defaults (active or not, healthy). */
+  state?: string;
+  health?: string;
 }
 
 /** Just enough lvm2 for the backend: reports in lvm's JSON shape, and the commands it sends. */
@@ -53,12 +59,13 @@ class FakeLvm {
             lv_name: l.name,
             lv_size: String(l.size),
             lv_tags: l.tags.join(','),
-            lv_attr: `${l.segType === 'thin-pool' ? 't' : 'V'}wi-${l.active ? 'a' : '-'}-t${l.zero === false ? '-' : 'z'}--`,
+            lv_attr: `${l.segType === 'thin-pool' ? 't' : 'V'}wi-${l.state ?? (l.active ? 'a' : '-')}-t${l.zero === false ? '-' : 'z'}${l.health ?? '-'}-`,
             pool_lv: l.pool,
             seg_start_pe: '0',
             seg_size_pe: String(l.size / (4n * MiB)),
             seg_pe_ranges: '',
-            data_percent: l.segType === 'thin-pool' ? '12.50' : '',
+            data_percent: l.segType === 'thin-pool' ? (l.dataPercent ?? '12.50') : '',
+            metadata_percent: l.segType === 'thin-pool' ? (l.metadataPercent ?? '3.10') : '',
           }));
         return report('seg', rows);
       }
@@ -320,5 +327,59 @@ describe('lvm backend, device-mapper mode (exact lvm2 commands)', () => {
     fake.calls = [];
     await b.init();
     expect(fake.calls).toContainEqual(['lvremove', '-y', `${VG}/vol-lvm-x.pit`]);
+  });
+});
+
+describe('lvm backend, device-mapper mode: health from lvm2\'s reports', () => {
+  const pool = () => fake.lvs.get('pool')!;
+  const entries = (hs: Array<{ status: string; reason: string }>) => hs.map((x) => `${x.status}/${x.reason}`);
+
+  it('a thin volume in a healthy pool has no problem, nor has the volume group', async () => {
+    const v = await b.createVolume(volume('vol-lvm-h', thin));
+    expect(await b.volumeHealth(v)).toEqual([]);
+    expect(await b.storageHealth()).toEqual([]);
+  });
+
+  it('a thin pool over the threshold degrades its volumes and the storage, with the numbers', async () => {
+    const v = await b.createVolume(volume('vol-lvm-h', thin));
+    pool().dataPercent = '93.75';
+    pool().metadataPercent = '91.02';
+    const hs = await b.volumeHealth(v);
+    expect(entries(hs)).toEqual(['DEGRADED/ThinPoolNearlyFull', 'DEGRADED/ThinPoolMetadataNearlyFull']);
+    expect(hs[0].message).toContain(`thin pool ${VG}/pool data is 93.75% used (threshold 90%)`);
+    expect(hs[1].message).toContain(`thin pool ${VG}/pool metadata is 91.02% used (threshold 90%)`);
+    expect(entries(await b.storageHealth())).toEqual(['STORAGE_DEGRADED/ThinPoolNearlyFull', 'STORAGE_DEGRADED/ThinPoolMetadataNearlyFull']);
+  });
+
+  it('a full thin pool (lvm marks it out of data space) makes its volumes inaccessible: writes needing a block fail', async () => {
+    const v = await b.createVolume(volume('vol-lvm-h', thin));
+    pool().dataPercent = '100.00';
+    pool().health = 'D';
+    const hs = await b.volumeHealth(v);
+    expect(entries(hs)).toEqual(['INACCESSIBLE/ThinPoolFull']);
+    expect(hs[0].message).toMatch(/out of data space \(100\.00% used\): writes that need a new block fail/);
+    expect(entries(await b.storageHealth())).toEqual(['STORAGE_DEGRADED/ThinPoolFull']);
+    // A linear volume beside the pool does not share its fate.
+    expect(await b.volumeHealth(await b.createVolume(volume('vol-lvm-lin', linear)))).toEqual([]);
+  });
+
+  it('a suspended LV, and one in a failed pool, are inaccessible', async () => {
+    const v = await b.createVolume(volume('vol-lvm-h', thin));
+    fake.lvs.get('vol-lvm-h')!.state = 's';
+    expect(entries(await b.volumeHealth(v))).toEqual(['INACCESSIBLE/DeviceSuspended']);
+    fake.lvs.get('vol-lvm-h')!.state = undefined;
+    fake.lvs.get('vol-lvm-h')!.health = 'F';
+    pool().health = 'F';
+    expect(entries(await b.volumeHealth(v))).toEqual(['INACCESSIBLE/ThinPoolFailed']);
+  });
+
+  it('a volume group lvm cannot read is unreachable storage, with lvm\'s words', async () => {
+    fake.vgsFailure = '  Volume group "vg0" not found';
+    const hs = await b.storageHealth();
+    expect(entries(hs)).toEqual(['STORAGE_UNREACHABLE/VolumeGroupMissing']);
+    fake.vgsFailure = '  Cannot get lock for vg0';
+    const locked = await b.storageHealth();
+    expect(entries(locked)).toEqual(['STORAGE_UNREACHABLE/LvmUnreadable']);
+    expect(locked[0].message).toContain('Cannot get lock for vg0');
   });
 });

@@ -10,7 +10,8 @@
 //    snapshot's error says to unstage it first.
 import fs from 'node:fs/promises';
 import path from 'node:path';
-import { BackendError, type Backend, type Capacity, type GroupSnapshotRecord, type GroupSnapshotStore, type SnapshotRecord, type HealthProblem, type VolumeRecord } from '../backend.js';
+import { BackendError, type Backend, type Capacity, type GroupSnapshotRecord, type GroupSnapshotStore, type SnapshotRecord, type HealthProblem, type StorageProblem, type VolumeRecord } from '../backend.js';
+import { lvProblems, vgProblems } from './health.js';
 import { Lvm, type LvInfo, type LvmRunner } from './lvm.js';
 import { readJson, writeJsonAtomic, removeFile } from '../../host/atomic.js';
 import { TAG_DIRTY, TAG_HOLDS, TAG_RECORD, holdsOf, newLvTagArgs, recordTags, snapshotRecordOf, volumeRecordOf, type LvHolds, type SnapshotWithGroup } from './records.js';
@@ -68,6 +69,8 @@ export interface LvmBackendOptions {
 /** A short-lived COW snapshot a copy reads from (device-mapper mode); never outlives its copy. */
 const TAG_PIT = 'tscsi.pit';
 const PARAMS = new Set(['volumeGroup', 'type', 'thinPool']);
+/** How lvm names a PV it cannot find. */
+const UNKNOWN_PV = '[unknown]';
 
 function exhaustedOr(err: unknown, what: string): unknown {
   if (err instanceof CommandError && /Insufficient (suitable )?(contiguous )?(allocatable )?(free )?extents|insufficient free space/i.test(err.stderr)) {
@@ -86,6 +89,8 @@ export class LvmBackend implements Backend {
   // Fixed once a VG and its PVs exist: an extent's size and where a PV's extents start.
   private readonly extentBytes = new Map<string, bigint>();
   private readonly peStart = new Map<string, bigint>();
+  // Where each LV's nodm window is (by LV and extents): found again while its PV is missing.
+  private readonly windows = new Map<string, { file: string; offset: number; size: number }>();
 
   private readonly host: LvmHost;
 
@@ -405,13 +410,38 @@ export class LvmBackend implements Backend {
   }
 
   async volumeHealth(rec: VolumeRecord): Promise<HealthProblem[]> {
-    const lv = await this.findLv(rec.id, 'vol');
-    if (!lv) return [{ status: 'DATA_LOSS', reason: 'LogicalVolumeMissing', message: `the logical volume of ${rec.id} is gone from every volume group this driver serves` }];
-    if (lv.attr[8] === 'p') return [{ status: 'INACCESSIBLE', reason: 'PhysicalVolumeMissing', message: `${lv.vg}/${lv.name} is partial: a physical volume of ${lv.vg} is missing (pvs shows which); bring it back` }];
-    if (!this.deviceMapper && lv.segments.length !== 1) {
-      return [{ status: 'INACCESSIBLE', reason: 'SegmentedWithoutDeviceMapper', message: `${lv.vg}/${lv.name} has ${lv.segments.length} segments; without device-mapper only a one-segment volume can be attached` }];
+    let lv: LvInfo | undefined;
+    let pool: LvInfo | undefined;
+    try {
+      lv = await this.findLv(rec.id, 'vol');
+      if (lv?.poolLv) pool = (await this.lvm.lvs([lv.vg], `lv_name=${lv.poolLv}`))[0];
+    } catch (err) {
+      return [{ status: 'INACCESSIBLE', reason: 'LvmUnreadable', message: `lvm cannot report on volume ${rec.id}: ${err instanceof Error ? err.message : String(err)}` }];
     }
-    return [];
+    if (!lv) return [await this.volumeGone(rec.id)];
+    return lvProblems(lv, pool, this.deviceMapper);
+  }
+
+  /** The volume's LV was removed outside the driver (its record went with its tags). */
+  async volumeGone(id: string): Promise<HealthProblem> {
+    return {
+      status: 'DATA_LOSS',
+      reason: 'LogicalVolumeMissing',
+      message: `the logical volume ${id} is in none of the volume groups this driver serves (${this.opts.volumeGroups.join(', ')}): it was removed outside the driver, and its extents may already belong to another volume; unstage it and restore from a snapshot or backup`,
+    };
+  }
+
+  async storageHealth(): Promise<StorageProblem[]> {
+    try {
+      const { found, missing } = await this.lvm.vgsOrMissing(this.opts.volumeGroups);
+      const have = found.map((v) => v.name);
+      const vgs = await this.lvm.vgHealth(have);
+      // lv_attr type 't': thin pools (those the driver's volumes use and any other: both share the VG's space).
+      const pools = (await this.lvm.lvs(have)).filter((l) => l.attr[0] === 't');
+      return vgProblems(missing, vgs, pools);
+    } catch (err) {
+      return [{ status: 'STORAGE_UNREACHABLE', reason: 'LvmUnreadable', message: `lvm cannot report on volume group(s) ${this.opts.volumeGroups.join(', ')}: ${err instanceof Error ? err.message : String(err)}` }];
+    }
   }
 
   async getSnapshot(id: string): Promise<SnapshotRecord | undefined> {
@@ -504,6 +534,13 @@ export class LvmBackend implements Backend {
   private async windowOf(lv: LvInfo): Promise<{ file: string; offset: number; size: number }> {
     if (lv.segments.length !== 1) throw new BackendError('precondition', `${lv.vg}/${lv.name} has ${lv.segments.length} segments; without device-mapper only one contiguous segment can be exposed`);
     const seg = lv.segments[0];
+    const placed = `${lv.vg}/${lv.name}:${seg.startPe}+${seg.sizePe}`;
+    if (seg.pv === UNKNOWN_PV) {
+      // Its PV is missing: the window made while it was there is still where it was.
+      const w = this.windows.get(placed);
+      if (w) return w;
+      throw new BackendError('precondition', `${lv.vg}/${lv.name} is on a missing physical volume of ${lv.vg}; reconnect it`);
+    }
     if (!this.peStart.has(seg.pv)) for (const p of await this.lvm.pvs([lv.vg])) this.peStart.set(p.name, p.peStartBytes);
     const peStart = this.peStart.get(seg.pv);
     const extent = await this.extentOf(lv.vg);
@@ -515,7 +552,9 @@ export class LvmBackend implements Backend {
       file = m.backFile;
       base = m.offset;
     }
-    return { file, offset: base + Number(peStart + BigInt(seg.startPe) * extent), size: Number(lv.sizeBytes) };
+    const w = { file, offset: base + Number(peStart + BigInt(seg.startPe) * extent), size: Number(lv.sizeBytes) };
+    this.windows.set(placed, w);
+    return w;
   }
 
   private dmPath(lv: LvInfo): string {

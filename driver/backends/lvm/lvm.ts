@@ -16,6 +16,8 @@ export interface LvInfo {
   /** Single-segment placement: the PV and the first extent (nodm windows need it). */
   segments: Array<{ pv: string; startPe: number; sizePe: number }>;
   dataPercent: number | undefined;
+  /** Thin pools: how full their metadata is. */
+  metadataPercent: number | undefined;
 }
 
 export interface VgInfo {
@@ -23,6 +25,16 @@ export interface VgInfo {
   extentBytes: bigint;
   freeBytes: bigint;
   sizeBytes: bigint;
+}
+
+/** What storage health needs of a VG: its size and free space, and the PVs it misses. */
+export interface VgHealthInfo {
+  name: string;
+  freeBytes: bigint;
+  sizeBytes: bigint;
+  missingPvs: number;
+  /** Where lvm last saw each missing PV (its device then), when it says. */
+  missingPvNames: string[];
 }
 
 export interface PvInfo {
@@ -118,6 +130,21 @@ export class Lvm {
     return { found, missing };
   }
 
+  /**
+   * Size, free space and missing PVs of VGs that exist (vgsOrMissing tells the others). A
+   * missing PV is a warning to lvm, not a failure: the reports still come, with the PV as
+   * "[unknown]", and its last device only in the warning.
+   */
+  async vgHealth(vgs: string[]): Promise<VgHealthInfo[]> {
+    if (vgs.length === 0) return [];
+    const r = await this.run(['vgs', '-o', 'vg_name,vg_free,vg_size,vg_missing_pv_count', '--reportformat', 'json', '--units', 'b', '--nosuffix', ...vgs]);
+    const rows = (JSON.parse(r.stdout) as Report).report.flatMap((x) => x.vg ?? []);
+    return rows.map((v) => {
+      const lastSeen = [...r.stderr.matchAll(/VG (\S+) is missing PV \S+ \(last written to ([^)\s]+)\)/g)].filter((m) => m[1] === v.vg_name).map((m) => m[2]);
+      return { name: v.vg_name, freeBytes: BigInt(v.vg_free), sizeBytes: BigInt(v.vg_size), missingPvs: Number(v.vg_missing_pv_count || 0), missingPvNames: lastSeen };
+    });
+  }
+
   /** Free extents per PV as contiguous runs (what a contiguous LV can use). */
   async freeRuns(vg: string): Promise<Array<{ pv: string; start: number; size: number }>> {
     const rows = await this.report(['pvs', '--segments', '-o', 'pv_name,vg_name,pvseg_start,pvseg_size,lv_name', ...this.devices], 'pvseg');
@@ -126,7 +153,7 @@ export class Lvm {
 
   async lvs(vgs: string[], select?: string): Promise<LvInfo[]> {
     if (vgs.length === 0) return [];
-    const args = ['lvs', '--segments', '-o', 'vg_name,lv_name,lv_size,lv_tags,lv_attr,pool_lv,seg_start_pe,seg_size_pe,seg_pe_ranges,data_percent'];
+    const args = ['lvs', '--segments', '-o', 'vg_name,lv_name,lv_size,lv_tags,lv_attr,pool_lv,seg_start_pe,seg_size_pe,seg_pe_ranges,data_percent,metadata_percent'];
     if (select) args.push('-S', select);
     const rows = await this.report([...args, ...vgs], 'seg');
     const byName = new Map<string, LvInfo>();
@@ -143,6 +170,7 @@ export class Lvm {
           poolLv: r.pool_lv ?? '',
           segments: [],
           dataPercent: r.data_percent ? Number(r.data_percent) : undefined,
+          metadataPercent: r.metadata_percent ? Number(r.metadata_percent) : undefined,
         };
         byName.set(key, lv);
       }
