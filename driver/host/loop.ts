@@ -73,10 +73,7 @@ export async function devicesFor(file: string): Promise<LoopDevice[]> {
   const real = await fs.realpath(file).catch(() => file);
   const out: LoopDevice[] = [];
   const strangers: Array<{ dev: string; back: string }> = [];
-  for (const dev of await fs.readdir(SYS_BLOCK)) {
-    if (!dev.startsWith('loop')) continue;
-    const back = (await sysRead(dev, 'loop/backing_file'))?.replace(/ \(deleted\)$/, '');
-    if (back === undefined) continue; // unbound devices have no loop/backing_file
+  for (const { dev, back } of await boundDevices()) {
     if (back === real) out.push(await describeSys(dev, real));
     // A path relative to a mount that is gone is a tail of the real path ("/loop/volumes/x.img"
     // of "/var/lib/tscsi/loop/volumes/x.img"); only those are checked, and by inode. Other
@@ -95,6 +92,26 @@ export async function devicesFor(file: string): Promise<LoopDevice[]> {
     }
   }
   return out;
+}
+
+/** Every bound loop device (its name under /sys/block) and the backing path sysfs shows for it. */
+async function boundDevices(): Promise<Array<{ dev: string; back: string }>> {
+  const out = [];
+  for (const dev of await fs.readdir(SYS_BLOCK)) {
+    if (!dev.startsWith('loop')) continue;
+    const back = (await sysRead(dev, 'loop/backing_file'))?.replace(/ \(deleted\)$/, '');
+    if (back !== undefined) out.push({ dev, back }); // unbound devices have no loop/backing_file
+  }
+  return out;
+}
+
+/**
+ * Devices whose backing file shows as exactly one of `paths`, compared as strings only. For
+ * files no one may stat: a file on a dead FUSE mount, or on one detached since, which the
+ * kernel then shows as "/<name>" (a path relative to the mount that is gone).
+ */
+export async function devicesShowing(paths: string[]): Promise<string[]> {
+  return (await boundDevices()).filter((d) => paths.includes(d.back)).map((d) => `/dev/${d.dev}`);
 }
 
 async function describeSys(dev: string, backFile: string): Promise<LoopDevice> {

@@ -10,7 +10,7 @@ import fs from 'node:fs/promises';
 import path from 'node:path';
 import { randomBytes } from 'node:crypto';
 import { execa } from 'execa';
-import { DriverHarness, mountCap, MiB, loopDevicesUnder, mountsUnder } from '../lib/driver-harness.js';
+import { DriverHarness, mountCap, MiB, loopDevices, loopDevicesUnder, mountsUnder } from '../lib/driver-harness.js';
 import { TestVg } from '../lib/lvm-vg.js';
 import { crashAt } from '../lib/crash.js';
 import { codeName, type CsiClient } from '../../sidecars/common/csi-client.js';
@@ -124,11 +124,8 @@ async function inventory() {
 /** Loop windows over the test VG's PV (the LVM backend's devices without device-mapper). */
 async function lvmWindows(): Promise<string[]> {
   if (!vg) return [];
-  const r = await execa('losetup', ['-l', '-n', '-J'], { reject: false });
-  if (!String(r.stdout).trim()) return [];
   const pvFile = path.join(vg.dir, 'pv.img');
-  const j = JSON.parse(String(r.stdout)) as { loopdevices: Array<{ name: string; 'back-file': string | null }> };
-  return j.loopdevices.filter((d) => d.name !== vg!.pv && (d['back-file'] === pvFile || d['back-file'] === vg!.pv)).map((d) => d.name);
+  return (await loopDevices()).filter((d) => d.name !== vg!.pv && (d.backFile === pvFile || d.backFile === vg!.pv)).map((d) => d.name);
 }
 
 /**
@@ -554,6 +551,17 @@ async function fuseHelpers(): Promise<number[]> {
   return out;
 }
 
+/** The images of every RBD volume this file made, whatever became of them. */
+const rbdImagesMade = new Set<string>();
+
+/**
+ * Loop devices left on the file of an rbd-fuse mount that is gone: once the mount is
+ * detached, the kernel shows the file as "/<image>", outside every directory of ours.
+ */
+async function loopsOnDeadFuseFiles(): Promise<string[]> {
+  return (await loopDevices()).filter((d) => rbdImagesMade.has(d.backFile.slice(1))).map((d) => d.name);
+}
+
 async function rbdInventory() {
   const fuseDir = path.join(rbdState(), 'fuse');
   return {
@@ -563,7 +571,7 @@ async function rbdInventory() {
     keyFiles: await fs.readdir(path.join(rbdState(), 'keys')).catch(() => [] as string[]),
     mappings: (await fs.readdir(fuseDir).catch(() => [] as string[])).sort(),
     helpers: (await fuseHelpers()).length,
-    loops: (await loopDevicesUnder(fuseDir)).length,
+    loops: (await loopDevicesUnder(fuseDir)).length + (await loopsOnDeadFuseFiles()).length,
     stateFiles: (await filesIn(h.stateDir)).filter((f) => f.endsWith('.json')).length,
   };
 }
@@ -616,6 +624,7 @@ async function rbdRecover(): Promise<void> {
   // Whatever the failed run left must not fail the runs after it: images straight from the
   // cluster, a few rounds (a parent goes only after its clones).
   await cleanupDriverDir(path.join(h.dir, 'staging')).catch(() => undefined);
+  for (const d of await loopsOnDeadFuseFiles()) await execa('losetup', ['-d', d], { reject: false });
   for (let round = 0; round < 3; round++) {
     for (const n of await csiImages().catch(() => [] as string[])) {
       for (const sn of await userSnaps(n).catch(() => [] as string[])) await adminRbd(ceph!, ['snap', 'rm', `${ceph!.pool}/${n}@${sn}`]).catch(() => undefined);
@@ -631,7 +640,11 @@ function rbdScenarios(): Scenario[] {
   const B = 'rbd' as const;
   const params = rbdParams;
   const secrets = rbdSecrets;
-  const create = (name: string, extra: object = {}) => createVol(name, params(), { secrets: secrets(), ...extra });
+  const create = async (name: string, extra: object = {}) => {
+    const v = await createVol(name, params(), { secrets: secrets(), ...extra });
+    rbdImagesMade.add(volumeImage(v.volume_id));
+    return v;
+  };
   const restoreAndReadRbd = async (snapshotId: string, name: string) =>
     readPattern(await stage((await create(name, { volume_content_source: { snapshot: { snapshot_id: snapshotId } } })).volume_id, name));
   const stagedSource = async () => {
@@ -880,6 +893,7 @@ describe('rbd backend (one real Ceph cluster, fuse mapper): crash at every fail 
   afterAll(async () => {
     await h?.stopProcess();
     if (h) await cleanupDriverDir(h.dir);
+    for (const d of await loopsOnDeadFuseFiles()) await execa('losetup', ['-d', d], { reject: false });
     await h?.cleanup();
     if (cephRoot) {
       await stopCeph(path.join(cephRoot, 'ceph'));

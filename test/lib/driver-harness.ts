@@ -142,12 +142,17 @@ export class DriverHarness {
   }
 }
 
-/** Loop devices whose backing file lies under dir. */
-export async function loopDevicesUnder(dir: string): Promise<string[]> {
+/** Every bound loop device on the host and the backing file it shows. */
+export async function loopDevices(): Promise<Array<{ name: string; backFile: string }>> {
   const r = await execa('losetup', ['-l', '-n', '-J'], { reject: false });
   if (!String(r.stdout).trim()) return [];
   const j = JSON.parse(String(r.stdout)) as { loopdevices: Array<{ name: string; 'back-file': string | null }> };
-  return j.loopdevices.filter((d) => d['back-file']?.startsWith(dir + '/')).map((d) => d.name);
+  return j.loopdevices.flatMap((d) => (d['back-file'] ? [{ name: d.name, backFile: d['back-file'] }] : []));
+}
+
+/** Loop devices whose backing file lies under dir. */
+export async function loopDevicesUnder(dir: string): Promise<string[]> {
+  return (await loopDevices()).filter((d) => d.backFile.startsWith(dir + '/')).map((d) => d.name);
 }
 
 export async function mountsUnder(dir: string): Promise<string[]> {

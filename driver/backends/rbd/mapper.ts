@@ -186,6 +186,18 @@ export class FuseMapper implements Mapper {
     return d && d.backFile === path.join(dir, 'mnt', t.image) ? rec.device : undefined;
   }
 
+  /**
+   * Every loop device on this image's fuse file, not only the recorded one: a crash between
+   * attaching a device and recording it leaves one the record does not name, and an older
+   * version's re-map left such devices behind once their fuse mount was detached (the kernel
+   * then shows the file as "/<image>"). Each would hold a dead file for ever.
+   */
+  private async devicesOnFile(t: MapTarget): Promise<string[]> {
+    // The path the kernel keeps is the resolved one (as in boundDevice).
+    const dir = await fs.realpath(this.dirOf(t)).catch(() => this.dirOf(t));
+    return loop.devicesShowing([path.join(dir, 'mnt', t.image), `/${t.image}`]);
+  }
+
   async mapped(t: MapTarget): Promise<string | undefined> {
     return this.boundDevice(t, await readJson<FuseMapping>(this.recOf(t)));
   }
@@ -268,8 +280,7 @@ export class FuseMapper implements Mapper {
    * OSDs time its watch out.
    */
   private async teardown(t: MapTarget, rec: FuseMapping): Promise<void> {
-    const dev = await this.boundDevice(t, rec);
-    if (dev) {
+    for (const dev of await this.devicesOnFile(t)) {
       const still = await mnt.mountsOf(dev);
       if (still.length > 0) throw new BackendError('precondition', `${dev} (${imageSpec(t.pool, t.image)}) is still mounted at ${still.map((m) => m.target).join(', ')}`);
       await loop.detach(dev);
