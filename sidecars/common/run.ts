@@ -102,14 +102,19 @@ export interface CommonControllerOptions extends Scope {
   log: Logger;
 }
 
+/** Flags a sidecar adds to the shared ones (string flags only: parsed by the sidecar). */
+export type ExtraFlags = Record<string, { type: 'string'; default?: string }>;
+
 /**
- * The whole main() of a controller-side sidecar: the shared flags, the driver's name from
- * its socket, the controller `make` builds, and runController.
+ * The whole main() of a controller-side sidecar: the shared flags (and `extra`, whose values
+ * `make` gets), the driver's name from its socket, the controller `make` builds, and
+ * runController.
  */
 export function controllerMain(
   component: string,
   defaultTimeoutSeconds: number,
-  make: (k: Clients, csi: CsiClient, opts: CommonControllerOptions) => Controller,
+  make: (k: Clients, csi: CsiClient, opts: CommonControllerOptions, extra: Record<string, string | undefined>) => Controller,
+  extra: ExtraFlags = {},
 ): void {
   runMain(component, async () => {
     const { values } = parseArgs({
@@ -122,6 +127,7 @@ export function controllerMain(
         'node-name': { type: 'string' },
         backends: { type: 'string' },
         'default-backend': { type: 'string', default: DEFAULT_BACKEND },
+        ...extra,
       },
     });
     const backends = parseBackends(values.backends as string | undefined);
@@ -141,6 +147,6 @@ export function controllerMain(
       log,
     };
     log.info({ node: opts.nodeName, backends: backends ? [...backends] : 'all' }, 'serving');
-    await runController({ component, flags: values as ControllerFlags, csiAddress, csi, metrics, k, driver, log }, make(k, csi, opts));
+    await runController({ component, flags: values as ControllerFlags, csiAddress, csi, metrics, k, driver, log }, make(k, csi, opts, Object.fromEntries(Object.keys(extra).map((f) => [f, (values as Record<string, unknown>)[f] as string | undefined]))));
   });
 }

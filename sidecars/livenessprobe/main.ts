@@ -7,7 +7,7 @@ import { unixSocketPath } from '../../lib/socket.js';
 import { CsiCallMetrics } from '../common/metrics.js';
 import { serveHealthAndMetrics } from '../common/http.js';
 import { probeDriver, waitForDriverName } from '../common/driver.js';
-import { parseDuration } from './duration.js';
+import { parseDuration } from '../common/duration.js';
 
 const USAGE = `tscsi-livenessprobe: HTTP /healthz backed by the CSI driver's Probe
 

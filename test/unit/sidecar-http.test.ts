@@ -7,7 +7,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { parseHostPort, serveHttp, healthz, metrics, type HttpServer } from '../../sidecars/common/http.js';
 import { Registry, CsiCallMetrics } from '../../sidecars/common/metrics.js';
-import { parseDuration } from '../../sidecars/livenessprobe/duration.js';
+import { parseDuration } from '../../sidecars/common/duration.js';
 import { probeDriver } from '../../sidecars/common/driver.js';
 import { serveControllerHttp } from '../../sidecars/common/run.js';
 import { CsiServer } from '../../driver/server.js';
