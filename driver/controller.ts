@@ -70,7 +70,16 @@ export function volumeMessage(v: VolumeRecord) {
   };
 }
 
-export function snapshotMessage(s: SnapshotRecord) {
+/**
+ * Where volumes made from a backend's snapshots can be used: a node-local backend keeps its
+ * snapshots beside their sources on this node; a shared backend's snapshots are usable
+ * everywhere (no topology, as the spec reads an absent one).
+ */
+export function snapshotTopology(backend: ControllerBackend, nodeTopology: Record<string, string>): Record<string, string>[] {
+  return backend.nodeLocal && Object.keys(nodeTopology).length ? [nodeTopology] : [];
+}
+
+export function snapshotMessage(s: SnapshotRecord, topology: Record<string, string>[]) {
   return {
     size_bytes: s.sizeBytes.toString(),
     snapshot_id: s.id,
@@ -78,6 +87,7 @@ export function snapshotMessage(s: SnapshotRecord) {
     creation_time: timestamp(s.createdAtSeconds, s.createdAtNanos),
     ready_to_use: true,
     group_snapshot_id: s.groupSnapshotId,
+    accessible_topology: topology.map((segments) => ({ segments })),
   };
 }
 
@@ -197,12 +207,16 @@ export class ControllerService {
     return { name: req.name, backend, params, mutable, accessType, fsType };
   }
 
-  /** A node-local backend can only provision where it runs. */
-  private checkTopology(backend: ControllerBackend, requirements: T.CreateVolumeRequest__Output['accessibility_requirements']): void {
+  /** A node-local backend can only provision (volumes and snapshots) where it runs. */
+  private checkTopology(backend: ControllerBackend, requirements: T.CreateVolumeRequest__Output['accessibility_requirements'], what = 'volume'): void {
     const requisite = (requirements?.requisite ?? []).map((t) => t.segments ?? {});
     if (backend.nodeLocal && requisite.length > 0 && !requisite.some((t) => topologyMatches(t, this.ctx.topology))) {
-      throw resourceExhausted(`volume cannot be provisioned in the requested topology: this ${backend.name} backend serves only ${JSON.stringify(this.ctx.topology)}`);
+      throw resourceExhausted(`${what} cannot be provisioned in the requested topology: this ${backend.name} backend serves only ${JSON.stringify(this.ctx.topology)}`);
     }
+  }
+
+  private snapshotOut(backend: ControllerBackend, s: SnapshotRecord) {
+    return snapshotMessage(s, snapshotTopology(backend, this.ctx.topology));
   }
 
   /** The snapshot or volume to copy from, which must exist and live in the same backend. */
@@ -449,6 +463,8 @@ export class ControllerService {
     }
     const backend = this.ctx.ownerOf(req.source_volume_id, 'source_volume_id', 'vol');
     if (!backend) throw notFound(`source volume ${req.source_volume_id} does not exist`);
+    // A snapshot lives where its source does: requirements elsewhere cannot be met.
+    this.checkTopology(backend, req.accessibility_requirements, 'snapshot');
     const id = deriveId('snap', backend.name, req.name);
     // Long work (copies, wipes) runs on when the caller's deadline passes; a retry sees it finish.
     const work = () => this.ctx.locks.with([id, req.source_volume_id], 'CreateSnapshot', async () => {
@@ -457,7 +473,7 @@ export class ControllerService {
         if (existing.sourceVolumeId !== req.source_volume_id) {
           throw alreadyExists(`a snapshot named ${JSON.stringify(req.name)} already exists (${id}) of another volume, ${existing.sourceVolumeId}`);
         }
-        return { snapshot: snapshotMessage(existing) };
+        return { snapshot: this.snapshotOut(backend, existing) };
       }
       const vol = await backend.getVolume(req.source_volume_id);
       if (!vol) throw notFound(`source volume ${req.source_volume_id} does not exist`);
@@ -473,7 +489,7 @@ export class ControllerService {
         parameters: params,
       };
       const [made] = await backend.createSnapshots([rec], req.secrets ?? {});
-      return { snapshot: snapshotMessage(made) };
+      return { snapshot: this.snapshotOut(backend, made) };
     });
     return this.ctx.background.run(id, 'CreateSnapshot', work);
   }
@@ -492,22 +508,22 @@ export class ControllerService {
   }
 
   async ListSnapshots(req: T.ListSnapshotsRequest__Output): Promise<T.ListSnapshotsResponse> {
-    let snaps: SnapshotRecord[] = [];
+    let snaps: Array<{ backend: ControllerBackend; snap: SnapshotRecord }> = [];
     if (req.snapshot_id) {
       const found = parseId(req.snapshot_id, 'snapshot_id', 'snap') ? await this.ctx.findSnapshot(req.snapshot_id) : undefined;
-      snaps = found ? [found.snap] : [];
+      snaps = found ? [found] : [];
     } else {
-      for (const b of this.ctx.backends.values()) snaps.push(...(await b.listSnapshots()));
+      for (const backend of this.ctx.backends.values()) snaps.push(...(await backend.listSnapshots()).map((snap) => ({ backend, snap })));
     }
-    if (req.source_volume_id) snaps = snaps.filter((s) => s.sourceVolumeId === req.source_volume_id);
-    const { page, nextToken } = paginate(snaps, (s) => s.id, req.starting_token, pageSize(req.max_entries));
-    return { entries: page.map((s) => ({ snapshot: snapshotMessage(s) })), next_token: nextToken };
+    if (req.source_volume_id) snaps = snaps.filter((s) => s.snap.sourceVolumeId === req.source_volume_id);
+    const { page, nextToken } = paginate(snaps, (s) => s.snap.id, req.starting_token, pageSize(req.max_entries));
+    return { entries: page.map((s) => ({ snapshot: this.snapshotOut(s.backend, s.snap) })), next_token: nextToken };
   }
 
   async GetSnapshot(req: T.GetSnapshotRequest__Output): Promise<T.GetSnapshotResponse> {
     const found = (await this.ctx.findSnapshot(req.snapshot_id)) ?? undefined;
     if (!found) throw notFound(`snapshot ${req.snapshot_id} does not exist`);
-    return { snapshot: snapshotMessage(found.snap) };
+    return { snapshot: this.snapshotOut(found.backend, found.snap) };
   }
 
   async ControllerExpandVolume(req: T.ControllerExpandVolumeRequest__Output): Promise<T.ControllerExpandVolumeResponse> {

@@ -5,14 +5,14 @@ import { DriverContext, timestamp, nowTimestamp } from './context.js';
 import { invalidArgument, notFound, alreadyExists } from './errors.js';
 import { deriveId, parseId } from './ids.js';
 import { checkName, checkStringMap } from './validate.js';
-import { snapshotMessage } from './controller.js';
+import { snapshotMessage, snapshotTopology } from './controller.js';
 import type * as T from '../proto/types.js';
 import { failpoint } from './failpoints.js';
 
-function groupMessage(g: GroupSnapshotRecord, snaps: SnapshotRecord[]) {
+function groupMessage(g: GroupSnapshotRecord, snaps: SnapshotRecord[], topology: Record<string, string>[]) {
   return {
     group_snapshot_id: g.id,
-    snapshots: snaps.map(snapshotMessage),
+    snapshots: snaps.map((s) => snapshotMessage(s, topology)),
     creation_time: timestamp(g.createdAtSeconds, g.createdAtNanos),
     ready_to_use: true,
   };
@@ -62,7 +62,7 @@ export class GroupControllerService {
         if (!sameSet(snaps.map((s) => s.sourceVolumeId), sources)) {
           throw alreadyExists(`a group snapshot named ${JSON.stringify(req.name)} already exists (${id}) of other volumes`);
         }
-        return { group_snapshot: groupMessage(existing, snaps) };
+        return { group_snapshot: groupMessage(existing, snaps, snapshotTopology(backend, this.ctx.topology)) };
       }
       const vols = [];
       for (const v of sources) {
@@ -94,7 +94,7 @@ export class GroupControllerService {
         parameters: params,
       };
       await groups.saveGroupSnapshot(group);
-      return { group_snapshot: groupMessage(group, made) };
+      return { group_snapshot: groupMessage(group, made, snapshotTopology(backend, this.ctx.topology)) };
     });
     return this.ctx.background.run(id, 'CreateVolumeGroupSnapshot', work);
   }
@@ -106,7 +106,7 @@ export class GroupControllerService {
     if (req.snapshot_ids?.length && !sameSet(req.snapshot_ids, g.snapshotIds)) {
       throw invalidArgument(`snapshot_ids do not match the members of group snapshot ${g.id}`);
     }
-    return { group_snapshot: groupMessage(g, await this.members(backend, g)) };
+    return { group_snapshot: groupMessage(g, await this.members(backend, g), snapshotTopology(backend, this.ctx.topology)) };
   }
 
   async DeleteVolumeGroupSnapshot(req: T.DeleteVolumeGroupSnapshotRequest__Output): Promise<T.DeleteVolumeGroupSnapshotResponse> {

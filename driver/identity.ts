@@ -19,6 +19,8 @@ export class IdentityService {
         { service: { type: 'CONTROLLER_SERVICE' } },
         { service: { type: 'VOLUME_ACCESSIBILITY_CONSTRAINTS' } },
         { service: { type: 'GROUP_CONTROLLER_SERVICE' } },
+        // Loop and LVM snapshots are usable only on their node, and say so (RBD's everywhere).
+        { service: { type: 'SNAPSHOT_ACCESSIBILITY_CONSTRAINTS' } },
         ...([...this.ctx.backends.values()].some((b) => b.snapshotBlocks) ? [{ service: { type: 'SNAPSHOT_METADATA_SERVICE' as const } }] : []),
         { volume_expansion: { type: 'ONLINE' } },
       ],

@@ -44,6 +44,19 @@ describe('volume lifecycle on the loop backend', () => {
     expect(snap.ready_to_use).toBe(true);
     expect(snap.source_volume_id).toBe(vol.volume_id);
     expect(snap.size_bytes).toBe(String(512 * MiB));
+    // Loop snapshots live on this node, and say so; a snapshot wanted elsewhere cannot be made.
+    const here = { segments: { 'topology.tscsi.dev/node': h.nodeId } };
+    expect(snap.accessible_topology).toEqual([here]);
+    expect((await c.Controller.ListSnapshots({ snapshot_id: snap.snapshot_id })).entries[0].snapshot.accessible_topology).toEqual([here]);
+    const same = await c.Controller.CreateSnapshot({ name: 'snap-lifecycle', source_volume_id: vol.volume_id, accessibility_requirements: { requisite: [here] } });
+    expect(same.snapshot.snapshot_id).toBe(snap.snapshot_id);
+    const elsewhere = await c.Controller.CreateSnapshot({
+      name: 'snap-elsewhere',
+      source_volume_id: vol.volume_id,
+      accessibility_requirements: { requisite: [{ segments: { 'topology.tscsi.dev/node': 'another-node' } }] },
+    }).catch((e: unknown) => e);
+    expect(codeName(elsewhere)).toBe('RESOURCE_EXHAUSTED');
+    expect((elsewhere as Error).message).toMatch(/snapshot cannot be provisioned in the requested topology/);
     await unpublishAndUnstage(vol.volume_id, p);
     await expect(fs.stat(p.target)).rejects.toThrow(); // NodeUnpublish removes the target
 

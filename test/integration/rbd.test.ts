@@ -231,6 +231,7 @@ describe('rbd backend on a real Ceph cluster (fuse mapper)', () => {
     // Snapshot while staged (frozen around the cut), then a volume from it.
     const snap = (await c.Controller.CreateSnapshot({ name: 'snap-rbd-1', source_volume_id: v.volume_id })).snapshot;
     expect(snap.snapshot_id).toMatch(/^snap-rbd-/);
+    expect(snap.accessible_topology).toEqual([]); // usable from every node
     expect((await rbdNames()).includes(snapshotImage(snap.snapshot_id))).toBe(true);
     const listed = (await c.Controller.ListSnapshots({ source_volume_id: v.volume_id })).entries.map((e: any) => e.snapshot.snapshot_id);
     expect(listed).toEqual([snap.snapshot_id]);
