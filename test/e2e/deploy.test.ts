@@ -32,6 +32,8 @@ const overlay = path.join(work, 'overlay');
 const dataDir = path.join(env.runDir, 'tscsi-data'); // removed (unmounted, loops detached) by `cluster down`
 const results: Record<string, number | string | boolean> = {};
 let csi: CsiClient | undefined;
+/** The installed health monitor's --monitor-interval. */
+const HEALTH_INTERVAL_S = 3;
 const handles = new Set<string>(); // volumes this run made: their loop devices are detached at the end
 
 /** The image archive, from the cache when nothing it is built from changed. */
@@ -112,9 +114,14 @@ async function writeOverlay(apiPort: string, healthPort: number): Promise<void> 
     const l = idx(spec.containers, 'livenessprobe');
     const args = (spec.containers[l].args as string[]).map((a) => (a.startsWith('--http-endpoint=') ? `--http-endpoint=$(POD_IP):${healthPort}` : a));
     ops.push({ op: 'replace', path: `${P}/containers/${l}/args`, value: args });
-    withApi(spec, ops, ['provisioner', 'attacher', 'resizer']);
+    // the node health monitor names kubelet's staging and publish paths to the driver
+    // (and polls often, so its case below waits seconds, not its default minute)
+    const h = idx(spec.containers, 'health-monitor');
+    ops.push({ op: 'add', path: `${P}/containers/${h}/args/-`, value: `--kubelet-dir=${kubelet}` });
+    ops.push({ op: 'add', path: `${P}/containers/${h}/args/-`, value: `--monitor-interval=${HEALTH_INTERVAL_S}s` });
+    withApi(spec, ops, ['provisioner', 'attacher', 'resizer', 'health-monitor']);
   });
-  const controller = patchesFor('Deployment', 'tscsi-controller', (spec, ops) => withApi(spec, ops, ['provisioner', 'attacher', 'resizer']));
+  const controller = patchesFor('Deployment', 'tscsi-controller', (spec, ops) => withApi(spec, ops, ['provisioner', 'attacher', 'resizer', 'health-monitor']));
   fs.mkdirSync(overlay, { recursive: true });
   const kustomization = {
     apiVersion: 'kustomize.config.k8s.io/v1beta1',
@@ -138,7 +145,7 @@ async function diagnostics(): Promise<string> {
   ]) {
     parts.push(`--- kubectl ${args.join(' ')} ---\n${await env.kubectl(args).catch((e) => String(e))}`);
   }
-  for (const c of ['driver', 'registrar', 'provisioner', 'attacher', 'resizer', 'livenessprobe']) {
+  for (const c of ['driver', 'registrar', 'provisioner', 'attacher', 'resizer', 'health-monitor', 'livenessprobe']) {
     parts.push(`--- logs ${c} ---\n${await env.kubectl(['logs', '-n', NS, 'daemonset/tscsi-node', '-c', c, '--tail=30']).catch((e) => String(e))}`);
   }
   return parts.join('\n');
@@ -218,7 +225,7 @@ afterAll(async () => {
 describe('installed from deploy/ as pods on a real cluster', () => {
   it('kubectl apply -k runs every container of the node pod from our image, unrestarted; the controller Deployment waits at 0 replicas', { timeout: 2 * MIN }, async () => {
     const [nodePod] = await nodePods();
-    expect(nodePod.spec.containers.map((c: any) => c.image)).toEqual(Array(6).fill(IMAGE));
+    expect(nodePod.spec.containers.map((c: any) => c.image)).toEqual(Array(7).fill(IMAGE));
     expect(nodePod.status.containerStatuses.every((c: any) => c.ready && c.restartCount === 0)).toBe(true);
     // the controller Deployment (RBD only) is installed, scaled to 0
     expect((await env.json(['get', 'deployment', '-n', NS, 'tscsi-controller'])).spec.replicas).toBe(0);
@@ -302,6 +309,36 @@ describe('installed from deploy/ as pods on a real cluster', () => {
       const lines = log.split('\n').filter((l) => l.includes(handle) && /"level":(40|50)/.test(l));
       console.log(`after the driver restart: ${String(err).split('\n')[0]}\n${lines.slice(-4).join('\n')}`);
       throw err;
+    }
+  });
+
+  // The health monitor as installed: its RBAC lets it watch PVs and claims, list the node's
+  // pods and write Events (a missing grant would only show as a warning in its log).
+  it('the health monitor in the node pod: a volume\'s backing file moved away gives Warnings on the claim from both sides, then Normals', { timeout: 6 * MIN }, async () => {
+    await env.apply(claim('ailing', 'tscsi-loop', '64Mi'));
+    await env.apply(pod('ailing', 'ailing', 'echo ok > /data/f && sleep 3600'));
+    await waitPhase('ailing', ['Running']);
+    const { handle } = await env.bound('ailing');
+    handles.add(handle);
+    const img = (await execa('find', [path.join(dataDir, 'loop'), '-name', `${handle}.img`])).stdout.trim();
+    expect(img).toMatch(/\.img$/);
+    const events = async (reason: string) =>
+      (await env.json(['get', 'events', '--field-selector', 'involvedObject.kind=PersistentVolumeClaim,involvedObject.name=ailing'])).items.filter((e: any) => e.reason === reason);
+    const fromBothSides = (reason: string, text: string) =>
+      env.waitFor(`${reason} on the claim from both sides`, async () => {
+        const sources = new Set((await events(reason)).filter((e: any) => e.message.includes(text)).map((e: any) => e.source.component));
+        return sources.has(`${DRIVER}-health-monitor`) && sources.has(`${DRIVER}-health-monitor-node`);
+      }, 10 * HEALTH_INTERVAL_S * 1000, diagnostics);
+    try {
+      fs.renameSync(img, `${img}.away`);
+      await fromBothSides('VolumeConditionAbnormal', 'DATA_LOSS BackingFileMissing');
+      fs.renameSync(`${img}.away`, img);
+      await fromBothSides('VolumeConditionNormal', 'healthy again');
+      expect((await events('VolumeConditionAbnormal')).map((e: any) => e.type)).toEqual(['Warning', 'Warning']);
+    } finally {
+      if (fs.existsSync(`${img}.away`)) fs.renameSync(`${img}.away`, img);
+      await env.kubectl(['delete', 'pod', 'ailing', '--ignore-not-found', '--wait=true', '--timeout=120s']);
+      await env.kubectl(['delete', 'pvc', 'ailing', '--ignore-not-found', '--wait=true', '--timeout=120s']);
     }
   });
 

@@ -28,10 +28,10 @@ describe('deploy/ manifests', () => {
 
   it('every container runs the one image at the package version, a program the entrypoint knows', () => {
     const entry = fs.readFileSync(path.join(DEPLOY, 'image', 'tscsi.mjs'), 'utf8');
-    expect(containers.length).toBe(11);
+    expect(containers.length).toBe(13);
     for (const c of containers) {
       expect(c.image).toBe(`tscsi.local/tscsi:${VERSION}`);
-      expect(entry).toContain(`  ${c.args[0]}: 'dist/`);
+      expect(entry).toMatch(new RegExp(`^  '?${c.args[0]}'?: 'dist/`, 'm')); // a name with a dash is quoted
     }
   });
 
@@ -84,7 +84,7 @@ describe('deploy/ manifests', () => {
     const rolesOf = (sa: string) =>
       objs.filter((o) => o.kind.endsWith('RoleBinding') && o.subjects.some((s: any) => s.name === sa)).map((b) => `${b.roleRef.kind}/${b.roleRef.name}`).sort();
     expect(rolesOf('tscsi-node')).toEqual(['ClusterRole/tscsi-node-sidecars']);
-    expect(rolesOf('tscsi-controller')).toEqual(['ClusterRole/tscsi-attacher', 'ClusterRole/tscsi-provisioner', 'ClusterRole/tscsi-resizer', 'Role/tscsi-controller-leases']);
+    expect(rolesOf('tscsi-controller')).toEqual(['ClusterRole/tscsi-attacher', 'ClusterRole/tscsi-health-monitor', 'ClusterRole/tscsi-provisioner', 'ClusterRole/tscsi-resizer', 'Role/tscsi-controller-leases']);
   });
 
   it('RBD overlay: the controller alone reads Secrets, by name, in its namespace', () => {
@@ -189,6 +189,24 @@ describe('deploy/ manifests', () => {
       expect(arg(node, 'backends')).toBe('loop,lvm');
       expect(arg(node, 'node-name')).toBe('$(NODE_NAME)');
     }
+  });
+
+  it('the health monitor: the node\'s checks its loop/LVM volumes and every volume of its pods, the controller\'s RBD; both may only read and write Events', () => {
+    const arg = (c: any, flag: string) => c.args.find((a: string) => a.startsWith(`--${flag}=`))?.slice(flag.length + 3);
+    const node = ds.spec.template.spec.containers.find((c: any) => c.name === 'health-monitor');
+    const central = dep.spec.template.spec.containers.find((c: any) => c.name === 'health-monitor');
+    expect([arg(node, 'mode'), arg(node, 'node-name'), arg(node, 'backends')]).toEqual(['all', '$(NODE_NAME)', 'loop,lvm']);
+    expect(node.env).toContainEqual({ name: 'NODE_NAME', valueFrom: { fieldRef: { fieldPath: 'spec.nodeName' } } });
+    expect([arg(central, 'mode'), arg(central, 'node-name'), arg(central, 'backends')]).toEqual(['controller', undefined, 'rbd']);
+    for (const c of [node, central]) expect(c.volumeMounts).toEqual([{ name: 'socket-dir', mountPath: '/csi' }]);
+    const grants = (role: string, resource: string) => find(objs, 'ClusterRole', role).rules.filter((r: any) => r.apiGroups.includes('') && r.resources.includes(resource)).flatMap((r: any) => r.verbs);
+    for (const role of ['tscsi-health-monitor', 'tscsi-node-sidecars']) {
+      expect(grants(role, 'pods')).toEqual(['list']);
+      expect(grants(role, 'events')).toEqual(['create']);
+      expect(grants(role, 'persistentvolumes')).toEqual(expect.arrayContaining(['list', 'watch']));
+    }
+    expect(grants('tscsi-node-sidecars', 'persistentvolumeclaims')).toEqual(expect.arrayContaining(['list', 'watch']));
+    expect(find(objs, 'ClusterRole', 'tscsi-health-monitor').rules.flatMap((r: any) => r.verbs).filter((v: string) => v !== 'create')).toEqual(['list', 'watch', 'list']);
   });
 
   it('cephx key files from CSI secrets are on a memory-backed volume in every driver container', () => {
