@@ -56,7 +56,7 @@ async function buildLoop(cfg: NonNullable<DriverSettings['loop']>, s: DriverSett
     const r = await ensureXfsPool(cfg.dataDir, cfg.dataPoolBytes);
     log.info({ dataDir: cfg.dataDir, ...r }, 'xfs pool for the loop backend');
   }
-  const loop = new LoopBackend({ dataDir: cfg.dataDir, capacityBytes: cfg.capacityBytes, maxVolumeBytes: s.maxVolumeBytes, log });
+  const loop = new LoopBackend({ dataDir: cfg.dataDir, capacityBytes: cfg.capacityBytes, maxVolumeBytes: s.maxVolumeBytes, pool: cfg.dataPoolBytes !== undefined, log });
   await loop.init();
   log.info({ dataDir: cfg.dataDir, reflink: loop.reflink }, 'loop backend ready');
   return loop;

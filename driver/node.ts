@@ -101,12 +101,18 @@ export class NodeService {
     return (await locateUnderRoots(p, this.roots, field))?.real ?? p;
   }
 
-  /** Our mounts at `where`, top first, are unmounted; a foreign one on top stops us. */
-  private async unmountOurs(where: string, devno: string | undefined, volId: string): Promise<void> {
+  /**
+   * Our mounts at `where`, top first, are unmounted; a foreign one on top stops us.
+   * `staleBindIsOurs`: the caller knows `where` as this volume's block publication while the
+   * volume has no device here (detached behind our back), so a bind of a device node whose
+   * device is gone can only be what we left there.
+   */
+  private async unmountOurs(where: string, devno: string | undefined, volId: string, staleBindIsOurs = false): Promise<void> {
     for (let i = 0; i < MAX_STACKED_UNMOUNTS; i++) {
       const m = await mnt.mountAt(where);
       if (!m) return;
-      if (!(await mnt.isMountOf(m, devno))) throw failedPrecondition(`${where} has ${m.source} mounted, which is not volume ${volId}; not touching it`);
+      const ours = (await mnt.isMountOf(m, devno)) || (staleBindIsOurs && (await mnt.isBindOfVanishedDevice(m)));
+      if (!ours) throw failedPrecondition(`${where} has ${m.source} mounted, which is not volume ${volId}; not touching it`);
       await mnt.umount(where).catch((err) => {
         throw hostFailure(`unmounting ${where}`, err);
       });
@@ -404,7 +410,7 @@ export class NodeService {
       const pub = st?.publications[target];
       const { devno } = await this.devnoOf(backend, vol);
       const where = await this.releasePath(target, 'target_path');
-      await this.unmountOurs(where, devno, vol.id);
+      await this.unmountOurs(where, devno, vol.id, pub !== undefined && vol.accessType === 'block' && !devno);
       failpoint('node.unpublish.afterUmount');
       // Only what NodePublish made is removed, and only if it still is a plain directory or
       // file (never through a symlink); a target the CO made is the CO's.

@@ -1,9 +1,11 @@
 // What the node sees of a volume's health beyond its backend's view: whether the device is
-// still attached and the staging and publish mounts are still the volume's. The health
-// helper tier (filesystem errors, writability) grows here, shared by every backend.
+// still attached, the staging and publish mounts are still the volume's, and what the
+// kernel says of the filesystem on it (shut down, made read-only, errors recorded). Shared
+// by every backend; the host facts come from host/mount.ts and host/fshealth.ts.
 import type { HealthProblem, NodeBackend, VolumeRecord } from './backends/backend.js';
 import type { NodeVolumeState } from './nodestate.js';
 import * as mnt from './host/mount.js';
+import { filesystemFaults, type FilesystemFault } from './host/fshealth.js';
 
 /** The CSI rule: one entry per (status, reason); the first message found is kept. */
 export function uniqueProblems(problems: HealthProblem[]): HealthProblem[] {
@@ -26,33 +28,67 @@ export async function attachmentProblems(
   st: NodeVolumeState,
   asked: { staging?: string; publish?: string },
 ): Promise<HealthProblem[]> {
-  const out: HealthProblem[] = [];
   const device = await backend.attachedDevice(vol);
   if (!device) {
-    out.push({
-      status: 'INACCESSIBLE',
-      reason: 'DeviceDetached',
-      message: `volume ${vol.id} is staged at ${st.stagingPath} but no longer attached on this node: unstage and stage it again (restart the pods using it)`,
-    });
-    return out;
+    return [
+      {
+        status: 'INACCESSIBLE',
+        reason: 'DeviceDetached',
+        message: `volume ${vol.id} is staged at ${st.stagingPath} but no longer attached on this node: unstage and stage it again (restart the pods using it)`,
+      },
+    ];
   }
-  const devno = await mnt.deviceNumber(device);
+  const out = (await backend.deviceHealth?.(vol, device)) ?? [];
   const stagings = vol.accessType === 'mount' && (!asked.staging || asked.staging === st.stagingPath) ? [st.stagingPath] : [];
   const publishes = asked.publish ? (st.publications[asked.publish] ? [asked.publish] : []) : Object.keys(st.publications);
-  for (const [p, reason, what] of [
+  const { problems, sound } = await mountProblems(vol, await mnt.deviceNumber(device), [
     ...stagings.map((p) => [p, 'StagingMountMissing', 'staged'] as const),
     ...publishes.map((p) => [p, 'PublishMountMissing', 'published'] as const),
-  ]) {
-    const m = await mnt.mountAt(p);
-    if (!m || !(await mnt.isMountOf(m, devno))) {
-      out.push({
-        status: 'INACCESSIBLE',
-        reason,
-        message: m
-          ? `volume ${vol.id} is ${what} at ${p}, but ${m.source} is mounted there now`
-          : `volume ${vol.id} is ${what} at ${p}, but nothing is mounted there any more: pods see an empty directory; restart them`,
-      });
-    }
-  }
+  ]);
+  out.push(...problems);
+  // Every mount of a mount volume shows one filesystem (publications bind the staged one), so one look is enough.
+  if (vol.accessType === 'mount' && sound) out.push(...(await filesystemFaults(sound.path, sound.entry)).map((f) => faultProblem(vol, sound.path, f)));
   return out;
+}
+
+type Place = readonly [path: string, reason: string, what: string];
+
+/** Which of the places no longer have the volume mounted, and one that still has (to look at its filesystem). */
+async function mountProblems(vol: VolumeRecord, devno: string | undefined, places: Place[]): Promise<{ problems: HealthProblem[]; sound?: { path: string; entry: mnt.MountEntry } }> {
+  const problems: HealthProblem[] = [];
+  let sound: { path: string; entry: mnt.MountEntry } | undefined;
+  for (const [p, reason, what] of places) {
+    const m = await mnt.mountAt(p);
+    if (m && (await mnt.isMountOf(m, devno))) {
+      sound ??= { path: p, entry: m };
+      continue;
+    }
+    problems.push({
+      status: 'INACCESSIBLE',
+      reason,
+      message: m
+        ? `volume ${vol.id} is ${what} at ${p}, but ${m.source} is mounted there now`
+        : `volume ${vol.id} is ${what} at ${p}, but nothing is mounted there any more: pods see an empty directory; restart them`,
+    });
+  }
+  return { problems, sound };
+}
+
+/**
+ * A shut-down or emergency read-only filesystem stays so until it is mounted again: the
+ * way back is unstage and stage (kubelet does both once the pods using it are gone).
+ * Read-only counts as INACCESSIBLE: the volume was staged for writing and every write fails.
+ * Recorded ext4 errors are DEGRADED: the filesystem still works, but something in it is
+ * damaged and only e2fsck (which needs it unmounted) says what.
+ */
+function faultProblem(vol: VolumeRecord, where: string, f: FilesystemFault): HealthProblem {
+  const remount = `restart the pods using volume ${vol.id} so it is unstaged and staged again`;
+  switch (f.kind) {
+    case 'shutdown':
+      return { status: 'INACCESSIBLE', reason: 'FilesystemShutDown', message: `volume ${vol.id} at ${where}: ${f.detail}; every read and write fails: ${remount}, and check the kernel log for the I/O error behind it` };
+    case 'readOnly':
+      return { status: 'INACCESSIBLE', reason: 'FilesystemReadOnly', message: `volume ${vol.id} at ${where}: ${f.detail}; every write fails: ${remount} after checking it with fsck` };
+    case 'errors':
+      return { status: 'DEGRADED', reason: 'FilesystemErrors', message: `volume ${vol.id} at ${where}: ${f.detail}: unstage it and run e2fsck -f on it; restore from a snapshot if e2fsck reports lost files` };
+  }
 }

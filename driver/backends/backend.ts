@@ -208,6 +208,12 @@ export interface NodeBackend extends BackendBase {
   detach(rec: VolumeRecord): Promise<void>;
   /** Makes an attached device see the volume's current size (after expandVolume). */
   refreshDevice(rec: VolumeRecord, device: string): Promise<void>;
+  /**
+   * What is wrong with the volume's attachment as only this backend can see it (a loop
+   * device still reading a backing file that was deleted or replaced); empty when nothing
+   * is. Asked only while the volume is staged here. Never throws.
+   */
+  deviceHealth?(rec: VolumeRecord, device: string): Promise<HealthProblem[]>;
   /** What is wrong with the storage this node reaches through this backend; empty when nothing is. Never throws. */
   storageHealth?(): Promise<StorageProblem[]>;
 }

@@ -125,6 +125,18 @@ async function describeSys(dev: string, backFile: string): Promise<LoopDevice> {
   };
 }
 
+/**
+ * The file a bound loop device reads, as the kernel names it now, and whether that file has
+ * been unlinked since (the kernel appends " (deleted)"; the device keeps the old inode).
+ */
+export async function backingFile(device: string): Promise<{ path: string; deleted: boolean } | undefined> {
+  const dev = /^\/dev\/(loop\d+)$/.exec(device)?.[1];
+  const back = dev ? await sysRead(dev, 'loop/backing_file') : undefined;
+  if (!back) return undefined;
+  const deleted = back.endsWith(' (deleted)');
+  return { path: deleted ? back.slice(0, -' (deleted)'.length) : back, deleted };
+}
+
 export interface AttachOptions {
   directIO?: boolean;
   readOnly?: boolean;

@@ -12,6 +12,11 @@ export interface MountEntry {
   devno: string;
   /** The directory of that filesystem mounted here ("/" unless a bind of a part of it). */
   root: string;
+  /**
+   * The filesystem's own options, as the kernel has them now: where it says what it did on
+   * its own ("ro" under a "rw" mount, ext4's "emergency_ro" and "shutdown").
+   */
+  superOptions: string[];
 }
 
 /** A mount table row with its device as mountinfo names it (no "[root]" suffix). */
@@ -36,6 +41,7 @@ export async function mountTable(): Promise<MountTableEntry[]> {
     if (sep < 0) continue;
     const root = unescape(f[3]);
     const device = unescape(f[sep + 2]);
+    const superOptions = (f[sep + 3] ?? '').split(',').filter((o) => o);
     out.push({
       devno: f[2],
       root,
@@ -43,7 +49,8 @@ export async function mountTable(): Promise<MountTableEntry[]> {
       source: root === '/' ? device : `${device}[${root}]`,
       device,
       fstype: f[sep + 1],
-      options: [...f[5].split(','), ...(f[sep + 3] ?? '').split(',').filter((o) => o && o !== 'rw' && o !== 'ro')],
+      options: [...f[5].split(','), ...superOptions.filter((o) => o !== 'rw' && o !== 'ro')],
+      superOptions,
     });
   }
   return out;
@@ -53,7 +60,7 @@ async function canonical(p: string): Promise<string> {
   return fs.realpath(p).catch(() => p);
 }
 
-const strip = ({ target, source, fstype, options, devno, root }: MountEntry): MountEntry => ({ target, source, fstype, options, devno, root });
+const strip = ({ target, source, fstype, options, devno, root, superOptions }: MountEntry): MountEntry => ({ target, source, fstype, options, devno, root, superOptions });
 
 /** The mount whose mount point is exactly `target` (the top one when stacked), if any. */
 export async function mountAt(target: string): Promise<MountEntry | undefined> {
@@ -92,6 +99,18 @@ export async function isMountOf(entry: MountEntry, devno: string | undefined): P
   if (src.startsWith('/dev/') && (await deviceNumber(src)) === devno) return true;
   if (entry.fstype === 'devtmpfs' || entry.fstype === 'tmpfs') return (await deviceNumber(entry.target)) === devno;
   return false;
+}
+
+/**
+ * Whether a mount is a bind of a block device node whose device is gone (removed, or a loop
+ * device with nothing bound: size 0). Such a bind reaches nothing any more.
+ */
+export async function isBindOfVanishedDevice(entry: MountEntry): Promise<boolean> {
+  if (entry.fstype !== 'devtmpfs' && entry.fstype !== 'tmpfs') return false;
+  const devno = await deviceNumber(entry.target);
+  if (!devno) return false;
+  const size = await fs.readFile(`/sys/dev/block/${devno}/size`, 'utf8').then((s) => s.trim(), () => undefined);
+  return size === undefined || size === '0';
 }
 
 /** Every mount of a block device (bind mounts of its filesystem included). */

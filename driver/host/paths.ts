@@ -12,15 +12,22 @@ export const DEFAULT_PATH_ROOTS = ['/var/lib/kubelet'];
 export interface ResolvedPath {
   /** The same place with the root's own symlinks resolved and nothing below it followed. */
   real: string;
-  /** lstat of the last component, undefined when it does not exist (yet). */
+  /** lstat of the last component, undefined when it does not exist (yet) or is unreadable. */
   stat?: Stats;
+  /**
+   * The last component answers EIO: a filesystem mounted there has failed (a shut-down XFS
+   * fails even lstat of its root). Releasing it (umount) must still work; mounting onto it cannot.
+   */
+  unreadable?: boolean;
 }
 
-async function lstatOrUndefined(p: string): Promise<Stats | undefined> {
+async function lstatOrUndefined(p: string, last: boolean): Promise<Stats | 'unreadable' | undefined> {
   try {
     return await fs.lstat(p);
   } catch (err) {
-    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
+    const code = (err as NodeJS.ErrnoException).code;
+    if (code === 'ENOENT') return undefined;
+    if (code === 'EIO' && last) return 'unreadable';
     throw err;
   }
 }
@@ -32,6 +39,7 @@ async function lstatOrUndefined(p: string): Promise<Stats | undefined> {
  */
 export async function resolveUnderRoots(p: string, roots: readonly string[], field: string): Promise<ResolvedPath> {
   const r = await locateUnderRoots(p, roots, field);
+  if (r?.unreadable) throw failedPrecondition(`${field} ${p} cannot be read (EIO): the filesystem mounted there has failed; unpublish or unstage what is there first`);
   if (r) return r;
   throw invalidArgument(`${field} ${p} is outside the directories this driver mounts in (${roots.join(', ')}; see --allowed-path-root)`);
 }
@@ -51,8 +59,9 @@ export async function locateUnderRoots(p: string, roots: readonly string[], fiel
     let cur = realRoot;
     for (let i = 0; i < rest.length; i++) {
       cur = path.join(cur, rest[i]);
-      const st = await lstatOrUndefined(cur);
+      const st = await lstatOrUndefined(cur, i === rest.length - 1);
       if (!st) return { real: path.join(cur, ...rest.slice(i + 1)) };
+      if (st === 'unreadable') return { real: cur, unreadable: true };
       if (st.isSymbolicLink()) throw invalidArgument(`${field} ${norm} passes through the symlink ${cur}; symlinks below ${r} are not followed`);
       if (i === rest.length - 1) return { real: cur, stat: st };
       if (!st.isDirectory()) throw failedPrecondition(`${field} ${norm}: ${cur} is not a directory`);

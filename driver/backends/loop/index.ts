@@ -3,7 +3,7 @@
 // supports them, sparse copies otherwise. Node-local: one data directory per node.
 import fs from 'node:fs/promises';
 import path from 'node:path';
-import { BackendError, type Backend, type Capacity, type GroupSnapshotRecord, type GroupSnapshotStore, type SnapshotRecord, type HealthProblem, type VolumeRecord } from '../backend.js';
+import { BackendError, type Backend, type Capacity, type GroupSnapshotRecord, type GroupSnapshotStore, type SnapshotRecord, type HealthProblem, type StorageProblem, type VolumeRecord } from '../backend.js';
 import { readJson, writeJsonAtomic, removeFile, fsyncDir } from '../../host/atomic.js';
 import { run } from '../../host/exec.js';
 import * as loop from '../../host/loop.js';
@@ -12,12 +12,15 @@ import type { Logger } from '../../log.js';
 import { failpoint } from '../../failpoints.js';
 import { MiB } from '../../../lib/size.js';
 import { LoopSnapshotBlocks } from './blocks.js';
+import { dataDirProblems } from './storagehealth.js';
 
 export interface LoopBackendOptions {
   dataDir: string;
   /** Caps what GetCapacity reports and what may be provisioned; default: the data directory's size. */
   capacityBytes?: bigint;
   maxVolumeBytes?: bigint;
+  /** The data directory is the XFS pool's mount point (--data-pool-size): it must stay mounted. */
+  pool?: boolean;
   log: Logger;
 }
 
@@ -242,9 +245,18 @@ export class LoopBackend implements Backend {
         return [{ status: 'DATA_LOSS', reason: 'BackingFileShrunk', message: `backing file ${this.volImg(rec.id)} is ${st.size} bytes, smaller than the volume's ${rec.capacityBytes}: its end is gone` }];
       }
       return [];
-    } catch {
+    } catch (err) {
+      const code = (err as NodeJS.ErrnoException).code;
+      if (code !== 'ENOENT') {
+        // The data directory itself failing (a shut-down or vanished pool) says nothing about this file's bytes.
+        return [{ status: 'INACCESSIBLE', reason: 'BackingFileUnreadable', message: `backing file ${this.volImg(rec.id)} cannot be looked at (${code ?? String(err)}): check the loop backend's data directory ${this.opts.dataDir} (NodeGetStorageHealth says more)` }];
+      }
       return [{ status: 'DATA_LOSS', reason: 'BackingFileMissing', message: `backing file ${this.volImg(rec.id)} is missing: restore the volume from a snapshot or backup` }];
     }
+  }
+
+  async storageHealth(): Promise<StorageProblem[]> {
+    return dataDirProblems(this.opts.dataDir, this.volDir, !!this.opts.pool);
   }
 
   async getSnapshot(id: string): Promise<SnapshotRecord | undefined> {
@@ -321,6 +333,35 @@ export class LoopBackend implements Backend {
 
   async refreshDevice(_rec: VolumeRecord, device: string): Promise<void> {
     await loop.refreshCapacity(device);
+  }
+
+  /**
+   * A loop device holds its backing file's inode, not its path: when the file is deleted or
+   * replaced (restored from a backup, copied back) under a staged volume, the pods go on
+   * reading and writing the old inode, and all of it is gone once the device is detached.
+   */
+  async deviceHealth(rec: VolumeRecord, device: string): Promise<HealthProblem[]> {
+    const back = await loop.backingFile(device);
+    if (!back?.deleted) return [];
+    const img = this.volImg(rec.id);
+    const replaced = await fs.stat(img).then(
+      () => true,
+      () => false,
+    );
+    const saveFirst = `copy out what the pods wrote (from a pod or ${device}) before the volume is unstaged`;
+    return [
+      replaced
+        ? {
+            status: 'DATA_LOSS',
+            reason: 'LoopBackingFileReplaced',
+            message: `${device} of volume ${rec.id} still reads and writes the backing file ${img} that was replaced while attached: the pods do not see the new file, and what they write is lost when ${device} is detached: ${saveFirst}, then restart the pods to stage the new file`,
+          }
+        : {
+            status: 'DATA_LOSS',
+            reason: 'LoopBackingFileDeleted',
+            message: `${device} of volume ${rec.id} still reads and writes its backing file ${img}, which was deleted while attached: everything in the volume is lost when ${device} is detached: ${saveFirst}, or restore the volume from a snapshot`,
+          },
+    ];
   }
 
   /** Reflink when the filesystem can (instant, shares blocks), else a copy that keeps holes. */
