@@ -29,15 +29,7 @@ export async function attachmentProblems(
   asked: { staging?: string; publish?: string },
 ): Promise<HealthProblem[]> {
   const device = await backend.attachedDevice(vol);
-  if (!device) {
-    return [
-      {
-        status: 'INACCESSIBLE',
-        reason: 'DeviceDetached',
-        message: `volume ${vol.id} is staged at ${st.stagingPath} but no longer attached on this node: unstage and stage it again (restart the pods using it)`,
-      },
-    ];
-  }
+  if (!device) return [await lostDeviceProblem(vol, st)];
   const out = (await backend.deviceHealth?.(vol, device)) ?? [];
   const stagings = vol.accessType === 'mount' && (!asked.staging || asked.staging === st.stagingPath) ? [st.stagingPath] : [];
   const publishes = asked.publish ? (st.publications[asked.publish] ? [asked.publish] : []) : Object.keys(st.publications);
@@ -49,6 +41,31 @@ export async function attachmentProblems(
   // Every mount of a mount volume shows one filesystem (publications bind the staged one), so one look is enough.
   if (vol.accessType === 'mount' && sound) out.push(...(await filesystemFaults(sound.path, sound.entry)).map((f) => faultProblem(vol, sound.path, f)));
   return out;
+}
+
+/**
+ * The backend finds no device of the volume. Either it is gone (detached: the mounts reach
+ * nothing), or the mounts still read a live device the backend no longer knows as the
+ * volume's (its storage was moved or renamed under it): pods still work, on storage the
+ * driver cannot find, which is not the same advice.
+ */
+async function lostDeviceProblem(vol: VolumeRecord, st: NodeVolumeState): Promise<HealthProblem> {
+  for (const p of [...(vol.accessType === 'mount' ? [st.stagingPath] : []), ...Object.keys(st.publications)]) {
+    const m = await mnt.mountAt(p);
+    const live = m && (await mnt.liveDeviceOf(m));
+    if (live) {
+      return {
+        status: 'DEGRADED',
+        reason: 'DeviceUnrecognised',
+        message: `volume ${vol.id} is mounted at ${p} from ${live}, which the ${vol.backend} backend no longer recognises as the volume's device (was its storage moved or renamed?): the pods keep working on it; put the storage back where the backend keeps it, or copy the data out before unstaging`,
+      };
+    }
+  }
+  return {
+    status: 'INACCESSIBLE',
+    reason: 'DeviceDetached',
+    message: `volume ${vol.id} is staged at ${st.stagingPath} but no longer attached on this node: unstage and stage it again (restart the pods using it)`,
+  };
 }
 
 type Place = readonly [path: string, reason: string, what: string];

@@ -1,5 +1,6 @@
 // The mount table, read from /proc/self/mountinfo, and mount/umount with argument arrays.
 import fs from 'node:fs/promises';
+import path from 'node:path';
 import { run, CommandError } from './exec.js';
 import { MountFlagsRefusedError } from '../errors.js';
 
@@ -109,8 +110,22 @@ export async function isBindOfVanishedDevice(entry: MountEntry): Promise<boolean
   if (entry.fstype !== 'devtmpfs' && entry.fstype !== 'tmpfs') return false;
   const devno = await deviceNumber(entry.target);
   if (!devno) return false;
-  const size = await fs.readFile(`/sys/dev/block/${devno}/size`, 'utf8').then((s) => s.trim(), () => undefined);
+  const size = await sectorsOf(devno);
   return size === undefined || size === '0';
+}
+
+const sectorsOf = (devno: string) => fs.readFile(`/sys/dev/block/${devno}/size`, 'utf8').then((s) => s.trim(), () => undefined);
+
+/**
+ * The block device a mount still reads (a filesystem on it, or a bind of its device node)
+ * when that device exists with a size, as /dev/<name>; undefined for anything else.
+ */
+export async function liveDeviceOf(entry: MountEntry): Promise<string | undefined> {
+  const devno = entry.fstype === 'devtmpfs' || entry.fstype === 'tmpfs' ? await deviceNumber(entry.target) : entry.devno;
+  if (!devno) return undefined;
+  const size = await sectorsOf(devno);
+  if (size === undefined || size === '0') return undefined;
+  return fs.realpath(`/sys/dev/block/${devno}`).then((p) => `/dev/${path.basename(p)}`, () => undefined);
 }
 
 /** Every mount of a block device (bind mounts of its filesystem included). */

@@ -115,6 +115,29 @@ describe('loop volume health', () => {
     }
   });
 
+  it('a backing file moved away under a staged volume: the node says the pods still run on a device it cannot place, not that it is detached', async () => {
+    let v: Placed | undefined;
+    try {
+      v = await createPlaced('moved', mountCap('xfs'), 64 * MiB);
+      await up(v);
+      await expectHealthy(v);
+      const moved = `${image(v.id)}.moved`;
+      await fs.rename(image(v.id), moved);
+      await fs.writeFile(path.join(v.target, 'still'), 'writable');
+
+      expect(await controllerHealth(v.id)).toEqual([entry('DATA_LOSS', 'BackingFileMissing', image(v.id))]);
+      const node = await nodeHealth(v.id);
+      expect(node).toEqual(expect.arrayContaining([entry('DEGRADED', 'DeviceUnrecognised', v.staging, /\/dev\/loop\d+/, 'moved or renamed', 'keep working')]));
+      expect(node.map((e) => e.reason)).not.toContain('DeviceDetached');
+
+      await fs.rename(moved, image(v.id));
+      await expectHealthy(v);
+      expect(await fs.readFile(path.join(v.target, 'still'), 'utf8')).toBe('writable');
+    } finally {
+      await remove(v);
+    }
+  });
+
   it('a block volume whose loop device is detached behind the driver: INACCESSIBLE on the node until staged again', async () => {
     let v: Placed | undefined;
     try {
