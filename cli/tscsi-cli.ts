@@ -20,10 +20,32 @@ const USAGE = `tscsi-cli [--endpoint unix:///run/tscsi/csi.sock] COMMAND
   capacity                   GetCapacity
   create NAME SIZE [FSTYPE]  CreateVolume (SIZE like 1Gi, 500M, 1.5Gi: a Kubernetes quantity)
   delete VOLUME_ID           DeleteVolume
+  allocated SNAPSHOT_ID      GetMetadataAllocated: the byte ranges of the snapshot that hold data
+  delta BASE_ID TARGET_ID    GetMetadataDelta: the byte ranges that changed from BASE to TARGET
+                             (two snapshots of one volume, BASE the older)
   demo                       start a driver on a temporary loop backend and walk one volume
                              through create, stage, publish, write, snapshot, restore, expand,
                              stats and delete (needs root)
 `;
+
+interface MetadataMessage {
+  block_metadata_type: string;
+  volume_capacity_bytes: string;
+  block_metadata: Array<{ byte_offset: string; size_bytes: string }>;
+}
+
+/** A SnapshotMetadata stream as one range a line (offset, length, end; bytes), after the volume's size and the style. */
+function printRanges(msgs: MetadataMessage[]): void {
+  const head = msgs[0];
+  const ranges = msgs.flatMap((m) => m.block_metadata);
+  let total = 0n;
+  const lines = ranges.map((r) => {
+    total += BigInt(r.size_bytes);
+    return `${r.byte_offset}\t${r.size_bytes}\t${BigInt(r.byte_offset) + BigInt(r.size_bytes)}`;
+  });
+  process.stdout.write(`# volume ${head?.volume_capacity_bytes ?? '?'} bytes, ${head?.block_metadata_type ?? '?'} ranges: ${ranges.length}, ${total} bytes\n# offset\tlength\tend\n`);
+  if (lines.length > 0) process.stdout.write(`${lines.join('\n')}\n`);
+}
 
 /** The one-call commands: each a CSI call and its answer printed. */
 async function command(c: CsiClient, cmd: string, args: string[]): Promise<void> {
@@ -51,6 +73,12 @@ async function command(c: CsiClient, cmd: string, args: string[]): Promise<void>
       await c.Controller.DeleteVolume({ volume_id: args[0] });
       process.stdout.write(`deleted ${args[0]}\n`);
       return;
+    case 'allocated':
+      if (!args[0]) throw new Error('usage: allocated SNAPSHOT_ID');
+      return printRanges(await c.SnapshotMetadata.GetMetadataAllocated({ snapshot_id: args[0] }));
+    case 'delta':
+      if (!args[0] || !args[1]) throw new Error('usage: delta BASE_ID TARGET_ID');
+      return printRanges(await c.SnapshotMetadata.GetMetadataDelta({ base_snapshot_id: args[0], target_snapshot_id: args[1] }));
     default:
       throw new Error(`unknown command ${cmd}\n${USAGE}`);
   }

@@ -14,6 +14,7 @@ import { BackendError, type Backend, type Capacity, type GroupSnapshotRecord, ty
 import { lvProblems, vgProblems } from './health.js';
 import { Lvm, type LvInfo, type LvmRunner } from './lvm.js';
 import { readJson, writeJsonAtomic, removeFile } from '../../host/atomic.js';
+import { LvmSnapshotBlocks } from './blocks.js';
 import { TAG_DIRTY, TAG_HOLDS, TAG_RECORD, holdsOf, newLvTagArgs, recordTags, snapshotRecordOf, volumeRecordOf, type LvHolds, type SnapshotWithGroup } from './records.js';
 import * as loop from '../../host/loop.js';
 import { wipe, copy } from '../../host/block.js';
@@ -84,6 +85,7 @@ export class LvmBackend implements Backend {
   readonly name = 'lvm';
   readonly mutableParameters = {};
   readonly groupSnapshots: GroupSnapshotStore = this;
+  readonly snapshotBlocks = new LvmSnapshotBlocks();
   lvm!: Lvm;
   deviceMapper = false;
   // Fixed once a VG and its PVs exist: an extent's size and where a PV's extents start.

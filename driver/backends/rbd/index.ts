@@ -25,6 +25,7 @@ import { failpoint } from '../../failpoints.js';
 import { CephCli, credentialsFrom, errnoOf, imageSpec, isNotFound, poolSpec, EEXIST, ENOTEMPTY, type Credentials } from './cli.js';
 import { checkName, invalid, NODE_ID_RE, parseFeatures, type ClusterConfig, type PoolRef, type RbdConfig } from './config.js';
 import { DeviceMapper, FuseMapper, type MapTarget, type Mapper } from './mapper.js';
+import { RbdSnapshotBlocks } from './blocks.js';
 
 export { loadConfig, parseConfig } from './config.js';
 export type { RbdConfig } from './config.js';
@@ -122,6 +123,7 @@ export class RbdBackend implements Backend {
   readonly groupSnapshots: GroupSnapshotStore = this;
   readonly cli: CephCli;
   readonly mapper: Mapper;
+  readonly snapshotBlocks: RbdSnapshotBlocks;
   private readonly where = new Map<string, Loc>(); // image name -> where it was last seen
   private readonly knownNodes = new Map<string, number>();
   private capCache = new Map<string, { at: number; bytes: bigint }>();
@@ -130,6 +132,7 @@ export class RbdBackend implements Backend {
     // Key file paths travel in rbd-fuse's CEPH_ARGS, which Ceph splits at whitespace.
     if (!path.isAbsolute(opts.stateDir) || /\s/.test(opts.stateDir)) throw new Error(`the rbd state directory must be an absolute path without whitespace: ${JSON.stringify(opts.stateDir)}`);
     this.cli = new CephCli(path.join(opts.stateDir, 'keys'));
+    this.snapshotBlocks = new RbdSnapshotBlocks({ cli: this.cli, locate: (id, secrets) => this.snapshotImageAt(id, secrets) });
     const c = opts.config;
     if (c.mapper === 'rbd-nbd' && opts.node && !opts.mapper) throw new Error(RBD_NBD_REFUSED);
     this.mapper =
@@ -223,6 +226,12 @@ export class RbdBackend implements Backend {
 
   private async setMeta(loc: Loc, name: string, key: string, value: string, creds = this.creds(loc.cluster)): Promise<void> {
     await this.cli.rbd(loc.cluster, creds, ['image-meta', 'set', imageSpec(loc.pool, name), key, value]);
+  }
+
+  private async snapshotImageAt(id: string, secrets?: Record<string, string>) {
+    const image = snapshotImage(id);
+    const loc = await this.findImage(image, secrets);
+    return loc && { image, ...loc, creds: credentialsFrom(loc.cluster, secrets) };
   }
 
   /** Finds an image by name in every allowed pool (the last place it was seen first). */
