@@ -4,6 +4,7 @@
 // the same report shapes lvm2 prints.
 import type { HealthProblem, StorageProblem } from '../backend.js';
 import type { LvInfo, VgHealthInfo } from './lvm.js';
+import { mergeSameReason } from '../problems.js';
 
 /** A thin pool this full (data or metadata, percent) is reported: soon writes to its volumes fail. */
 export const THIN_POOL_USAGE_WARN_PERCENT = 90;
@@ -97,15 +98,4 @@ export function vgProblems(missing: string[], vgs: VgHealthInfo[], pools: LvInfo
   // A full pool is still reachable (reads work, writes needing no new block too): degraded.
   for (const pool of pools) for (const p of thinPoolProblems(pool)) out.push({ status: 'STORAGE_DEGRADED', reason: p.reason, message: p.message });
   return mergeSameReason(out);
-}
-
-/** The spec's rule: one entry per (status, reason); several VGs or pools with the same problem share it, every one named. */
-function mergeSameReason(problems: StorageProblem[]): StorageProblem[] {
-  const byKey = new Map<string, StorageProblem>();
-  for (const p of problems) {
-    const k = `${p.status}\0${p.reason}`;
-    const had = byKey.get(k);
-    byKey.set(k, had ? { ...had, message: `${had.message}; ${p.message}` } : p);
-  }
-  return [...byKey.values()];
 }

@@ -12,7 +12,9 @@
 // the RADOS object `tscsi.nodes` in each cluster's first pool (and the config may list
 // more), which is what knowsNode answers from.
 import path from 'node:path';
-import { BackendError, type Backend, type Capacity, type GroupSnapshotRecord, type GroupSnapshotStore, type SnapshotRecord, type HealthProblem, type VolumeRecord } from '../backend.js';
+import { BackendError, type Backend, type Capacity, type GroupSnapshotRecord, type GroupSnapshotStore, type SnapshotRecord, type HealthProblem, type StorageProblem, type VolumeRecord } from '../backend.js';
+import { mergeSameReason } from '../problems.js';
+import { clusterProblems, clusterUnreachable, describeCluster } from './health.js';
 import { recordFromJson, recordToJson } from '../../host/atomic.js';
 import { withQuiescedDevices } from '../../host/freeze.js';
 import { deviceSize } from '../../host/loop.js';
@@ -613,6 +615,11 @@ export class RbdBackend implements Backend {
     await this.removeImage(loc, name, credentialsFrom(loc.cluster, secrets));
   }
 
+  /**
+   * The cluster's view: reachable with the configured user (bounded: a dead monitor must not
+   * hold a health poll for the tool timeout), the image there and of the volume's size. The
+   * node's own mapping is deviceHealth's; MappedAgain stays here, where it always was.
+   */
   async volumeHealth(rec: VolumeRecord): Promise<HealthProblem[]> {
     const name = volumeImage(rec.id);
     const remapped = this.mapper.remappedAt ? await this.mapper.remappedAt(this.target(rec)).catch(() => undefined) : undefined;
@@ -623,14 +630,49 @@ export class RbdBackend implements Backend {
         message: `the rbd-fuse helper of this volume died with the node plugin and the image was mapped again at ${remapped}; containers started before then still see the dead device (I/O errors): restart the pods using this volume (this clears when it is unstaged)`,
       }];
     }
-    const loc = await this.findImage(name).catch(() => undefined);
-    if (!loc) return [{ status: 'INACCESSIBLE', reason: 'ImageUnreachable', message: `RBD image ${name} is missing or its Ceph cluster cannot be reached` }];
+    const cluster = (this.where.get(name) ?? this.locFromParams(rec.parameters)).cluster;
+    const creds = this.defaultCreds(cluster);
+    const why = creds && (await clusterUnreachable(this.cli, cluster, creds));
+    if (why) return [{ status: 'INACCESSIBLE', reason: 'ClusterUnreachable', message: `${describeCluster(cluster, creds?.user)} cannot be reached: ${why}` }];
+    let loc: Loc | undefined;
+    try {
+      loc = await this.findImage(name);
+    } catch (err) {
+      return [{ status: 'INACCESSIBLE', reason: 'ImageUnreachable', message: `RBD image ${name} cannot be looked up in ${describeCluster(cluster, creds?.user)}: ${err instanceof Error ? err.message : String(err)}` }];
+    }
+    if (!loc) return [await this.volumeGone(rec.id)];
     const info = await this.info(loc, name).catch(() => undefined);
     if (!info) return [{ status: 'INACCESSIBLE', reason: 'ImageUnreadable', message: `RBD image ${imageSpec(loc.pool, name)} cannot be read` }];
     if (BigInt(info.size) < rec.capacityBytes) {
       return [{ status: 'DATA_LOSS', reason: 'ImageShrunk', message: `RBD image ${imageSpec(loc.pool, name)} is ${info.size} bytes, smaller than the volume's ${rec.capacityBytes}` }];
     }
     return [];
+  }
+
+  /** The image and its record (its metadata) went together: removed outside the driver. */
+  async volumeGone(id: string): Promise<HealthProblem> {
+    const where = this.allLocs().map((l) => `${l.cluster.clusterID}:${poolSpec(l.pool)}`).join(', ');
+    return {
+      status: 'DATA_LOSS',
+      reason: 'ImageMissing',
+      message: `RBD image ${volumeImage(id)} of volume ${id} is in none of the pools this driver serves (${where}): it was removed outside the driver; unstage the volume and restore from a snapshot or backup`,
+    };
+  }
+
+  async deviceHealth(rec: VolumeRecord): Promise<HealthProblem[]> {
+    const t = this.target(rec);
+    const why = await this.mapper.mappingProblem(t).catch((err: unknown) => `its mapping cannot be checked: ${err instanceof Error ? err.message : String(err)}`);
+    return why ? [{ status: 'INACCESSIBLE', reason: 'MappingDead', message: `volume ${rec.id} is staged on this node through the ${this.mapper.name} mapper, but ${why}` }] : [];
+  }
+
+  async storageHealth(): Promise<StorageProblem[]> {
+    const out: StorageProblem[] = [];
+    // A cluster the config gives no user is reached only with each request's secrets: nothing to check it with here.
+    for (const c of this.config.clusters) {
+      const creds = this.defaultCreds(c);
+      if (creds) out.push(...(await clusterProblems(this.cli, c, creds)));
+    }
+    return mergeSameReason(out);
   }
 
   async getSnapshot(id: string, secrets?: Record<string, string>): Promise<SnapshotRecord | undefined> {

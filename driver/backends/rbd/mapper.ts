@@ -40,6 +40,11 @@ export interface Mapper {
    * re-map can reach.
    */
   remappedAt?(t: MapTarget): Promise<string | undefined>;
+  /**
+   * Why the image's mapping on this node no longer serves I/O (its helper process or its
+   * device gone), or undefined: nothing mapped, or mapped and alive.
+   */
+  mappingProblem(t: MapTarget): Promise<string | undefined>;
   /** After a restart: re-maps what was mapped before and lost its helper. */
   recover(clusters: ClusterConfig[], credsFor: (cluster: ClusterConfig) => Credentials | undefined): Promise<void>;
 }
@@ -103,6 +108,20 @@ export class DeviceMapper implements Mapper {
 
   async refresh(): Promise<void> {
     // The kernel driver and rbd-nbd follow resizes by themselves.
+  }
+
+  /** The device rbd lists must still be a block device of the kernel, and (krbd) still this image. */
+  async mappingProblem(t: MapTarget): Promise<string | undefined> {
+    const dev = await this.mapped(t);
+    if (!dev) return undefined;
+    const name = path.basename(dev);
+    if (!(await fs.access(`/sys/block/${name}`).then(() => true, () => false))) return `${dev} (${imageSpec(t.pool, t.image)}) is listed by rbd but gone from /sys/block`;
+    if (this.name === 'krbd') {
+      const id = /^rbd(\d+)$/.exec(name)?.[1];
+      const shown = id ? (await fs.readFile(`/sys/bus/rbd/devices/${id}/name`, 'utf8').catch(() => '')).trim() : '';
+      if (id && shown !== t.image) return `${dev} shows image ${JSON.stringify(shown)} in /sys/bus/rbd, not ${t.image}`;
+    }
+    return undefined;
   }
 
   async recover(): Promise<void> {
@@ -301,6 +320,15 @@ export class FuseMapper implements Mapper {
       if (await alive(rec)) process.kill(rec.pid, 'SIGKILL');
     }
     await removeFile(this.recOf(t));
+  }
+
+  /** The helper named in the mapping record must still run, and the loop device still be bound to its file. */
+  async mappingProblem(t: MapTarget): Promise<string | undefined> {
+    const rec = await readJson<FuseMapping>(this.recOf(t)).catch(() => undefined);
+    if (!rec?.device) return undefined;
+    if (!(await alive(rec))) return `its rbd-fuse helper (pid ${rec.pid}) is gone, so every read and write of ${rec.device} fails; unstage and stage the volume again (or restart the node plugin, which maps it again), then restart the pods using it`;
+    if (!(await this.boundDevice(t, rec))) return `${rec.device} is no longer bound to the rbd-fuse file of ${imageSpec(t.pool, t.image)}; unstage and stage the volume again`;
+    return undefined;
   }
 
   async refresh(_t: MapTarget, device: string): Promise<void> {
