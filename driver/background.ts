@@ -5,6 +5,7 @@
 // the retry's normal idempotent path finds the finished volume or snapshot (the backend is
 // the record of the result), or starts it again if it failed.
 import { aborted } from './errors.js';
+import { unlocated } from './ids.js';
 import { currentCallSignal, withoutCallSignal } from './host/exec.js';
 import type { Logger } from './log.js';
 
@@ -14,7 +15,8 @@ export class BackgroundWork {
   constructor(private readonly log: Logger) {}
 
   /** Runs fn (which takes its own locks) detached from the calling RPC, and waits for it as long as the caller does. */
-  async run<T>(key: string, what: string, fn: () => Promise<T>): Promise<T> {
+  async run<T>(id: string, what: string, fn: () => Promise<T>): Promise<T> {
+    const key = unlocated(id); // one object, whatever location its ID names (ids.ts)
     const cur = this.running.get(key);
     if (cur) throw aborted(`${cur.what} is still in progress for ${key} in the background; retry later`);
     const started = Date.now();

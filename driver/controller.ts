@@ -2,7 +2,7 @@
 import type { ControllerBackend, VolumeRecord, SnapshotRecord } from './backends/backend.js';
 import { DriverContext, timestamp, nowTimestamp } from './context.js';
 import { invalidArgument, notFound, alreadyExists, failedPrecondition, outOfRange, resourceExhausted } from './errors.js';
-import { deriveId, paginate, parseId } from './ids.js';
+import { deriveId, locationOf, paginate, parseId, unlocated } from './ids.js';
 import {
   checkCapabilities,
   checkCapability,
@@ -157,6 +157,15 @@ function sameVolume(existing: VolumeRecord, want: VolumeRequest, source: SourceO
   );
 }
 
+/**
+ * The object a create's name already names: where the new ID says, else anywhere (the ID
+ * without its location, which the backend searches for): a name is one object whatever
+ * its location, and the same name asked for in another place is ALREADY_EXISTS.
+ */
+async function lookUpByName<T>(id: string, get: (id: string) => Promise<T | undefined>): Promise<T | undefined> {
+  return (await get(id)) ?? (unlocated(id) !== id ? await get(unlocated(id)) : undefined);
+}
+
 function topologyMatches(want: Record<string, string>, have: Record<string, string>): boolean {
   return Object.entries(want).every(([k, v]) => have[k] === v);
 }
@@ -177,14 +186,14 @@ export class ControllerService {
     const source = await this.contentSource(want.backend, req.volume_content_source);
     const range = parseRange(req.capacity_range);
     const size = await this.volumeSize(want, source, range);
-    const id = deriveId('vol', want.backend.name, want.name);
+    const id = deriveId('vol', want.backend.name, want.name, want.backend.locationOf?.(want.params));
     // Long work (copies, wipes) runs on when the caller's deadline passes; a retry sees it finish.
     const work = () =>
       this.ctx.locks.with([id, ...source.lockKeys], 'CreateVolume', async () => {
-        const existing = await want.backend.getVolume(id);
+        const existing = await lookUpByName(id, (x) => want.backend.getVolume(x));
         if (!existing) return { volume: volumeMessage(await this.provision(id, want, source, size, req.secrets ?? {})) };
         if (!sameVolume(existing, want, source, range)) {
-          throw alreadyExists(`a volume named ${JSON.stringify(want.name)} already exists (${id}) with a different size, access type, filesystem, source or parameters`);
+          throw alreadyExists(`a volume named ${JSON.stringify(want.name)} already exists (${existing.id}) with a different size, access type, filesystem, source or parameters`);
         }
         return { volume: volumeMessage(existing) };
       });
@@ -465,13 +474,13 @@ export class ControllerService {
     if (!backend) throw notFound(`source volume ${req.source_volume_id} does not exist`);
     // A snapshot lives where its source does: requirements elsewhere cannot be met.
     this.checkTopology(backend, req.accessibility_requirements, 'snapshot');
-    const id = deriveId('snap', backend.name, req.name);
+    const id = deriveId('snap', backend.name, req.name, locationOf(req.source_volume_id));
     // Long work (copies, wipes) runs on when the caller's deadline passes; a retry sees it finish.
     const work = () => this.ctx.locks.with([id, req.source_volume_id], 'CreateSnapshot', async () => {
-      const existing = await backend.getSnapshot(id);
+      const existing = await lookUpByName(id, (x) => backend.getSnapshot(x));
       if (existing) {
         if (existing.sourceVolumeId !== req.source_volume_id) {
-          throw alreadyExists(`a snapshot named ${JSON.stringify(req.name)} already exists (${id}) of another volume, ${existing.sourceVolumeId}`);
+          throw alreadyExists(`a snapshot named ${JSON.stringify(req.name)} already exists (${existing.id}) of another volume, ${existing.sourceVolumeId}`);
         }
         return { snapshot: this.snapshotOut(backend, existing) };
       }

@@ -3,7 +3,7 @@
 import type { SnapshotRecord, GroupSnapshotRecord, Backend, GroupSnapshotStore } from './backends/backend.js';
 import { DriverContext, timestamp, nowTimestamp } from './context.js';
 import { invalidArgument, notFound, alreadyExists } from './errors.js';
-import { deriveId, parseId } from './ids.js';
+import { deriveId, locationOf, parseId } from './ids.js';
 import { checkName, checkStringMap } from './validate.js';
 import { snapshotMessage, snapshotTopology } from './controller.js';
 import type * as T from '../proto/types.js';
@@ -72,7 +72,7 @@ export class GroupControllerService {
       }
       const t = nowTimestamp();
       const recs: SnapshotRecord[] = vols.map((v) => ({
-        id: deriveId('snap', backend.name, `${id}/${v.id}`),
+        id: deriveId('snap', backend.name, `${id}/${v.id}`, locationOf(v.id)), // where its source lives
         name: `${req.name}/${v.id}`,
         sourceVolumeId: v.id,
         sizeBytes: v.capacityBytes,

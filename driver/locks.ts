@@ -1,13 +1,17 @@
 // One operation at a time per volume/snapshot ID. A second caller gets ABORTED at once
 // (the spec's "operation pending for volume"), never a queue: the CO retries with back-off.
 import { aborted } from './errors.js';
+import { unlocated } from './ids.js';
 
 export class KeyedLocks {
   private readonly held = new Map<string, string>();
 
-  /** Runs fn while holding every key; the keys are always released, also when fn throws. */
+  /**
+   * Runs fn while holding every key; the keys are always released, also when fn throws.
+   * IDs that differ only in their location are one object (ids.ts), so they are one key.
+   */
   async with<T>(keys: string[], what: string, fn: () => Promise<T>): Promise<T> {
-    const unique = [...new Set(keys)];
+    const unique = [...new Set(keys.map(unlocated))];
     for (const k of unique) {
       const by = this.held.get(k);
       if (by !== undefined) {

@@ -114,6 +114,9 @@ export type Secrets = Record<string, string>;
 // The contract, for every member below unless it says otherwise:
 // - IDs are the driver's (ids.ts); a backend never invents one. Looking up an ID that does
 //   not exist answers undefined, never throws; deleting one that does not exist succeeds.
+//   An ID may carry the location the backend gave (locationOf; a snapshot's is its source
+//   volume's): the backend looks there only. IDs that differ only in location name the same
+//   object, and an ID without one (older IDs, the sidecars' own) is found wherever it is.
 //   So every delete is idempotent, and a retry after a crash at any point finishes the work.
 // - A refusal the CO must see with its gRPC code is a BackendError: 'invalid' (the request
 //   can never succeed here: INVALID_ARGUMENT), 'not-found' (something it names is gone:
@@ -165,6 +168,11 @@ export interface ControllerBackend extends BackendBase {
   accessRefusal?(accessType: AccessType, mode: string): string | undefined;
   /** Checks backend-specific CreateVolume parameters; throws BackendError('invalid'). */
   validateParameters(params: Record<string, string>): void;
+  /**
+   * Where a volume of these (valid) parameters lives, as the fields the driver writes into
+   * its ID (ids.ts) so later calls need no search. Backends with one place have none.
+   */
+  locationOf?(params: Record<string, string>): string[];
 
   capacity(params: Record<string, string>): Promise<Capacity>;
   /** Sizes are whole multiples of this (LVM extents); the controller rounds up to it. */

@@ -11,11 +11,15 @@ export const DEFAULT_BACKEND = 'loop';
 /** Every backend the driver has; a sidecar without --backends serves them all. */
 export const ALL_BACKENDS = ['loop', 'lvm', 'rbd'] as const;
 
-// The driver's volume IDs: vol-<backend>-<32 hex>, derived from the CO's name
+// The driver's volume IDs: vol-<backend>-[<location>-]<32 hex>, derived from the CO's name
 // (driver/ids.ts; test/unit/sidecar-scope.test.ts holds the two to the same answer).
-const VOLUME_ID_RE = /^vol-([a-z][a-z0-9]{0,15})-[0-9a-f]{32}$/;
+const VOLUME_ID_RE = /^vol-([a-z][a-z0-9]{0,15})-(?:[A-Za-z0-9._-]+-)?[0-9a-f]{32}$/;
 
-/** The ID the driver gives the volume it creates for CreateVolume name `name` on `backend`. */
+/**
+ * An ID the driver answers for the volume it creates for CreateVolume name `name` on
+ * `backend`: the one without a location (the driver may add where the volume lives, which
+ * only it knows), which the driver takes for the same volume wherever it is.
+ */
 export function derivedVolumeId(backend: string, name: string): string {
   return `vol-${backend}-${createHash('sha256').update(`vol\0${backend}\0${name}`).digest('hex').slice(0, 32)}`;
 }

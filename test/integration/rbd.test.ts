@@ -12,7 +12,7 @@ import { CsiClient, codeName } from '../../sidecars/common/csi-client.js';
 import { resolveSettings, type DriverOptions } from '../../driver/config.js';
 import { createDriver, type Driver } from '../../driver/create.js';
 import { CsiError, toCsiError } from '../../driver/errors.js';
-import { deriveId } from '../../driver/ids.js';
+import { deriveId, unlocated } from '../../driver/ids.js';
 import { BackendError, type VolumeRecord } from '../../driver/backends/backend.js';
 import { RbdBackend, parseConfig, volumeImage, snapshotImage, type RbdConfig } from '../../driver/backends/rbd/index.js';
 
@@ -78,6 +78,8 @@ class InProcDriver {
 
 const mountCap = (fsType = 'ext4', mode = 'SINGLE_NODE_WRITER') => ({ mount: { fs_type: fsType, mount_flags: [] }, access_mode: { mode } });
 const params = (extra: Record<string, string> = {}) => ({ backend: 'rbd', clusterID: 'test', pool: ceph!.pool, ...extra });
+/** The ID the driver gives volume `name` in the test pool (cluster, pool and namespace in it). */
+const volumeIdIn = (name: string, namespace = '') => deriveId('vol', 'rbd', name, ['test', ceph!.pool, namespace]);
 const outcomeOf = (p: Promise<unknown>) => p.then(() => 'OK', (e) => codeName(e) ?? String(e));
 
 async function imageMeta(spec: string): Promise<Record<string, string>> {
@@ -111,6 +113,17 @@ async function deleteVolumeEventually(id: string, timeoutMs = 60_000) {
     if (code !== 'FAILED_PRECONDITION' || Date.now() > end) throw new Error(`DeleteVolume ${id}: ${code}`);
     await new Promise((r) => setTimeout(r, 1000));
   }
+}
+
+/** Records every Ceph tool call the backend makes from now on (the tool and its arguments after the connection ones). */
+function watchCephCalls(b: RbdBackend): string[] {
+  const calls: string[] = [];
+  const real = b.cli.tool.bind(b.cli);
+  b.cli.tool = (tool, cluster, creds, args, ...rest) => {
+    calls.push([tool, ...args.filter((a) => a !== '--format' && a !== 'json')].join(' '));
+    return real(tool, cluster, creds, args, ...rest);
+  };
+  return calls;
 }
 
 /** Collects every process's command line and environment while fn runs. */
@@ -200,7 +213,7 @@ describe('rbd backend on a real Ceph cluster (fuse mapper)', () => {
     const c = drv!.client;
     const cap = mountCap('xfs');
     const v = (await c.Controller.CreateVolume({ name: 'pvc-rbd-1', parameters: params(), capacity_range: { required_bytes: String(320 * MiB) }, volume_capabilities: [cap] })).volume;
-    expect(v.volume_id).toMatch(/^vol-rbd-[0-9a-f]{32}$/);
+    expect(v.volume_id).toBe(volumeIdIn('pvc-rbd-1'));
     expect(v.accessible_topology).toEqual([]);
     const img = `${ceph!.pool}/${volumeImage(v.volume_id)}`;
     const info = JSON.parse(await adminRbd(ceph!, ['info', '--format', 'json', img]));
@@ -445,7 +458,7 @@ describe('rbd backend on a real Ceph cluster (fuse mapper)', () => {
     await adminRbd(ceph!, ['create', '--size', '8M', `${pool}/${volumeImage(id)}`]);
     expect((await drv!.client.Controller.ListVolumes({})).entries.map((e: any) => e.volume.volume_id)).not.toContain(id);
     expect(await outcomeOf(drv!.client.Controller.ControllerGetVolume({ volume_id: id }))).toBe('NOT_FOUND');
-    expect((await create('pvc-crash-create')).volume.volume_id).toBe(id);
+    expect((await create('pvc-crash-create')).volume.volume_id).toBe(volumeIdIn('pvc-crash-create'));
     expect(JSON.parse(await adminRbd(ceph!, ['info', '--format', 'json', `${pool}/${volumeImage(id)}`])).size).toBe(32 * MiB);
     // A delete that died after marking the image: gone for the CO, finished by the retry.
     await adminRbd(ceph!, ['image-meta', 'set', `${pool}/${volumeImage(id)}`, 'tscsi.deleting', 'test']);
@@ -480,12 +493,78 @@ describe('rbd backend on a real Ceph cluster (fuse mapper)', () => {
     expect(listed.filter((v: string) => v === src.volume_id), 'the source listed once').toHaveLength(1);
     expect(await outcomeOf(c.Controller.ControllerGetVolume({ volume_id: id }))).toBe('NOT_FOUND');
     const made = (await c.Controller.CreateVolume({ name: 'pvc-inherit-clone', parameters: params(), volume_capabilities: [mountCap()], volume_content_source: { volume: { volume_id: src.volume_id } } })).volume;
-    expect(made.volume_id).toBe(id);
+    expect(made.volume_id).toBe(volumeIdIn('pvc-inherit-clone'));
     expect(JSON.parse((await imageMeta(`${pool}/${volumeImage(id)}`))['tscsi.record']).record.name).toBe('pvc-inherit-clone');
 
     await c.Controller.DeleteVolume({ volume_id: id });
     await c.Controller.DeleteVolume({ volume_id: src.volume_id });
     expect((await rbdNames()).filter((n) => n.startsWith('csi-'))).toEqual([]);
+  });
+
+  it('volume and snapshot IDs say cluster, pool and namespace; the same name asked for in another pool is ALREADY_EXISTS', async () => {
+    const c = drv!.client;
+    const pool = ceph!.pool;
+    const cap = mountCap();
+    const create = (name: string, p: Record<string, string>) =>
+      c.Controller.CreateVolume({ name, parameters: p, capacity_range: { required_bytes: String(16 * MiB) }, volume_capabilities: [cap] }).then((r) => r.volume);
+    const v = await create('pvc-where', params({ radosNamespace: 'ns1' }));
+    expect(v.volume_id).toBe(volumeIdIn('pvc-where', 'ns1'));
+    const s = (await c.Controller.CreateSnapshot({ name: 'snap-where', source_volume_id: v.volume_id })).snapshot;
+    expect(s.snapshot_id, 'a snapshot lives where its source does').toBe(deriveId('snap', 'rbd', 'snap-where', ['test', pool, 'ns1']));
+    expect(await rbdNames(`${pool}/ns1`)).toEqual([volumeImage(v.volume_id), snapshotImage(s.snapshot_id)].sort());
+
+    // The same names elsewhere (the pool's default namespace): taken, and nothing is made there.
+    expect(await outcomeOf(create('pvc-where', params()))).toBe('ALREADY_EXISTS');
+    const w = await create('pvc-where-2', params());
+    expect(await outcomeOf(c.Controller.CreateSnapshot({ name: 'snap-where', source_volume_id: w.volume_id }))).toBe('ALREADY_EXISTS');
+    expect((await rbdNames()).filter((n) => n === volumeImage(v.volume_id) || n === snapshotImage(s.snapshot_id))).toEqual([]);
+    // The retry in the right place is the same volume.
+    expect((await create('pvc-where', params({ radosNamespace: 'ns1' }))).volume_id).toBe(v.volume_id);
+
+    for (const id of [s.snapshot_id, v.volume_id, w.volume_id]) expect(unlocated(id)).not.toBe(id);
+    await c.Controller.DeleteSnapshot({ snapshot_id: s.snapshot_id });
+    for (const x of [v, w]) await c.Controller.DeleteVolume({ volume_id: x.volume_id });
+    const mine = [volumeImage(v.volume_id), volumeImage(w.volume_id), snapshotImage(s.snapshot_id)];
+    expect([...(await rbdNames()), ...(await rbdNames(`${pool}/ns1`))].filter((n) => mine.includes(n))).toEqual([]);
+  });
+
+  it('a located ID reaches its pool alone; an ID without a location (older versions, the sidecars) is searched for and still works', async () => {
+    const c = drv!.client;
+    const pool = ceph!.pool;
+    const v = (await c.Controller.CreateVolume({ name: 'pvc-probe', parameters: params({ radosNamespace: 'ns1' }), capacity_range: { required_bytes: String(16 * MiB) }, volume_capabilities: [mountCap()] })).volume;
+    // A controller that has seen nothing yet (a restart, another replica): what does one lookup run?
+    const fresh = async () => {
+      const b = new RbdBackend({ config: configFor(ceph!), stateDir: path.join(root, 'probe-state'), log: pino({ level: 'silent' }) });
+      await b.init();
+      const calls = watchCephCalls(b);
+      return { b, calls };
+    };
+    const located = await fresh();
+    expect((await located.b.getVolume(v.volume_id))?.name).toBe('pvc-probe');
+    expect(located.calls).toEqual([`rbd image-meta list ${pool}/ns1/${volumeImage(v.volume_id)}`]);
+    const searched = await fresh();
+    expect((await searched.b.getVolume(unlocated(v.volume_id)))?.id, 'found by searching, the record says its own ID').toBe(v.volume_id);
+    expect(searched.calls[0], 'the search starts in the first pool').toBe(`rbd info ${pool}/${volumeImage(v.volume_id)}`);
+
+    // A volume whose record an older version wrote: its ID has no location, and every call still finds it.
+    const oldId = deriveId('vol', 'rbd', 'pvc-older');
+    const rec: VolumeRecord = {
+      id: oldId, name: 'pvc-older', backend: 'rbd', capacityBytes: BigInt(16 * MiB), accessType: 'mount', fsType: 'ext4',
+      parameters: params(), mutableParameters: {}, topology: {}, published: {}, createdAt: new Date().toISOString(),
+    };
+    await drv!.backend.createVolume(rec);
+    expect((await c.Controller.ControllerGetVolume({ volume_id: oldId })).volume.volume_id).toBe(oldId);
+    const again = await c.Controller.CreateVolume({ name: 'pvc-older', parameters: params(), capacity_range: { required_bytes: String(16 * MiB) }, volume_capabilities: [mountCap()] });
+    expect(again.volume.volume_id, 'a retry answers the ID the volume was made with').toBe(oldId);
+    const at = await stage(oldId, 'pvc-older');
+    await fs.writeFile(path.join(at.target, 'x'), 'older');
+    await unstage(oldId, at);
+    await c.Controller.DeleteVolume({ volume_id: oldId });
+    // The sidecars' derivation has no location either: DeleteVolume with it removes a located volume.
+    await c.Controller.DeleteVolume({ volume_id: unlocated(v.volume_id) });
+    expect(await outcomeOf(c.Controller.ControllerGetVolume({ volume_id: v.volume_id }))).toBe('NOT_FOUND');
+    const mine = [volumeImage(v.volume_id), volumeImage(oldId)];
+    expect([...(await rbdNames()), ...(await rbdNames(`${pool}/ns1`))].filter((n) => mine.includes(n))).toEqual([]);
   });
 
   it('ListVolumes and ListSnapshots leave out (and log) an image whose record is corrupt, and list the others', async () => {

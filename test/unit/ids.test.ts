@@ -1,6 +1,7 @@
 import { describe, it, expect } from 'vitest';
 import { status } from '@grpc/grpc-js';
-import { deriveId, parseId, encodeToken, decodeToken, paginate } from '../../driver/ids.js';
+import { deriveId, parseId, locationOf, unlocated, locationFits, MAX_ID_LENGTH, encodeToken, decodeToken, paginate } from '../../driver/ids.js';
+import { KeyedLocks } from '../../driver/locks.js';
 import { CsiError } from '../../driver/errors.js';
 
 function codeOfCall(fn: () => unknown): number | undefined {
@@ -96,6 +97,69 @@ describe('parseId', () => {
   it('extracts the backend from one of our IDs', () => {
     const id = deriveId('vol', 'rbd', 'pvc');
     expect(parseId(id, 'volume_id', 'vol')).toEqual({ prefix: 'vol', backend: 'rbd', id });
+  });
+});
+
+describe('IDs that say where the object lives', () => {
+  const hashOf = (id: string) => id.slice(id.lastIndexOf('-') + 1);
+
+  it('carry the location as length-prefixed fields before the same name hash as without it', () => {
+    const id = deriveId('vol', 'rbd', 'pvc-1', ['test', 'rbd', '']);
+    expect(id).toBe(`vol-rbd-04test03rbd00-${hashOf(deriveId('vol', 'rbd', 'pvc-1'))}`);
+    expect(deriveId('vol', 'rbd', 'pvc-1', ['test', 'rbd', ''])).toBe(id);
+  });
+
+  it('parse back to the same fields, even fields holding "-" and hex digits', () => {
+    for (const loc of [['test', 'rbd', ''], ['my-cluster', 'pool-1', 'ns-a'], ['0a', 'ff-ff', '-'], ['c', '', '']]) {
+      const id = deriveId('snap', 'rbd', 'snapshot-1', loc);
+      expect(parseId(id, 'snapshot_id', 'snap')).toEqual({ prefix: 'snap', backend: 'rbd', id, location: loc });
+      expect(locationOf(id)).toEqual(loc);
+    }
+  });
+
+  it('without their location are the one key of the object (locks, the name taken anywhere)', () => {
+    const plain = deriveId('vol', 'rbd', 'pvc-1');
+    expect(unlocated(deriveId('vol', 'rbd', 'pvc-1', ['a', 'b', 'c']))).toBe(plain);
+    expect(unlocated(deriveId('vol', 'rbd', 'pvc-1', ['x-y', 'z', '']))).toBe(plain);
+    expect(unlocated(plain)).toBe(plain);
+    expect(unlocated('not-an-id')).toBe('not-an-id');
+    expect(locationOf(plain)).toBeUndefined();
+  });
+
+  it('an ID whose location does not parse is not one of ours (NOT_FOUND, never a guess)', () => {
+    const h = hashOf(deriveId('vol', 'rbd', 'x'));
+    for (const bad of [`vol-rbd-zz-${h}`, `vol-rbd-05abc-${h}`, `vol-rbd-0-${h}`, `vol-rbd-03abcd-${h}`]) {
+      expect(parseId(bad, 'volume_id', 'vol')).toBeUndefined();
+      expect(locationOf(bad)).toBeUndefined();
+      expect(unlocated(bad)).toBe(bad);
+    }
+  });
+
+  it('stay within CSI\'s 128 bytes: a location too long to fit is left out, and locationFits says so', () => {
+    const long = ['c'.repeat(64), 'p'.repeat(100), 'n'.repeat(100)];
+    const id = deriveId('snap', 'rbd', 'x', long);
+    expect(id).toBe(deriveId('snap', 'rbd', 'x'));
+    expect(locationFits('snap', 'rbd', long)).toBe(false);
+    const edge = ['c'.repeat(39), 'p'.repeat(40), 'n'];
+    expect(deriveId('snap', 'rbd', 'x', edge).length).toBe(MAX_ID_LENGTH);
+    expect(locationFits('snap', 'rbd', edge)).toBe(true);
+    expect(locationFits('snap', 'rbd', [...edge.slice(0, 2), 'nn'])).toBe(false);
+  });
+
+  it('refuse a location field a path or option could hide in', () => {
+    expect(() => deriveId('vol', 'rbd', 'x', ['a/b', 'p', ''])).toThrow(/location field/);
+    expect(() => deriveId('vol', 'rbd', 'x', ['a b', 'p', ''])).toThrow(/location field/);
+  });
+
+  it('lock as one object whatever location names it', async () => {
+    const locks = new KeyedLocks();
+    let release!: () => void;
+    const held = locks.with([deriveId('vol', 'rbd', 'pvc-1', ['a', 'pool-a', ''])], 'CreateVolume', () => new Promise<void>((r) => (release = r)));
+    const other = locks.with([deriveId('vol', 'rbd', 'pvc-1', ['a', 'pool-b', ''])], 'CreateVolume', async () => 'ran');
+    await expect(other).rejects.toThrow(/already in progress/);
+    await expect(locks.with([deriveId('vol', 'rbd', 'pvc-1')], 'DeleteVolume', async () => 'ran')).rejects.toThrow(/already in progress/);
+    release();
+    await held;
   });
 });
 

@@ -29,6 +29,8 @@ describe('which sidecar serves which object', () => {
   it('derives the volume ID exactly as the driver does', () => {
     for (const [b, n] of [['loop', 'pvc-0a1b'], ['rbd', 'pvc-x'], ['lvm', 'ünïcode-name']]) expect(derivedVolumeId(b, n)).toBe(deriveId('vol', b, n));
     expect(backendOfHandle(deriveId('vol', 'lvm', 'x'))).toBe('lvm');
+    // An ID that says where its volume lives (cluster, pool, namespace) still names its backend.
+    expect(backendOfHandle(deriveId('vol', 'rbd', 'x', ['my-cluster', 'pool-1', '']))).toBe('rbd');
     expect(backendOfHandle(deriveId('snap', 'lvm', 'x'))).toBeUndefined();
     expect(backendOfHandle('some-other-drivers-handle')).toBeUndefined();
   });

@@ -4,7 +4,9 @@
 // (`rbd image-meta`), so every state is rebuilt from the cluster alone; there is no database.
 //
 // Images: csi-vol-<hash> / csi-snap-<hash>, the hash being the one of the CSI ID (which is
-// derived from the CSI name). An image without the record key is a create that did not
+// derived from the CSI name). IDs carry the image's cluster, pool and namespace (ids.ts), so
+// a call goes to that pool alone; IDs without them (made before they were added, or by the
+// sidecars) are searched for in every allowed pool, the last place an image was seen first. An image without the record key is a create that did not
 // finish; one marked tscsi.deleting is a delete that did not finish. Both are finished by
 // the next attempt and at start-up.
 //
@@ -24,6 +26,7 @@ import { unavailable } from '../../errors.js';
 import { CommandError } from '../../host/exec.js';
 import type { Logger } from '../../log.js';
 import { failpoint } from '../../failpoints.js';
+import { locationFits, locationOf as idLocation } from '../../ids.js';
 import { CephCli, credentialsFrom, errnoOf, imageSpec, isNotFound, poolSpec, EEXIST, ENOTEMPTY, type Credentials } from './cli.js';
 import { checkName, invalid, NODE_ID_RE, parseFeatures, type ClusterConfig, type PoolRef, type RbdConfig } from './config.js';
 import { DeviceMapper, FuseMapper, type MapTarget, type Mapper } from './mapper.js';
@@ -188,6 +191,25 @@ export class RbdBackend implements Backend {
     return { cluster, pool: ref };
   }
 
+  /** The ID fields of a volume of these parameters: cluster, pool, namespace. */
+  locationOf(params: Record<string, string>): string[] {
+    const loc = this.locFromParams(params);
+    return [loc.cluster.clusterID, loc.pool.pool, loc.pool.namespace];
+  }
+
+  /**
+   * Where the image of an ID is, when the ID says (undefined: it does not, search); null when
+   * it names a place the config does not allow: nothing there is ours to touch.
+   */
+  private placeOf(id: string): Loc | null | undefined {
+    const f = idLocation(id);
+    if (!f) return undefined;
+    if (f.length !== 3) return null;
+    const cluster = this.config.clusters.find((c) => c.clusterID === f[0]);
+    const pool = cluster?.pools.find((p) => p.pool === f[1] && p.namespace === f[2]);
+    return cluster && pool ? { cluster, pool } : null;
+  }
+
   private allLocs(): Loc[] {
     return this.config.clusters.flatMap((cluster) => cluster.pools.map((pool) => ({ cluster, pool })));
   }
@@ -232,12 +254,13 @@ export class RbdBackend implements Backend {
 
   private async snapshotImageAt(id: string, secrets?: Record<string, string>) {
     const image = snapshotImage(id);
-    const loc = await this.findImage(image, secrets);
+    const loc = await this.findImage(image, secrets, this.placeOf(id));
     return loc && { image, ...loc, creds: credentialsFrom(loc.cluster, secrets) };
   }
 
-  /** Finds an image by name in every allowed pool (the last place it was seen first). */
-  private async findImage(name: string, secrets?: Record<string, string>): Promise<Loc | undefined> {
+  /** Finds an image by name at `at` alone when given, else in every allowed pool (the last place it was seen first). */
+  private async findImage(name: string, secrets?: Record<string, string>, at?: Loc | null): Promise<Loc | undefined> {
+    if (at !== undefined) return at && (await this.info(at, name, this.creds(at.cluster, secrets))) ? at : undefined;
     const hint = this.where.get(name);
     if (hint && (await this.info(hint, name, this.creds(hint.cluster, secrets)))) return hint;
     this.where.delete(name);
@@ -251,12 +274,17 @@ export class RbdBackend implements Backend {
     return undefined;
   }
 
-  private async stored<T>(name: string, secrets?: Record<string, string>): Promise<{ loc: Loc; stored: Stored<T>; meta: Record<string, string> } | undefined> {
-    // Where the image was last seen: one call (its metadata) instead of a search.
-    const hint = this.where.get(name);
+  /** The record of the image of an ID (volume or snapshot) and where it is. */
+  private async stored<T>(id: string, secrets?: Record<string, string>): Promise<{ loc: Loc; stored: Stored<T>; meta: Record<string, string> } | undefined> {
+    const name = imageOf(id);
+    const at = this.placeOf(id);
+    if (at === null) return undefined;
+    // Where the ID says, or where the image was last seen: one call (its metadata) instead of a search.
+    const hint = at ?? this.where.get(name);
     let meta = hint ? await this.meta(hint, name, this.creds(hint.cluster, secrets)) : undefined;
     let loc = meta ? hint : undefined;
     if (!loc) {
+      if (at) return undefined;
       loc = await this.findImage(name, secrets);
       if (!loc) return undefined;
       meta = await this.meta(loc, name, this.creds(loc.cluster, secrets));
@@ -411,6 +439,11 @@ export class RbdBackend implements Backend {
   // ---- Backend ----
 
   async init(): Promise<void> {
+    for (const { cluster, pool } of this.allLocs()) {
+      if (!locationFits('snap', this.name, [cluster.clusterID, pool.pool, pool.namespace])) {
+        this.opts.log.warn({ clusterID: cluster.clusterID, pool: poolSpec(pool) }, 'cluster ID, pool and namespace are too long for the IDs of this pool; its volumes get IDs without them, which every call searches every pool for');
+      }
+    }
     await this.cli.init();
     if (this.mapper instanceof FuseMapper) await this.mapper.init();
     const log = this.opts.log;
@@ -530,7 +563,7 @@ export class RbdBackend implements Backend {
   }
 
   async getVolume(id: string, secrets?: Record<string, string>): Promise<VolumeRecord | undefined> {
-    return (await this.stored<VolumeRecord>(volumeImage(id), secrets))?.stored.record;
+    return (await this.stored<VolumeRecord>(id, secrets))?.stored.record;
   }
 
   async listVolumes(): Promise<VolumeRecord[]> {
@@ -553,13 +586,13 @@ export class RbdBackend implements Backend {
       await this.cli.rbd(loc.cluster, creds, ['create', '--size', `${rec.capacityBytes / MiB}M`, '--image-feature', features, spec]);
       failpoint('rbd.create.afterImage');
     } else if (cs.type === 'snapshot') {
-      const src = await this.stored<SnapshotRecord>(snapshotImage(cs.id), secrets);
+      const src = await this.stored<SnapshotRecord>(cs.id, secrets);
       if (!src) throw new BackendError('not-found', `source snapshot ${cs.id} does not exist`);
       const srcImage = snapshotImage(cs.id);
       depth = await this.cloneInto(src.loc, srcImage, srcImage, loc, name, features, src.stored.depth + 1, creds);
       failpoint('rbd.create.afterImage');
     } else {
-      const src = await this.stored<VolumeRecord>(volumeImage(cs.id), secrets);
+      const src = await this.stored<VolumeRecord>(cs.id, secrets);
       if (!src) throw new BackendError('not-found', `source volume ${cs.id} does not exist`);
       const srcImage = volumeImage(cs.id);
       const tmp = `csi-tmp-${hashOf(rec.id)}`;
@@ -587,7 +620,7 @@ export class RbdBackend implements Backend {
 
   async saveVolume(rec: VolumeRecord, secrets?: Record<string, string>): Promise<void> {
     const name = volumeImage(rec.id);
-    const found = await this.stored<VolumeRecord>(name, secrets);
+    const found = await this.stored<VolumeRecord>(rec.id, secrets);
     if (!found) throw new BackendError('not-found', `volume ${rec.id} does not exist`);
     const creds = credentialsFrom(found.loc.cluster, secrets);
     await this.setMeta(found.loc, name, META_RECORD, recordToJson({ record: rec, depth: found.stored.depth }), creds);
@@ -595,7 +628,7 @@ export class RbdBackend implements Backend {
 
   async expandVolume(rec: VolumeRecord, newBytes: bigint, secrets?: Record<string, string>): Promise<VolumeRecord> {
     const name = volumeImage(rec.id);
-    const found = await this.stored<VolumeRecord>(name, secrets);
+    const found = await this.stored<VolumeRecord>(rec.id, secrets);
     if (!found) throw new BackendError('not-found', `volume ${rec.id} does not exist`);
     const creds = credentialsFrom(found.loc.cluster, secrets);
     const info = await this.info(found.loc, name, creds);
@@ -610,7 +643,7 @@ export class RbdBackend implements Backend {
 
   async deleteVolume(id: string, secrets?: Record<string, string>): Promise<void> {
     const name = volumeImage(id);
-    const loc = await this.findImage(name, secrets);
+    const loc = await this.findImage(name, secrets, this.placeOf(id));
     if (!loc) return;
     await this.removeImage(loc, name, credentialsFrom(loc.cluster, secrets));
   }
@@ -676,7 +709,7 @@ export class RbdBackend implements Backend {
   }
 
   async getSnapshot(id: string, secrets?: Record<string, string>): Promise<SnapshotRecord | undefined> {
-    return (await this.stored<SnapshotRecord>(snapshotImage(id), secrets))?.stored.record;
+    return (await this.stored<SnapshotRecord>(id, secrets))?.stored.record;
   }
 
   async listSnapshots(): Promise<SnapshotRecord[]> {
@@ -693,10 +726,12 @@ export class RbdBackend implements Backend {
     const work: Array<{ rec: SnapshotRecord; src: Loc; srcImage: string; depth: number; features: string; creds: Credentials; name: string; done: boolean }> = [];
     for (const rec of recs) {
       const srcImage = volumeImage(rec.sourceVolumeId);
-      const src = await this.stored<VolumeRecord>(srcImage, secrets);
+      const src = await this.stored<VolumeRecord>(rec.sourceVolumeId, secrets);
       if (!src) throw new BackendError('not-found', `source volume ${rec.sourceVolumeId} does not exist`);
       const creds = credentialsFrom(src.loc.cluster, secrets);
       const name = snapshotImage(rec.id);
+      const at = this.placeOf(rec.id);
+      if (at !== undefined && (at?.cluster !== src.loc.cluster || at.pool !== src.loc.pool)) throw new Error(`snapshot ID ${rec.id} names another pool than its source volume's`);
       const meta = await this.meta(src.loc, name, creds);
       const done = !!ownRecord<SnapshotRecord>(name, meta);
       if (meta && !done) await this.removeImage(src.loc, name, creds);
@@ -728,7 +763,7 @@ export class RbdBackend implements Backend {
 
   async deleteSnapshot(id: string, secrets?: Record<string, string>): Promise<void> {
     const name = snapshotImage(id);
-    const loc = await this.findImage(name, secrets);
+    const loc = await this.findImage(name, secrets, this.placeOf(id));
     if (!loc) return;
     await this.removeImage(loc, name, credentialsFrom(loc.cluster, secrets));
   }
@@ -747,7 +782,7 @@ export class RbdBackend implements Backend {
     const members: Array<{ loc: Loc; name: string }> = [];
     for (const sid of rec.snapshotIds) {
       const name = snapshotImage(sid);
-      const loc = await this.findImage(name);
+      const loc = await this.findImage(name, undefined, this.placeOf(sid));
       if (!loc) throw new BackendError('not-found', `member snapshot ${sid} does not exist`);
       members.push({ loc, name });
     }
