@@ -3,19 +3,15 @@
 // all pages; else ControllerGetVolumeHealth per PV), and an Event on the PV's claim and the
 // pods using it when a volume's condition changes.
 import { CsiClient, codeName, rpcErrorText } from '../common/csi-client.js';
-import { Recorder } from '../common/events.js';
 import { k8s, type Clients, Watch } from '../common/kube.js';
 import { servesVolume } from '../common/scope.js';
-import type { CommonControllerOptions } from '../common/run.js';
-import { HealthStates, claimOf, type Problem } from './health.js';
-import { Poller, capabilityNames, emit, podsUsingClaim, withKind } from './poller.js';
+import { claimOf, type Problem } from './health.js';
+import { HealthMonitor, capabilityNames, emit, podsUsingClaim, withKind, type MonitorOptions } from './poller.js';
 
 /** Entries asked for per ControllerListVolumeHealth page: bounds one call's work on the driver. */
 const LIST_PAGE_ENTRIES = 500;
 
-export interface MonitorOptions extends CommonControllerOptions {
-  intervalMs: number;
-}
+export type { MonitorOptions };
 
 /** Every abnormal volume the driver lists, by volume ID, over all pages; a volume it does not list is healthy. */
 export async function listVolumeHealth(csi: CsiClient, timeoutMs: number): Promise<Map<string, Problem[]>> {
@@ -33,19 +29,9 @@ export async function listVolumeHealth(csi: CsiClient, timeoutMs: number): Promi
   return out;
 }
 
-export class ControllerHealthMonitor extends Poller {
-  private pvs!: Watch<k8s.V1PersistentVolume>;
-  private readonly states = new HealthStates();
-  private readonly recorder: Recorder;
-  private warnedNoHealth = false;
-
-  constructor(
-    private readonly k: Clients,
-    private readonly csi: CsiClient,
-    private readonly opts: MonitorOptions,
-  ) {
-    super(opts.intervalMs, opts.log);
-    this.recorder = new Recorder(k.core, `${opts.driverName}-health-monitor`, opts.log);
+export class ControllerHealthMonitor extends HealthMonitor<MonitorOptions> {
+  constructor(k: Clients, csi: CsiClient, opts: MonitorOptions) {
+    super(k, csi, opts, `${opts.driverName}-health-monitor`);
   }
 
   async start(): Promise<void> {

@@ -4,11 +4,9 @@
 // the pod and its claim when that volume's condition in that pod changes. Every backend's
 // volumes are checked here: the node service serves them all, whatever --backends says.
 import { CsiClient, codeName, rpcErrorText } from '../common/csi-client.js';
-import { Recorder } from '../common/events.js';
 import { k8s, type Clients, Watch } from '../common/kube.js';
-import { HealthStates, claimOf, kubeletPaths, podClaimNames, podIsActive, type Problem } from './health.js';
-import { Poller, capabilityNames, emit, withKind } from './poller.js';
-import type { MonitorOptions } from './controller.js';
+import { claimOf, kubeletPaths, podClaimNames, podIsActive, type Problem } from './health.js';
+import { HealthMonitor, capabilityNames, emit, withKind, type MonitorOptions } from './poller.js';
 
 export interface NodeMonitorOptions extends MonitorOptions {
   nodeName: string;
@@ -22,20 +20,11 @@ interface PodVolume {
   pv: k8s.V1PersistentVolume;
 }
 
-export class NodeHealthMonitor extends Poller {
-  private pvs!: Watch<k8s.V1PersistentVolume>;
+export class NodeHealthMonitor extends HealthMonitor<NodeMonitorOptions> {
   private claims!: Watch<k8s.V1PersistentVolumeClaim>;
-  private readonly states = new HealthStates();
-  private readonly recorder: Recorder;
-  private warnedNoHealth = false;
 
-  constructor(
-    private readonly k: Clients,
-    private readonly csi: CsiClient,
-    private readonly opts: NodeMonitorOptions,
-  ) {
-    super(opts.intervalMs, opts.log);
-    this.recorder = new Recorder(k.core, `${opts.driverName}-health-monitor-node`, opts.log);
+  constructor(k: Clients, csi: CsiClient, opts: NodeMonitorOptions) {
+    super(k, csi, opts, `${opts.driverName}-health-monitor-node`);
   }
 
   async start(): Promise<void> {

@@ -2,10 +2,15 @@
 // itself and stops cleanly, the driver's capabilities, Events on a claim and on the pods
 // using it.
 import type { Logger } from 'pino';
-import { rpcErrorText } from '../common/csi-client.js';
-import type { Recorder } from '../common/events.js';
-import type { Clients, k8s } from '../common/kube.js';
-import { podClaimNames, podIsActive, type HealthEvent } from './health.js';
+import { rpcErrorText, type CsiClient } from '../common/csi-client.js';
+import { Recorder } from '../common/events.js';
+import type { Clients, k8s, Watch } from '../common/kube.js';
+import type { CommonControllerOptions } from '../common/run.js';
+import { HealthStates, podClaimNames, podIsActive, type HealthEvent } from './health.js';
+
+export interface MonitorOptions extends CommonControllerOptions {
+  intervalMs: number;
+}
 
 /** How often the driver is asked by default: the --monitor-interval of kubernetes-csi's health monitor. */
 export const DEFAULT_INTERVAL = '60s';
@@ -41,6 +46,25 @@ export abstract class Poller {
     this.stopped = true;
     if (this.timer) clearTimeout(this.timer);
     await this.running;
+  }
+}
+
+/** A monitor's parts: the PVs it watches, the last condition of each volume, its Event source. */
+export abstract class HealthMonitor<O extends MonitorOptions> extends Poller {
+  protected pvs!: Watch<k8s.V1PersistentVolume>;
+  protected readonly states = new HealthStates();
+  protected readonly recorder: Recorder;
+  /** The driver reports no health: said once in the log, not every poll. */
+  protected warnedNoHealth = false;
+
+  constructor(
+    protected readonly k: Clients,
+    protected readonly csi: CsiClient,
+    protected readonly opts: O,
+    eventSource: string,
+  ) {
+    super(opts.intervalMs, opts.log);
+    this.recorder = new Recorder(k.core, eventSource, opts.log);
   }
 }
 

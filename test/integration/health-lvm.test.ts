@@ -27,11 +27,10 @@ beforeAll(async () => {
 
 afterAll(async () => {
   await h?.cleanup();
-  await vg?.destroy();
-  if (vg) await fs.rm(vg.dir, { recursive: true, force: true });
+  await vg?.remove();
 });
 
-const params = () => ({ backend: 'lvm', volumeGroup: vg.name });
+const params = () => vg.params();
 
 async function createStaged(name: string, bytes: number): Promise<{ id: string; staging: string }> {
   const cap = mountCap('ext4');

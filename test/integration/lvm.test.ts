@@ -30,11 +30,10 @@ beforeAll(async () => {
 
 afterAll(async () => {
   await h?.cleanup();
-  await vg?.destroy();
-  if (vg) await fs.rm(vg.dir, { recursive: true, force: true });
+  await vg?.remove();
 });
 
-const params = () => ({ backend: 'lvm', volumeGroup: vg.name });
+const params = () => vg.params();
 
 /** A loop window over an LV's extents on the PV, as the driver makes to attach it (nodm). */
 async function windowOver(lvName: string): Promise<string> {

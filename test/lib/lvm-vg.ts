@@ -52,4 +52,15 @@ export class TestVg {
   async destroy(): Promise<void> {
     for (const d of await loopDevicesUnder(this.dir)) await execa('losetup', ['-d', d], { reject: false });
   }
+
+  /** destroy(), then the directory with the PV images and the private lvm configuration. */
+  async remove(): Promise<void> {
+    await this.destroy();
+    await fs.rm(this.dir, { recursive: true, force: true });
+  }
+
+  /** CreateVolume parameters that put a volume in this VG. */
+  params(): Record<string, string> {
+    return { backend: 'lvm', volumeGroup: this.name };
+  }
 }
