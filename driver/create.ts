@@ -106,7 +106,7 @@ export interface DriverServices extends Services {
 function buildServices(s: DriverSettings, ctx: DriverContext, nodeState: NodeStateStore): DriverServices {
   const probeDirs = [...(s.loop ? [s.loop.dataDir] : []), s.nodeStateDir];
   return {
-    identity: new IdentityService(ctx, probeDirs),
+    identity: new IdentityService(ctx, probeDirs, { controller: s.mode !== 'node' }),
     controller: s.mode !== 'node' ? new ControllerService(ctx) : undefined,
     groupController: s.mode !== 'node' ? new GroupControllerService(ctx) : undefined,
     // Beside the controller: snapshots are controller objects, and a node-only driver has none to answer for.

@@ -2,7 +2,7 @@
 // can be told to throw from any one method, so a test can check what the CO sees when a
 // backend refuses at each step of each RPC. Pure logic only: it attaches no real device
 // (attachedDevice answers /dev/zero, a device that is never mounted).
-import { BackendError, type Backend, type Capacity, type GroupSnapshotRecord, type GroupSnapshotStore, type SnapshotRecord, type HealthProblem, type VolumeRecord } from '../../driver/backends/backend.js';
+import { BackendError, type Backend, type Capacity, type GroupSnapshotRecord, type GroupSnapshotStore, type SnapshotBlocks, type SnapshotRecord, type HealthProblem, type StorageProblem, type VolumeRecord } from '../../driver/backends/backend.js';
 
 /** A 1 GiB ext4 mount volume record of the fake backend; tests override what they care about. */
 export function fakeVolume(fields: Partial<VolumeRecord> & Pick<VolumeRecord, 'id' | 'name'>): VolumeRecord {
@@ -23,7 +23,6 @@ export function fakeVolume(fields: Partial<VolumeRecord> & Pick<VolumeRecord, 'i
 export type BackendMethod = Exclude<keyof Backend, 'name' | 'nodeLocal' | 'mutableParameters' | 'groupSnapshots'> | keyof GroupSnapshotStore;
 
 export class FakeBackend implements Backend {
-  readonly name = 'fake';
   readonly groupSnapshots: GroupSnapshotStore = this;
   readonly nodeLocal = false;
   readonly mutableParameters = { speed: ['slow', 'fast'] as const };
@@ -35,6 +34,13 @@ export class FakeBackend implements Backend {
   fail?: { method: BackendMethod; error: Error };
   /** Called by every method before it answers: a test's hook to block or run a child process. */
   hook?: (method: BackendMethod, arg: unknown) => Promise<void>;
+  /** What storageHealth answers. */
+  storage: StorageProblem[] = [];
+  /** Set by tests of what a driver advertises when a backend has changed-block tracking. */
+  snapshotBlocks?: SnapshotBlocks;
+
+  /** A second fake beside the first needs a name of its own (the backend map's key, the IDs' middle part). */
+  constructor(readonly name = 'fake') {}
 
   private async enter(method: BackendMethod, arg?: unknown): Promise<void> {
     if (this.fail?.method === method) throw this.fail.error;
@@ -153,6 +159,11 @@ export class FakeBackend implements Backend {
 
   async refreshDevice(rec: VolumeRecord): Promise<void> {
     await this.enter('refreshDevice', rec);
+  }
+
+  async storageHealth(): Promise<StorageProblem[]> {
+    await this.enter('storageHealth');
+    return structuredClone(this.storage);
   }
 }
 

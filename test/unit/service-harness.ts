@@ -22,7 +22,12 @@ export interface ServiceHarness {
   close(): Promise<void>;
 }
 
-export async function startServices(limits: Pick<Partial<DriverOptions>, 'maxConcurrentRpcs'> = {}): Promise<ServiceHarness> {
+export interface ServiceOptions extends Pick<Partial<DriverOptions>, 'maxConcurrentRpcs' | 'mode'> {
+  /** More fakes beside the default one ('fake'), each with a name of its own. */
+  moreBackends?: FakeBackend[];
+}
+
+export async function startServices({ moreBackends = [], ...limits }: ServiceOptions = {}): Promise<ServiceHarness> {
   const dir = await fs.mkdtemp(path.join(os.tmpdir(), 'tscsi-unit-svc-'));
   const log = pino({ level: 'silent' });
   const settings = resolveSettings(
@@ -37,10 +42,10 @@ export async function startServices(limits: Pick<Partial<DriverOptions>, 'maxCon
       allowedPathRoot: [dir],
       ...limits,
     },
-    { backendNames: ['fake'] },
+    { backendNames: ['fake', ...moreBackends.map((b) => b.name)] },
   );
   const backend = new FakeBackend();
-  const { ctx, server, nodeState: state } = await createDriver(settings, { log, backends: [backend] });
+  const { ctx, server, nodeState: state } = await createDriver(settings, { log, backends: [backend, ...moreBackends] });
   const socket = path.join(dir, 'csi.sock');
   await server.listen(`unix://${socket}`);
   const client = new CsiClient(socket, 10_000);
