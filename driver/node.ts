@@ -14,7 +14,8 @@ import { deviceSize } from './host/loop.js';
 import { run, hostFailure } from './host/exec.js';
 import { NodeStateStore, type NodeVolumeState } from './nodestate.js';
 import { failpoint } from './failpoints.js';
-import { attachmentProblems, uniqueProblems } from './nodehealth.js';
+import { attachmentProblems } from './nodehealth.js';
+import { mergeSameReason } from './backends/problems.js';
 import type * as T from '../proto/types.js';
 
 /**
@@ -468,7 +469,7 @@ export class NodeService {
     const st = await this.state.get(vol.id);
     const problems = await backend.volumeHealth(vol);
     if (st?.stagingPath) problems.push(...(await attachmentProblems(backend, vol, st, { staging, publish })));
-    return { volume_health: { volume_id: vol.id, health_statuses: uniqueProblems(problems) } };
+    return { volume_health: { volume_id: vol.id, health_statuses: mergeSameReason(problems) } };
   }
 
   /**
@@ -488,12 +489,13 @@ export class NodeService {
     return { volume_health: { volume_id: id, health_statuses: [problem] } };
   }
 
+  /** One entry per (status, reason) across every backend this node serves (the spec's rule), naming each backend that has it. */
   async NodeGetStorageHealth(): Promise<T.NodeGetStorageHealthResponse> {
     const problems = [];
     for (const b of this.ctx.backends.values()) {
       for (const p of (await b.storageHealth?.()) ?? []) problems.push({ ...p, message: `${b.name}: ${p.message}` });
     }
-    return { backend_health: problems };
+    return { backend_health: mergeSameReason(problems) };
   }
 
   async NodeExpandVolume(req: T.NodeExpandVolumeRequest__Output): Promise<T.NodeExpandVolumeResponse> {

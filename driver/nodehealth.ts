@@ -7,17 +7,6 @@ import type { NodeVolumeState } from './nodestate.js';
 import * as mnt from './host/mount.js';
 import { filesystemFaults, type FilesystemFault } from './host/fshealth.js';
 
-/** The CSI rule: one entry per (status, reason); the first message found is kept. */
-export function uniqueProblems(problems: HealthProblem[]): HealthProblem[] {
-  const seen = new Set<string>();
-  return problems.filter((p) => {
-    const k = `${p.status}\0${p.reason}`;
-    if (seen.has(k)) return false;
-    seen.add(k);
-    return true;
-  });
-}
-
 /**
  * The node-side problems of a volume staged here (state) at the paths the CO asked about,
  * or at every path it is staged and published at when it named none.

@@ -69,8 +69,8 @@ export function lvProblems(lv: LvInfo, pool: LvInfo | undefined, deviceMapper: b
   for (const p of pool ? thinPoolProblems(pool) : []) {
     out.push({ status: p.severe ? 'INACCESSIBLE' : 'DEGRADED', reason: p.reason, message: `volume ${lv.name}: ${p.message}` });
   }
-  // The spec's rule, one entry per (status, reason): a failed pool shows on the LV and the pool alike.
-  return out.filter((p, i) => out.findIndex((q) => q.status === p.status && q.reason === p.reason) === i);
+  // A failed pool shows on the LV and the pool alike: one entry naming both.
+  return mergeSameReason(out);
 }
 
 /** The problems of the volume groups (missing, missing PVs, nearly full) and of their thin pools. */
