@@ -35,6 +35,13 @@ interface StageRequest {
   fsType: string;
 }
 
+/** The device this node holds for a volume, and how to let it go. */
+interface HeldDevice {
+  device: string;
+  devno?: string;
+  detach(): Promise<void>;
+}
+
 /** A NodePublish request checked against itself and its volume. */
 interface PublishRequest {
   backend: NodeBackend;
@@ -91,6 +98,18 @@ export class NodeService {
   private async devnoOf(backend: NodeBackend, vol: VolumeRecord): Promise<{ device?: string; devno?: string }> {
     const device = await backend.attachedDevice(vol);
     return { device, devno: device ? await mnt.deviceNumber(device) : undefined };
+  }
+
+  /**
+   * What this node holds for a volume (found: its backend knows it), or for one whose record
+   * is gone from its backend while it is still staged here (st): then the backend finds its
+   * device from the ID and the device NodeStage recorded.
+   */
+  private async heldDevice(id: string, found: { backend: NodeBackend; vol: VolumeRecord } | undefined, st: NodeVolumeState | undefined): Promise<HeldDevice | undefined> {
+    const held = found
+      ? await found.backend.attachedDevice(found.vol).then((device) => device && { device, detach: () => found.backend.detach(found.vol) })
+      : st && (await this.ctx.ownerOf(id, 'volume_id', 'vol')?.orphanedAttachment?.(id, st.device));
+    return held ? { ...held, devno: await mnt.deviceNumber(held.device) } : undefined;
   }
 
   /**
@@ -163,10 +182,11 @@ export class NodeService {
   private async stagedAlready(r: StageRequest, where: ResolvedPath, prev: NodeVolumeState | undefined): Promise<boolean> {
     const existing = where.stat?.isDirectory() ? await mnt.mountAt(where.real) : undefined;
     if (existing) {
-      if (!(await mnt.isMountOf(existing, (await this.devnoOf(r.backend, r.vol)).devno))) {
+      const { device, devno } = await this.devnoOf(r.backend, r.vol);
+      if (!(await mnt.isMountOf(existing, devno))) {
         throw alreadyExists(`staging path ${r.staging} already has ${existing.source} mounted on it`);
       }
-      if (!prev) await this.state.put(this.stageRecord(r.vol.id, r.staging, r.cap, r.fsType));
+      if (!prev) await this.state.put({ ...this.stageRecord(r.vol.id, r.staging, r.cap, r.fsType), device });
       return true;
     }
     if (where.stat && !where.stat.isDirectory()) throw failedPrecondition(`staging_target_path ${r.staging} exists and is not a directory`);
@@ -186,6 +206,7 @@ export class NodeService {
     let mounted = false;
     try {
       const device = await backend.attach(vol, secrets);
+      await this.recordDevice(vol.id, device);
       failpoint('node.stage.afterAttach');
       if (cap.accessType === 'block') return;
       if (!where.stat) {
@@ -233,6 +254,12 @@ export class NodeService {
     return { volumeId, stagingPath, accessType: cap.accessType, fsType, mountFlags: cap.mountFlags, mode: cap.mode, publications: {} };
   }
 
+  /** Written down once attached: NodeUnstage needs it if the volume's record vanishes from its backend. */
+  private async recordDevice(volumeId: string, device: string): Promise<void> {
+    const rec = await this.state.get(volumeId);
+    if (rec && rec.device !== device) await this.state.put({ ...rec, device });
+  }
+
   /**
    * Takes back what a failed NodeStage did, last step first. What cannot be taken back stays
    * recorded, so NodeUnstage can finish it.
@@ -248,31 +275,37 @@ export class NodeService {
     }
   }
 
+  /**
+   * A volume whose record is gone from its backend (its storage removed behind it, by hand
+   * or by a crash) but still staged here is unstaged all the same: its mounts and device
+   * are taken down, or kubelet retries for ever and the node leaks both. Only a volume
+   * neither known nor staged here is NOT_FOUND.
+   */
   async NodeUnstageVolume(req: T.NodeUnstageVolumeRequest__Output): Promise<T.NodeUnstageVolumeResponse> {
     if (!req.volume_id) throw invalidArgument('volume_id is required');
     const staging = checkPath(req.staging_target_path, 'staging_target_path');
     const found = await this.ctx.findVolume(req.volume_id);
-    const st = found ? await this.state.get(req.volume_id) : undefined;
-    if (!found) throw notFound(`volume ${req.volume_id} does not exist`);
-    const { backend, vol } = found;
-    return this.ctx.locks.with([vol.id], 'NodeUnstageVolume', async () => {
-      const cur = (await this.state.get(vol.id)) ?? st;
+    const id = found?.vol.id ?? req.volume_id;
+    const st = found ? await this.state.get(id) : undefined;
+    return this.ctx.locks.with([id], 'NodeUnstageVolume', async () => {
+      const cur = (await this.state.get(id)) ?? st;
+      if (!found && !cur) throw notFound(`volume ${id} does not exist`);
       if (cur && cur.stagingPath !== staging) {
-        throw failedPrecondition(`volume ${vol.id} is staged at ${cur.stagingPath}, not ${staging}`);
+        throw failedPrecondition(`volume ${id} is staged at ${cur.stagingPath}, not ${staging}`);
       }
       const pubs = Object.keys(cur?.publications ?? {});
-      if (pubs.length > 0) throw failedPrecondition(`volume ${vol.id} is still published at ${pubs.join(', ')}: NodeUnpublishVolume first`);
-      const { device, devno } = await this.devnoOf(backend, vol);
+      if (pubs.length > 0) throw failedPrecondition(`volume ${id} is still published at ${pubs.join(', ')}: NodeUnpublishVolume first`);
+      const held = await this.heldDevice(id, found, cur);
       // Only a mount of this volume's own device is ever unmounted.
-      await this.unmountOurs(await this.releasePath(staging, 'staging_target_path'), devno, vol.id);
+      await this.unmountOurs(await this.releasePath(staging, 'staging_target_path'), held?.devno, id);
       failpoint('node.unstage.afterUmount');
-      if (device) {
-        const still = await mnt.mountsOf(device);
-        if (still.length > 0) throw failedPrecondition(`volume ${vol.id} (${device}) is still mounted at ${still.map((x) => x.target).join(', ')}`);
-        await backend.detach(vol);
+      if (held) {
+        const still = await mnt.mountsOf(held.device);
+        if (still.length > 0) throw failedPrecondition(`volume ${id} (${held.device}) is still mounted at ${still.map((x) => x.target).join(', ')}`);
+        await held.detach();
         failpoint('node.unstage.afterDetach');
       }
-      await this.state.remove(vol.id);
+      await this.state.remove(id);
       return {};
     });
   }
@@ -400,18 +433,20 @@ export class NodeService {
     await this.state.put(st);
   }
 
+  /** Like NodeUnstage, also for a volume whose record is gone from its backend while it is still staged here. */
   async NodeUnpublishVolume(req: T.NodeUnpublishVolumeRequest__Output): Promise<T.NodeUnpublishVolumeResponse> {
     if (!req.volume_id) throw invalidArgument('volume_id is required');
     const target = checkPath(req.target_path, 'target_path');
     const found = await this.ctx.findVolume(req.volume_id);
-    if (!found) throw notFound(`volume ${req.volume_id} does not exist`);
-    const { backend, vol } = found;
-    return this.ctx.locks.with([vol.id], 'NodeUnpublishVolume', async () => {
-      const st = await this.state.get(vol.id);
+    const id = found?.vol.id ?? req.volume_id;
+    return this.ctx.locks.with([id], 'NodeUnpublishVolume', async () => {
+      const st = await this.state.get(id);
+      if (!found && !st) throw notFound(`volume ${id} does not exist`);
       const pub = st?.publications[target];
-      const { devno } = await this.devnoOf(backend, vol);
+      const devno = (await this.heldDevice(id, found, st))?.devno;
       const where = await this.releasePath(target, 'target_path');
-      await this.unmountOurs(where, devno, vol.id, pub !== undefined && vol.accessType === 'block' && !devno);
+      const accessType = found?.vol.accessType ?? st!.accessType;
+      await this.unmountOurs(where, devno, id, pub !== undefined && accessType === 'block' && !devno);
       failpoint('node.unpublish.afterUmount');
       // Only what NodePublish made is removed, and only if it still is a plain directory or
       // file (never through a symlink); a target the CO made is the CO's.
@@ -419,7 +454,7 @@ export class NodeService {
         const stat = await fs.lstat(where).catch(() => undefined);
         const removed = stat?.isDirectory() ? fs.rmdir(where) : stat?.isFile() ? fs.unlink(where) : Promise.resolve();
         await removed.catch((err: unknown) => {
-          this.ctx.log.warn({ volumeId: vol.id, target, err: err instanceof Error ? err.message : String(err) }, 'could not remove the target NodePublish made; leaving it to the CO');
+          this.ctx.log.warn({ volumeId: id, target, err: err instanceof Error ? err.message : String(err) }, 'could not remove the target NodePublish made; leaving it to the CO');
         });
       }
       if (st && pub) {

@@ -23,6 +23,11 @@ export interface NodeVolumeState {
   mountFlags: string[];
   mode: string;
   publications: Record<string, NodePublication>;
+  /**
+   * The device NodeStage attached, so NodeUnstage can still find it once the volume's record
+   * is gone from its backend (absent in records of older versions).
+   */
+  device?: string;
   /** Set while mkfs runs on a device that was blank: a retry formats it again. */
   formatting?: boolean;
 }

@@ -214,6 +214,14 @@ export interface NodeBackend extends BackendBase {
   attachedDevice(rec: VolumeRecord): Promise<string | undefined>;
   /** Detaches the volume from this node; a detached volume is left as it is. */
   detach(rec: VolumeRecord): Promise<void>;
+  /**
+   * What this node still holds for a volume whose record is gone (its storage removed behind
+   * a staged volume, by hand or by a crash): its device, found from what is left (the ID,
+   * and `recorded`, the device NodeStage wrote down, which is used only once checked to be
+   * still this volume's), and how to let it go. The node unmounts what is mounted from the
+   * device before calling `detach`. Undefined when nothing of it is attached here.
+   */
+  orphanedAttachment?(id: string, recorded: string | undefined): Promise<{ device: string; detach(): Promise<void> } | undefined>;
   /** Makes an attached device see the volume's current size (after expandVolume). */
   refreshDevice(rec: VolumeRecord, device: string): Promise<void>;
   /**

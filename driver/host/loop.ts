@@ -1,6 +1,7 @@
 // Loop devices, tracked by backing file: the driver only ever detaches a device whose
 // backing file is one of its own volumes (never `losetup -D`, never by pattern).
 import fs from 'node:fs/promises';
+import path from 'node:path';
 import { run } from './exec.js';
 
 export const LOOP_SECTOR_SIZE = 4096;
@@ -70,7 +71,8 @@ function majMin(dev: number): string {
  * by the file's inode and device instead (one losetup call, only when there are any).
  */
 export async function devicesFor(file: string): Promise<LoopDevice[]> {
-  const real = await fs.realpath(file).catch(() => file);
+  // A deleted file has no real path; the kernel shows it under its directory's.
+  const real = await fs.realpath(file).catch(() => fs.realpath(path.dirname(file)).then((d) => path.join(d, path.basename(file)), () => file));
   const out: LoopDevice[] = [];
   const strangers: Array<{ dev: string; back: string }> = [];
   for (const { dev, back } of await boundDevices()) {

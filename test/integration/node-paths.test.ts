@@ -21,6 +21,7 @@ import { createDriver } from '../../driver/create.js';
 import { LoopBackend } from '../../driver/backends/loop/index.js';
 import type { Backend, VolumeRecord } from '../../driver/backends/backend.js';
 import { mountedFilesystems } from '../../driver/host/freeze.js';
+import { TestVg } from '../lib/lvm-vg.js';
 
 let h: DriverHarness;
 let c: CsiClient;
@@ -248,6 +249,109 @@ describe('answers of item 14', () => {
     await c.Node.NodeUnstageVolume({ volume_id: id, staging_target_path: staging });
     await expectReleasable(id);
   });
+});
+
+describe('NodeUnpublish and NodeUnstage of a volume whose storage is gone (#13)', () => {
+  // Gone by hand (or by a crash): the backing file, or the file and the record with it.
+  const losses = [
+    ['its backing file', ['img']],
+    ['its backing file and its record', ['img', 'json']],
+  ] as const;
+  for (const [kind, cap] of [
+    ['mount', mountCap('ext4')],
+    ['block', blockCap()],
+  ] as const) {
+    for (const [what, files] of losses) {
+      it(`a staged and published ${kind} volume that lost ${what} is unpublished and unstaged: no mount, loop device or record is left`, async () => {
+        const name = `gone-${kind}-${files.length}`;
+        const id = await createVolume(`pvc-np-${name}`, cap);
+        const staging = stagingDir(name);
+        const target = podDir(name);
+        await c.Node.NodeStageVolume({ volume_id: id, staging_target_path: staging, volume_capability: cap });
+        await c.Node.NodePublishVolume({ volume_id: id, staging_target_path: staging, target_path: target, volume_capability: cap });
+        for (const ext of files) await fs.rm(path.join(h.dataDir, 'volumes', `${id}.${ext}`));
+        expect(await outcomeOf(c.Node.NodeUnpublishVolume({ volume_id: id, target_path: target }))).toBe('OK');
+        expect(await isMountPoint(target), 'target unmounted').toBe(false);
+        expect(existsSync(target), 'the target NodePublish made is removed').toBe(false);
+        expect(await outcomeOf(c.Node.NodeUnstageVolume({ volume_id: id, staging_target_path: staging }))).toBe('OK');
+        expect(await isMountPoint(staging), 'staging path unmounted').toBe(false);
+        expect(await loopsOf(id), 'no loop device').toEqual([]);
+        expect(existsSync(stateFile(id)), 'no staging record').toBe(false);
+        // Known to neither the backend nor this node now (or, with its record, not staged here).
+        const again = files.length === 2 ? 'NOT_FOUND' : 'OK';
+        expect(await outcomeOf(c.Node.NodeUnstageVolume({ volume_id: id, staging_target_path: staging }))).toBe(again);
+        expect(await outcomeOf(c.Node.NodeUnpublishVolume({ volume_id: id, target_path: target }))).toBe(again);
+        expect(await outcomeOf(c.Controller.DeleteVolume({ volume_id: id }))).toBe('OK');
+      });
+    }
+  }
+
+  it('a mount that is not the gone volume\'s stays, and the staging is kept for a retry', async () => {
+    const cap = mountCap('ext4');
+    const id = await createVolume('pvc-np-gone-foreign', cap);
+    const staging = stagingDir('gone-foreign');
+    await c.Node.NodeStageVolume({ volume_id: id, staging_target_path: staging, volume_capability: cap });
+    for (const ext of ['img', 'json']) await fs.rm(path.join(h.dataDir, 'volumes', `${id}.${ext}`));
+    await execa('mount', ['-t', 'tmpfs', '-o', 'size=1m', 'tscsi-np-foreign', staging]);
+    try {
+      expect(await outcomeOf(c.Node.NodeUnstageVolume({ volume_id: id, staging_target_path: staging }))).toBe('FAILED_PRECONDITION');
+      expect((await execa('findmnt', ['-rn', '-o', 'SOURCE', '--mountpoint', staging])).stdout.trim().split('\n').pop()).toBe('tscsi-np-foreign');
+      expect(existsSync(stateFile(id)), 'staging record kept').toBe(true);
+    } finally {
+      await execa('umount', [staging]);
+    }
+    expect(await outcomeOf(c.Node.NodeUnstageVolume({ volume_id: id, staging_target_path: staging }))).toBe('OK');
+    expect(await isMountPoint(staging)).toBe(false);
+    expect(await loopsOf(id)).toEqual([]);
+    expect(existsSync(stateFile(id))).toBe(false);
+  });
+
+  it('a volume neither known nor staged here is NOT_FOUND', async () => {
+    const id = (await createVolume('pvc-np-gone-unknown')).replace(/.$/, (x) => (x === '0' ? '1' : '0'));
+    expect(await outcomeOf(c.Node.NodeUnstageVolume({ volume_id: id, staging_target_path: stagingDir('unknown') }))).toBe('NOT_FOUND');
+    expect(await outcomeOf(c.Node.NodeUnpublishVolume({ volume_id: id, target_path: podDir('unknown') }))).toBe('NOT_FOUND');
+  });
+});
+
+describe('NodeUnpublish and NodeUnstage of an LVM volume whose LV was removed (nodm, #13)', () => {
+  let vg: TestVg | undefined;
+  let lh: DriverHarness | undefined;
+
+  beforeAll(async () => {
+    vg = await TestVg.create(await fs.mkdtemp('/tmp/tscsi-np-lvm-'), 0, [256]);
+    lh = await DriverHarness.start({ driver: { lvmVolumeGroups: vg.name, lvmDevices: vg.pv, lvmMode: 'nodm', defaultBackend: 'lvm' } });
+  });
+
+  afterAll(async () => {
+    await lh?.cleanup();
+    await vg?.remove();
+  });
+
+  /** Loop devices over the PV's file other than the PV itself: the LVs' windows. */
+  const windows = async () => (await loopDevicesUnder(vg!.dir)).filter((d) => d !== vg!.pv);
+
+  for (const [kind, cap] of [
+    ['mount', mountCap('ext4')],
+    ['block', blockCap()],
+  ] as const) {
+    it(`a staged and published ${kind} volume: its window is detached and nothing is left`, async () => {
+      const lc = lh!.client!;
+      const id = (await lc.Controller.CreateVolume({ name: `pvc-np-lv-${kind}`, parameters: vg!.params(), capacity_range: { required_bytes: String(32 * MiB) }, volume_capabilities: [cap] })).volume.volume_id;
+      const staging = path.join(lh!.dir, 'staging', kind);
+      const target = path.join(lh!.dir, 'pods', kind);
+      await lc.Node.NodeStageVolume({ volume_id: id, staging_target_path: staging, volume_capability: cap });
+      await lc.Node.NodePublishVolume({ volume_id: id, staging_target_path: staging, target_path: target, volume_capability: cap });
+      expect(await windows()).toHaveLength(1);
+      await vg!.lvm(['lvremove', '-y', `${vg!.name}/${id}`]);
+      expect(await outcomeOf(lc.Node.NodeUnpublishVolume({ volume_id: id, target_path: target }))).toBe('OK');
+      expect(await isMountPoint(target)).toBe(false);
+      expect(await outcomeOf(lc.Node.NodeUnstageVolume({ volume_id: id, staging_target_path: staging }))).toBe('OK');
+      expect(await isMountPoint(staging)).toBe(false);
+      expect(await windows(), 'the removed LV\'s window is detached').toEqual([]);
+      expect(existsSync(path.join(lh!.stateDir, `${id}.json`))).toBe(false);
+      expect(await outcomeOf(lc.Node.NodeUnstageVolume({ volume_id: id, staging_target_path: staging }))).toBe('NOT_FOUND');
+    });
+  }
 });
 
 /**

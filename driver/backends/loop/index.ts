@@ -331,6 +331,12 @@ export class LoopBackend implements Backend {
     await loop.detachAll(this.volImg(rec.id));
   }
 
+  /** Found by its backing file's path, which the kernel keeps even once the file is deleted. */
+  async orphanedAttachment(id: string): Promise<{ device: string; detach(): Promise<void> } | undefined> {
+    const [dev] = await loop.devicesFor(this.volImg(id));
+    return dev && { device: dev.name, detach: () => loop.detachAll(this.volImg(id)) };
+  }
+
   async refreshDevice(_rec: VolumeRecord, device: string): Promise<void> {
     await loop.refreshCapacity(device);
   }

@@ -669,6 +669,40 @@ export class LvmBackend implements Backend {
     if (lv && (await this.deviceOf(lv))) await this.detachLv(lv);
   }
 
+  /**
+   * nodm: an LV removed while staged leaves its window attached, and nothing in lvm names it
+   * any more. The device NodeStage recorded is let go when it still is such a window (see
+   * isOrphanWindow). With device-mapper, lvm refuses to remove an open LV: nothing is left.
+   */
+  async orphanedAttachment(_id: string, recorded: string | undefined): Promise<{ device: string; detach(): Promise<void> } | undefined> {
+    if (this.deviceMapper || !recorded || !/^\/dev\/loop\d+$/.test(recorded)) return undefined;
+    const w = await this.host.describe(recorded);
+    if (!w || !(await this.isOrphanWindow(recorded, w))) return undefined;
+    return { device: recorded, detach: () => this.host.detach(recorded) };
+  }
+
+  /**
+   * A window over one of the driver's PVs, past its metadata (never the PV itself), that no
+   * LV of the volume groups has: the extents the removal freed may already hold a new LV,
+   * and a window at its place is that LV's device.
+   */
+  private async isOrphanWindow(device: string, w: { backFile: string; offset: number }): Promise<boolean> {
+    const pvs = await this.lvm.pvs(this.opts.volumeGroups);
+    if (pvs.some((p) => p.name === device)) return false;
+    let onPv = false;
+    for (const p of pvs) {
+      const m = /^\/dev\/loop\d+$/.test(p.name) ? await this.host.describe(p.name) : undefined;
+      if ((m?.backFile ?? p.name) === w.backFile && w.offset >= (m?.offset ?? 0) + Number(p.peStartBytes)) onPv = true;
+    }
+    if (!onPv) return false;
+    for (const lv of await this.lvm.lvs(this.opts.volumeGroups)) {
+      if (lv.segments.length !== 1) continue;
+      const lw = await this.windowOf(lv).catch(() => undefined);
+      if (lw && lw.file === w.backFile && lw.offset === w.offset) return false;
+    }
+    return true;
+  }
+
   async refreshDevice(rec: VolumeRecord, device: string): Promise<void> {
     if (this.deviceMapper) return; // dm devices follow lvextend by themselves
     const lv = await this.mustLv(rec);
