@@ -42,10 +42,11 @@ export interface ClaimInfo {
   annotations?: Record<string, string>;
 }
 
-const DNS1123_LABEL = /^[a-z0-9]([-a-z0-9]*[a-z0-9])?$/;
-const DNS1123_SUBDOMAIN = /^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$/;
+export const DNS1123_LABEL = /^[a-z0-9]([-a-z0-9]*[a-z0-9])?$/;
+export const DNS1123_SUBDOMAIN = /^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$/;
 
-function resolveTemplate(template: string, values: Record<string, string>): string {
+/** `template` with each ${token} replaced by its value; a token without one is an error. */
+export function resolveTemplate(template: string, values: Record<string, string>): string {
   const missing: string[] = [];
   const out = template.replace(/\$\{([^}]*)\}/g, (_, token: string) => {
     if (token in values) return values[token];
