@@ -9,7 +9,8 @@ import { describe, it, expect, beforeAll, afterAll } from 'vitest';
 import { execa } from 'execa';
 import fs from 'node:fs';
 import path from 'node:path';
-import { ClusterEnv, DRIVER, MIN, NODE_NAME } from '../lib/cluster-env.js';
+import { ClusterEnv, DRIVER, MIN, NODE_NAME, claim, storageClass } from '../lib/cluster-env.js';
+import { parseSize } from '../../lib/size.js';
 import { DriverHarness, mountCap } from '../lib/driver-harness.js';
 import { CsiGate } from '../lib/csi-gate.js';
 import { freePort } from '../lib/wait.js';
@@ -23,32 +24,34 @@ const env = new ClusterEnv();
 let driver: DriverHarness | undefined;
 let gate: CsiGate | undefined;
 let httpPort = 0;
+let socket = '';
 /** The loop volume every snapshot here is taken of. */
 let volumeId = '';
 const results: Record<string, number | string> = {};
 const t0 = Date.now();
 
 const csi = () => driver!.client!;
+const sidecar = (name: string) => path.join(ROOT, 'dist', 'sidecars', name, 'main.js');
 
-/** The directory test/cluster/build caches the CRD manifests in (it prints nothing else on stdout). */
-async function snapshotCrdDir(): Promise<string> {
-  await execa('bash', [BUILD, 'snapshot-crds'], { stderr: 'inherit' });
-  const r = await execa('bash', ['-c', '. "$1" && echo "$SNAPSHOT_CRDS_DIR"', '-', path.join(ROOT, 'test', 'cluster', 'lib', 'versions.sh')]);
+/** test/cluster/build's `component`, built once and cached; returns its cache directory (`dirVar` of lib/versions.sh). */
+async function built(component: string, dirVar: string): Promise<string> {
+  await execa('bash', [BUILD, component], { stderr: 'inherit' });
+  const r = await execa('bash', ['-c', `. "$1" && echo "$${dirVar}"`, '-', path.join(ROOT, 'test', 'cluster', 'lib', 'versions.sh')]);
   return r.stdout.trim();
 }
 
 beforeAll(async () => {
-  const crds = await snapshotCrdDir();
+  const crds = await built('snapshot-crds', 'SNAPSHOT_CRDS_DIR');
   await env.up();
   results.clusterUpS = Math.round((Date.now() - t0) / 1000);
   const files = fs.readdirSync(crds).filter((f) => f.endsWith('.yaml'));
   await env.kubectl(['apply', '--server-side', ...files.flatMap((f) => ['-f', path.join(crds, f)])]);
   await env.kubectl(['wait', '--for=condition=Established', '--timeout=60s', ...files.map((f) => `crd/${f.split('_')[1].replace(/\.yaml$/, '')}.${f.split('_')[0]}`)]);
-  const socket = path.join(env.runDir, 'csi.sock');
+  socket = path.join(env.kubeletDir, 'plugins', DRIVER, 'csi.sock');
   driver = await DriverHarness.start({ socketPath: socket, nodeId: NODE_NAME, pathRoots: [env.kubeletDir], driver: { defaultFsType: 'ext4' } });
   gate = await CsiGate.start(socket, path.join(env.runDir, 'gate.sock'));
   httpPort = await freePort();
-  env.start('snapshotter', [path.join(ROOT, 'dist', 'sidecars', 'snapshotter', 'main.js'), '--csi-address', path.join(env.runDir, 'gate.sock'), '--kubeconfig', env.kubeconfig, '--leader-election', '--http-endpoint', `127.0.0.1:${httpPort}`]);
+  env.start('snapshotter', [sidecar('snapshotter'), '--csi-address', path.join(env.runDir, 'gate.sock'), '--kubeconfig', env.kubeconfig, '--leader-election', '--http-endpoint', `127.0.0.1:${httpPort}`]);
   volumeId = (await csi().Controller.CreateVolume({ name: 'snap-source', capacity_range: { required_bytes: String(64 * MiB) }, volume_capabilities: [mountCap('ext4')] })).volume.volume_id;
   await env.apply(snapshotClass('tscsi-snap', {}));
 }, 30 * MIN);
@@ -203,5 +206,49 @@ describe('the snapshotter sidecar on the real cluster', () => {
     expect((await fetch(`http://127.0.0.1:${httpPort}/healthz`)).status).toBe(200);
     const metrics = await (await fetch(`http://127.0.0.1:${httpPort}/metrics`)).text();
     expect(metrics).toMatch(/tscsi_csi_operations_total\{[^}]*method="\/csi\.v1\.Controller\/CreateSnapshot"[^}]*code="OK"[^}]*\} [1-9]/);
+  });
+});
+
+// The whole path a user takes, through kubectl objects only: the common snapshot-controller
+// (external-snapshotter v8.7.0, built by name: test/cluster/build snapshot-controller) makes
+// and deletes the content, our provisioner makes the claim's volume. Last in the file: the
+// controller would act on the hand-made objects above.
+describe('with the snapshot-controller: a VolumeSnapshot of a claim', () => {
+  beforeAll(async () => {
+    const bin = path.join(await built('snapshot-controller', 'SNAPSHOT_CONTROLLER_BIN'), 'snapshot-controller');
+    const kc = ['--kubeconfig', env.kubeconfig];
+    env.start('registrar', [sidecar('registrar'), '--csi-address', socket, '--kubelet-registration-path', socket, '--plugin-registration-dir', path.join(env.kubeletDir, 'plugins_registry')]);
+    env.start('provisioner', [sidecar('provisioner'), '--csi-address', socket, ...kc]);
+    env.start('snapshot-controller', [...kc, '--retry-interval-max=10s'], bin);
+    await env.apply(storageClass('tscsi-now', { volumeBindingMode: 'Immediate', reclaimPolicy: 'Delete' }));
+  }, 30 * MIN);
+
+  it('becomes readyToUse with a snapshot of its volume, and deleting it deletes the content and the snapshot', { timeout: 5 * MIN }, async () => {
+    await env.apply(claim('data', 'tscsi-now', '32Mi'));
+    const { handle } = await env.bound('data');
+    const started = Date.now();
+    await env.apply({ apiVersion: API, kind: 'VolumeSnapshot', metadata: { name: 'data-snap', namespace: 'default' }, spec: { volumeSnapshotClassName: 'tscsi-snap', source: { persistentVolumeClaimName: 'data' } } });
+    const vs = await env.waitFor(
+      'VolumeSnapshot readyToUse',
+      async () => {
+        const x = await env.json(['get', 'volumesnapshot', 'data-snap']);
+        return x.status?.readyToUse === true && x;
+      },
+      2 * MIN,
+      async () => `${await env.kubectl(['describe', 'volumesnapshot', 'data-snap'])}\n${env.log('snapshot-controller').split('\n').slice(-20).join('\n')}`,
+    );
+    results.volumeSnapshotReadyMs = Date.now() - started;
+    const contentName = vs.status.boundVolumeSnapshotContentName;
+    expect(contentName).toBe(`snapcontent-${vs.metadata.uid}`);
+    const c = await getContent(contentName);
+    const snap = await snapshotById(c.status.snapshotHandle);
+    expect(snap).toMatchObject({ source_volume_id: handle, ready_to_use: true });
+    expect(parseSize(vs.status.restoreSize)).toBe(BigInt(snap.size_bytes));
+    expect(gate!.seen('CreateSnapshot', (r) => r.source_volume_id === handle).map((x) => x.request.name)).toContain(`snapshot-${vs.metadata.uid}`);
+
+    await env.kubectl(['delete', 'volumesnapshot', 'data-snap', '--wait=true', '--timeout=120s']);
+    await env.waitFor(`content ${contentName} gone`, async () => (await env.kubectl(['get', 'volumesnapshotcontent', contentName, '--ignore-not-found', '-o', 'name'])) === '');
+    expect(await snapshotById(c.status.snapshotHandle)).toBeUndefined();
+    await env.kubectl(['delete', 'pvc', 'data', '--wait=true', '--timeout=120s']);
   });
 });

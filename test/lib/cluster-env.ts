@@ -124,12 +124,12 @@ export class ClusterEnv {
     return this.kubectl(['get', 'pv', '-o', 'name']);
   }
 
-  /** Starts a host process (node running `args`) whose output goes to <runDir>/logs/<name>.log. */
-  start(name: string, args: string[]): HostProcess {
+  /** Starts a host process (node running `args`, or `command`) whose output goes to <runDir>/logs/<name>.log. */
+  start(name: string, args: string[], command = process.execPath): HostProcess {
     fs.mkdirSync(path.join(this.runDir, 'logs'), { recursive: true });
     const logFile = path.join(this.runDir, 'logs', `${name}.log`);
     const fd = fs.openSync(logFile, 'a');
-    const p = spawn(process.execPath, args, { stdio: ['ignore', fd, fd], env: { ...process.env, KUBECONFIG: this.kubeconfig } });
+    const p = spawn(command, args, { stdio: ['ignore', fd, fd], env: { ...process.env, KUBECONFIG: this.kubeconfig } });
     fs.closeSync(fd);
     const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((r) => p.once('exit', (code, signal) => r({ code, signal })));
     const proc = { name, p, logFile, exited };

@@ -6,7 +6,9 @@ ETCD_VERSION="${ETCD_VERSION:-v3.6.16}"
 # for: a failed 2.x build fails `cluster up`.
 CONTAINERD_VERSION="${CONTAINERD_VERSION:-v2.2.9}"
 # The snapshot CRDs (VolumeSnapshot*, VolumeGroupSnapshot*): config/crd of this version of the Go
-# module github.com/kubernetes-csi/external-snapshotter/client/v8 (its newest at the time of pinning).
+# module github.com/kubernetes-csi/external-snapshotter/client/v8 (its newest at the time of pinning);
+# the common snapshot-controller: cmd/snapshot-controller of github.com/kubernetes-csi/external-snapshotter/v8
+# at the same version.
 SNAPSHOTTER_VERSION="${SNAPSHOTTER_VERSION:-v8.7.0}"
 # Where built binaries are cached, one directory per component and version.
 TSCSI_CLUSTER_CACHE="${TSCSI_CLUSTER_CACHE:-/var/cache/tscsi-cluster}"
@@ -18,3 +20,4 @@ KUBECTL_BIN="$TSCSI_CLUSTER_CACHE/kubectl-$K8S_VERSION"
 if [ "$CONTAINERD_VERSION" = debian ]; then CONTAINERD_BIN=/usr/bin
 else CONTAINERD_BIN="$TSCSI_CLUSTER_CACHE/containerd-$CONTAINERD_VERSION"; fi
 SNAPSHOT_CRDS_DIR="$TSCSI_CLUSTER_CACHE/snapshot-crds-$SNAPSHOTTER_VERSION"
+SNAPSHOT_CONTROLLER_BIN="$TSCSI_CLUSTER_CACHE/snapshot-controller-$SNAPSHOTTER_VERSION"
