@@ -91,7 +91,7 @@ export function changedRanges(base: Extent[], target: Extent[]): ByteRange[] {
  * The stream's pages: ranges that end after startingOffset (a range that straddles it is
  * sent whole, as the spec allows, so its alignment holds), at most maxResults per page.
  */
-export function* pages(ranges: ByteRange[], startingOffset: bigint, maxResults: number): Generator<ByteRange[]> {
+export function* pages(ranges: Iterable<ByteRange>, startingOffset: bigint, maxResults: number): Generator<ByteRange[]> {
   let page: ByteRange[] = [];
   for (const r of ranges) {
     if (r.offset + r.length <= startingOffset) continue;
@@ -102,4 +102,25 @@ export function* pages(ranges: ByteRange[], startingOffset: bigint, maxResults: 
     }
   }
   if (page.length > 0) yield page;
+}
+
+/** Ranges cut into the blocks of a fixed size they are made of (each range starts and ends on a multiple of it). */
+export function* blocksIn(ranges: Iterable<ByteRange>, blockBytes: bigint): Generator<ByteRange> {
+  for (const r of ranges) {
+    for (let off = r.offset; off < r.offset + r.length; off += blockBytes) yield { offset: off, length: blockBytes };
+  }
+}
+
+/** What lies in [0, size) outside every range of both lists (sorted, each coalesced). */
+export function outsideBoth(a: ByteRange[], b: ByteRange[], size: bigint): ByteRange[] {
+  const taken = coalesce([...a, ...b].sort((x, y) => (x.offset < y.offset ? -1 : x.offset > y.offset ? 1 : 0)));
+  const out: ByteRange[] = [];
+  let at = 0n;
+  for (const r of taken) {
+    if (r.offset > at) out.push({ offset: at, length: (r.offset < size ? r.offset : size) - at });
+    if (r.offset + r.length > at) at = r.offset + r.length;
+    if (at >= size) break;
+  }
+  if (at < size) out.push({ offset: at, length: size - at });
+  return out.filter((r) => r.length > 0n);
 }

@@ -7,7 +7,7 @@ import type { Backend, BlockMap, SnapshotRecord } from './backends/backend.js';
 import { BackendError } from './backends/backend.js';
 import { invalidArgument, notFound, outOfRange } from './errors.js';
 import { parseId } from './ids.js';
-import { pages } from './blockranges.js';
+import { blocksIn, pages } from './blockranges.js';
 import { INT64_MAX } from './validate.js';
 import type * as T from '../proto/types.js';
 
@@ -33,9 +33,10 @@ function maxResults(v: number | undefined | null): number {
 
 function* stream(map: BlockMap, start: bigint, max: number): Generator<Response> {
   if (start > map.capacityBytes) throw outOfRange(`starting_offset ${start} is past the end of the volume (${map.capacityBytes} bytes)`);
-  const head = { block_metadata_type: 'VARIABLE_LENGTH' as const, volume_capacity_bytes: map.capacityBytes.toString() };
+  const fixed = map.fixedBlockBytes;
+  const head = { block_metadata_type: fixed ? ('FIXED_LENGTH' as const) : ('VARIABLE_LENGTH' as const), volume_capacity_bytes: map.capacityBytes.toString() };
   let sent = false;
-  for (const page of pages(map.ranges, start, max)) {
+  for (const page of pages(fixed ? blocksIn(map.ranges, fixed) : map.ranges, start, max)) {
     sent = true;
     yield { ...head, block_metadata: page.map((r) => ({ byte_offset: r.offset.toString(), size_bytes: r.length.toString() })) };
   }
@@ -68,7 +69,11 @@ export class SnapshotMetadataService {
     if (takenAfter(base.snap, target.snap)) {
       throw invalidArgument(`base snapshot ${base.snap.id} was taken after target snapshot ${target.snap.id}: the base must be the older one`);
     }
-    const map = await blocksOf(base.backend).delta(base.snap, target.snap, req.secrets ?? {});
+    // Held while the backend reads the two snapshots (a computed delta reads them whole): a
+    // snapshot deleted under the read would have its space reused by another volume.
+    const map = await this.ctx.locks.with([base.snap.id, target.snap.id], 'GetMetadataDelta', () =>
+      blocksOf(base.backend).delta(base.snap, target.snap, req.secrets ?? {}),
+    );
     yield* stream(map, start, max);
   }
 

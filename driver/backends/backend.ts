@@ -92,6 +92,12 @@ export interface SnapshotBlocks {
 export interface BlockMap {
   capacityBytes: bigint;
   ranges: Array<{ offset: bigint; length: bigint }>;
+  /**
+   * Set when the ranges are only known to this granularity (a delta computed by comparing
+   * blocks of this size): the answer is then these blocks one by one (FIXED_LENGTH), and
+   * every range starts and ends on a multiple of it.
+   */
+  fixedBlockBytes?: bigint;
 }
 
 /** A backend rejects a request it cannot serve with one of these; the services map them to gRPC codes. */

@@ -1,10 +1,11 @@
 // Changed-block tracking on real data: known blocks written into a raw block volume,
 // snapshotted, other known blocks written, snapshotted again; the SnapshotMetadata service
 // must answer exactly those ranges at the granularity each backend declares (loop: the
-// filesystem block; RBD: whole RADOS objects), page them as asked, and refuse bad requests
-// with the spec's codes; LVM, which keeps no block map, says so. One driver (loop, LVM on
-// a throwaway VG, RBD) and one real Ceph cluster (test/lib/ceph) for the file; the RBD node
-// side is the fuse mapper (rbd-fuse + a loop device).
+// filesystem block; RBD allocated: whole RADOS objects; RBD and LVM deltas, computed by
+// reading both snapshots: 64 KiB blocks, FIXED_LENGTH), page them as asked, and refuse bad
+// requests with the spec's codes. One driver (loop, LVM on a throwaway VG, RBD) and one
+// real Ceph cluster (test/lib/ceph) for the file; the RBD node side is the fuse mapper
+// (rbd-fuse + a loop device).
 import { describe, it, expect, beforeAll, afterAll } from 'vitest';
 import fs from 'node:fs/promises';
 import os from 'node:os';
@@ -14,6 +15,7 @@ import { DriverHarness, blockCap, MiB, loopDevicesUnder } from '../lib/driver-ha
 import { startCeph, stopCeph, cleanupDriverDir, type CephEnv } from '../lib/ceph/cluster.js';
 import { TestVg } from '../lib/lvm-vg.js';
 import { codeName, type CsiClient } from '../../sidecars/common/csi-client.js';
+import { waitFor } from '../lib/wait.js';
 
 let h: DriverHarness | undefined;
 let c: CsiClient;
@@ -68,6 +70,15 @@ async function writeAt(device: string, offset: number, length: number) {
   await execa('dd', ['if=/dev/urandom', `of=${device}`, `bs=${4 * KiB}`, `seek=${offset / (4 * KiB)}`, `count=${length / (4 * KiB)}`, 'oflag=direct', 'conv=notrunc', 'status=none']);
 }
 
+/** Writes back the bytes already at `offset`: a write that changes nothing a reader can see. */
+async function rewriteSame(device: string, offset: number, length: number) {
+  const copy = path.join(root, `same-${offset}`);
+  const at = [`bs=${4 * KiB}`, `count=${length / (4 * KiB)}`, 'status=none'];
+  await execa('dd', [`if=${device}`, `of=${copy}`, `skip=${offset / (4 * KiB)}`, 'iflag=direct', ...at]);
+  await execa('dd', [`if=${copy}`, `of=${device}`, `seek=${offset / (4 * KiB)}`, 'oflag=direct', 'conv=notrunc', ...at]);
+  await fs.rm(copy);
+}
+
 async function publishedBlockVolume(name: string, parameters: Record<string, string> = {}) {
   const cap = blockCap();
   const v = (await c.Controller.CreateVolume({ name, parameters, capacity_range: { required_bytes: String(VOLUME_BYTES) }, volume_capabilities: [cap] })).volume;
@@ -87,14 +98,52 @@ const snapshot = async (volumeId: string, name: string) => (await c.Controller.C
 const FIRST = [r(4 * KiB, 4 * KiB), r(9 * MiB, 64 * KiB)];
 const SECOND = [r(9 * MiB + 16 * KiB, 8 * KiB), r(48 * MiB, 12 * KiB)];
 
-/** A block volume written with FIRST, snapshotted, written with SECOND, snapshotted again. */
-async function story(name: string, parameters: Record<string, string> = {}) {
+/**
+ * A block volume written with FIRST, snapshotted, written with SECOND, snapshotted again.
+ * sameRewrite: FIRST[0] is also written again with the bytes it holds (a backend that
+ * compares bytes must call its block unchanged; loop's extent maps would see a new block).
+ */
+async function story(name: string, parameters: Record<string, string> = {}, sameRewrite = false) {
   const vol = await publishedBlockVolume(name, parameters);
   for (const t of FIRST) await writeAt(vol.device, Number(t.byte_offset), Number(t.size_bytes));
   const s1 = await snapshot(vol.id, `${name}-snap-1`);
   for (const t of SECOND) await writeAt(vol.device, Number(t.byte_offset), Number(t.size_bytes));
+  if (sameRewrite) await rewriteSame(vol.device, Number(FIRST[0].byte_offset), Number(FIRST[0].size_bytes));
   const s2 = await snapshot(vol.id, `${name}-snap-2`);
   return { vol, s1, s2 };
+}
+
+// What a computed delta (RBD, LVM) must answer for the sameRewrite story, block by block:
+// the 8 KiB rewrite inside the 64 KiB at 9 MiB (a block both snapshots have) and the 12 KiB
+// at 48 MiB; not block 0, written again with its own bytes.
+const BLOCK = 64 * KiB;
+const CHANGED_BLOCKS = [r(9 * MiB, BLOCK), r(48 * MiB, BLOCK)];
+
+/** The delta of a sameRewrite story from a backend that compares bytes: exact, paged, resumed. */
+async function expectComputedDelta(s1: string, s2: string) {
+  const D = async (req: object) => (await c.SnapshotMetadata.GetMetadataDelta({ base_snapshot_id: s1, target_snapshot_id: s2, ...req })) as Msg[];
+  const delta = await D({});
+  expect(delta.every((m) => m.block_metadata_type === 'FIXED_LENGTH' && m.volume_capacity_bytes === String(VOLUME_BYTES))).toBe(true);
+  expect(tuples(delta)).toEqual(CHANGED_BLOCKS);
+  const paged = await D({ max_results: 1 });
+  expect(paged.map((m) => m.block_metadata.length)).toEqual([1, 1]);
+  expect(tuples(paged)).toEqual(CHANGED_BLOCKS);
+  // Resuming inside a block sends it whole; right after it, the rest.
+  expect(tuples(await D({ starting_offset: String(9 * MiB + 1) }))).toEqual(CHANGED_BLOCKS);
+  expect(tuples(await D({ starting_offset: String(9 * MiB + BLOCK) }))).toEqual([CHANGED_BLOCKS[1]]);
+  const none = (await c.SnapshotMetadata.GetMetadataDelta({ base_snapshot_id: s2, target_snapshot_id: s2 })) as Msg[];
+  expect(none).toEqual([{ block_metadata_type: 'FIXED_LENGTH', volume_capacity_bytes: String(VOLUME_BYTES), block_metadata: [] }]);
+}
+
+/** PIDs of processes whose arguments are exactly argv0 and contain every one of words. */
+async function pidsOf(argv0: string, words: string[]): Promise<number[]> {
+  const out: number[] = [];
+  for (const n of await fs.readdir('/proc')) {
+    if (!/^\d+$/.test(n)) continue;
+    const args = (await fs.readFile(`/proc/${n}/cmdline`, 'utf8').catch(() => '')).split('\0');
+    if (args[0] === argv0 && words.every((w) => args.includes(w))) out.push(Number(n));
+  }
+  return out;
 }
 
 let s1: string;
@@ -180,7 +229,7 @@ describe('SnapshotMetadata on the RBD backend', () => {
   const OBJECT = 4 * MiB; // rbd's default object size: the granularity of rbd diff --whole-object
   let snaps: { s1: string; s2: string };
   beforeAll(async () => {
-    snaps = await story('pvc-cbt-rbd', { backend: 'rbd', clusterID: 'test', pool: ceph!.pool });
+    snaps = await story('pvc-cbt-rbd', { backend: 'rbd', clusterID: 'test', pool: ceph!.pool }, true);
   }, 300_000);
 
   it('GetMetadataAllocated answers the RADOS objects the written ranges lie in', async () => {
@@ -195,24 +244,39 @@ describe('SnapshotMetadata on the RBD backend', () => {
     expect(tuples(resumed)).toEqual([r(12 * OBJECT, OBJECT)]);
   });
 
-  it('refuses a delta it cannot know exactly, and bad requests, with the spec codes', async () => {
-    const err = await c.SnapshotMetadata.GetMetadataDelta({ base_snapshot_id: snaps.s1, target_snapshot_id: snaps.s2 }).catch((e) => e);
-    expect(codeName(err)).toBe('FAILED_PRECONDITION');
-    expect(err.details).toMatch(/full backup/);
+  it('GetMetadataDelta compares the two snapshots: exactly the blocks whose bytes changed', async () => {
+    await expectComputedDelta(snaps.s1, snaps.s2);
+  });
+
+  it('refuses bad requests with the spec codes', async () => {
     expect(await outcomeOf(c.SnapshotMetadata.GetMetadataAllocated({ snapshot_id: 'snap-rbd-' + '0'.repeat(32) }))).toBe('NOT_FOUND');
     expect(await outcomeOf(c.SnapshotMetadata.GetMetadataAllocated({ snapshot_id: snaps.s1, starting_offset: String(VOLUME_BYTES + 1) }))).toBe('OUT_OF_RANGE');
     // A loop snapshot and an RBD one are never of the same volume.
     expect(await outcomeOf(c.SnapshotMetadata.GetMetadataDelta({ base_snapshot_id: s1, target_snapshot_id: snaps.s2 }))).toBe('INVALID_ARGUMENT');
   });
+
+  it('a delta whose caller gives up mid-read leaves no rbd export running', async () => {
+    // An empty 1 GiB volume: rbd export streams all of it, so the read is there to be caught.
+    const params = { backend: 'rbd', clusterID: 'test', pool: ceph!.pool };
+    const v = (await c.Controller.CreateVolume({ name: 'pvc-cbt-rbd-big', parameters: params, capacity_range: { required_bytes: String(1024 * MiB) }, volume_capabilities: [blockCap()] })).volume;
+    const [a, b] = [await snapshot(v.volume_id, 'pvc-cbt-rbd-big-1'), await snapshot(v.volume_id, 'pvc-cbt-rbd-big-2')];
+    const call = c.SnapshotMetadata.GetMetadataDelta({ base_snapshot_id: a, target_snapshot_id: b }, 20_000).catch((e: unknown) => e);
+    const pid = await waitFor('an rbd export to start', async () => (await pidsOf('rbd', ['export']))[0], { everyMs: 10, timeoutMs: 20_000 });
+    // Stopped, it can never finish: only the deadline ends the call, and must end the tool.
+    process.kill(pid, 'SIGSTOP');
+    expect(codeName(await call)).toBe('DEADLINE_EXCEEDED');
+    await waitFor('every rbd export to be gone', async () => (await pidsOf('rbd', ['export'])).length === 0, { everyMs: 50, timeoutMs: 20_000 });
+  }, 120_000);
 });
 
 describe('SnapshotMetadata on the LVM backend', () => {
-  it('counts every byte as allocated (no block map) and refuses a delta, asking for a full backup', async () => {
-    const { s1, s2 } = await story('pvc-cbt-lvm', { backend: 'lvm' });
+  it('counts every byte as allocated (no block map) and computes a delta by comparing the two snapshot LVs', async () => {
+    const { s1, s2 } = await story('pvc-cbt-lvm', { backend: 'lvm' }, true);
     const all = (await c.SnapshotMetadata.GetMetadataAllocated({ snapshot_id: s2 })) as Msg[];
     expect(all).toEqual([{ block_metadata_type: 'VARIABLE_LENGTH', volume_capacity_bytes: String(VOLUME_BYTES), block_metadata: [r(0, VOLUME_BYTES)] }]);
-    const err = await c.SnapshotMetadata.GetMetadataDelta({ base_snapshot_id: s1, target_snapshot_id: s2 }).catch((e) => e);
-    expect(codeName(err)).toBe('FAILED_PRECONDITION');
-    expect(err.details).toMatch(/full backup/);
+    const devices = await loopDevicesUnder(vg!.dir);
+    await expectComputedDelta(s1, s2);
+    // The snapshot LVs were attached for the read only.
+    expect(await loopDevicesUnder(vg!.dir)).toEqual(devices);
   });
 });

@@ -1,7 +1,7 @@
 // The range math of changed-block tracking, on extent maps shaped like the ones XFS gives
 // two reflinked snapshots (test/integration/snapshot-metadata.test.ts checks it on real files).
 import { describe, it, expect } from 'vitest';
-import { allocatedRanges, changedRanges, coalesce, pages, type Extent } from '../../driver/blockranges.js';
+import { allocatedRanges, blocksIn, changedRanges, coalesce, outsideBoth, pages, type Extent } from '../../driver/blockranges.js';
 import { parseFiemap } from '../../driver/host/extents.js';
 
 const K = 1024n;
@@ -59,6 +59,20 @@ describe('pages', () => {
     expect([...pages(rs, 10n, 10)]).toEqual([[rng(20n, 10n), rng(40n, 10n)]]);
     expect([...pages(rs, 25n, 10)]).toEqual([[rng(20n, 10n), rng(40n, 10n)]]);
     expect([...pages(rs, 50n, 10)]).toEqual([]);
+  });
+});
+
+describe('blocksIn', () => {
+  it('cuts block-aligned ranges into their blocks, in order', () => {
+    expect([...blocksIn([rng(0n, 8n), rng(24n, 4n)], 4n)]).toEqual([rng(0n, 4n), rng(4n, 4n), rng(24n, 4n)]);
+  });
+});
+
+describe('outsideBoth', () => {
+  it('is what neither list covers, up to the size', () => {
+    expect(outsideBoth([rng(4n, 4n), rng(20n, 4n)], [rng(6n, 6n), rng(30n, 10n)], 36n)).toEqual([rng(0n, 4n), rng(12n, 8n), rng(24n, 6n)]);
+    expect(outsideBoth([], [], 16n)).toEqual([rng(0n, 16n)]);
+    expect(outsideBoth([rng(0n, 16n)], [], 16n)).toEqual([]);
   });
 });
 

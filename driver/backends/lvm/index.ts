@@ -85,7 +85,7 @@ export class LvmBackend implements Backend {
   readonly name = 'lvm';
   readonly mutableParameters = {};
   readonly groupSnapshots: GroupSnapshotStore = this;
-  readonly snapshotBlocks = new LvmSnapshotBlocks();
+  readonly snapshotBlocks = new LvmSnapshotBlocks({ withSnapshotDevice: (id, fn) => this.withSnapshotDevice(id, fn) });
   lvm!: Lvm;
   deviceMapper = false;
   // Fixed once a VG and its PVs exist: an extent's size and where a PV's extents start.
@@ -452,6 +452,13 @@ export class LvmBackend implements Backend {
     if (!r) return undefined;
     const { group: _g, ...snap } = r;
     return snap;
+  }
+
+  /** The snapshot's LV as a block device for fn (a computed delta reads it), attached only meanwhile. */
+  private async withSnapshotDevice<T>(id: string, fn: (device: string) => Promise<T>): Promise<T> {
+    const lv = await this.findLv(id, 'snap');
+    if (!lv || lv.tags.includes(TAG_DIRTY)) throw new BackendError('not-found', `snapshot ${id} has no logical volume any more; it is being deleted`);
+    return this.withTempDevice(lv, fn);
   }
 
   private async snapshotsWithGroups(): Promise<SnapshotWithGroup[]> {
