@@ -234,6 +234,22 @@ describe('lvm backend, device-mapper mode (exact lvm2 commands)', () => {
     expect(fake.calls[2]).toEqual(['lvchange', '--deltag', 'tscsi.dirty', `${VG}/vol-lvm-clone`]);
   });
 
+  it('a computed delta reads the snapshot LVs activated for the read only, also when the read fails', async () => {
+    const v = await b.createVolume(volume('vol-lvm-d', thin));
+    const snaps = ['snap-lvm-d1', 'snap-lvm-d2'].map((id, i): SnapshotRecord => ({ id, name: id, sourceVolumeId: v.id, sizeBytes: GiB, createdAtSeconds: BigInt(i + 1), createdAtNanos: 0, groupSnapshotId: '', parameters: {} }));
+    await b.createSnapshots([snaps[0]]);
+    await b.createSnapshots([snaps[1]]);
+    fake.calls = [];
+    // No such device on this VM: dd fails, and the error says which read.
+    await expect(b.snapshotBlocks.delta(snaps[0], snaps[1])).rejects.toThrow(new RegExp(`dd if=/dev/${VG}/snap-lvm-d1 .*iflag=direct`));
+    expect(fake.calls).toEqual([
+      ['lvchange', '-ay', '-K', `${VG}/snap-lvm-d1`],
+      ['lvchange', '-ay', '-K', `${VG}/snap-lvm-d2`],
+      ['lvchange', '-an', `${VG}/snap-lvm-d2`],
+      ['lvchange', '-an', `${VG}/snap-lvm-d1`],
+    ]);
+  });
+
   it('grows with lvextend -L (no contiguous policy: device-mapper maps any extents)', async () => {
     const v = await b.createVolume(volume('vol-lvm-g', thin));
     fake.calls = [];
