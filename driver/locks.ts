@@ -1,7 +1,19 @@
 // One operation at a time per volume/snapshot ID. A second caller gets ABORTED at once
 // (the spec's "operation pending for volume"), never a queue: the CO retries with back-off.
+import { AsyncLocalStorage } from 'node:async_hooks';
 import { aborted } from './errors.js';
 import { unlocated } from './ids.js';
+
+/**
+ * The keys the running operation holds, visible to everything it awaits: a backend may then
+ * trust what it cached of an object only while no other operation can be writing it.
+ */
+const heldHere = new AsyncLocalStorage<ReadonlySet<string>>();
+
+/** Whether the calling operation holds the lock of this ID (in any of its location forms). */
+export function holdsLock(id: string): boolean {
+  return heldHere.getStore()?.has(unlocated(id)) ?? false;
+}
 
 export class KeyedLocks {
   private readonly held = new Map<string, string>();
@@ -20,7 +32,7 @@ export class KeyedLocks {
     }
     for (const k of unique) this.held.set(k, what);
     try {
-      return await fn();
+      return await heldHere.run(new Set([...(heldHere.getStore() ?? []), ...unique]), fn);
     } finally {
       for (const k of unique) this.held.delete(k);
     }

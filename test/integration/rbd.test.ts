@@ -567,6 +567,58 @@ describe('rbd backend on a real Ceph cluster (fuse mapper)', () => {
     expect([...(await rbdNames()), ...(await rbdNames(`${pool}/ns1`))].filter((n) => mine.includes(n))).toEqual([]);
   });
 
+  it('an RPC reads the record of its ID once: later lookups under its lock, and the next RPC after it, reuse it until a write', async () => {
+    const c = drv!.client;
+    const pool = ceph!.pool;
+    const calls = watchCephCalls(drv!.backend);
+    // Each RPC's rbd calls (`ceph df` is GetCapacity's, cached for a while), flags with values and the record's JSON left out.
+    const callsOf = async (rpc: Promise<unknown>) => {
+      calls.length = 0;
+      await rpc;
+      return calls.filter((x) => x.startsWith('rbd ')).map((x) => x.replace(/ --(size|image-feature|rbd-default-clone-format) \S+| --no-progress/g, '').replace(/^(rbd image-meta set \S+ \S+) .*/, '$1'));
+    };
+    const name = 'pvc-calls';
+    const vid = volumeIdIn(name);
+    const vol = `${pool}/${volumeImage(vid)}`;
+    const inNs = (image: string) => `${pool}/ns1/${image}`;
+    expect(await callsOf(c.Controller.CreateVolume({ name, parameters: params(), capacity_range: { required_bytes: String(16 * MiB) }, volume_capabilities: [mountCap()] }))).toEqual([
+      `rbd image-meta list ${vol}`, // the ID's pool: not there
+      `rbd info ${inNs(volumeImage(vid))}`, // the name in the other pool (ALREADY_EXISTS there)
+      `rbd create ${vol}`,
+      `rbd image-meta set ${vol} tscsi.record`,
+    ]);
+    const sid = deriveId('snap', 'rbd', 'snap-calls', ['test', pool, '']);
+    const snapImage = snapshotImage(sid);
+    const snap = `${pool}/${snapImage}`;
+    expect(await callsOf(c.Controller.CreateSnapshot({ name: 'snap-calls', source_volume_id: vid }))).toEqual([
+      `rbd image-meta list ${snap}`,
+      `rbd info ${inNs(snapImage)}`,
+      `rbd image-meta list ${vol}`, // the source, read once for the RPC
+      `rbd snap create ${vol}@${snapImage}`,
+      `rbd clone ${vol}@${snapImage} ${snap}`,
+      `rbd snap rm ${vol}@${snapImage}`,
+      `rbd snap create ${snap}@${snapImage}`,
+      `rbd image-meta set ${snap} tscsi.record`,
+    ]);
+    const publish = await callsOf(c.Controller.ControllerPublishVolume({ volume_id: vid, node_id: OTHER_NODE, volume_capability: mountCap() }));
+    // Found before the lock and listed for the attach limit (readers without the lock ask Ceph); under the
+    // lock, what CreateSnapshot read of its source stands (nothing wrote it since); saved.
+    expect(publish.filter((x) => x.endsWith(` ${vol}`) || x.includes(` ${vol} `))).toEqual([`rbd image-meta list ${vol}`, `rbd image-meta list ${vol}`, `rbd image-meta set ${vol} tscsi.record`]);
+    expect(await callsOf(c.Controller.ControllerUnpublishVolume({ volume_id: vid, node_id: OTHER_NODE }))).toEqual([`rbd image-meta list ${vol}`, `rbd image-meta set ${vol} tscsi.record`]);
+    const removed = (spec: string) => [`rbd status ${spec}`, `rbd image-meta set ${spec} tscsi.deleting`, `rbd snap ls ${spec}`];
+    expect(await callsOf(c.Controller.DeleteSnapshot({ snapshot_id: sid }))).toEqual([
+      `rbd image-meta list ${snap}`,
+      ...removed(snap),
+      `rbd snap rm ${snap}@${snapImage}`,
+      `rbd rm ${snap}`,
+      `rbd trash ls ${pool}`,
+    ]);
+    expect(await callsOf(c.Controller.DeleteVolume({ volume_id: vid }))).toEqual([`rbd image-meta list ${vol}`, ...removed(vol), `rbd rm ${vol}`, `rbd trash ls ${pool}`]);
+    // The lookups of an RPC after the delete find nothing: the cache forgot the image with its removal.
+    expect(await outcomeOf(c.Controller.ControllerGetVolume({ volume_id: vid }))).toBe('NOT_FOUND');
+    expect(await callsOf(c.Controller.DeleteVolume({ volume_id: vid }))).toEqual([`rbd image-meta list ${vol}`]);
+  });
+
   it('ListVolumes and ListSnapshots leave out (and log) an image whose record is corrupt, and list the others', async () => {
     const c = drv!.client;
     const mk = (name: string) => c.Controller.CreateVolume({ name, parameters: params(), capacity_range: { required_bytes: String(16 * MiB) }, volume_capabilities: [mountCap()] }).then((r) => r.volume);

@@ -1,6 +1,7 @@
 import { describe, it, expect } from 'vitest';
 import { status } from '@grpc/grpc-js';
-import { KeyedLocks } from '../../driver/locks.js';
+import { KeyedLocks, holdsLock } from '../../driver/locks.js';
+import { deriveId, unlocated } from '../../driver/ids.js';
 import { CsiError } from '../../driver/errors.js';
 
 /** A promise plus its resolver, to hold a lock open for as long as a test needs. */
@@ -83,5 +84,24 @@ describe('KeyedLocks', () => {
     const locks = new KeyedLocks();
     await expect(locks.with(['vol-a', 'vol-a'], 'X', async () => 'ok')).resolves.toBe('ok');
     expect(locks.size).toBe(0);
+  });
+});
+
+describe('holdsLock', () => {
+  it('is true inside the operation holding an ID (in either location form), also after awaits, and false outside it', async () => {
+    const locks = new KeyedLocks();
+    const located = deriveId('vol', 'rbd', 'pvc-held', ['c1', 'pool', '']);
+    const g = gate();
+    const seen: boolean[] = [];
+    const op = locks.with([located], 'CreateVolume', async () => {
+      await g.promise;
+      seen.push(holdsLock(located), holdsLock(unlocated(located)), holdsLock(deriveId('vol', 'rbd', 'pvc-other')));
+    });
+    // Another caller's code, running while the lock is held, does not hold it.
+    expect(holdsLock(located)).toBe(false);
+    g.open();
+    await op;
+    expect(seen).toEqual([true, true, false]);
+    expect(holdsLock(located)).toBe(false);
   });
 });

@@ -31,6 +31,8 @@ import { CephCli, credentialsFrom, errnoOf, imageSpec, isNotFound, poolSpec, EEX
 import { checkName, invalid, NODE_ID_RE, parseFeatures, type ClusterConfig, type PoolRef, type RbdConfig } from './config.js';
 import { DeviceMapper, FuseMapper, type MapTarget, type Mapper } from './mapper.js';
 import { RbdSnapshotBlocks } from './blocks.js';
+import { ImageRecordCache } from './recordcache.js';
+import { holdsLock } from '../../locks.js';
 
 export { loadConfig, parseConfig } from './config.js';
 export type { RbdConfig } from './config.js';
@@ -132,6 +134,7 @@ export class RbdBackend implements Backend {
   private readonly where = new Map<string, Loc>(); // image name -> where it was last seen
   private readonly knownNodes = new Map<string, number>();
   private capCache = new Map<string, { at: number; bytes: bigint }>();
+  private readonly records = new ImageRecordCache();
 
   constructor(private readonly opts: RbdBackendOptions) {
     // Key file paths travel in rbd-fuse's CEPH_ARGS, which Ceph splits at whitespace.
@@ -249,7 +252,34 @@ export class RbdBackend implements Backend {
   }
 
   private async setMeta(loc: Loc, name: string, key: string, value: string, creds = this.creds(loc.cluster)): Promise<void> {
-    await this.cli.rbd(loc.cluster, creds, ['image-meta', 'set', imageSpec(loc.pool, name), key, value]);
+    await this.records.writing(name, () => this.cli.rbd(loc.cluster, creds, ['image-meta', 'set', imageSpec(loc.pool, name), key, value]));
+  }
+
+  /**
+   * The metadata of name at loc (undefined: no such image). Cached answers only for a caller
+   * holding the ID's lock (`trusted`); see recordcache.ts for why that is safe.
+   */
+  private async recordMeta(loc: Loc, name: string, creds: Credentials, trusted: boolean): Promise<Record<string, string> | undefined> {
+    if (!trusted) return this.meta(loc, name, creds);
+    const known = this.records.get(loc, name);
+    if (known !== undefined) return known ?? undefined;
+    return this.records.fill(loc, name, () => this.meta(loc, name, creds));
+  }
+
+  /** ownRecord, forgetting a damaged record so that the next reader asks again (someone may repair it). */
+  private ownRecordOf<T>(name: string, meta: Record<string, string> | undefined): Stored<T> | undefined {
+    try {
+      return ownRecord<T>(name, meta);
+    } catch (err) {
+      this.records.drop(name);
+      throw err;
+    }
+  }
+
+  /** Whether name is at loc: from the record cache when trusted and it knows, else from `rbd info`. */
+  private async isAt(loc: Loc, name: string, creds: Credentials, trusted: boolean): Promise<boolean> {
+    const known = trusted ? this.records.get(loc, name) : undefined;
+    return known !== undefined ? known !== null : !!(await this.info(loc, name, creds));
   }
 
   private async snapshotImageAt(id: string, secrets?: Record<string, string>) {
@@ -258,15 +288,18 @@ export class RbdBackend implements Backend {
     return loc && { image, ...loc, creds: credentialsFrom(loc.cluster, secrets) };
   }
 
-  /** Finds an image by name at `at` alone when given, else in every allowed pool (the last place it was seen first). */
-  private async findImage(name: string, secrets?: Record<string, string>, at?: Loc | null): Promise<Loc | undefined> {
-    if (at !== undefined) return at && (await this.info(at, name, this.creds(at.cluster, secrets))) ? at : undefined;
+  /**
+   * Finds an image by name at `at` alone when given, else in every allowed pool (the last
+   * place it was seen first). `trusted`: the caller holds the lock of the image's ID.
+   */
+  private async findImage(name: string, secrets?: Record<string, string>, at?: Loc | null, trusted = false): Promise<Loc | undefined> {
+    if (at !== undefined) return at && (await this.isAt(at, name, this.creds(at.cluster, secrets), trusted)) ? at : undefined;
     const hint = this.where.get(name);
-    if (hint && (await this.info(hint, name, this.creds(hint.cluster, secrets)))) return hint;
+    if (hint && (await this.isAt(hint, name, this.creds(hint.cluster, secrets), trusted))) return hint;
     this.where.delete(name);
     for (const loc of this.allLocs()) {
       if (loc === hint) continue;
-      if (await this.info(loc, name, this.creds(loc.cluster, secrets))) {
+      if (await this.isAt(loc, name, this.creds(loc.cluster, secrets), trusted)) {
         this.where.set(name, loc);
         return loc;
       }
@@ -279,17 +312,18 @@ export class RbdBackend implements Backend {
     const name = imageOf(id);
     const at = this.placeOf(id);
     if (at === null) return undefined;
+    const trusted = holdsLock(id);
     // Where the ID says, or where the image was last seen: one call (its metadata) instead of a search.
     const hint = at ?? this.where.get(name);
-    let meta = hint ? await this.meta(hint, name, this.creds(hint.cluster, secrets)) : undefined;
+    let meta = hint ? await this.recordMeta(hint, name, this.creds(hint.cluster, secrets), trusted) : undefined;
     let loc = meta ? hint : undefined;
     if (!loc) {
       if (at) return undefined;
-      loc = await this.findImage(name, secrets);
+      loc = await this.findImage(name, secrets, undefined, trusted);
       if (!loc) return undefined;
-      meta = await this.meta(loc, name, this.creds(loc.cluster, secrets));
+      meta = await this.recordMeta(loc, name, this.creds(loc.cluster, secrets), trusted);
     }
-    const own = ownRecord<T>(name, meta);
+    const own = this.ownRecordOf<T>(name, meta);
     return own && meta ? { loc, stored: own, meta } : undefined;
   }
 
@@ -329,6 +363,11 @@ export class RbdBackend implements Backend {
    * goes to the RBD trash and is removed by a later sweep once they are gone.
    */
   private async removeImage(loc: Loc, name: string, creds: Credentials): Promise<void> {
+    await this.records.writing(name, () => this.removeImageNow(loc, name, creds));
+    await this.sweepTrash(loc, creds);
+  }
+
+  private async removeImageNow(loc: Loc, name: string, creds: Credentials): Promise<void> {
     const spec = imageSpec(loc.pool, name);
     let status: { watchers?: Array<{ address: string }> };
     try {
@@ -372,7 +411,6 @@ export class RbdBackend implements Backend {
     } finally {
       this.where.delete(name);
     }
-    await this.sweepTrash(loc, creds);
   }
 
   /** Removes our images from the RBD trash once nothing depends on them any more. */
@@ -401,11 +439,14 @@ export class RbdBackend implements Backend {
 
   /** A snapshot of spec named snap, taken while the image's filesystem on this node (if any) is frozen. */
   private async freshSnap(loc: Loc, image: string, snap: string, creds: Credentials): Promise<void> {
-    const spec = imageSpec(loc.pool, image);
-    await this.cli.rbd(loc.cluster, creds, ['snap', 'rm', '--no-progress', `${spec}@${snap}`]).catch((err: unknown) => {
-      if (!isNotFound(err)) throw err;
+    const at = `${imageSpec(loc.pool, image)}@${snap}`;
+    const create = () => this.cli.rbd(loc.cluster, creds, ['snap', 'create', '--no-progress', at]);
+    // A cut of that name exists only when a crash stopped an earlier attempt: never reused (it is not of now), replaced.
+    await create().catch(async (err: unknown) => {
+      if (errnoOf(err) !== EEXIST && !(err instanceof CommandError && err.exitCode === EEXIST)) throw err;
+      await this.cli.rbd(loc.cluster, creds, ['snap', 'rm', '--no-progress', at]);
+      await create();
     });
-    await this.cli.rbd(loc.cluster, creds, ['snap', 'create', '--no-progress', `${spec}@${snap}`]);
   }
 
   private async devicesOn(locs: Array<{ loc: Loc; image: string }>): Promise<string[]> {
@@ -574,11 +615,19 @@ export class RbdBackend implements Backend {
     const loc = this.locFromParams(rec.parameters);
     const creds = credentialsFrom(loc.cluster, secrets);
     const name = volumeImage(rec.id);
-    const spec = imageSpec(loc.pool, name);
-    const meta = await this.meta(loc, name, creds);
-    const own = ownRecord<VolumeRecord>(name, meta);
+    const meta = await this.recordMeta(loc, name, creds, holdsLock(rec.id));
+    const own = this.ownRecordOf<VolumeRecord>(name, meta);
     if (own) return own.record;
     if (meta) await this.removeImage(loc, name, creds); // a create (or delete) that did not finish
+    await this.records.writing(name, () => this.makeImage(rec, loc, creds, secrets));
+    this.where.set(name, loc);
+    return rec;
+  }
+
+  /** The image of a new volume, empty or from its source, its record written last. */
+  private async makeImage(rec: VolumeRecord, loc: Loc, creds: Credentials, secrets?: Record<string, string>): Promise<void> {
+    const name = volumeImage(rec.id);
+    const spec = imageSpec(loc.pool, name);
     const features = this.features(rec.parameters);
     let depth = 0;
     const cs = rec.contentSource;
@@ -607,15 +656,14 @@ export class RbdBackend implements Backend {
       // With clone format 2 the snapshot goes to the trash namespace and disappears with its last clone.
       await this.cli.rbd(loc.cluster, creds, ['snap', 'rm', '--no-progress', imageSpec(src.loc.pool, srcImage, tmp)]);
     }
-    const info = await this.info(loc, name, creds);
+    // An empty image was made at its size; a clone has its source's, maybe smaller.
+    const info = cs ? await this.info(loc, name, creds) : undefined;
     if (info && BigInt(info.size) < rec.capacityBytes) {
       await this.cli.rbd(loc.cluster, creds, ['resize', '--no-progress', '--size', `${rec.capacityBytes / MiB}M`, spec]);
     }
     failpoint('rbd.create.beforeRecord');
     // The record last: its presence is what makes the image a volume.
     await this.setMeta(loc, name, META_RECORD, recordToJson({ record: rec, depth } satisfies Stored<VolumeRecord>), creds);
-    this.where.set(name, loc);
-    return rec;
   }
 
   async saveVolume(rec: VolumeRecord, secrets?: Record<string, string>): Promise<void> {
@@ -643,7 +691,7 @@ export class RbdBackend implements Backend {
 
   async deleteVolume(id: string, secrets?: Record<string, string>): Promise<void> {
     const name = volumeImage(id);
-    const loc = await this.findImage(name, secrets, this.placeOf(id));
+    const loc = await this.findImage(name, secrets, this.placeOf(id), holdsLock(id));
     if (!loc) return;
     await this.removeImage(loc, name, credentialsFrom(loc.cluster, secrets));
   }
@@ -732,8 +780,8 @@ export class RbdBackend implements Backend {
       const name = snapshotImage(rec.id);
       const at = this.placeOf(rec.id);
       if (at !== undefined && (at?.cluster !== src.loc.cluster || at.pool !== src.loc.pool)) throw new Error(`snapshot ID ${rec.id} names another pool than its source volume's`);
-      const meta = await this.meta(src.loc, name, creds);
-      const done = !!ownRecord<SnapshotRecord>(name, meta);
+      const meta = await this.recordMeta(src.loc, name, creds, holdsLock(rec.id));
+      const done = !!this.ownRecordOf<SnapshotRecord>(name, meta);
       if (meta && !done) await this.removeImage(src.loc, name, creds);
       work.push({ rec, src: src.loc, srcImage, depth: src.stored.depth + 1, features: this.features(src.stored.record.parameters), creds, name, done });
     }
@@ -745,15 +793,17 @@ export class RbdBackend implements Backend {
       failpoint('rbd.snapshot.afterCut');
     });
     for (const w of todo) {
-      const depth = await this.cloneInto(w.src, w.srcImage, w.name, w.src, w.name, w.features, w.depth, w.creds);
-      failpoint('rbd.snapshot.afterClone');
-      await this.cli.rbd(w.src.cluster, w.creds, ['snap', 'rm', '--no-progress', imageSpec(w.src.pool, w.srcImage, w.name)]);
-      failpoint('rbd.snapshot.afterCutRm');
-      await this.cli.rbd(w.src.cluster, w.creds, ['snap', 'create', '--no-progress', imageSpec(w.src.pool, w.name, w.name)]).catch((err: unknown) => {
-        if (errnoOf(err) !== EEXIST) throw err;
+      await this.records.writing(w.name, async () => {
+        const depth = await this.cloneInto(w.src, w.srcImage, w.name, w.src, w.name, w.features, w.depth, w.creds);
+        failpoint('rbd.snapshot.afterClone');
+        await this.cli.rbd(w.src.cluster, w.creds, ['snap', 'rm', '--no-progress', imageSpec(w.src.pool, w.srcImage, w.name)]);
+        failpoint('rbd.snapshot.afterCutRm');
+        await this.cli.rbd(w.src.cluster, w.creds, ['snap', 'create', '--no-progress', imageSpec(w.src.pool, w.name, w.name)]).catch((err: unknown) => {
+          if (errnoOf(err) !== EEXIST) throw err;
+        });
+        failpoint('rbd.snapshot.beforeRecord');
+        await this.setMeta(w.src, w.name, META_RECORD, recordToJson({ record: w.rec, depth } satisfies Stored<SnapshotRecord>), w.creds);
       });
-      failpoint('rbd.snapshot.beforeRecord');
-      await this.setMeta(w.src, w.name, META_RECORD, recordToJson({ record: w.rec, depth } satisfies Stored<SnapshotRecord>), w.creds);
       this.where.set(w.name, w.src);
     }
     const out: SnapshotRecord[] = [];
@@ -763,7 +813,7 @@ export class RbdBackend implements Backend {
 
   async deleteSnapshot(id: string, secrets?: Record<string, string>): Promise<void> {
     const name = snapshotImage(id);
-    const loc = await this.findImage(name, secrets, this.placeOf(id));
+    const loc = await this.findImage(name, secrets, this.placeOf(id), holdsLock(id));
     if (!loc) return;
     await this.removeImage(loc, name, credentialsFrom(loc.cluster, secrets));
   }
@@ -792,7 +842,7 @@ export class RbdBackend implements Backend {
   async deleteGroupSnapshotRecord(id: string): Promise<void> {
     for (const s of await this.listStored<SnapshotRecord>(SNAP_RE)) {
       if (s.stored.record.groupSnapshotId !== id || !s.meta[META_GROUP]) continue;
-      await this.cli.rbd(s.loc.cluster, this.creds(s.loc.cluster), ['image-meta', 'remove', imageSpec(s.loc.pool, s.name), META_GROUP]);
+      await this.records.writing(s.name, () => this.cli.rbd(s.loc.cluster, this.creds(s.loc.cluster), ['image-meta', 'remove', imageSpec(s.loc.pool, s.name), META_GROUP]));
     }
   }
 
