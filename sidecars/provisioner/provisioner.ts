@@ -8,6 +8,7 @@ import { ANN_STORAGE_PROVISIONER, ANN_BETA_STORAGE_PROVISIONER, ANN_SELECTED_NOD
 import { volumeCapabilities } from '../common/capability.js';
 import { k8s, type Clients, Watch, mergePatch, httpStatus } from '../common/kube.js';
 import { WorkQueue } from '../common/workqueue.js';
+import { SNAPSHOT_GROUP, snapshotIdOfSource } from '../common/snapshots.js';
 import { parseSize, formatSize } from '../../lib/size.js';
 import { Recorder } from '../common/events.js';
 import { servesClass, servesVolume, backendOfClass, candidateBackends, derivedVolumeId } from '../common/scope.js';
@@ -63,6 +64,9 @@ export class Provisioner {
   private volumes!: Watch<k8s.V1PersistentVolume>;
   private readonly recorder: Recorder;
 
+  /** VolumeSnapshots and their contents, for claims restored from a snapshot. */
+  private readonly custom: k8s.CustomObjectsApi;
+
   constructor(
     private readonly k: Clients,
     private readonly csi: CsiClient,
@@ -71,6 +75,7 @@ export class Provisioner {
     this.queue = new WorkQueue((key) => this.syncClaim(key), { workers: opts.workers }, opts.log);
     this.pvQueue = new WorkQueue((key) => this.syncVolume(key), { workers: opts.workers }, opts.log);
     this.recorder = new Recorder(k.core, `${opts.driverName}-provisioner`, opts.log);
+    this.custom = k.kc.makeApiClient(k8s.CustomObjectsApi);
   }
 
   async start(): Promise<void> {
@@ -195,7 +200,12 @@ export class Provisioner {
       accessibility_requirements: await this.topology(sc, selectedNode),
     };
     const ds = pvc.spec?.dataSourceRef ?? pvc.spec?.dataSource;
-    if (ds) {
+    if (ds?.kind === 'VolumeSnapshot' && ds.apiGroup === SNAPSHOT_GROUP) {
+      const ns = (ds as k8s.V1TypedObjectReference).namespace ?? pvc.metadata!.namespace!;
+      if (ns !== pvc.metadata!.namespace) throw new Error(`data source VolumeSnapshot ${ns}/${ds.name} is in another namespace: cross-namespace sources (ReferenceGrant) are not supported`);
+      const snapshotId = await snapshotIdOfSource(this.custom, this.opts.driverName, { namespace: ns, name: ds.name, requestedBytes: parseSize(String(storage)) });
+      req.volume_content_source = { snapshot: { snapshot_id: snapshotId } };
+    } else if (ds) {
       if (ds.kind !== 'PersistentVolumeClaim' || (ds.apiGroup ?? '') !== '') throw new Error(`data source ${ds.kind} is not supported`);
       const srcNs = (ds as k8s.V1TypedObjectReference).namespace ?? pvc.metadata!.namespace!;
       const src = await this.k.core.readNamespacedPersistentVolumeClaim({ name: ds.name, namespace: srcNs });

@@ -5,10 +5,7 @@
 import { CO_PREFIX, DNS1123_LABEL, DNS1123_SUBDOMAIN, resolveTemplate, type SecretRef } from '../common/secrets.js';
 import { backendOfHandle, type Scope } from '../common/scope.js';
 
-export const SNAPSHOT_GROUP = 'snapshot.storage.k8s.io';
-export const SNAPSHOT_VERSION = 'v1';
-export const CONTENTS = 'volumesnapshotcontents';
-export const CLASSES = 'volumesnapshotclasses';
+export { SNAPSHOT_GROUP, SNAPSHOT_VERSION, CONTENTS, CLASSES } from '../common/snapshots.js';
 
 /** The snapshot-controller's finalizer on a bound content; the sidecar removes it once the snapshot is dealt with. */
 export const CONTENT_FINALIZER = 'snapshot.storage.kubernetes.io/volumesnapshotcontent-bound-protection';

@@ -211,19 +211,20 @@ describe('the snapshotter sidecar on the real cluster', () => {
 
 // The whole path a user takes, through kubectl objects only: the common snapshot-controller
 // (external-snapshotter v8.7.0, built by name: test/cluster/build snapshot-controller) makes
-// and deletes the content, our provisioner makes the claim's volume. Last in the file: the
+// and deletes the content, our provisioner makes the claim's volume and restores claims from
+// the snapshot. Last in the file: the
 // controller would act on the hand-made objects above.
-describe('with the snapshot-controller: a VolumeSnapshot of a claim', () => {
+describe('with the snapshot-controller and our provisioner: a VolumeSnapshot of a claim, and claims restored from it', () => {
   beforeAll(async () => {
     const bin = path.join(await built('snapshot-controller', 'SNAPSHOT_CONTROLLER_BIN'), 'snapshot-controller');
     const kc = ['--kubeconfig', env.kubeconfig];
     env.start('registrar', [sidecar('registrar'), '--csi-address', socket, '--kubelet-registration-path', socket, '--plugin-registration-dir', path.join(env.kubeletDir, 'plugins_registry')]);
-    env.start('provisioner', [sidecar('provisioner'), '--csi-address', socket, ...kc]);
+    env.start('provisioner', [sidecar('provisioner'), '--csi-address', path.join(env.runDir, 'gate.sock'), ...kc]);
     env.start('snapshot-controller', [...kc, '--retry-interval-max=10s'], bin);
     await env.apply(storageClass('tscsi-now', { volumeBindingMode: 'Immediate', reclaimPolicy: 'Delete' }));
   }, 30 * MIN);
 
-  it('becomes readyToUse with a snapshot of its volume, and deleting it deletes the content and the snapshot', { timeout: 5 * MIN }, async () => {
+  it('becomes readyToUse with a snapshot of its volume, restores into a larger claim (a smaller one is refused), and deleting it deletes the content and the snapshot', { timeout: 5 * MIN }, async () => {
     await env.apply(claim('data', 'tscsi-now', '32Mi'));
     const { handle } = await env.bound('data');
     const started = Date.now();
@@ -245,6 +246,23 @@ describe('with the snapshot-controller: a VolumeSnapshot of a claim', () => {
     expect(snap).toMatchObject({ source_volume_id: handle, ready_to_use: true });
     expect(parseSize(vs.status.restoreSize)).toBe(BigInt(snap.size_bytes));
     expect(gate!.seen('CreateSnapshot', (r) => r.source_volume_id === handle).map((x) => x.request.name)).toContain(`snapshot-${vs.metadata.uid}`);
+
+    // restored into a larger claim; a claim smaller than the snapshot is refused in words
+    const fromSnap = { dataSource: { apiGroup: 'snapshot.storage.k8s.io', kind: 'VolumeSnapshot', name: 'data-snap' } };
+    await env.apply(claim('too-small', 'tscsi-now', '16Mi', fromSnap));
+    await env.apply(claim('restored', 'tscsi-now', '64Mi', fromSnap));
+    const restored = await env.bound('restored');
+    const [create] = gate!.seen('CreateVolume', (r) => r.name === restored.pvName);
+    expect(create.request.volume_content_source).toMatchObject({ snapshot: { snapshot_id: c.status.snapshotHandle } });
+    expect(await env.kubectl(['get', 'pv', restored.pvName, '-o', 'jsonpath={.spec.capacity.storage}'])).toBe('64Mi');
+    const refused = await env.waitFor('ProvisioningFailed event of too-small', async () => {
+      const evs = await env.json(['get', 'events', '-n', 'default', '--field-selector', 'involvedObject.name=too-small']);
+      return evs.items.find((e: any) => e.reason === 'ProvisioningFailed');
+    });
+    expect(refused.message).toBe(`failed to provision volume with StorageClass "tscsi-now": requested volume size ${16 * MiB} is less than the size ${32 * MiB} of the source snapshot VolumeSnapshot default/data-snap`);
+    expect((await env.json(['get', 'pvc', 'too-small'])).status.phase).toBe('Pending');
+    await env.kubectl(['delete', 'pvc', 'too-small', 'restored', '--wait=true', '--timeout=120s']);
+    await env.waitFor('restored volume gone', async () => !(await csi().Controller.ListVolumes({})).entries.some((e: any) => e.volume.volume_id === restored.handle));
 
     await env.kubectl(['delete', 'volumesnapshot', 'data-snap', '--wait=true', '--timeout=120s']);
     await env.waitFor(`content ${contentName} gone`, async () => (await env.kubectl(['get', 'volumesnapshotcontent', contentName, '--ignore-not-found', '-o', 'name'])) === '');
