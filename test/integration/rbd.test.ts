@@ -542,6 +542,12 @@ describe('rbd backend on a real Ceph cluster (fuse mapper)', () => {
     const located = await fresh();
     expect((await located.b.getVolume(v.volume_id))?.name).toBe('pvc-probe');
     expect(located.calls).toEqual([`rbd image-meta list ${pool}/ns1/${volumeImage(v.volume_id)}`]);
+    // Its health is checked where the ID says, with one call (beside the cluster's reachability).
+    const health = await fresh();
+    const probed = (await health.b.getVolume(v.volume_id))!;
+    health.calls.length = 0;
+    expect(await health.b.volumeHealth(probed)).toEqual([]);
+    expect(health.calls.filter((x) => x.startsWith('rbd '))).toEqual([`rbd info ${pool}/ns1/${volumeImage(v.volume_id)}`]);
     const searched = await fresh();
     expect((await searched.b.getVolume(unlocated(v.volume_id)))?.id, 'found by searching, the record says its own ID').toBe(v.volume_id);
     expect(searched.calls[0], 'the search starts in the first pool').toBe(`rbd info ${pool}/${volumeImage(v.volume_id)}`);

@@ -711,19 +711,21 @@ export class RbdBackend implements Backend {
         message: `the rbd-fuse helper of this volume died with the node plugin and the image was mapped again at ${remapped}; containers started before then still see the dead device (I/O errors): restart the pods using this volume (this clears when it is unstaged)`,
       }];
     }
-    const cluster = (this.where.get(name) ?? this.locFromParams(rec.parameters)).cluster;
+    const at = this.placeOf(rec.id);
+    const cluster = (at ?? this.where.get(name) ?? this.locFromParams(rec.parameters)).cluster;
     const creds = this.defaultCreds(cluster);
     const why = creds && (await clusterUnreachable(this.cli, cluster, creds));
     if (why) return [{ status: 'INACCESSIBLE', reason: 'ClusterUnreachable', message: `${describeCluster(cluster, creds?.user)} cannot be reached: ${why}` }];
+    // Where the ID says, else searched for; never from the record cache: this checks what is there now.
     let loc: Loc | undefined;
     try {
-      loc = await this.findImage(name);
+      loc = at !== undefined ? (at ?? undefined) : await this.findImage(name);
     } catch (err) {
       return [{ status: 'INACCESSIBLE', reason: 'ImageUnreachable', message: `RBD image ${name} cannot be looked up in ${describeCluster(cluster, creds?.user)}: ${err instanceof Error ? err.message : String(err)}` }];
     }
-    if (!loc) return [await this.volumeGone(rec.id)];
-    const info = await this.info(loc, name).catch(() => undefined);
-    if (!info) return [{ status: 'INACCESSIBLE', reason: 'ImageUnreadable', message: `RBD image ${imageSpec(loc.pool, name)} cannot be read` }];
+    const info = loc && (await this.info(loc, name).catch((err: unknown) => (err instanceof Error ? err : new Error(String(err)))));
+    if (!loc || !info) return [await this.volumeGone(rec.id)];
+    if (info instanceof Error) return [{ status: 'INACCESSIBLE', reason: 'ImageUnreadable', message: `RBD image ${imageSpec(loc.pool, name)} cannot be read: ${info.message}` }];
     if (BigInt(info.size) < rec.capacityBytes) {
       return [{ status: 'DATA_LOSS', reason: 'ImageShrunk', message: `RBD image ${imageSpec(loc.pool, name)} is ${info.size} bytes, smaller than the volume's ${rec.capacityBytes}` }];
     }
