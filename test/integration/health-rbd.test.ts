@@ -71,15 +71,20 @@ async function ctrlHealth(id: string): Promise<Entry[]> {
   return (await c.Controller.ControllerGetVolumeHealth({ volume_id: id })).volume_health.health_statuses;
 }
 
-/** The pid of the rbd-fuse helper serving an image, from the mapper's record. */
-async function fusePid(image: string): Promise<number> {
+/** The fuse mapper's record of an image's mapping. */
+async function mappingFile(image: string): Promise<string> {
   // reject: false: a dead helper's mount makes find complain about it, and exit 1.
   const files = String((await execa('find', [h.stateDir, '-name', 'mapping.json'], { reject: false })).stdout).split('\n').filter(Boolean);
   for (const f of files) {
-    const m = JSON.parse(await fs.readFile(f, 'utf8')) as { image: string; pid: number };
-    if (m.image === image) return m.pid;
+    const m = JSON.parse(await fs.readFile(f, 'utf8')) as { image: string };
+    if (m.image === image) return f;
   }
   throw new Error(`no fuse mapping of ${image} under ${h.stateDir}`);
+}
+
+/** The pid of the rbd-fuse helper serving an image, from the mapper's record. */
+async function fusePid(image: string): Promise<number> {
+  return (JSON.parse(await fs.readFile(await mappingFile(image), 'utf8')) as { pid: number }).pid;
 }
 
 const dead = async (pid: number) => !(await fs.readFile(`/proc/${pid}/stat`, 'utf8').catch(() => '')).match(/\) [^Z]/);
@@ -173,8 +178,7 @@ describe('rbd volume and storage health (fuse mapper)', () => {
     await c.Controller.DeleteVolume({ volume_id: v.id });
   });
 
-  // Last: the volume stays staged over a removed image (its mounts go in afterAll).
-  it('the image behind a staged volume is removed: the controller no longer knows it, the node reports the data lost', async () => {
+  it('the image behind a staged volume is removed: the controller no longer knows it, the node reports the data lost and still unstages it (#13)', async () => {
     const v = await createStaged('health-gone');
     const image = volumeImage(v.id);
     // A live helper holds a watch, and rbd refuses to remove a watched image: the helper
@@ -191,5 +195,16 @@ describe('rbd volume and storage health (fuse mapper)', () => {
     const hs = await nodeHealth(v.id, v.staging);
     expect(statuses(hs)).toEqual(['DATA_LOSS/ImageMissing']);
     expect(hs[0].message).toContain(`RBD image ${image} of volume ${v.id} is in none of the pools this driver serves (hc:${ceph.pool})`);
+
+    // Unstaging takes down what the node still holds for it: the mount, the loop device on
+    // the dead helper's file, the fuse mount and the mapping's record.
+    const mapping = path.dirname(await mappingFile(image));
+    const unstage = () => c.Node.NodeUnstageVolume({ volume_id: v.id, staging_target_path: v.staging }).then(() => 'OK', (e: unknown) => codeName(e));
+    expect(await unstage()).toBe('OK');
+    expect((await execa('findmnt', ['-rn', '--mountpoint', v.staging], { reject: false })).exitCode, 'staging path unmounted').not.toBe(0);
+    expect((await execa('findmnt', ['-rn', '--mountpoint', path.join(mapping, 'mnt')], { reject: false })).exitCode, 'fuse mount gone').not.toBe(0);
+    expect((await execa('losetup', ['-l', '-n', '-O', 'BACK-FILE'])).stdout, 'no loop device on its file').not.toContain(image);
+    await expect(fs.access(mapping), 'mapping directory removed').rejects.toThrow();
+    expect(await unstage()).toBe('NOT_FOUND');
   });
 });

@@ -879,6 +879,17 @@ export class RbdBackend implements Backend {
     await this.mapper.unmap(this.target(rec));
   }
 
+  /** The mappers know their mappings by image and pool alone: the record is not needed. */
+  async orphanedAttachment(id: string): Promise<{ device: string; detach(): Promise<void> } | undefined> {
+    const at = this.placeOf(id);
+    for (const loc of at ? [at] : at === null ? [] : this.allLocs()) {
+      const t = { ...loc, image: volumeImage(id) };
+      const device = await this.mapper.mapped(t);
+      if (device) return { device, detach: () => this.mapper.unmap(t) };
+    }
+    return undefined;
+  }
+
   /**
    * librbd learns of a resize from a watch notification, so a mapping (rbd-fuse's file,
    * krbd's device) may show the new size a moment after `rbd resize` returned: refresh
