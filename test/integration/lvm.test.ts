@@ -261,6 +261,27 @@ describe('lvm backend (no device-mapper: loop windows over the PV)', () => {
     expect([...(await vg.lvs()).keys()]).toEqual(['not-ours']);
   });
 
+  it('DeleteVolume of a published volume whose record cannot be read is refused, and removes nothing (#13 item 4)', async () => {
+    const v = (await c.Controller.CreateVolume({ name: 'pvc-unreadable-published', parameters: params(), capacity_range: { required_bytes: String(16 * MiB) }, volume_capabilities: [blockCap()] })).volume;
+    await c.Controller.ControllerPublishVolume({ volume_id: v.volume_id, node_id: h.nodeId, volume_capability: blockCap() });
+    const recordTags = (await vg.lvs()).get(v.volume_id)!.filter((t) => t.startsWith('tscsi.r'));
+    const cut = `tscsi.r0=${Buffer.from('{"id": "cut sh').toString('base64url')}`;
+    const swap = (del: string[], add: string[]) => vg.lvm(['lvchange', ...del.flatMap((t) => ['--deltag', t]), ...add.flatMap((t) => ['--addtag', t]), `${vg.name}/${v.volume_id}`]);
+    await swap(recordTags, [cut]);
+    try {
+      const err = await c.Controller.DeleteVolume({ volume_id: v.volume_id }).then(() => undefined, (e: Error) => e);
+      expect(codeName(err)).toBe('FAILED_PRECONDITION');
+      expect(err?.message).toContain(`${vg.name}/${v.volume_id} exists but its record (LV tags) cannot be read`);
+      expect(err?.message).toContain(`lvremove ${vg.name}/${v.volume_id}`);
+      expect([...(await vg.lvs()).keys()]).toContain(v.volume_id);
+    } finally {
+      await swap([cut], recordTags);
+    }
+    await c.Controller.ControllerUnpublishVolume({ volume_id: v.volume_id, node_id: h.nodeId });
+    expect(await outcomeOf(c.Controller.DeleteVolume({ volume_id: v.volume_id }))).toBe('OK');
+    expect([...(await vg.lvs()).keys()]).toEqual(['not-ours']);
+  });
+
   it('a half-made LV that is attached and held open is not removed, at start-up or by the retry, until it is let go', async () => {
     const req = { name: 'pvc-held', parameters: params(), capacity_range: { required_bytes: String(16 * MiB) }, volume_capabilities: [blockCap()] };
     const id = deriveId('vol', 'lvm', req.name);

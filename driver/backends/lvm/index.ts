@@ -396,9 +396,25 @@ export class LvmBackend implements Backend {
     return next;
   }
 
+  /**
+   * The controller finds no record of an LV whose tags cannot be read and passes it here as
+   * a half-done delete, without its "still published" check: such an LV is refused, since
+   * it may be in use on a node. A dirty one (a create that never finished) was never published.
+   */
   async deleteVolume(id: string): Promise<void> {
     const lv = await this.findLv(id, 'vol');
     if (!lv) return;
+    if (!lv.tags.includes(TAG_DIRTY)) {
+      try {
+        volumeRecordOf(lv);
+      } catch (err) {
+        throw new BackendError(
+          'precondition',
+          `${lv.vg}/${lv.name} exists but its record (LV tags) cannot be read (${err instanceof Error ? err.message : String(err)}), so whether it is still published to a node cannot be told; not deleting it. ` +
+            `Make sure no node uses it (unstage it there), then remove it with lvremove ${lv.vg}/${lv.name}, or restore its tscsi.* tags and retry`,
+        );
+      }
+    }
     await this.removeLv(lv);
   }
 
