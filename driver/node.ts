@@ -108,8 +108,14 @@ export class NodeService {
   private async heldDevice(id: string, found: { backend: NodeBackend; vol: VolumeRecord } | undefined, st: NodeVolumeState | undefined): Promise<HeldDevice | undefined> {
     const held = found
       ? await found.backend.attachedDevice(found.vol).then((device) => device && { device, detach: () => found.backend.detach(found.vol) })
-      : st && (await this.ctx.ownerOf(id, 'volume_id', 'vol')?.orphanedAttachment?.(id, st.device));
+      : st && (await this.ctx.ownerOf(id, 'volume_id', 'vol')?.orphanedAttachment?.(id, st.device ?? (await this.deviceMountedAt(st.stagingPath))));
     return held ? { ...held, devno: await mnt.deviceNumber(held.device) } : undefined;
+  }
+
+  /** Records of older versions name no device: the one still mounted at the staging path stands in (the backend checks it). */
+  private async deviceMountedAt(p: string): Promise<string | undefined> {
+    const m = await mnt.mountAt(p);
+    return m && mnt.liveDeviceOf(m);
   }
 
   /**

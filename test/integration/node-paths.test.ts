@@ -330,18 +330,25 @@ describe('NodeUnpublish and NodeUnstage of an LVM volume whose LV was removed (n
   /** Loop devices over the PV's file other than the PV itself: the LVs' windows. */
   const windows = async () => (await loopDevicesUnder(vg!.dir)).filter((d) => d !== vg!.pv);
 
-  for (const [kind, cap] of [
-    ['mount', mountCap('ext4')],
-    ['block', blockCap()],
+  for (const [kind, cap, olderRecord] of [
+    ['mount', mountCap('ext4'), false],
+    ['block', blockCap(), false],
+    // Staging records of older versions name no device: the one mounted at the staging path is checked instead.
+    ['mount', mountCap('ext4'), true],
   ] as const) {
-    it(`a staged and published ${kind} volume: its window is detached and nothing is left`, async () => {
+    it(`a staged and published ${kind} volume${olderRecord ? ' with a staging record of an older version' : ''}: its window is detached and nothing is left`, async () => {
       const lc = lh!.client!;
-      const id = (await lc.Controller.CreateVolume({ name: `pvc-np-lv-${kind}`, parameters: vg!.params(), capacity_range: { required_bytes: String(32 * MiB) }, volume_capabilities: [cap] })).volume.volume_id;
-      const staging = path.join(lh!.dir, 'staging', kind);
-      const target = path.join(lh!.dir, 'pods', kind);
+      const id = (await lc.Controller.CreateVolume({ name: `pvc-np-lv-${kind}${olderRecord ? '-older' : ''}`, parameters: vg!.params(), capacity_range: { required_bytes: String(32 * MiB) }, volume_capabilities: [cap] })).volume.volume_id;
+      const staging = path.join(lh!.dir, 'staging', `${kind}${olderRecord ? '-older' : ''}`);
+      const target = path.join(lh!.dir, 'pods', `${kind}${olderRecord ? '-older' : ''}`);
       await lc.Node.NodeStageVolume({ volume_id: id, staging_target_path: staging, volume_capability: cap });
       await lc.Node.NodePublishVolume({ volume_id: id, staging_target_path: staging, target_path: target, volume_capability: cap });
       expect(await windows()).toHaveLength(1);
+      if (olderRecord) {
+        const file = path.join(lh!.stateDir, `${id}.json`);
+        const { device: _, ...older } = JSON.parse(await fs.readFile(file, 'utf8')) as { device?: string };
+        await fs.writeFile(file, JSON.stringify(older));
+      }
       await vg!.lvm(['lvremove', '-y', `${vg!.name}/${id}`]);
       expect(await outcomeOf(lc.Node.NodeUnpublishVolume({ volume_id: id, target_path: target }))).toBe('OK');
       expect(await isMountPoint(target)).toBe(false);
