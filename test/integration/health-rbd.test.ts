@@ -199,11 +199,14 @@ describe('rbd volume and storage health (fuse mapper)', () => {
     // Unstaging takes down what the node still holds for it: the mount, the loop device on
     // the dead helper's file, the fuse mount and the mapping's record.
     const mapping = path.dirname(await mappingFile(image));
+    const { device } = JSON.parse(await fs.readFile(path.join(mapping, 'mapping.json'), 'utf8')) as { device: string };
     const unstage = () => c.Node.NodeUnstageVolume({ volume_id: v.id, staging_target_path: v.staging }).then(() => 'OK', (e: unknown) => codeName(e));
     expect(await unstage()).toBe('OK');
     expect((await execa('findmnt', ['-rn', '--mountpoint', v.staging], { reject: false })).exitCode, 'staging path unmounted').not.toBe(0);
     expect((await execa('findmnt', ['-rn', '--mountpoint', path.join(mapping, 'mnt')], { reject: false })).exitCode, 'fuse mount gone').not.toBe(0);
-    expect((await execa('losetup', ['-l', '-n', '-O', 'BACK-FILE'])).stdout, 'no loop device on its file').not.toContain(image);
+    // That device only: other runs of this file (other worktrees) have images of the same name.
+    const back = String((await execa('losetup', ['-n', '-O', 'BACK-FILE', device], { reject: false })).stdout).trim();
+    expect(back.startsWith(mapping) || back === `/${image}`, `${device} no longer on its file (${back})`).toBe(false);
     await expect(fs.access(mapping), 'mapping directory removed').rejects.toThrow();
     expect(await unstage()).toBe('NOT_FOUND');
   });
