@@ -15,7 +15,7 @@ import { TestVg } from '../lib/lvm-vg.js';
 import { crashAt } from '../lib/crash.js';
 import { codeName, type CsiClient } from '../../sidecars/common/csi-client.js';
 import { FAILPOINTS } from '../../driver/failpoints.js';
-import { startCeph, stopCeph, adminRbd, cleanupDriverDir, type CephEnv } from '../lib/ceph/cluster.js';
+import { startCeph, stopCeph, adminRbd, adminRbdRuns, cleanupDriverDir, type CephEnv } from '../lib/ceph/cluster.js';
 import { volumeImage, snapshotImage } from '../../driver/backends/rbd/index.js';
 
 let h: DriverHarness;
@@ -30,14 +30,16 @@ interface Outcome {
   retry: string;
   result: string;
   ms: number;
+  /** Where the run's time went, phase by phase (the CI budget is watched through this). */
+  phases: string;
 }
 const outcomes: Outcome[] = [];
 
 /** Prints how every run ended: the report of this test. */
 afterAll(() => {
   if (outcomes.length) {
-    const rows = outcomes.map((o) => [o.backend, o.rpc, o.point, o.firstAttempt, o.retry, o.result, `${(o.ms / 1000).toFixed(1)}s`]);
-    const head = ['backend', 'rpc', 'fail point', 'killed call', 'retry', 'after retry', 'time'];
+    const rows = outcomes.map((o) => [o.backend, o.rpc, o.point, o.firstAttempt, o.retry, o.result, `${(o.ms / 1000).toFixed(1)}s`, o.phases]);
+    const head = ['backend', 'rpc', 'fail point', 'killed call', 'retry', 'after retry', 'time', 'phases (s)'];
     const w = head.map((x, i) => Math.max(x.length, ...rows.map((r) => r[i].length)));
     const line = (r: string[]) => r.map((x, i) => x.padEnd(w[i])).join('  ');
     const ok = outcomes.filter((o) => o.result === 'ok').length;
@@ -91,41 +93,52 @@ async function restoreAndRead(snapshotId: string, name: string, params: Record<s
 
 /** A filesystem left frozen is a leak: `fsfreeze -u` succeeds only on a frozen one (and thaws it). */
 async function frozenMounts(): Promise<string[]> {
-  const out: string[] = [];
-  for (const m of await mountsUnder(h.dir)) {
-    if (m === h.dataDir) continue;
-    const r = await execa('fsfreeze', ['-u', m], { reject: false });
-    if (r.exitCode === 0) out.push(m);
-  }
-  return out;
+  const mounts = (await mountsUnder(h.dir)).filter((m) => m !== h.dataDir);
+  const thawed = await Promise.all(mounts.map(async (m) => (await execa('fsfreeze', ['-u', m], { reject: false })).exitCode === 0));
+  return mounts.filter((_, i) => thawed[i]);
 }
 
 async function filesIn(dir: string): Promise<string[]> {
   return (await fs.readdir(dir, { withFileTypes: true }).catch(() => [])).filter((e) => e.isFile()).map((e) => e.name).sort();
 }
 
-/** What the driver holds, from the host's point of view (only this harness's paths and VG). */
+/**
+ * What the driver holds, from the host's point of view (only this harness's paths and VG).
+ * Every part is read at once: they are independent, and each run reads this twice or more.
+ */
 async function inventory() {
-  const volumes = ((await c().Controller.ListVolumes({})).entries as any[]).map((e) => e.volume.volume_id as string).sort();
-  const snapshots = ((await c().Controller.ListSnapshots({})).entries as any[]).map((e) => e.snapshot.snapshot_id as string).sort();
-  return {
-    volumes,
-    snapshots,
-    volumeFiles: await filesIn(path.join(h.dataDir, 'volumes')),
-    snapshotFiles: await filesIn(path.join(h.dataDir, 'snapshots')),
-    groupFiles: await filesIn(path.join(h.dataDir, 'groups')),
-    stateFiles: await filesIn(h.stateDir),
-    loops: (await loopDevicesUnder(h.dataDir)).length + (await lvmWindows()).length,
-    mounts: (await mountsUnder(h.dir)).filter((m) => m !== h.dataDir).sort(),
-    lvs: vg ? [...(await vg.lvs()).keys()].sort() : [],
-  };
+  const [volumes, snapshots, volumeFiles, snapshotFiles, groupFiles, stateFiles, devices, mounts, lvs] = await Promise.all([
+    listedVolumes(),
+    listedSnapshots(),
+    filesIn(path.join(h.dataDir, 'volumes')),
+    filesIn(path.join(h.dataDir, 'snapshots')),
+    filesIn(path.join(h.dataDir, 'groups')),
+    filesIn(h.stateDir),
+    loopDevices(),
+    mountsUnder(h.dir),
+    vg ? vg.lvs().then((l) => [...l.keys()].sort()) : [],
+  ]);
+  const loops = devices.filter((d) => d.backFile.startsWith(h.dataDir + '/')).length + lvmWindowsIn(devices).length;
+  return { volumes, snapshots, volumeFiles, snapshotFiles, groupFiles, stateFiles, loops, mounts: mounts.filter((m) => m !== h.dataDir).sort(), lvs };
+}
+
+async function listedVolumes(): Promise<string[]> {
+  return ((await c().Controller.ListVolumes({})).entries as any[]).map((e) => e.volume.volume_id as string).sort();
+}
+
+async function listedSnapshots(): Promise<string[]> {
+  return ((await c().Controller.ListSnapshots({})).entries as any[]).map((e) => e.snapshot.snapshot_id as string).sort();
 }
 
 /** Loop windows over the test VG's PV (the LVM backend's devices without device-mapper). */
 async function lvmWindows(): Promise<string[]> {
+  return vg ? lvmWindowsIn(await loopDevices()) : [];
+}
+
+function lvmWindowsIn(devices: Array<{ name: string; backFile: string }>): string[] {
   if (!vg) return [];
   const pvFile = path.join(vg.dir, 'pv.img');
-  return (await loopDevices()).filter((d) => d.name !== vg!.pv && (d.backFile === pvFile || d.backFile === vg!.pv)).map((d) => d.name);
+  return devices.filter((d) => d.name !== vg!.pv && (d.backFile === pvFile || d.backFile === vg!.pv)).map((d) => d.name);
 }
 
 /**
@@ -175,11 +188,12 @@ async function undoThroughRpcs(secrets: Record<string, string> | undefined, dele
     await c().Node.NodeUnstageVolume({ volume_id: st.volumeId, staging_target_path: st.stagingPath });
   }
   const withSecrets = secrets ? { secrets } : {};
-  const snaps = (await c().Controller.ListSnapshots({})).entries as any[];
-  for (const g of new Set(snaps.map((e) => e.snapshot.group_snapshot_id as string).filter(Boolean))) {
-    await c().GroupController.DeleteVolumeGroupSnapshot({ group_snapshot_id: g, ...withSecrets });
-  }
-  for (const e of (await c().Controller.ListSnapshots({})).entries as any[]) await c().Controller.DeleteSnapshot({ snapshot_id: e.snapshot.snapshot_id, ...withSecrets });
+  let snaps = (await c().Controller.ListSnapshots({})).entries as any[];
+  const groups = new Set(snaps.map((e) => e.snapshot.group_snapshot_id as string).filter(Boolean));
+  for (const g of groups) await c().GroupController.DeleteVolumeGroupSnapshot({ group_snapshot_id: g, ...withSecrets });
+  // Deleting a group deleted its members: what is left is asked again only then.
+  if (groups.size) snaps = (await c().Controller.ListSnapshots({})).entries as any[];
+  for (const e of snaps) await c().Controller.DeleteSnapshot({ snapshot_id: e.snapshot.snapshot_id, ...withSecrets });
   for (const e of (await c().Controller.ListVolumes({})).entries as any[]) await deleteVolume(e);
 }
 
@@ -559,21 +573,28 @@ const rbdImagesMade = new Set<string>();
  * detached, the kernel shows the file as "/<image>", outside every directory of ours.
  */
 async function loopsOnDeadFuseFiles(): Promise<string[]> {
-  return (await loopDevices()).filter((d) => rbdImagesMade.has(d.backFile.slice(1))).map((d) => d.name);
+  return onDeadFuseFiles(await loopDevices());
 }
 
+function onDeadFuseFiles(devices: Array<{ name: string; backFile: string }>): string[] {
+  return devices.filter((d) => rbdImagesMade.has(d.backFile.slice(1))).map((d) => d.name);
+}
+
+/** Every part read at once (independent; the Ceph CLI's start-up is most of a check's time). */
 async function rbdInventory() {
   const fuseDir = path.join(rbdState(), 'fuse');
-  return {
-    volumes: ((await c().Controller.ListVolumes({})).entries as any[]).map((e) => e.volume.volume_id as string).sort(),
-    snapshots: ((await c().Controller.ListSnapshots({})).entries as any[]).map((e) => e.snapshot.snapshot_id as string).sort(),
-    images: await csiImages(),
-    keyFiles: await fs.readdir(path.join(rbdState(), 'keys')).catch(() => [] as string[]),
-    mappings: (await fs.readdir(fuseDir).catch(() => [] as string[])).sort(),
-    helpers: (await fuseHelpers()).length,
-    loops: (await loopDevicesUnder(fuseDir)).length + (await loopsOnDeadFuseFiles()).length,
-    stateFiles: (await filesIn(h.stateDir)).filter((f) => f.endsWith('.json')).length,
-  };
+  const [volumes, snapshots, images, keyFiles, mappings, helpers, devices, stateFiles] = await Promise.all([
+    listedVolumes(),
+    listedSnapshots(),
+    csiImages(),
+    fs.readdir(path.join(rbdState(), 'keys')).catch(() => [] as string[]),
+    fs.readdir(fuseDir).then((m) => m.sort(), () => [] as string[]),
+    fuseHelpers(),
+    loopDevices(),
+    filesIn(h.stateDir),
+  ]);
+  const loops = devices.filter((d) => d.backFile.startsWith(fuseDir + '/')).length + onDeadFuseFiles(devices).length;
+  return { volumes, snapshots, images, keyFiles, mappings, helpers: helpers.length, loops, stateFiles: stateFiles.filter((f) => f.endsWith('.json')).length };
 }
 
 /**
@@ -585,8 +606,13 @@ async function rbdInventory() {
 async function expectRbdConsistent(staged: number): Promise<void> {
   const inv = await rbdInventory();
   expect(inv.images, 'csi images in the pool').toEqual([...inv.volumes.map(volumeImage), ...inv.snapshots.map(snapshotImage)].sort());
-  for (const v of inv.volumes) expect(await userSnaps(volumeImage(v)), `snapshots of ${volumeImage(v)}`).toEqual([]);
-  for (const s of inv.snapshots) expect(await userSnaps(snapshotImage(s)), `snapshots of ${snapshotImage(s)}`).toEqual([snapshotImage(s)]);
+  // One rbd CLI per image, all at once: each costs a client start-up, not work.
+  const [ofVolumes, ofSnapshots] = await Promise.all([
+    Promise.all(inv.volumes.map((v) => userSnaps(volumeImage(v)))),
+    Promise.all(inv.snapshots.map((s) => userSnaps(snapshotImage(s)))),
+  ]);
+  inv.volumes.forEach((v, i) => expect(ofVolumes[i], `snapshots of ${volumeImage(v)}`).toEqual([]));
+  inv.snapshots.forEach((s, i) => expect(ofSnapshots[i], `snapshots of ${snapshotImage(s)}`).toEqual([snapshotImage(s)]));
   expect(inv.keyFiles, 'key files').toEqual([]);
   expect(inv.stateFiles, 'node state records').toBe(staged);
   expect(inv.mappings.length, 'fuse mappings').toBe(staged);
@@ -611,9 +637,10 @@ async function untilWatchGone(call: () => Promise<unknown>): Promise<void> {
 
 async function rbdTeardown(): Promise<void> {
   await undoThroughRpcs(rbdSecrets(), (e) => untilWatchGone(() => c().Controller.DeleteVolume({ volume_id: e.volume.volume_id, secrets: rbdSecrets() })));
-  expect(await rbdInventory(), 'what is left after deleting everything').toEqual({ volumes: [], snapshots: [], images: [], keyFiles: [], mappings: [], helpers: 0, loops: 0, stateFiles: 0 });
-  expect(await csiTrash(), 'images in the RBD trash').toEqual([]);
-  expect((await mountsUnder(h.dir)).filter((m) => m !== h.dataDir), 'mounts').toEqual([]);
+  const [left, trash, mounts] = await Promise.all([rbdInventory(), csiTrash(), mountsUnder(h.dir)]);
+  expect(left, 'what is left after deleting everything').toEqual({ volumes: [], snapshots: [], images: [], keyFiles: [], mappings: [], helpers: 0, loops: 0, stateFiles: 0 });
+  expect(trash, 'images in the RBD trash').toEqual([]);
+  expect(mounts.filter((m) => m !== h.dataDir), 'mounts').toEqual([]);
   await clearPathRoots();
 }
 
@@ -826,24 +853,53 @@ const LOCAL: Checks = { consistent: expectConsistent, teardown, recover, timeout
 // Killed rbd-fuse helpers keep their watches for the OSD timeout, which teardown waits out.
 const RBD_CHECKS: Checks = { consistent: expectRbdConsistent, teardown: rbdTeardown, recover: rbdRecover, timeoutMs: 300_000 };
 
+/** Seconds per phase of a run, and the admin rbd commands the test itself ran. */
+function phaseClock() {
+  const parts: string[] = [];
+  let last = Date.now();
+  const rbdAtStart = adminRbdRuns.count;
+  const clock = {
+    /** Ends the phase that ran since the last mark (unnamed: already accounted for by add). */
+    mark(name?: string) {
+      if (name) parts.push(`${name} ${((Date.now() - last) / 1000).toFixed(1)}`);
+      last = Date.now();
+      return clock;
+    },
+    add(name: string, ms: number) {
+      parts.push(`${name} ${(ms / 1000).toFixed(1)}`);
+      return clock;
+    },
+    text: () => [...parts, ...(adminRbdRuns.count > rbdAtStart ? [`rbd cli ×${adminRbdRuns.count - rbdAtStart}`] : [])].join(', '),
+  };
+  return clock;
+}
+
 function runAll(list: Scenario[], k: Checks = LOCAL): void {
   for (const s of list) {
     for (const point of s.points) {
       it(`${s.backend} ${s.rpc} killed at ${point}`, async () => {
         const started = Date.now();
-        const o: Outcome = { backend: s.backend, rpc: s.rpc, point, firstAttempt: '-', retry: '-', result: 'not ok', ms: 0 };
+        const o: Outcome = { backend: s.backend, rpc: s.rpc, point, firstAttempt: '-', retry: '-', result: 'not ok', ms: 0, phases: '' };
         outcomes.push(o);
+        const clock = phaseClock();
         try {
           const ctx = (await s.setup?.()) ?? {};
-          o.firstAttempt = (await crashAt(h, point, () => s.act(ctx))).first;
+          clock.mark('setup');
+          const crash = await crashAt(h, point, () => s.act(ctx));
+          o.firstAttempt = crash.first;
+          clock.add('armed', crash.ms.armedStart).add('kill', crash.ms.untilDeath).add('restart', crash.ms.restart).mark();
           const result = await s.act(ctx).catch((e) => {
             o.retry = codeName(e) ?? 'error';
             throw e;
           });
           o.retry = 'OK';
+          clock.mark('retry');
           await s.check(ctx, result);
+          clock.mark('check');
           await k.consistent(s.staged);
+          clock.mark('leaks');
           await k.teardown();
+          clock.mark('teardown');
           o.result = 'ok';
         } catch (err) {
           o.result = `FAILED: ${String((err as Error).message ?? err).split('\n')[0].slice(0, 120)}`;
@@ -851,6 +907,7 @@ function runAll(list: Scenario[], k: Checks = LOCAL): void {
           throw err;
         } finally {
           o.ms = Date.now() - started;
+          o.phases = clock.text();
         }
       }, k.timeoutMs);
     }

@@ -61,8 +61,12 @@ export async function stopCeph(dir: string): Promise<void> {
   await execa('bash', [SCRIPT, 'down', dir], { reject: false, timeout: 120_000 });
 }
 
+/** How many admin rbd commands ran, so a test can report what its checks cost. */
+export const adminRbdRuns = { count: 0 };
+
 /** Admin rbd on the test cluster (the test's own checks, not the driver's). */
 export async function adminRbd(env: CephEnv, args: string[]): Promise<string> {
+  adminRbdRuns.count++;
   const r = await execa('rbd', ['-c', env.conf, ...args], { reject: false, env: { CEPH_ARGS: '' } });
   if (r.exitCode !== 0) throw new Error(`rbd ${args.join(' ')}: ${String(r.stderr).slice(-500)}`);
   return String(r.stdout);
