@@ -123,6 +123,21 @@ export class NodeService {
    * symlinks; outside the roots (a record of an older version) the path as given, which is
    * safe because only a mount of the volume's own device is ever unmounted.
    */
+  /**
+   * An unstage or unpublish of a volume this node holds nothing of (no record; its backend
+   * does not know it either): the spec's "not staged/published there" case, which MUST be
+   * OK. It is also the retry of a call that already succeeded but whose reply was lost
+   * (kubelet would otherwise retry for ever). Something mounted at the path is not ours to
+   * judge and stops it; an ID no backend of ours issued is NOT_FOUND.
+   */
+  private async nothingHeldAt(id: string, p: string, field: string): Promise<Record<string, never>> {
+    if (!this.ctx.ownerOf(id, 'volume_id', 'vol')) throw notFound(`volume ${id} does not exist: no backend of this driver issued that ID`);
+    const where = await this.releasePath(p, field);
+    const m = await mnt.mountAt(where);
+    if (m) throw failedPrecondition(`${where} has ${m.source} mounted, but this node holds nothing of volume ${id} and its backend does not know it; not touching it`);
+    return {};
+  }
+
   private async releasePath(p: string, field: string): Promise<string> {
     return (await locateUnderRoots(p, this.roots, field))?.real ?? p;
   }
@@ -284,8 +299,7 @@ export class NodeService {
   /**
    * A volume whose record is gone from its backend (its storage removed behind it, by hand
    * or by a crash) but still staged here is unstaged all the same: its mounts and device
-   * are taken down, or kubelet retries for ever and the node leaks both. Only a volume
-   * neither known nor staged here is NOT_FOUND.
+   * are taken down, or kubelet retries for ever and the node leaks both.
    */
   async NodeUnstageVolume(req: T.NodeUnstageVolumeRequest__Output): Promise<T.NodeUnstageVolumeResponse> {
     if (!req.volume_id) throw invalidArgument('volume_id is required');
@@ -295,7 +309,7 @@ export class NodeService {
     const st = found ? await this.state.get(id) : undefined;
     return this.ctx.locks.with([id], 'NodeUnstageVolume', async () => {
       const cur = (await this.state.get(id)) ?? st;
-      if (!found && !cur) throw notFound(`volume ${id} does not exist`);
+      if (!found && !cur) return this.nothingHeldAt(id, staging, 'staging_target_path');
       if (cur && cur.stagingPath !== staging) {
         throw failedPrecondition(`volume ${id} is staged at ${cur.stagingPath}, not ${staging}`);
       }
@@ -447,7 +461,7 @@ export class NodeService {
     const id = found?.vol.id ?? req.volume_id;
     return this.ctx.locks.with([id], 'NodeUnpublishVolume', async () => {
       const st = await this.state.get(id);
-      if (!found && !st) throw notFound(`volume ${id} does not exist`);
+      if (!found && !st) return this.nothingHeldAt(id, target, 'target_path');
       const pub = st?.publications[target];
       const devno = (await this.heldDevice(id, found, st))?.devno;
       const where = await this.releasePath(target, 'target_path');
