@@ -21,6 +21,17 @@ describe('ImageRecordCache', () => {
     expect(c.get(inNs, 'img')).toBeNull();
   });
 
+  it('an answer read with one caller\'s credentials is not served to a caller with others', async () => {
+    const c = new ImageRecordCache();
+    const asA = { ...at, readAs: { user: 'csi', key: 'AQA-key-a' } };
+    await c.fill(asA, 'img', async () => ({ k: 'v' }));
+    expect(c.get(asA, 'img')).toEqual({ k: 'v' });
+    expect(c.get({ ...at, readAs: { user: 'csi', key: 'AQA-key-b' } }, 'img')).toBeUndefined();
+    expect(c.get({ ...at, readAs: { user: 'other', key: 'AQA-key-a' } }, 'img')).toBeUndefined();
+    expect(c.get({ ...at, readAs: { user: 'csi', keyFile: '/etc/ceph/keyring' } }, 'img')).toBeUndefined();
+    expect(c.get(at, 'img')).toBeUndefined();
+  });
+
   it('a write forgets the image in every place, before and after it', async () => {
     const c = new ImageRecordCache();
     await c.fill(at, 'img', async () => ({ k: 'v' }));

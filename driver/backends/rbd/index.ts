@@ -261,9 +261,9 @@ export class RbdBackend implements Backend {
    */
   private async recordMeta(loc: Loc, name: string, creds: Credentials, trusted: boolean): Promise<Record<string, string> | undefined> {
     if (!trusted) return this.meta(loc, name, creds);
-    const known = this.records.get(loc, name);
+    const known = this.records.get({ ...loc, readAs: creds }, name);
     if (known !== undefined) return known ?? undefined;
-    return this.records.fill(loc, name, () => this.meta(loc, name, creds));
+    return this.records.fill({ ...loc, readAs: creds }, name, () => this.meta(loc, name, creds));
   }
 
   /** ownRecord, forgetting a damaged record so that the next reader asks again (someone may repair it). */
@@ -278,7 +278,7 @@ export class RbdBackend implements Backend {
 
   /** Whether name is at loc: from the record cache when trusted and it knows, else from `rbd info`. */
   private async isAt(loc: Loc, name: string, creds: Credentials, trusted: boolean): Promise<boolean> {
-    const known = trusted ? this.records.get(loc, name) : undefined;
+    const known = trusted ? this.records.get({ ...loc, readAs: creds }, name) : undefined;
     return known !== undefined ? known !== null : !!(await this.info(loc, name, creds));
   }
 

@@ -8,11 +8,17 @@
 // drops its entries before it starts and again when it ends, and a read that overlapped a
 // drop does not fill the cache. Nothing is kept on disk: a restarted driver asks Ceph again.
 // Readers without the lock (listings, health) always ask Ceph; they may fill the cache.
+import { createHash } from 'node:crypto';
 
-/** Where an image is looked for: cluster, pool, namespace. */
+/**
+ * Where an image is looked for (cluster, pool, namespace) and as whom: an answer read with
+ * one caller's Ceph credentials is never served to a caller with others, who may not be
+ * allowed to read that pool at all.
+ */
 export interface PlaceKey {
   cluster: { clusterID: string };
   pool: { pool: string; namespace: string };
+  readAs?: { user: string; key?: string; keyFile?: string };
 }
 
 /** An image's metadata, or null: the image was not there. */
@@ -21,7 +27,9 @@ export type CachedMeta = Record<string, string> | null;
 /** Enough for every volume and snapshot of a large cluster; beyond it the oldest entries go. */
 export const RECORD_CACHE_MAX_ENTRIES = 20_000;
 
-const placeOf = (at: PlaceKey) => `${at.cluster.clusterID}/${at.pool.pool}/${at.pool.namespace}`;
+// The secret itself never becomes part of a key: only a digest of it.
+const whoOf = (c: PlaceKey['readAs']) => (c ? `${c.user}:${createHash('sha256').update(c.key ?? `file:${c.keyFile ?? ''}`).digest('hex').slice(0, 16)}` : '');
+const placeOf = (at: PlaceKey) => `${at.cluster.clusterID}/${at.pool.pool}/${at.pool.namespace}/${whoOf(at.readAs)}`;
 
 export class ImageRecordCache {
   /** image name -> place -> metadata; names in the order last filled (the oldest first). */
