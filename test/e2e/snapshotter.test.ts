@@ -137,7 +137,9 @@ describe('the snapshotter sidecar on the real cluster', () => {
     expect(c.status.restoreSize).toBe(Number(snap.size_bytes));
     expect(c.status.creationTime).toBe(Number(BigInt(snap.creation_time.seconds) * 1_000_000_000n + BigInt(snap.creation_time.nanos)));
     expect(c.status.error).toBeUndefined();
-    expect(c.metadata.annotations?.[ANN_BEING_CREATED]).toBeUndefined();
+    // The sidecar writes the ready status, then takes its being-created mark off (csi-snapshotter's
+    // order), so a read in between sees both: the mark must go, not be gone at that instant.
+    await env.waitFor('being-created mark gone once ready', async () => (await getContent('snapcontent-dyn')).metadata.annotations?.[ANN_BEING_CREATED] === undefined);
     // csi-snapshotter's name and the class's secret; the class's CO keys stay with the CO
     const [create] = gate!.seen('CreateSnapshot', (r) => r.source_volume_id === volumeId && r.name !== 'out-of-band');
     expect(create.request).toMatchObject({ name: `snapshot-${uid}`, source_volume_id: volumeId, secrets: { userID: 'snap', userKey: 'key-of-snap' }, parameters: {} });
