@@ -18,14 +18,15 @@ export const ANN_DELETION_SECRET_NAMESPACE = 'volume.kubernetes.io/provisioner-d
 const KNOWN_KEYS = new Set([FSTYPE_KEY, `${CO_PREFIX}secret-name`, `${CO_PREFIX}secret-namespace`, ...OPS.flatMap((op) => [`${CO_PREFIX}${op}-secret-name`, `${CO_PREFIX}${op}-secret-namespace`])]);
 
 /**
- * The StorageClass parameters the driver gets: every csi.storage.k8s.io/ key is the CO's
- * (an unknown one is an error, as in external-provisioner: a typo must not pass silently).
+ * The class parameters the driver gets: every csi.storage.k8s.io/ key is the CO's, and one
+ * not in `known` is an error (as in external-provisioner and csi-snapshotter: a typo must not
+ * pass silently). Defaults to the StorageClass keys.
  */
-export function driverParameters(params: Record<string, string> | undefined): Record<string, string> {
+export function driverParameters(params: Record<string, string> | undefined, known: ReadonlySet<string> = KNOWN_KEYS): Record<string, string> {
   const out: Record<string, string> = {};
   for (const [k, v] of Object.entries(params ?? {})) {
     if (!k.startsWith(CO_PREFIX)) out[k] = v;
-    else if (!KNOWN_KEYS.has(k)) throw new Error(`found unknown parameter key "${k}" with reserved namespace ${CO_PREFIX}`);
+    else if (!known.has(k)) throw new Error(`found unknown parameter key "${k}" with reserved namespace ${CO_PREFIX}`);
   }
   return out;
 }

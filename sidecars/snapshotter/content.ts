@@ -2,7 +2,7 @@
 // do with it, the CreateSnapshot name and parameters, the secrets its class names and the
 // status a CSI snapshot makes. The names and annotations are csi-snapshotter's (v8), so a
 // cluster can switch between the two sidecars with its snapshot-controller unchanged.
-import { CO_PREFIX, DNS1123_LABEL, DNS1123_SUBDOMAIN, resolveTemplate, type SecretRef } from '../common/secrets.js';
+import { CO_PREFIX, DNS1123_LABEL, DNS1123_SUBDOMAIN, driverParameters, resolveTemplate, type SecretRef } from '../common/secrets.js';
 import { backendOfHandle, type Scope } from '../common/scope.js';
 
 export { SNAPSHOT_GROUP, SNAPSHOT_VERSION, CONTENTS, CLASSES } from '../common/snapshots.js';
@@ -112,12 +112,7 @@ const SECRET_KEYS = new Set((['snapshotter', 'snapshotter-list'] as const).flatM
 
 /** The class parameters the driver gets: the CO's secret keys removed, any other csi.storage.k8s.io/ key refused (a typo must not pass silently). */
 export function snapshotParameters(params: Record<string, string> | undefined): Record<string, string> {
-  const out: Record<string, string> = {};
-  for (const [k, v] of Object.entries(params ?? {})) {
-    if (!k.startsWith(CO_PREFIX)) out[k] = v;
-    else if (!SECRET_KEYS.has(k)) throw new Error(`found unknown parameter key "${k}" with reserved namespace ${CO_PREFIX}`);
-  }
-  return out;
+  return driverParameters(params, SECRET_KEYS);
 }
 
 /**
