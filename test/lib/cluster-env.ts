@@ -42,12 +42,18 @@ export class ClusterEnv {
 
   /** test/cluster/cluster with this run's directory. */
   cluster(...args: string[]): Promise<Result> {
-    return execa('bash', [CLI, ...args], { env: this.env, stderr: 'inherit', reject: false, timeout: 60 * MIN });
+    // stderr both shown and kept: a failed `up` names its reason in the error, which is what
+    // the run's summary shows (a CI log may keep nothing else)
+    return execa('bash', [CLI, ...args], { env: this.env, stderr: ['pipe', 'inherit'], reject: false, timeout: 60 * MIN });
   }
 
   async up(): Promise<void> {
     const r = await this.cluster('up');
-    if (r.exitCode !== 0) throw new Error(`cluster up failed (${r.exitCode})`);
+    if (r.exitCode !== 0) {
+      // one line: the summary prints a failed suite's first line only
+      const tail = String(r.stderr).trim().split('\n').slice(-6).join(' | ');
+      throw new Error(`cluster up failed (${r.exitCode}): ${tail}`);
+    }
     this.upStdout = String(r.stdout);
     this.kubeconfig = /^export KUBECONFIG=(.+)$/m.exec(this.upStdout)![1];
   }
