@@ -2,6 +2,7 @@
 // keys are worked on at a time, a key is never worked on twice at once, and a failed key
 // comes back after an exponential back-off (1 s doubling to 5 min by default).
 import type { Logger } from 'pino';
+import { httpStatus } from './kube.js';
 
 /** A failed key's first retry waits this long (the default of kubernetes-csi sidecars' --retry-interval-start)... */
 const RETRY_BASE_DELAY_MS = 1_000;
@@ -64,7 +65,11 @@ export class WorkQueue {
       this.handle(key).then(
         () => this.failures.delete(key),
         (err: unknown) => {
-          this.log.warn({ key, err: err instanceof Error ? err.message : String(err), attempt: (this.failures.get(key) ?? 0) + 1 }, 'work failed; will retry');
+          const fields = { key, err: err instanceof Error ? err.message : String(err), attempt: (this.failures.get(key) ?? 0) + 1 };
+          // A 409 is an object that changed since it was read (a write with its resourceVersion):
+          // the retry reads the new one; nothing failed that a person must look at.
+          if (httpStatus(err) === 409) this.log.info(fields, 'object changed meanwhile (409 conflict); retrying with the current one');
+          else this.log.warn(fields, 'work failed; will retry');
           this.retry(key);
         },
       ).finally(() => {

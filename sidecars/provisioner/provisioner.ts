@@ -10,6 +10,7 @@ import { k8s, type Clients, Watch, mergePatch, httpStatus } from '../common/kube
 import { WorkQueue } from '../common/workqueue.js';
 import { SNAPSHOT_GROUP, snapshotIdOfSource } from '../common/snapshots.js';
 import { parseSize, formatSize } from '../../lib/size.js';
+import { cloneSourceProblem, crossNamespaceProblem } from './clone.js';
 import { Recorder } from '../common/events.js';
 import { servesClass, servesVolume, backendOfClass, candidateBackends, derivedVolumeId } from '../common/scope.js';
 import {
@@ -62,6 +63,9 @@ export class Provisioner {
   private readonly pvQueue: WorkQueue;
   private claims!: Watch<k8s.V1PersistentVolumeClaim>;
   private volumes!: Watch<k8s.V1PersistentVolume>;
+  private attachments!: Watch<k8s.V1VolumeAttachment>;
+  /** Our driver's VolumeAttachments by name, with the PV each attaches: a deleted one's PV is still known. */
+  private readonly attachedPv = new Map<string, string>();
   private readonly recorder: Recorder;
 
   /** VolumeSnapshots and their contents, for claims restored from a snapshot. */
@@ -81,8 +85,10 @@ export class Provisioner {
   async start(): Promise<void> {
     this.claims = new Watch(this.k.kc, '/api/v1/persistentvolumeclaims', () => this.k.core.listPersistentVolumeClaimForAllNamespaces(), (key) => this.queue.add(key), this.opts.log);
     this.volumes = new Watch(this.k.kc, '/api/v1/persistentvolumes', () => this.k.core.listPersistentVolume(), (key) => this.pvQueue.add(key), this.opts.log);
+    this.attachments = new Watch(this.k.kc, '/apis/storage.k8s.io/v1/volumeattachments', () => this.k.storage.listVolumeAttachment(), (key, va) => this.attachmentChanged(key, va), this.opts.log);
     await this.claims.start();
     await this.volumes.start();
+    await this.attachments.start();
     this.opts.log.info({ driver: this.opts.driverName, node: this.opts.nodeName, backends: this.opts.backends ? [...this.opts.backends] : 'all' }, 'provisioner started');
   }
 
@@ -91,6 +97,21 @@ export class Provisioner {
     this.pvQueue.stop();
     await this.claims?.stop();
     await this.volumes?.stop();
+    await this.attachments?.stop();
+  }
+
+  /** A PV waiting for its attachments to go is looked at again when one of them changes or goes. */
+  private attachmentChanged(name: string, va: k8s.V1VolumeAttachment | undefined): void {
+    const pv = va?.spec?.attacher === this.opts.driverName ? va.spec.source?.persistentVolumeName : undefined;
+    const before = this.attachedPv.get(name);
+    if (pv) this.attachedPv.set(name, pv);
+    else this.attachedPv.delete(name);
+    for (const p of new Set([before, pv])) if (p) this.pvQueue.add(p);
+  }
+
+  /** The VolumeAttachments (as the cache has them) that still attach PV `pvName` somewhere. */
+  private attachmentsOf(pvName: string): string[] {
+    return [...this.attachedPv].filter(([, pv]) => pv === pvName).map(([va]) => va);
   }
 
   private ours(pvc: k8s.V1PersistentVolumeClaim): boolean {
@@ -171,6 +192,7 @@ export class Provisioner {
     try {
       await this.provision(pvc, sc, pvName, selectedNode);
     } catch (err) {
+      if (httpStatus(err) === 409) throw err; // the claim changed under us: a retry, not a failure to show
       await this.recorder.event(pvc, 'Warning', 'ProvisioningFailed', `failed to provision volume with StorageClass "${sc.metadata?.name}": ${rpcErrorText(err)}`);
       throw err;
     }
@@ -200,20 +222,29 @@ export class Provisioner {
       accessibility_requirements: await this.topology(sc, selectedNode),
     };
     const ds = pvc.spec?.dataSourceRef ?? pvc.spec?.dataSource;
-    if (ds?.kind === 'VolumeSnapshot' && ds.apiGroup === SNAPSHOT_GROUP) {
-      const ns = (ds as k8s.V1TypedObjectReference).namespace ?? pvc.metadata!.namespace!;
-      if (ns !== pvc.metadata!.namespace) throw new Error(`data source VolumeSnapshot ${ns}/${ds.name} is in another namespace: cross-namespace sources (ReferenceGrant) are not supported`);
-      const snapshotId = await snapshotIdOfSource(this.custom, this.opts.driverName, { namespace: ns, name: ds.name, requestedBytes: parseSize(String(storage)) });
-      req.volume_content_source = { snapshot: { snapshot_id: snapshotId } };
-    } else if (ds) {
-      if (ds.kind !== 'PersistentVolumeClaim' || (ds.apiGroup ?? '') !== '') throw new Error(`data source ${ds.kind} is not supported`);
-      const srcNs = (ds as k8s.V1TypedObjectReference).namespace ?? pvc.metadata!.namespace!;
-      const src = await this.k.core.readNamespacedPersistentVolumeClaim({ name: ds.name, namespace: srcNs });
-      const srcPv = src.spec?.volumeName ? this.volumes.get(src.spec.volumeName) : undefined;
-      if (!srcPv?.spec?.csi || srcPv.spec.csi.driver !== this.opts.driverName) throw new Error(`source claim ${srcNs}/${ds.name} is not bound to a volume of ${this.opts.driverName}`);
-      req.volume_content_source = { volume: { volume_id: srcPv.spec.csi.volumeHandle } };
-    }
+    if (ds) req.volume_content_source = await this.contentSource(pvc, sc, ds, parseSize(String(storage)));
     return { req, fsType, block, provisionerSecret, refs };
+  }
+
+  /** The CreateVolume content source of a claim's data source: a VolumeSnapshot (restore) or a claim (clone), each checked first. */
+  private async contentSource(pvc: k8s.V1PersistentVolumeClaim, sc: k8s.V1StorageClass, ds: k8s.V1TypedLocalObjectReference | k8s.V1TypedObjectReference, requestedBytes: bigint) {
+    const isSnapshot = ds.kind === 'VolumeSnapshot' && ds.apiGroup === SNAPSHOT_GROUP;
+    if (!isSnapshot && (ds.kind !== 'PersistentVolumeClaim' || (ds.apiGroup ?? '') !== '')) throw new Error(`data source ${ds.kind} is not supported`);
+    const crossNamespace = crossNamespaceProblem(pvc, ds);
+    if (crossNamespace) throw new Error(crossNamespace);
+    const namespace = pvc.metadata!.namespace!;
+    if (isSnapshot) return { snapshot: { snapshot_id: await snapshotIdOfSource(this.custom, this.opts.driverName, { namespace, name: ds.name, requestedBytes }) } };
+    let src: k8s.V1PersistentVolumeClaim;
+    try {
+      src = await this.k.core.readNamespacedPersistentVolumeClaim({ name: ds.name, namespace });
+    } catch (err) {
+      // eslint-disable-next-line preserve-caught-error -- the API client's error carries the whole HTTP exchange
+      throw new Error(httpStatus(err) === 404 ? `source claim ${namespace}/${ds.name} not found` : `cannot read source claim ${namespace}/${ds.name}: ${httpStatus(err) ?? (err as Error).message}`);
+    }
+    const srcPv = src.spec?.volumeName ? await this.readVolume(src.spec.volumeName) : undefined;
+    const problem = cloneSourceProblem({ claim: pvc, backend: backendOfClass(this.opts, sc), driverName: this.opts.driverName }, src, srcPv);
+    if (problem) throw new Error(problem);
+    return { volume: { volume_id: srcPv!.spec!.csi!.volumeHandle } };
   }
 
   /** Requisite/preferred topology: the selected node's segment, or the StorageClass's allowedTopologies. */
@@ -364,6 +395,14 @@ export class Provisioner {
     const action = volumeAction(pv, this.opts.driverName);
     const finalizers = pv.metadata?.finalizers ?? [];
     if (action === 'delete') {
+      // While attached (a pod's volume still being detached) the driver refuses DeleteVolume
+      // with FAILED_PRECONDITION: wait for the attachments to go instead of retrying into
+      // that. Their deletion queues this PV again; a stale cache here costs one refused call.
+      const attached = this.attachmentsOf(key);
+      if (attached.length) {
+        this.opts.log.info({ pv: key, volumeAttachments: attached }, 'waiting for the volume to be detached before DeleteVolume');
+        return;
+      }
       await this.csi.Controller.DeleteVolume({ volume_id: pv.spec!.csi!.volumeHandle, secrets: await this.deletionSecrets(pv) }, this.opts.timeoutMs);
       this.opts.log.info({ pv: key, volumeId: pv.spec!.csi!.volumeHandle }, 'volume deleted');
       await this.k.core
