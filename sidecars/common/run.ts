@@ -102,8 +102,10 @@ export interface CommonControllerOptions extends Scope {
   log: Logger;
 }
 
-/** Flags a sidecar adds to the shared ones (string flags only: parsed by the sidecar). */
-export type ExtraFlags = Record<string, { type: 'string'; default?: string }>;
+/** Flags a sidecar adds to the shared ones, parsed by the sidecar (a boolean flag given arrives as 'true'). */
+export type ExtraFlags = Record<string, { type: 'string'; default?: string } | { type: 'boolean'; default?: boolean }>;
+
+const extraValue = (v: unknown): string | undefined => (typeof v === 'boolean' ? (v ? 'true' : undefined) : (v as string | undefined));
 
 /**
  * The whole main() of a controller-side sidecar: the shared flags (and `extra`, whose values
@@ -147,6 +149,6 @@ export function controllerMain(
       log,
     };
     log.info({ node: opts.nodeName, backends: backends ? [...backends] : 'all' }, 'serving');
-    await runController({ component, flags: values as ControllerFlags, csiAddress, csi, metrics, k, driver, log }, make(k, csi, opts, Object.fromEntries(Object.keys(extra).map((f) => [f, (values as Record<string, unknown>)[f] as string | undefined]))));
+    await runController({ component, flags: values as ControllerFlags, csiAddress, csi, metrics, k, driver, log }, make(k, csi, opts, Object.fromEntries(Object.keys(extra).map((f) => [f, extraValue((values as Record<string, unknown>)[f])]))));
   });
 }

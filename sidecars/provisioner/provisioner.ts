@@ -12,6 +12,7 @@ import { SNAPSHOT_GROUP, snapshotIdOfSource } from '../common/snapshots.js';
 import { parseSize, formatSize } from '../../lib/size.js';
 import { cloneSourceProblem, crossNamespaceProblem } from './clone.js';
 import { Recorder } from '../common/events.js';
+import { mayReschedule, sendBackToScheduler } from './reschedule.js';
 import { servesClass, servesVolume, backendOfClass, candidateBackends, derivedVolumeId } from '../common/scope.js';
 import {
   driverParameters,
@@ -75,6 +76,8 @@ export class Provisioner {
     private readonly k: Clients,
     private readonly csi: CsiClient,
     private readonly opts: CommonControllerOptions,
+    /** Told when volumes were made or deleted, or a create failed (capacity tracking refreshes). */
+    private readonly volumesChanged: () => void = () => {},
   ) {
     this.queue = new WorkQueue((key) => this.syncClaim(key), { workers: opts.workers }, opts.log);
     this.pvQueue = new WorkQueue((key) => this.syncVolume(key), { workers: opts.workers }, opts.log);
@@ -191,8 +194,11 @@ export class Provisioner {
 
     try {
       await this.provision(pvc, sc, pvName, selectedNode);
+      this.volumesChanged();
     } catch (err) {
+      this.volumesChanged();
       if (httpStatus(err) === 409) throw err; // the claim changed under us: a retry, not a failure to show
+      if (mayReschedule(err, selectedNode)) return sendBackToScheduler(this.k.core, this.recorder, pvc, selectedNode, claimFinalizer(backendOfClass(this.opts, sc)), sc.metadata?.name, err);
       await this.recorder.event(pvc, 'Warning', 'ProvisioningFailed', `failed to provision volume with StorageClass "${sc.metadata?.name}": ${rpcErrorText(err)}`);
       throw err;
     }
@@ -405,6 +411,7 @@ export class Provisioner {
       }
       await this.csi.Controller.DeleteVolume({ volume_id: pv.spec!.csi!.volumeHandle, secrets: await this.deletionSecrets(pv) }, this.opts.timeoutMs);
       this.opts.log.info({ pv: key, volumeId: pv.spec!.csi!.volumeHandle }, 'volume deleted');
+      this.volumesChanged();
       await this.k.core
         .patchPersistentVolume({ name: key, body: { metadata: { finalizers: finalizers.filter((f) => f !== PV_FINALIZER) } } }, mergePatch)
         .catch((err) => {
