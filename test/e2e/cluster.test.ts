@@ -9,6 +9,7 @@ import { existsSync, readFileSync, readdirSync, readlinkSync } from 'node:fs';
 import { connect } from 'node:net';
 import { join, resolve } from 'node:path';
 import { ClusterEnv, MIN, NODE_NAME } from '../lib/cluster-env.js';
+import { cgroupDirs, loopDevicesBackedBelow, mountsBelow, processesMentioning } from '../lib/host-traces.js';
 
 // A fresh, empty run directory chosen by the test, so `down` can always find
 // the run, even if `up` fails half-way.
@@ -20,49 +21,6 @@ const SYSCTLS = ['kernel/panic', 'kernel/panic_on_oops', 'vm/overcommit_memory']
 const readSysctls = () => SYSCTLS.map((k) => `${k}=${readFileSync(`/proc/sys/${k}`, 'utf8').trim()}`);
 const sysctlsBefore = readSysctls();
 const otherRunsBefore = existsSync('/run/tscsi-cluster/runs') ? readdirSync('/run/tscsi-cluster/runs').length : 0;
-
-/** PIDs of live processes whose command line mentions `needle`. */
-function processesMentioning(needle: string): string[] {
-  const found: string[] = [];
-  for (const pid of readdirSync('/proc')) {
-    if (!/^\d+$/.test(pid) || pid === String(process.pid)) continue;
-    try {
-      const cmd = readFileSync(`/proc/${pid}/cmdline`, 'utf8').replaceAll('\0', ' ');
-      if (cmd.includes(needle)) found.push(`${pid}: ${cmd.slice(0, 200)}`);
-    } catch {
-      /* process exited */
-    }
-  }
-  return found;
-}
-
-function mountsBelow(dir: string): string[] {
-  return readFileSync('/proc/self/mountinfo', 'utf8')
-    .split('\n')
-    .map((l) => l.split(' ')[4])
-    .filter((m): m is string => m !== undefined && (m === dir || m.startsWith(dir + '/')));
-}
-
-function loopDevicesBackedBelow(dir: string): string[] {
-  const out: string[] = [];
-  if (!existsSync('/sys/block')) return out;
-  for (const dev of readdirSync('/sys/block')) {
-    if (!dev.startsWith('loop')) continue;
-    try {
-      const back = readFileSync(`/sys/block/${dev}/loop/backing_file`, 'utf8').trim();
-      if (back.startsWith(dir + '/')) out.push(`${dev}: ${back}`);
-    } catch {
-      /* not attached */
-    }
-  }
-  return out;
-}
-
-function cgroupDirs(name: string): string[] {
-  return readdirSync('/sys/fs/cgroup')
-    .map((h) => join('/sys/fs/cgroup', h, name))
-    .filter((p) => existsSync(p));
-}
 
 function canConnect(port: number): Promise<boolean> {
   return new Promise((res) => {

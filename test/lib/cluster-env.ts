@@ -47,8 +47,9 @@ export class ClusterEnv {
     return execa('bash', [CLI, ...args], { env: this.env, stderr: ['pipe', 'inherit'], reject: false, timeout: 60 * MIN });
   }
 
-  async up(): Promise<void> {
-    const r = await this.cluster('up');
+  /** `cluster up`, e.g. with `--nodes 3`. */
+  async up(...args: string[]): Promise<void> {
+    const r = await this.cluster('up', ...args);
     if (r.exitCode !== 0) {
       // one line: the summary prints a failed suite's first line only
       const tail = String(r.stderr).trim().split('\n').slice(-6).join(' | ');
