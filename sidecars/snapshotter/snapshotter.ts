@@ -31,6 +31,7 @@ import {
   type VolumeSnapshotClass,
   type VolumeSnapshotContent,
 } from './content.js';
+import { NodeScope } from './node-scope.js';
 
 /** Codes after which a CreateSnapshot may still be running in the driver (csi-snapshotter's list): the being-created mark stays. */
 const NOT_FINAL = new Set(['CANCELLED', 'DEADLINE_EXCEEDED', 'UNAVAILABLE', 'RESOURCE_EXHAUSTED', 'ABORTED']);
@@ -48,14 +49,15 @@ export class Snapshotter {
   private contents!: Watch<Content>;
   private readonly recorder: Recorder;
   private readonly api: k8s.CustomObjectsApi;
+  private readonly nodeScope?: NodeScope;
 
   constructor(
     private readonly k: Clients,
     private readonly csi: CsiClient,
     private readonly opts: SnapshotterOptions,
   ) {
-    // A node's sidecar would have to tell its node's volumes from the others' (through their PVs): not done yet, so not pretended.
-    if (opts.nodeName) throw new Error('--node-name: the snapshotter runs centrally only (one per driver, optionally --backends); per-node snapshotting is not implemented yet');
+    // In the node DaemonSet (loop, LVM): only the contents whose snapshot lives on this node (node-scope.ts says how and why).
+    if (opts.nodeName) this.nodeScope = new NodeScope(k, csi, { ...opts, nodeName: opts.nodeName });
     this.queue = new WorkQueue((key) => this.sync(key), { workers: opts.workers }, opts.log);
     this.recorder = new Recorder(k.core, `${opts.driverName}-snapshotter`, opts.log);
     this.api = k.kc.makeApiClient(k8s.CustomObjectsApi);
@@ -63,6 +65,7 @@ export class Snapshotter {
 
   async start(): Promise<void> {
     const list = () => this.api.listClusterCustomObject({ group: SNAPSHOT_GROUP, version: SNAPSHOT_VERSION, plural: CONTENTS }) as Promise<k8s.KubernetesListObject<Content>>;
+    await this.nodeScope?.start();
     this.contents = new Watch(this.k.kc, `/apis/${SNAPSHOT_GROUP}/${SNAPSHOT_VERSION}/${CONTENTS}`, list, (key) => this.queue.add(key), this.opts.log);
     await this.contents.start();
     this.opts.log.info({ driver: this.opts.driverName }, 'snapshotter started');
@@ -71,11 +74,14 @@ export class Snapshotter {
   async stop(): Promise<void> {
     this.queue.stop();
     await this.contents?.stop();
+    await this.nodeScope?.stop();
   }
 
   private async sync(key: string): Promise<void> {
-    const c = this.contents.get(key);
-    if (!c || !isOurs(c, this.opts)) return;
+    const seen = this.contents.get(key);
+    if (!seen || !isOurs(seen, this.opts)) return;
+    const c = this.nodeScope ? await this.nodeScope.take(seen, (ann) => this.setAnnotations(seen, ann)) : seen;
+    if (!c) return;
     switch (actionFor(c)) {
       case 'delete':
         return this.delete(c);
