@@ -11,6 +11,7 @@ import { WorkQueue } from '../common/workqueue.js';
 import { SNAPSHOT_GROUP, snapshotIdOfSource } from '../common/snapshots.js';
 import { parseSize, formatSize } from '../../lib/size.js';
 import { cloneSourceProblem, crossNamespaceProblem } from './clone.js';
+import { NodeOffer, nodeTopology } from './immediate.js';
 import { Recorder } from '../common/events.js';
 import { mayReschedule, sendBackToScheduler } from './reschedule.js';
 import { servesClass, servesVolume, backendOfClass, candidateBackends, derivedVolumeId } from '../common/scope.js';
@@ -68,6 +69,8 @@ export class Provisioner {
   /** Our driver's VolumeAttachments by name, with the PV each attaches: a deleted one's PV is still known. */
   private readonly attachedPv = new Map<string, string>();
   private readonly recorder: Recorder;
+  /** Per-node provisioners only: taking Immediate claims for this node. */
+  private readonly offer?: NodeOffer;
 
   /** VolumeSnapshots and their contents, for claims restored from a snapshot. */
   private readonly custom: k8s.CustomObjectsApi;
@@ -83,6 +86,7 @@ export class Provisioner {
     this.pvQueue = new WorkQueue((key) => this.syncVolume(key), { workers: opts.workers }, opts.log);
     this.recorder = new Recorder(k.core, `${opts.driverName}-provisioner`, opts.log);
     this.custom = k.kc.makeApiClient(k8s.CustomObjectsApi);
+    if (opts.nodeName) this.offer = new NodeOffer(k, csi, { ...opts, nodeName: opts.nodeName }, this.recorder);
   }
 
   async start(): Promise<void> {
@@ -168,6 +172,7 @@ export class Provisioner {
     if (!pvc?.metadata?.uid) return;
     const [namespace, name] = key.split('/');
 
+    if (pvc.metadata.deletionTimestamp || pvc.spec?.volumeName) this.offer?.forget(pvc.metadata.uid);
     if (pvc.metadata.deletionTimestamp) {
       // The claim is going away. If it holds our finalizer, a volume may exist for it
       // without a PV (the claim was deleted while CreateVolume ran): that volume goes first.
@@ -188,6 +193,7 @@ export class Provisioner {
     if (!sc || !servesClass(this.opts, sc)) return;
     const selectedNode = pvc.metadata.annotations?.[ANN_SELECTED_NODE];
     if (sc.volumeBindingMode === 'WaitForFirstConsumer' && !selectedNode) return; // the scheduler has not picked a node yet
+    if (this.offer && !selectedNode) return this.offer.offer(pvc, sc); // Immediate on a node-local backend: a node takes it
     if (this.opts.nodeName && selectedNode !== this.opts.nodeName) return; // another node's provisioner takes it
     const pvName = `pvc-${pvc.metadata.uid}`;
     if (this.volumes.get(pvName)) return; // provisioned; the PV controller binds it
@@ -198,6 +204,8 @@ export class Provisioner {
     } catch (err) {
       this.volumesChanged();
       if (httpStatus(err) === 409) throw err; // the claim changed under us: a retry, not a failure to show
+      // An Immediate claim this node took goes back for another node; this one stands aside for a while.
+      if (mayReschedule(err, selectedNode) && this.offer?.took(pvc, sc)) this.offer.standAside(pvc.metadata.uid);
       if (mayReschedule(err, selectedNode)) return sendBackToScheduler(this.k.core, this.recorder, pvc, selectedNode, claimFinalizer(backendOfClass(this.opts, sc)), sc.metadata?.name, err);
       await this.recorder.event(pvc, 'Warning', 'ProvisioningFailed', `failed to provision volume with StorageClass "${sc.metadata?.name}": ${rpcErrorText(err)}`);
       throw err;
@@ -256,15 +264,7 @@ export class Provisioner {
   /** Requisite/preferred topology: the selected node's segment, or the StorageClass's allowedTopologies. */
   private async topology(sc: k8s.V1StorageClass, selectedNode: string | undefined) {
     if (selectedNode) {
-      const csiNode = await this.k.storage.readCSINode({ name: selectedNode }).catch(() => undefined);
-      const drv = csiNode?.spec?.drivers?.find((d) => d.name === this.opts.driverName);
-      if (!drv) throw new Error(`driver ${this.opts.driverName} is not registered on node ${selectedNode} (no CSINode entry)`);
-      const node = await this.k.core.readNode({ name: selectedNode });
-      const segments: Record<string, string> = {};
-      for (const key of drv.topologyKeys ?? []) {
-        const v = node.metadata?.labels?.[key];
-        if (v !== undefined) segments[key] = v;
-      }
+      const { segments } = await nodeTopology(this.k, this.opts.driverName, selectedNode);
       return { requisite: [{ segments }], preferred: [{ segments }] };
     }
     const terms = (sc.allowedTopologies ?? []).flatMap((t) =>

@@ -1,0 +1,163 @@
+// Immediate binding for node-local backends (loop, LVM). No scheduler picks a node for such a
+// claim, so the per-node provisioners do, as external-provisioner's node deployments do: each
+// one whose node can hold the volume (its driver registered there, inside the class's
+// allowedTopologies, capacity enough) writes its node into the claim's selected-node
+// annotation with the claim's resourceVersion; the API server lets exactly one such write
+// through, and from then on the claim is that node's as if the scheduler had picked it.
+import { type k8s, type Clients, mergePatch, httpStatus } from '../common/kube.js';
+import { type CsiClient, codeName, rpcErrorText } from '../common/csi-client.js';
+import type { CommonControllerOptions } from '../common/run.js';
+import type { Recorder } from '../common/events.js';
+import { ANN_SELECTED_NODE } from '../common/annotations.js';
+import { affinityNames } from '../common/scope.js';
+import { volumeCapabilities } from '../common/capability.js';
+import { driverParameters, FSTYPE_KEY } from '../common/secrets.js';
+import { parseSize } from '../../lib/size.js';
+
+/**
+ * Why a node's labels fall outside the class's allowedTopologies (terms are ORed, the
+ * expressions of one term ANDed, each "label In values"), or undefined when inside (or none).
+ */
+export function topologyProblem(sc: k8s.V1StorageClass, node: string, labels: Record<string, string>): string | undefined {
+  const terms = sc.allowedTopologies ?? [];
+  if (!terms.length) return undefined;
+  const inside = terms.some((t) => (t.matchLabelExpressions ?? []).every((e) => labels[e.key] !== undefined && (e.values ?? []).includes(labels[e.key])));
+  if (inside) return undefined;
+  const wanted = terms.map((t) => (t.matchLabelExpressions ?? []).map((e) => `${e.key} in [${(e.values ?? []).join(', ')}]`).join(' and ')).join(' or ');
+  return `node ${node} is outside the StorageClass's allowedTopologies (${wanted})`;
+}
+
+/** The driver's GetCapacity answer for the class on this node, in bytes. */
+export interface NodeCapacity {
+  available: bigint;
+  /** Largest single volume; undefined when the driver does not say. */
+  maximum?: bigint;
+}
+
+/** Why a node cannot hold `requested` bytes, or undefined. */
+export function capacityProblem(node: string, requested: bigint, cap: NodeCapacity): string | undefined {
+  if (cap.available < requested) return `node ${node} has ${cap.available} bytes free for this StorageClass, the claim asks for ${requested}`;
+  if (cap.maximum !== undefined && cap.maximum < requested) return `node ${node} holds volumes of at most ${cap.maximum} bytes of this StorageClass, the claim asks for ${requested}`;
+  return undefined;
+}
+
+/** A node's topology segment for our driver (from its CSINode's keys and its labels), and all its labels. */
+export async function nodeTopology(k: Clients, driverName: string, node: string): Promise<{ segments: Record<string, string>; labels: Record<string, string> }> {
+  const csiNode = await k.storage.readCSINode({ name: node }).catch(() => undefined);
+  const drv = csiNode?.spec?.drivers?.find((d) => d.name === driverName);
+  if (!drv) throw new Error(`driver ${driverName} is not registered on node ${node} (no CSINode entry)`);
+  const labels = (await k.core.readNode({ name: node })).metadata?.labels ?? {};
+  const segments: Record<string, string> = {};
+  for (const key of drv.topologyKeys ?? []) if (labels[key] !== undefined) segments[key] = labels[key];
+  return { segments, labels };
+}
+
+/** After this node gave a claim back (RESOURCE_EXHAUSTED), it does not offer itself for it again for this long: others go first. */
+const RETAKE_AFTER_MS = 60_000;
+
+/** One per-node provisioner's side of Immediate binding: offering its node for unclaimed claims. */
+export class NodeOffer {
+  /** The last "why not" said on each claim (by UID), so a resync does not repeat it. */
+  private readonly told = new Map<string, string>();
+  /** Claims (by UID) this node gave back, and until when it leaves them to others. */
+  private readonly gaveBack = new Map<string, number>();
+
+  constructor(
+    private readonly k: Clients,
+    private readonly csi: CsiClient,
+    private readonly opts: CommonControllerOptions & { nodeName: string },
+    private readonly recorder: Recorder,
+  ) {}
+
+  /** Whether `pvc` is an Immediate claim this node took (and so may give back). */
+  took(pvc: k8s.V1PersistentVolumeClaim, sc: k8s.V1StorageClass): boolean {
+    return sc.volumeBindingMode !== 'WaitForFirstConsumer' && pvc.metadata?.annotations?.[ANN_SELECTED_NODE] === this.opts.nodeName;
+  }
+
+  /** The claim is bound or gone: nothing more to say about it. */
+  forget(uid: string): void {
+    this.told.delete(uid);
+    this.gaveBack.delete(uid);
+  }
+
+  /**
+   * Takes an unclaimed Immediate claim for this node if the node can hold its volume: one
+   * merge patch of the selected-node annotation carrying the claim's resourceVersion, so of
+   * several nodes trying exactly one gets through (the others get 409 and see the winner's
+   * annotation on their next look). A node that cannot says why on the claim, once.
+   */
+  async offer(pvc: k8s.V1PersistentVolumeClaim, sc: k8s.V1StorageClass): Promise<void> {
+    const node = this.opts.nodeName;
+    const uid = pvc.metadata!.uid!;
+    const problem = (this.gaveBack.get(uid) ?? 0) > Date.now() ? `node ${node} could not provision it a moment ago (RESOURCE_EXHAUSTED) and leaves it to other nodes for now` : await this.problem(pvc, sc);
+    if (problem) {
+      if (this.told.get(uid) !== problem) {
+        this.told.set(uid, problem);
+        this.opts.log.info({ pvc: `${pvc.metadata?.namespace}/${pvc.metadata?.name}`, problem }, 'not taking the Immediate claim for this node');
+        await this.recorder.event(pvc, 'Warning', 'NodeNotEligible', `${problem}; the provisioner of node ${node} does not take it (Immediate binding: a node that can hold the volume takes it)`);
+      }
+      return;
+    }
+    try {
+      await this.k.core.patchNamespacedPersistentVolumeClaim(
+        { name: pvc.metadata!.name!, namespace: pvc.metadata!.namespace!, body: { metadata: { resourceVersion: pvc.metadata?.resourceVersion, annotations: { [ANN_SELECTED_NODE]: node } } } },
+        mergePatch,
+      );
+    } catch (err) {
+      if (httpStatus(err) !== 409) throw err;
+      this.opts.log.info({ pvc: `${pvc.metadata?.namespace}/${pvc.metadata?.name}` }, 'the claim changed before this node could take it (another node may have); looking again');
+      return;
+    }
+    this.opts.log.info({ pvc: `${pvc.metadata?.namespace}/${pvc.metadata?.name}`, node }, 'took the Immediate claim for this node');
+    await this.recorder.event(pvc, 'Normal', 'NodeSelected', `node ${node} provisions the volume (Immediate binding: its provisioner took the claim first among the nodes that can hold it)`);
+  }
+
+  /** Why this node cannot hold the claim's volume: driver not registered, outside allowedTopologies, too little capacity. */
+  private async problem(pvc: k8s.V1PersistentVolumeClaim, sc: k8s.V1StorageClass): Promise<string | undefined> {
+    const node = this.opts.nodeName;
+    let topology: Awaited<ReturnType<typeof nodeTopology>>;
+    try {
+      topology = await nodeTopology(this.k, this.opts.driverName, node);
+    } catch (err) {
+      return (err as Error).message;
+    }
+    const outside = topologyProblem(sc, node, topology.labels);
+    if (outside) return outside;
+    const elsewhere = await this.sourceElsewhere(pvc);
+    if (elsewhere) return elsewhere;
+    const storage = pvc.spec?.resources?.requests?.storage;
+    if (!storage) return 'the claim requests no storage size';
+    let res;
+    try {
+      res = await this.csi.Controller.GetCapacity(
+        {
+          volume_capabilities: volumeCapabilities(pvc.spec?.accessModes ?? ['ReadWriteOnce'], pvc.spec?.volumeMode === 'Block', sc.parameters?.[FSTYPE_KEY] ?? '', sc.mountOptions ?? []),
+          parameters: driverParameters(sc.parameters),
+          accessible_topology: { segments: topology.segments },
+        },
+        this.opts.timeoutMs,
+      );
+    } catch (err) {
+      if (codeName(err) === 'UNIMPLEMENTED') return undefined; // the driver cannot say: let CreateVolume tell
+      return `node ${node} cannot tell its capacity for this StorageClass: ${rpcErrorText(err)}`;
+    }
+    const max = res.maximum_volume_size?.value;
+    return capacityProblem(node, parseSize(String(storage)), { available: BigInt(res.available_capacity ?? 0), maximum: max === undefined || max === null ? undefined : BigInt(max) });
+  }
+
+  /** A clone is made where its source lives: a source claim whose volume is pinned to other nodes rules this one out. */
+  private async sourceElsewhere(pvc: k8s.V1PersistentVolumeClaim): Promise<string | undefined> {
+    const ds = pvc.spec?.dataSourceRef ?? pvc.spec?.dataSource;
+    if (ds?.kind !== 'PersistentVolumeClaim' || (ds.apiGroup ?? '') !== '') return undefined;
+    const src = await this.k.core.readNamespacedPersistentVolumeClaim({ name: ds.name, namespace: pvc.metadata!.namespace! }).catch(() => undefined);
+    const pv = src?.spec?.volumeName ? await this.k.core.readPersistentVolume({ name: src.spec.volumeName }).catch(() => undefined) : undefined;
+    // Unbound or missing sources are the clone checks' to refuse, in their words, on the node that takes the claim.
+    if (!pv?.spec?.nodeAffinity?.required?.nodeSelectorTerms?.length || affinityNames(pv, this.opts.nodeName)) return undefined;
+    return `the source claim ${pvc.metadata!.namespace}/${ds.name}'s volume lives on another node than ${this.opts.nodeName}, and a clone is made where its source is`;
+  }
+
+  /** CreateVolume said RESOURCE_EXHAUSTED on this node for a claim it took (the claim goes back: reschedule.ts): other nodes go first. */
+  standAside(uid: string): void {
+    this.gaveBack.set(uid, Date.now() + RETAKE_AFTER_MS);
+  }
+}
