@@ -476,6 +476,18 @@ describe('installed from deploy/ as pods on a real cluster', () => {
         'may not UPDATE status of claim default/tscsi-e2e-vap: on a claim a node only adds',
       );
       expect(await claimFinalizers()).toContain('kubernetes.io/pvc-protection');
+      // Immediate binding: the node takes an unbound claim that names no node, for itself only,
+      // and gives it back; a claim selected for another node is not taken over
+      const select = (node: string | null, extra: Record<string, string> = {}) => claimPatch({ metadata: { annotations: { 'volume.kubernetes.io/selected-node': node, ...extra } } });
+      await env.kubectl(['annotate', 'pvc', 'tscsi-e2e-vap', '--overwrite', `volume.kubernetes.io/selected-node=${OTHER}`]);
+      await refused(() => node.core.patchNamespacedPersistentVolumeClaim(select(NODE_NAME), mergePatch), CLAIMS, `its volume.kubernetes.io/selected-node is '${OTHER}', not this node`);
+      await env.kubectl(['annotate', 'pvc', 'tscsi-e2e-vap', 'volume.kubernetes.io/selected-node-']);
+      await refused(() => node.core.patchNamespacedPersistentVolumeClaim(select(OTHER), mergePatch), CLAIMS, "its volume.kubernetes.io/selected-node is '', not this node");
+      await refused(() => node.core.patchNamespacedPersistentVolumeClaim(select(NODE_NAME, { stolen: 'yes' }), mergePatch), CLAIMS, 'takes an unbound claim selected for no node for itself');
+      await allowed(() => node.core.patchNamespacedPersistentVolumeClaim(select(NODE_NAME), mergePatch));
+      expect((await env.json(['get', 'pvc', 'tscsi-e2e-vap'])).metadata.annotations).toMatchObject({ 'volume.kubernetes.io/selected-node': NODE_NAME });
+      await allowed(() => node.core.patchNamespacedPersistentVolumeClaim(select(null), mergePatch));
+      expect((await env.json(['get', 'pvc', 'tscsi-e2e-vap'])).metadata.annotations?.['volume.kubernetes.io/selected-node']).toBeUndefined();
 
       // another node's VolumeAttachment: not marked attached
       await env.apply({
@@ -494,6 +506,24 @@ describe('installed from deploy/ as pods on a real cluster', () => {
       await allowed(() => node.core.patchPersistentVolume({ name: 'tscsi-e2e-vap-own', body: { spec: { capacity: { storage: '2Mi' } } } }, mergePatch));
       await allowed(() => node.core.deletePersistentVolume({ name: 'tscsi-e2e-vap-own' }));
       await env.waitFor('own PV gone', async () => !(await exists('pv', 'tscsi-e2e-vap-own')));
+    });
+
+    // The node provisioner's own take of an Immediate claim (its pod's token, through the policy above).
+    it('an Immediate-binding loop claim is taken by the node\'s provisioner and its pod Runs', { timeout: 4 * MIN }, async () => {
+      await env.apply(storageClass('tscsi-e2e-now', { volumeBindingMode: 'Immediate', reclaimPolicy: 'Delete', parameters: { backend: 'loop' } }));
+      try {
+        await env.apply(claim('tscsi-e2e-now', 'tscsi-e2e-now', '32Mi'));
+        const { handle } = await env.bound('tscsi-e2e-now');
+        handles.add(handle);
+        const c = await env.json(['get', 'pvc', 'tscsi-e2e-now']);
+        expect(c.metadata.annotations['volume.kubernetes.io/selected-node']).toBe(NODE_NAME);
+        await env.apply(pod('tscsi-e2e-now', 'tscsi-e2e-now', 'echo ok > /data/f && cat /data/f'));
+        expect(await env.waitPhase('tscsi-e2e-now', ['Succeeded', 'Failed'])).toBe('Succeeded');
+      } finally {
+        await env.kubectl(['delete', 'pod', 'tscsi-e2e-now', '--ignore-not-found', '--wait=true', '--timeout=120s']);
+        await env.kubectl(['delete', 'pvc', 'tscsi-e2e-now', '--ignore-not-found', '--wait=true', '--timeout=120s']);
+        await env.kubectl(['delete', 'storageclass', 'tscsi-e2e-now', '--ignore-not-found']);
+      }
     });
 
     it('a token bound to no pod names no node: refused even for the node\'s own objects', { timeout: 2 * MIN }, async () => {
