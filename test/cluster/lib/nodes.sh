@@ -130,7 +130,7 @@ nodes_start() {
     # --kill-child: whatever ends unshare (down, a crash) takes the node's PID 1 and with it
     # every process of the node's PID namespace
     start_daemon "$n" nsenter --net="$(node_dir "$n")/netns" \
-      unshare --mount --pid --fork --kill-child --mount-proc -- bash "$HERE/lib/node-init" "$(node_dir "$n")"
+      unshare --mount --pid --fork --kill-child --mount-proc -- "$HERE/lib/node-init" "$(node_dir "$n")"
   done
 }
 
@@ -145,10 +145,22 @@ all_nodes_ready() {
 
 # The node's PID 1 (lib/node-init), the child of the unshare recorded in pids/<node>.
 node_init_pid() {
-  local u
+  local u c
   u="$(cat "$D/pids/$1" 2>/dev/null)" || return 1
   pid_alive "$u" || return 1
-  cat "/proc/$u/task/$u/children" 2>/dev/null | awk '{print $1}'
+  c="$(awk '{print $1}' "/proc/$u/task/$u/children" 2>/dev/null)"
+  [ -n "$c" ] && echo "$c"
+}
+
+# Pods of nodes whose processes are gone (crashed, killed) would hold `down`'s pod deletion
+# for its whole time cap: no kubelet will ever confirm them. Removed from the API at once.
+nodes_forget_dead_pods() {
+  local n
+  for n in $(node_names); do
+    node_init_pid "$n" >/dev/null && continue
+    kc delete pods --all-namespaces --field-selector "spec.nodeName=$n" --force --grace-period=0 >&2 2>&1 \
+      && log "removed the pods of $n (not running) from the API"
+  done
 }
 
 # PID (as the host sees it) of the process named NAME in node's PID namespace
@@ -190,19 +202,36 @@ nodes_down() {
   local n init
   local inits=() p i
   for n in $(node_names); do
-    init="$(node_init_pid "$n")" && kill -TERM "$init" 2>/dev/null && inits+=("$init")
+    if init="$(node_init_pid "$n")" && kill -TERM "$init" 2>/dev/null; then inits+=("$init"); log "stopping $n"
+    else log "$n was not running"; fi
   done
   for p in "${inits[@]}"; do
     for ((i = 0; i < 300; i++)); do pid_alive "$p" || break; sleep 0.1; done
   done
-  for n in $(node_names); do
-    stop_component "$n" "$HERE/lib/node-init" 5
-    log "stopped $n"
-  done
+  for n in $(node_names); do stop_component "$n" "$HERE/lib/node-init" 5; done
 }
 
 # After the nodes' processes and mounts are gone: the bridge takes its veths and routes along.
 nodes_network_down() {
   [ -n "${BRIDGE:-}" ] || return 0
   if ip link show "$BRIDGE" >/dev/null 2>&1; then ip link del "$BRIDGE" && log "removed bridge $BRIDGE"; fi
+}
+
+# Loop devices the nodes' pods attached: their backing file was named by its path inside the
+# node (e.g. /var/lib/kubelet/x.img), which is not below $D as the host sees it; they are found
+# by device and inode of the files below $D instead.
+nodes_detach_loops() {
+  command -v losetup >/dev/null || return 0
+  local dev majmin ino maj min l
+  local -A inside=()
+  local -a loops=()
+  mapfile -t loops < <(losetup -l -n -O NAME,BACK-MAJ:MIN,BACK-INO 2>/dev/null || true)
+  [ ${#loops[@]} -gt 0 ] || return 0
+  while read -r dev ino; do inside["$dev:$ino"]=1; done < <(find "$D" -xdev -type f -printf '%D %i\n' 2>/dev/null)
+  for l in "${loops[@]}"; do
+    read -r dev majmin ino <<<"$l"
+    maj="${majmin%%:*}" min="${majmin#*:}"
+    [ -n "$ino" ] && [ -n "${inside["$(( (min & 0xff) | (maj << 8) | ((min & ~0xff) << 12) )):$ino"]:-}" ] || continue
+    losetup -d "$dev" && log "detached $dev (a node's, inode $ino)"
+  done
 }
