@@ -5,6 +5,7 @@
 import { CsiClient, codeName, rpcErrorText } from '../common/csi-client.js';
 import type { CommonControllerOptions } from '../common/run.js';
 import { ANN_STORAGE_PROVISIONER, ANN_BETA_STORAGE_PROVISIONER, ANN_SELECTED_NODE, ANN_PROVISIONED_BY, PV_FINALIZER } from '../common/annotations.js';
+import { ANN_MODIFY_SECRET_NAME, ANN_MODIFY_SECRET_NAMESPACE } from '../common/annotations.js';
 import { volumeCapabilities } from '../common/capability.js';
 import { k8s, type Clients, Watch, mergePatch, httpStatus } from '../common/kube.js';
 import { WorkQueue } from '../common/workqueue.js';
@@ -227,6 +228,8 @@ export class Provisioner {
       controllerExpandSecretRef: secretRef('controller-expand', sc.parameters, pvName, claimInfo(pvc, true)),
       nodeExpandSecretRef: secretRef('node-expand', sc.parameters, pvName, claimInfo(pvc, true)),
     };
+    // no field on the PV for it: external-provisioner's annotations, which the resizer reads
+    const modifySecret = secretRef('controller-modify', sc.parameters, pvName, claimInfo(pvc, true));
     const req: Record<string, unknown> = {
       name: pvName,
       capacity_range: { required_bytes: parseSize(String(storage)).toString() },
@@ -235,9 +238,21 @@ export class Provisioner {
       secrets: await readSecret(this.k.core, provisionerSecret),
       accessibility_requirements: await this.topology(sc, selectedNode),
     };
+    const vacName = pvc.spec?.volumeAttributesClassName;
+    if (vacName) req.mutable_parameters = await this.classMutableParameters(vacName);
     const ds = pvc.spec?.dataSourceRef ?? pvc.spec?.dataSource;
     if (ds) req.volume_content_source = await this.contentSource(pvc, sc, ds, parseSize(String(storage)));
-    return { req, fsType, block, provisionerSecret, refs };
+    return { req, fsType, block, provisionerSecret, refs, modifySecret };
+  }
+
+  /** A VolumeAttributesClass's parameters, the volume's mutable parameters from the start (as external-provisioner). */
+  private async classMutableParameters(name: string): Promise<Record<string, string>> {
+    const vac = await this.k.storage.readVolumeAttributesClass({ name }).catch((err: unknown) => {
+      // not the API client's error itself: it carries the whole HTTP exchange
+      throw new Error(httpStatus(err) === 404 ? `VolumeAttributesClass ${name} not found` : `cannot read VolumeAttributesClass ${name}: ${httpStatus(err) ?? String(err)}`);
+    });
+    if (vac.driverName !== this.opts.driverName) throw new Error(`VolumeAttributesClass ${name} is for driver ${vac.driverName}, not ${this.opts.driverName}`);
+    return vac.parameters ?? {};
   }
 
   /** The CreateVolume content source of a claim's data source: a VolumeSnapshot (restore) or a claim (clone), each checked first. */
@@ -275,7 +290,7 @@ export class Provisioner {
 
   private async provision(pvc: k8s.V1PersistentVolumeClaim, sc: k8s.V1StorageClass, pvName: string, selectedNode: string | undefined): Promise<void> {
     const [namespace, name] = [pvc.metadata!.namespace!, pvc.metadata!.name!];
-    const { req, fsType, block, provisionerSecret, refs } = await this.createRequest(pvc, sc, pvName, selectedNode);
+    const { req, fsType, block, provisionerSecret, refs, modifySecret } = await this.createRequest(pvc, sc, pvName, selectedNode);
     // Before any volume can exist: the claim must not disappear without us seeing it.
     const finalizer = claimFinalizer(backendOfClass(this.opts, sc));
     if (!(pvc.metadata?.finalizers ?? []).includes(finalizer)) {
@@ -299,6 +314,7 @@ export class Provisioner {
           [ANN_PROVISIONED_BY]: this.opts.driverName,
           ...(selectedNode ? { [ANN_SELECTED_NODE]: selectedNode } : {}),
           ...(provisionerSecret ? { [ANN_DELETION_SECRET_NAME]: provisionerSecret.name, [ANN_DELETION_SECRET_NAMESPACE]: provisionerSecret.namespace } : {}),
+          ...(modifySecret ? { [ANN_MODIFY_SECRET_NAME]: modifySecret.name, [ANN_MODIFY_SECRET_NAMESPACE]: modifySecret.namespace } : {}),
         },
         finalizers: [PV_FINALIZER],
       },
@@ -312,6 +328,7 @@ export class Provisioner {
         claimRef: { apiVersion: 'v1', kind: 'PersistentVolumeClaim', namespace, name, uid: pvc.metadata?.uid, resourceVersion: pvc.metadata?.resourceVersion },
         csi: { driver: this.opts.driverName, volumeHandle: vol.volume_id, fsType: block ? undefined : fsType || undefined, volumeAttributes: vol.volume_context, ...csiRefs },
         nodeAffinity: nodeAffinity(vol.accessible_topology ?? []),
+        volumeAttributesClassName: pvc.spec?.volumeAttributesClassName || undefined,
       },
     };
     try {

@@ -1,6 +1,7 @@
 // The resizer: a bound claim of ours asking for more than its PV has -> ControllerExpandVolume
 // -> the PV's capacity; then the claim's status tells kubelet whether the node must finish
 // (NodeResizePending + FileSystemResizePending) or the claim already has its new size.
+// And a claim asking for another VolumeAttributesClass -> ControllerModifyVolume (modify.ts).
 import { CsiClient, rpcErrorText } from '../common/csi-client.js';
 import type { CommonControllerOptions } from '../common/run.js';
 import { k8s, type Clients, Watch, mergePatch, httpStatus } from '../common/kube.js';
@@ -11,6 +12,7 @@ import { ANN_STORAGE_PROVISIONER } from '../common/annotations.js';
 import { pvVolumeCapability } from '../common/capability.js';
 import { servesVolume } from '../common/scope.js';
 import { readSecret } from '../common/secrets.js';
+import { Modifier } from './modify.js';
 
 /** Kubelet's turn: the controller side is done up to allocatedResources. */
 const NODE_STATES = new Set(['NodeResizePending', 'NodeResizeInProgress', 'NodeResizeFailed']);
@@ -42,6 +44,7 @@ export class Resizer {
   private readonly queue: WorkQueue;
   private claims!: Watch<k8s.V1PersistentVolumeClaim>;
   private readonly recorder: Recorder;
+  private readonly modifier: Modifier;
 
   constructor(
     private readonly k: Clients,
@@ -50,9 +53,12 @@ export class Resizer {
   ) {
     this.queue = new WorkQueue((key) => this.sync(key), { workers: opts.workers }, opts.log);
     this.recorder = new Recorder(k.core, `${opts.driverName}-resizer`, opts.log);
+    this.modifier = new Modifier(k, csi, opts, this.recorder, () => this.claims?.list() ?? [], (key) => this.queue.add(key));
   }
 
   async start(): Promise<void> {
+    // the classes first: a claim's first sync must find the class it names
+    await this.modifier.start();
     this.claims = new Watch(this.k.kc, '/api/v1/persistentvolumeclaims', () => this.k.core.listPersistentVolumeClaimForAllNamespaces(), (key) => this.queue.add(key), this.opts.log);
     await this.claims.start();
     this.opts.log.info({ driver: this.opts.driverName }, 'resizer started');
@@ -60,11 +66,17 @@ export class Resizer {
 
   async stop(): Promise<void> {
     this.queue.stop();
+    await this.modifier.stop();
     await this.claims?.stop();
   }
 
   private async sync(key: string): Promise<void> {
     const pvc = this.claims.get(key);
+    await this.modifier.sync(key, pvc);
+    await this.expand(key, pvc);
+  }
+
+  private async expand(key: string, pvc: k8s.V1PersistentVolumeClaim | undefined): Promise<void> {
     if (!pvc?.spec?.volumeName || !claimWantsExpansion(pvc, this.opts.driverName)) return;
     const want = pvc.spec.resources!.requests!.storage;
     let pv: k8s.V1PersistentVolume;

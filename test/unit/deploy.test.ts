@@ -234,4 +234,13 @@ describe('deploy/ manifests', () => {
       ['tscsi-lvm', 'WaitForFirstConsumer'],
     ]);
   });
+
+  it('the example VolumeAttributesClass is for this driver, installed by neither kustomization, and the resizer may watch classes', () => {
+    const [vac] = k8s.loadAllYaml(fs.readFileSync(path.join(DEPLOY, 'examples', 'volumeattributesclass-loop.yaml'), 'utf8')) as any[];
+    expect(vac).toMatchObject({ apiVersion: 'storage.k8s.io/v1', kind: 'VolumeAttributesClass', driverName: 'csi.tscsi.dev', parameters: { directIO: 'false' } });
+    for (const dir of ['.', 'examples']) expect(render(dir).filter((o) => o.kind === 'VolumeAttributesClass')).toEqual([]);
+    const vacVerbs = (role: string) => find(objs, 'ClusterRole', role).rules.filter((r: any) => r.resources.includes('volumeattributesclasses')).flatMap((r: any) => r.verbs);
+    for (const role of ['tscsi-resizer', 'tscsi-node-sidecars']) expect(vacVerbs(role)).toEqual(['get', 'list', 'watch']);
+    expect(vacVerbs('tscsi-provisioner')).toEqual(['get']);
+  });
 });
