@@ -114,7 +114,12 @@ function checkMutable(backend: ControllerBackend, m: Record<string, string>): vo
         `mutable parameter ${JSON.stringify(k)} is not supported by the ${backend.name} backend; supported: ${Object.keys(backend.mutableParameters).join(', ') || 'none'}`,
       );
     }
-    if (!allowed.includes(v)) throw invalidArgument(`mutable parameter ${k} must be one of ${allowed.join(', ')}, not ${JSON.stringify(v)}`);
+    if (typeof allowed === 'function') {
+      const wrong = allowed(v);
+      if (wrong !== undefined) throw invalidArgument(`mutable parameter ${k} ${wrong}`);
+    } else if (!allowed.includes(v)) {
+      throw invalidArgument(`mutable parameter ${k} must be one of ${allowed.join(', ')}, not ${JSON.stringify(v)}`);
+    }
   }
 }
 
@@ -574,7 +579,8 @@ export class ControllerService {
     return this.ctx.locks.with([vol.id], 'ControllerModifyVolume', async () => {
       const cur = (await backend.getVolume(vol.id)) ?? vol;
       cur.mutableParameters = { ...cur.mutableParameters, ...mutable };
-      await backend.saveVolume(cur);
+      // the secrets reach backends whose storage applies the parameters (RBD's QoS limits)
+      await backend.saveVolume(cur, req.secrets ?? {});
       return {};
     });
   }

@@ -160,12 +160,15 @@ export interface BackendBase {
   volumeGone?(id: string): Promise<HealthProblem>;
 }
 
+/** What a mutable parameter may be: one of these values, or what a check lets through (it names what is wrong, or answers undefined). */
+export type MutableValues = readonly string[] | ((value: string) => string | undefined);
+
 /** What the controller service needs: provisioning, snapshots, publication records. */
 export interface ControllerBackend extends BackendBase {
   /** Shared backends: whether a node ID names a node that can reach this backend's volumes. */
   knowsNode?(nodeId: string): Promise<boolean>;
-  /** Mutable parameters (ControllerModifyVolume) and their allowed values. */
-  readonly mutableParameters: Record<string, readonly string[]>;
+  /** Mutable parameters (ControllerModifyVolume) and what each may be. */
+  readonly mutableParameters: Record<string, MutableValues>;
   /**
    * Why this backend cannot serve an access mode for an access type (undefined: it can).
    * Shared backends refuse what would corrupt data, e.g. one filesystem mounted read-write

@@ -501,6 +501,34 @@ describe('rbd backend on a real Ceph cluster (fuse mapper)', () => {
     expect((await rbdNames()).filter((n) => n.startsWith('csi-'))).toEqual([]);
   });
 
+  it('QoS limits are mutable parameters librbd reads from the image: set at create, changed by ControllerModifyVolume, not inherited by a clone', async () => {
+    const c = drv!.client;
+    const pool = ceph!.pool;
+    const qos = async (id: string, option: string) => (await adminRbd(ceph!, ['config', 'image', 'get', `${pool}/${volumeImage(id)}`, option])).trim();
+    const vol = (await c.Controller.CreateVolume({ name: 'pvc-qos', parameters: params(), mutable_parameters: { qosIopsLimit: '100' }, capacity_range: { required_bytes: String(16 * MiB) }, volume_capabilities: [mountCap()] })).volume;
+    expect(await qos(vol.volume_id, 'rbd_qos_iops_limit')).toBe('100');
+
+    await c.Controller.ControllerModifyVolume({ volume_id: vol.volume_id, mutable_parameters: { qosIopsLimit: '0', qosWriteBpsLimit: '1048576' } });
+    expect(await qos(vol.volume_id, 'rbd_qos_iops_limit')).toBe('0');
+    expect(await qos(vol.volume_id, 'rbd_qos_write_bps_limit')).toBe('1048576');
+    const rec = JSON.parse((await imageMeta(`${pool}/${volumeImage(vol.volume_id)}`))['tscsi.record']).record;
+    expect(rec.mutableParameters).toEqual({ qosIopsLimit: '0', qosWriteBpsLimit: '1048576' });
+    // the same call again changes nothing and succeeds
+    await c.Controller.ControllerModifyVolume({ volume_id: vol.volume_id, mutable_parameters: { qosWriteBpsLimit: '1048576' } });
+
+    for (const bad of [{ qosIopsLimit: '-1' }, { qosIopsLimit: '10k' }, { directIO: 'false' }]) {
+      expect(await outcomeOf(c.Controller.ControllerModifyVolume({ volume_id: vol.volume_id, mutable_parameters: bad }))).toBe('INVALID_ARGUMENT');
+    }
+    expect(await qos(vol.volume_id, 'rbd_qos_write_bps_limit')).toBe('1048576');
+
+    // rbd clone copies image-meta, limits included: a clone that asks for none gets none
+    const clone = (await c.Controller.CreateVolume({ name: 'pvc-qos-clone', parameters: params(), volume_capabilities: [mountCap()], volume_content_source: { volume: { volume_id: vol.volume_id } } })).volume;
+    const cloneMeta = await imageMeta(`${pool}/${volumeImage(clone.volume_id)}`);
+    expect(Object.keys(cloneMeta).filter((k) => k.startsWith('conf_'))).toEqual([]);
+    await c.Controller.DeleteVolume({ volume_id: clone.volume_id });
+    await c.Controller.DeleteVolume({ volume_id: vol.volume_id });
+  });
+
   it('volume and snapshot IDs say cluster, pool and namespace; the same name asked for in another pool is ALREADY_EXISTS', async () => {
     const c = drv!.client;
     const pool = ceph!.pool;

@@ -14,6 +14,7 @@ import { CommandError } from '../../driver/host/exec.js';
 import { CsiError } from '../../driver/errors.js';
 import { recordToJson } from '../../driver/host/atomic.js';
 import { status } from '@grpc/grpc-js';
+import { QOS_OPTIONS, checkQosValue, qosCommands } from '../../driver/backends/rbd/qos.js';
 
 const KEY = 'AQBqEIJpAAAAABAAzu1bM0Kp2SF1HOLo6N3pFw==';
 const base = () => ({
@@ -308,5 +309,24 @@ describe('rbd snapshot of a volume whose mapping cannot be read', () => {
     const snap = { id: 'snap-rbd-0123456789abcdef0123456789abcdef', name: 's', sourceVolumeId: volId, sizeBytes: 1n << 20n, createdAtSeconds: 1n, createdAtNanos: 0, groupSnapshotId: '', parameters: {} };
     await expect(b.createSnapshots([snap])).rejects.toThrow(/EIO/);
     expect(calls.filter((c) => c.startsWith('snap create'))).toEqual([]);
+  });
+});
+
+describe('rbd QoS limits as mutable parameters', () => {
+  it('takes whole numbers per second (0: no limit) and refuses anything else', () => {
+    for (const v of ['0', '1', '100', '9223372036854775807']) expect(checkQosValue(v)).toBeUndefined();
+    for (const v of ['', '-1', '1.5', '01', '10k', ' 1', '9223372036854775808', '1e3']) expect(checkQosValue(v)).toMatch(/whole number/);
+    expect(Object.keys(backend().mutableParameters).sort()).toEqual(Object.keys(QOS_OPTIONS).sort());
+  });
+
+  it('sets what differs and removes what is no longer asked (a clone inherits its parent limits)', () => {
+    const spec = 'rbd/csi-vol-x';
+    const meta = { 'tscsi.record': '{}', conf_rbd_qos_iops_limit: '100', conf_rbd_qos_bps_limit: '1048576' };
+    expect(qosCommands(spec, meta, { qosIopsLimit: '100', qosWriteIopsLimit: '50' })).toEqual([
+      ['config', 'image', 'set', spec, 'rbd_qos_write_iops_limit', '50'],
+      ['config', 'image', 'remove', spec, 'rbd_qos_bps_limit'],
+    ]);
+    expect(qosCommands(spec, meta, { qosIopsLimit: '100', qosBpsLimit: '1048576' })).toEqual([]);
+    expect(qosCommands(spec, {}, {})).toEqual([]);
   });
 });

@@ -33,6 +33,7 @@ import { DeviceMapper, FuseMapper, type MapTarget, type Mapper } from './mapper.
 import { RbdSnapshotBlocks } from './blocks.js';
 import { ImageRecordCache } from './recordcache.js';
 import { holdsLock } from '../../locks.js';
+import { QOS_OPTIONS, checkQosValue, qosCommands } from './qos.js';
 
 export { loadConfig, parseConfig } from './config.js';
 export type { RbdConfig } from './config.js';
@@ -104,6 +105,8 @@ interface RbdSnap {
   protected?: string;
 }
 
+/** Whether a record's mutable parameters name a QoS limit. */
+const hasQos = (rec: VolumeRecord) => Object.keys(rec.mutableParameters ?? {}).some((k) => Object.hasOwn(QOS_OPTIONS, k));
 const hashOf = (id: string) => id.slice(id.lastIndexOf('-') + 1);
 export const volumeImage = (id: string) => `csi-vol-${hashOf(id)}`;
 export const snapshotImage = (id: string) => `csi-snap-${hashOf(id)}`;
@@ -126,7 +129,7 @@ function ownRecord<T>(name: string, meta: Record<string, string> | undefined): S
 export class RbdBackend implements Backend {
   readonly name = 'rbd';
   readonly nodeLocal = false;
-  readonly mutableParameters = {};
+  readonly mutableParameters = Object.fromEntries(Object.keys(QOS_OPTIONS).map((k) => [k, checkQosValue]));
   readonly groupSnapshots: GroupSnapshotStore = this;
   readonly cli: CephCli;
   readonly mapper: Mapper;
@@ -661,6 +664,8 @@ export class RbdBackend implements Backend {
     if (info && BigInt(info.size) < rec.capacityBytes) {
       await this.cli.rbd(loc.cluster, creds, ['resize', '--no-progress', '--size', `${rec.capacityBytes / MiB}M`, spec]);
     }
+    // a clone carries its source's limits in the image-meta it copied
+    if (cs || hasQos(rec)) await this.applyQos(loc, name, rec.mutableParameters, creds);
     failpoint('rbd.create.beforeRecord');
     // The record last: its presence is what makes the image a volume.
     await this.setMeta(loc, name, META_RECORD, recordToJson({ record: rec, depth } satisfies Stored<VolumeRecord>), creds);
@@ -671,7 +676,18 @@ export class RbdBackend implements Backend {
     const found = await this.stored<VolumeRecord>(rec.id, secrets);
     if (!found) throw new BackendError('not-found', `volume ${rec.id} does not exist`);
     const creds = credentialsFrom(found.loc.cluster, secrets);
+    // the limits before the record that names them; a retry after a crash between the two sets them again
+    if (hasQos(rec) || hasQos(found.stored.record)) await this.applyQos(found.loc, name, rec.mutableParameters, creds);
     await this.setMeta(found.loc, name, META_RECORD, recordToJson({ record: rec, depth: found.stored.depth }), creds);
+  }
+
+  /** Brings the image's QoS options (its conf_ image-meta) to what the mutable parameters ask. */
+  private async applyQos(loc: Loc, name: string, mutable: Record<string, string>, creds: Credentials): Promise<void> {
+    const meta = await this.meta(loc, name, creds);
+    if (!meta) throw new BackendError('not-found', `image ${name} does not exist`);
+    for (const args of qosCommands(imageSpec(loc.pool, name), meta, mutable)) {
+      await this.records.writing(name, () => this.cli.rbd(loc.cluster, creds, args));
+    }
   }
 
   async expandVolume(rec: VolumeRecord, newBytes: bigint, secrets?: Record<string, string>): Promise<VolumeRecord> {
