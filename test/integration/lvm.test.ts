@@ -182,6 +182,33 @@ describe('lvm backend (no device-mapper: loop windows over the PV)', () => {
     expect(await vg.lvs()).toEqual(before);
   });
 
+  it('directIO is a mutable parameter of the loop window: at create, changed live on a staged volume, kept on re-attach', async () => {
+    const dio = async (dev: string) => (await fs.readFile(`/sys/block/${path.basename(dev)}/loop/dio`, 'utf8')).trim();
+    const windowOf = async (before: string[]) => (await loopDevicesUnder(vg.dir)).filter((d) => !before.includes(d));
+    const v = (await c.Controller.CreateVolume({ name: 'pvc-lvm-dio', parameters: params(), mutable_parameters: { directIO: 'false' }, capacity_range: { required_bytes: String(32 * MiB) }, volume_capabilities: [mountCap('ext4')] })).volume;
+    const before = await loopDevicesUnder(vg.dir);
+    const staging = await stage(v.volume_id, 'dio');
+    try {
+      const [dev] = await windowOf(before);
+      expect(await dio(dev)).toBe('0');
+      await c.Controller.ControllerModifyVolume({ volume_id: v.volume_id, mutable_parameters: { directIO: 'true' } });
+      expect(await dio(dev)).toBe('1');
+      await c.Controller.ControllerModifyVolume({ volume_id: v.volume_id, mutable_parameters: { directIO: 'false' } });
+      expect(await dio(dev)).toBe('0');
+      expect(await outcomeOf(c.Controller.ControllerModifyVolume({ volume_id: v.volume_id, mutable_parameters: { directIO: 'maybe' } }))).toBe('INVALID_ARGUMENT');
+      expect(await outcomeOf(c.Controller.ControllerModifyVolume({ volume_id: v.volume_id, mutable_parameters: { qosIopsLimit: '5' } }))).toBe('INVALID_ARGUMENT');
+      expect(await dio(dev)).toBe('0');
+      // the record (LV tags) keeps it: the next attach makes the window so
+      await c.Node.NodeUnstageVolume({ volume_id: v.volume_id, staging_target_path: staging });
+      await stage(v.volume_id, 'dio');
+      const [again] = await windowOf(before);
+      expect(await dio(again)).toBe('0');
+    } finally {
+      await c.Node.NodeUnstageVolume({ volume_id: v.volume_id, staging_target_path: staging }).catch(() => undefined);
+      await c.Controller.DeleteVolume({ volume_id: v.volume_id });
+    }
+  });
+
   it('a driver killed while a clone copies or a delete wipes leaves one LV or none, and the retry finishes', async () => {
     const cap = mountCap('ext4');
     const src = (await c.Controller.CreateVolume({ name: 'pvc-crash-src', parameters: params(), capacity_range: { required_bytes: String(512 * MiB) }, volume_capabilities: [cap] })).volume;

@@ -136,6 +136,9 @@ class FakeHost implements LvmHost {
   async setSizeLimit() {
     throw new Error('no loop windows in dm mode');
   }
+  async setDirectIO() {
+    throw new Error('no loop windows in dm mode');
+  }
   async describe() {
     return undefined;
   }

@@ -29,11 +29,12 @@ export interface LvmHost {
   copy(src: string, dst: string, bytes: bigint): Promise<void>;
   withQuiescedDevices<T>(devices: string[], fn: () => Promise<T>): Promise<T>;
   mountedFilesystems(devices: string[]): Promise<string[]>;
-  attachWindow(file: string, offset: number, size: number): Promise<string>;
+  attachWindow(file: string, offset: number, size: number, directIO: boolean): Promise<string>;
   windowsAt(file: string, offset: number): Promise<Array<{ name: string }>>;
   detach(device: string): Promise<void>;
   setSizeLimit(device: string, bytes: bigint): Promise<void>;
-  describe(device: string): Promise<{ backFile: string; offset: number } | undefined>;
+  setDirectIO(device: string, on: boolean): Promise<void>;
+  describe(device: string): Promise<{ backFile: string; offset: number; directIO: boolean } | undefined>;
   hasDeviceMapper(): Promise<boolean>;
 }
 
@@ -42,10 +43,11 @@ export const realHost: LvmHost = {
   copy,
   withQuiescedDevices,
   mountedFilesystems,
-  attachWindow: (f, o, s) => loop.attachWindow(f, o, s),
+  attachWindow: (f, o, s, directIO) => loop.attachWindow(f, o, s, { directIO }),
   windowsAt: loop.windowsAt,
   detach: loop.detach,
   setSizeLimit: loop.setSizeLimit,
+  setDirectIO: loop.setDirectIO,
   describe: loop.describe,
   hasDeviceMapper: async () => /\bdevice-mapper\b/.test(await fs.readFile('/proc/misc', 'utf8').catch(() => '')),
 };
@@ -80,10 +82,19 @@ function exhaustedOr(err: unknown, what: string): unknown {
   return err;
 }
 
+/** A volume's loop window does direct I/O unless its mutable parameters say otherwise (as the loop backend's default). */
+const directIOOf = (rec: VolumeRecord) => rec.mutableParameters?.directIO !== 'false';
+
 export class LvmBackend implements Backend {
   readonly nodeLocal = true;
   readonly name = 'lvm';
-  readonly mutableParameters = {};
+  /**
+   * directIO of the loop window a volume is attached through, as the loop backend's: only
+   * windows have it (no-device-mapper mode); a device-mapper LV has nothing to change.
+   */
+  get mutableParameters(): Record<string, readonly string[]> {
+    return this.deviceMapper ? {} : { directIO: ['true', 'false'] };
+  }
   readonly groupSnapshots: GroupSnapshotStore = this;
   readonly snapshotBlocks = new LvmSnapshotBlocks({ withSnapshotDevice: (id, fn) => this.withSnapshotDevice(id, fn) });
   lvm!: Lvm;
@@ -370,6 +381,10 @@ export class LvmBackend implements Backend {
     const lv = await this.findLv(rec.id, 'vol');
     if (!lv) throw new BackendError('not-found', `volume ${rec.id} does not exist`);
     await this.retag(lv, recordTags('vol', rec));
+    // The record first: a crash between the two leaves a device the next save (or attach) corrects.
+    const dev = this.deviceMapper ? undefined : await this.deviceOf(lv);
+    const cur = dev ? await this.host.describe(dev) : undefined;
+    if (dev && cur && cur.directIO !== directIOOf(rec)) await this.host.setDirectIO(dev, directIOOf(rec));
   }
 
   /** Replaces the record tags in one lvchange: one metadata commit, so never half a record. */
@@ -593,13 +608,14 @@ export class LvmBackend implements Backend {
     return (await this.host.windowsAt(w.file, w.offset))[0]?.name;
   }
 
-  private async attachLv(lv: LvInfo): Promise<string> {
+  /** `directIO`: of a nodm window (a volume's record says; temporary devices for copies keep the default, on). */
+  private async attachLv(lv: LvInfo, directIO = true): Promise<string> {
     if (this.deviceMapper) {
       await this.lvm.run(['lvchange', '-ay', '-K', `${lv.vg}/${lv.name}`]);
       return this.dmPath(lv);
     }
     const w = await this.windowOf(lv);
-    return this.host.attachWindow(w.file, w.offset, w.size);
+    return this.host.attachWindow(w.file, w.offset, w.size, directIO);
   }
 
   private async detachLv(lv: LvInfo): Promise<void> {
@@ -679,7 +695,7 @@ export class LvmBackend implements Backend {
   }
 
   async attach(rec: VolumeRecord): Promise<string> {
-    return this.attachLv(await this.mustLv(rec));
+    return this.attachLv(await this.mustLv(rec), directIOOf(rec));
   }
 
   async attachedDevice(rec: VolumeRecord): Promise<string | undefined> {
