@@ -28,6 +28,8 @@ export function claimMayModify(pvc: k8s.V1PersistentVolumeClaim, driverName: str
   return provisioner === undefined || provisioner === driverName;
 }
 
+/** How often a VolumeAttributesClass watch that could not start is tried again. */
+const CLASSES_RETRY_MS = 60_000;
 /** The first retry of a failed target waits this long, doubling with each failure... */
 const RETRY_FIRST_MS = 1_000;
 /** ...up to this, which is also how long an Infeasible target waits (external-resizer's --retry-interval-max). */
@@ -74,6 +76,9 @@ export class TargetBackoff {
 
 export class Modifier {
   private classes!: Watch<k8s.V1VolumeAttributesClass>;
+  private classesReady = false;
+  private classesRetry?: NodeJS.Timeout;
+  private stopped = false;
   private readonly backoff: TargetBackoff;
   /** Claims whose last ControllerModifyVolume ended uncertain (true) or surely (false); unknown ones are judged by their status. */
   private readonly uncertain = new Map<string, boolean>();
@@ -107,10 +112,29 @@ export class Modifier {
       }
     };
     this.classes = new Watch(this.k.kc, '/apis/storage.k8s.io/v1/volumeattributesclasses', () => this.k.storage.listVolumeAttributesClass(), onClass, this.opts.log);
-    await this.classes.start();
+    await this.startClasses();
+  }
+
+  /**
+   * A cluster without storage.k8s.io/v1 VolumeAttributesClasses (Kubernetes < 1.34), or RBAC
+   * that does not grant them, must not cost the resizer its expansions: modification waits,
+   * said once in the log, and the watch is tried again each minute.
+   */
+  private async startClasses(): Promise<void> {
+    try {
+      await this.classes.start();
+      this.classesReady = true;
+    } catch (err) {
+      if (this.stopped) return;
+      this.opts.log.error({ err: err instanceof Error ? err.message : String(err), retryInMs: CLASSES_RETRY_MS }, 'cannot watch VolumeAttributesClasses: volume modification waits until it can');
+      this.classesRetry = setTimeout(() => void this.startClasses(), CLASSES_RETRY_MS);
+      this.classesRetry.unref();
+    }
   }
 
   async stop(): Promise<void> {
+    this.stopped = true;
+    clearTimeout(this.classesRetry);
     this.backoff.stop();
     await this.classes?.stop();
   }
@@ -122,7 +146,7 @@ export class Modifier {
       this.uncertain.delete(key);
       return;
     }
-    if (!claimMayModify(pvc, this.opts.driverName)) return;
+    if (!this.classesReady || !claimMayModify(pvc, this.opts.driverName)) return;
     const uncertain = this.uncertain.get(key) ?? pvc.status?.modifyVolumeStatus?.status === 'InProgress';
     const d = ms.modifyDecision(pvc, uncertain);
     if (d.kind === 'none') return;
