@@ -82,6 +82,15 @@ export function codeName(err: unknown): string | undefined {
   return typeof code === 'number' ? grpc.status[code] : undefined;
 }
 
+/** Codes after which the call may still be running in the driver (the kubernetes-csi sidecars' list). */
+const NOT_FINAL = new Set(['CANCELLED', 'DEADLINE_EXCEEDED', 'UNAVAILABLE', 'RESOURCE_EXHAUSTED', 'ABORTED']);
+
+/** Whether a failed call is a final answer: the driver has stopped working on it (a mark of work in flight may go). */
+export function isFinalError(err: unknown): boolean {
+  const code = codeName(err);
+  return code !== undefined && !NOT_FINAL.has(code);
+}
+
 /**
  * A failed call as the kubernetes-csi sidecars write it into events and object status
  * ("rpc error: code = NOT_FOUND desc = ..."), so users and their tools read one format;

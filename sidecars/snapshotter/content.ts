@@ -32,10 +32,20 @@ export interface ContentStatus {
   error?: { time?: string; message?: string };
 }
 
+/** The metadata of a (group) snapshot content the sidecar reads and writes. */
+export interface ContentMeta {
+  name?: string;
+  uid?: string;
+  resourceVersion?: string;
+  annotations?: Record<string, string>;
+  finalizers?: string[];
+  deletionTimestamp?: string | Date;
+}
+
 export interface VolumeSnapshotContent {
   apiVersion?: string;
   kind?: string;
-  metadata?: { name?: string; uid?: string; resourceVersion?: string; annotations?: Record<string, string>; finalizers?: string[]; deletionTimestamp?: string | Date };
+  metadata?: ContentMeta;
   spec?: {
     driver?: string;
     deletionPolicy?: 'Delete' | 'Retain';
@@ -121,17 +131,26 @@ export function snapshotParameters(params: Record<string, string> | undefined): 
  * ${volumesnapshot.name} (the templates csi-snapshotter resolves).
  */
 export function snapshotSecretRef(kind: SnapshotSecretKind, params: Record<string, string> | undefined, c: VolumeSnapshotContent): SecretRef | undefined {
+  const ref = c.spec?.volumeSnapshotRef;
+  const nsValues: Record<string, string> = { 'volumesnapshotcontent.name': c.metadata?.name ?? '' };
+  if (ref?.namespace) nsValues['volumesnapshot.namespace'] = ref.namespace;
+  return classSecretRef('VolumeSnapshotClass', kind, params, nsValues, ref?.name ? { ...nsValues, 'volumesnapshot.name': ref.name } : nsValues);
+}
+
+/**
+ * The Secret a (group) snapshot class names with csi.storage.k8s.io/<kind>-secret-name and
+ * -namespace, their templates resolved from `nsValues` and `nameValues`; undefined when it
+ * names none. Shared by the snapshot and the group snapshot classes, which differ only in keys
+ * and template values.
+ */
+export function classSecretRef(classKind: string, kind: string, params: Record<string, string> | undefined, nsValues: Record<string, string>, nameValues: Record<string, string>): SecretRef | undefined {
   const nameT = params?.[`${CO_PREFIX}${kind}-secret-name`];
   const nsT = params?.[`${CO_PREFIX}${kind}-secret-namespace`];
   if (nameT === undefined && nsT === undefined) return undefined;
-  if (!nameT || !nsT) throw new Error(`the VolumeSnapshotClass must give both ${CO_PREFIX}${kind}-secret-name and -namespace, non-empty, or neither`);
-  const ref = c.spec?.volumeSnapshotRef;
-  const values: Record<string, string> = { 'volumesnapshotcontent.name': c.metadata?.name ?? '' };
-  if (ref?.namespace) values['volumesnapshot.namespace'] = ref.namespace;
-  const namespace = resolveOrExplain(nsT, values);
+  if (!nameT || !nsT) throw new Error(`the ${classKind} must give both ${CO_PREFIX}${kind}-secret-name and -namespace, non-empty, or neither`);
+  const namespace = resolveOrExplain(nsT, nsValues);
   if (!DNS1123_LABEL.test(namespace) || namespace.length > 63) throw new Error(`${JSON.stringify(nsT)} resolved to ${JSON.stringify(namespace)}, which is not a valid namespace name`);
-  if (ref?.name) values['volumesnapshot.name'] = ref.name;
-  const name = resolveOrExplain(nameT, values);
+  const name = resolveOrExplain(nameT, nameValues);
   if (!DNS1123_SUBDOMAIN.test(name) || name.length > 253) throw new Error(`${JSON.stringify(nameT)} resolved to ${JSON.stringify(name)}, which is not a valid secret name`);
   return { name, namespace };
 }
@@ -146,11 +165,16 @@ function resolveOrExplain(template: string, values: Record<string, string>): str
 
 /** The snapshotter secret recorded on the content (for DeleteSnapshot), or undefined when none is. */
 export function annotatedSecretRef(c: VolumeSnapshotContent): SecretRef | undefined {
-  const ann = c.metadata?.annotations ?? {};
-  if (!(ANN_SECRET_NAME in ann) && !(ANN_SECRET_NAMESPACE in ann)) return undefined;
-  const name = ann[ANN_SECRET_NAME];
-  const namespace = ann[ANN_SECRET_NAMESPACE];
-  if (!name || !namespace) throw new Error(`cannot retrieve secrets for snapshot content ${c.metadata?.name}: secret name or namespace not specified`);
+  return recordedSecretRef(c.metadata?.annotations, ANN_SECRET_NAME, ANN_SECRET_NAMESPACE, `snapshot content ${c.metadata?.name}`);
+}
+
+/** The Secret recorded in annotations `nameKey` and `nsKey`, or undefined when neither is there; one alone, or one empty, is an error. */
+export function recordedSecretRef(ann: Record<string, string> | undefined, nameKey: string, nsKey: string, what: string): SecretRef | undefined {
+  const a = ann ?? {};
+  if (!(nameKey in a) && !(nsKey in a)) return undefined;
+  const name = a[nameKey];
+  const namespace = a[nsKey];
+  if (!name || !namespace) throw new Error(`cannot retrieve secrets for ${what}: secret name or namespace not specified`);
   return { name, namespace };
 }
 
@@ -184,7 +208,7 @@ export function statusFromSnapshot(prev: ContentStatus | undefined, s: CsiSnapsh
   return out;
 }
 
-/** The status that reports `message` (readyToUse false), keeping the rest. */
-export function errorStatus(prev: ContentStatus | undefined, message: string, now = new Date()): ContentStatus {
-  return { ...prev, readyToUse: false, error: { time: now.toISOString(), message } };
+/** The status (of a content or a group content) that reports `message`: readyToUse false, the rest kept. */
+export function errorStatus<S extends object>(prev: S | undefined, message: string, now = new Date()): S & { readyToUse: false; error: { time: string; message: string } } {
+  return { ...(prev as S), readyToUse: false, error: { time: now.toISOString(), message } };
 }

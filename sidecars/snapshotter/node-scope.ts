@@ -16,11 +16,15 @@
 //      for the snapshot (ListSnapshots by ID); it knows only its own.
 // What this leaves: a pre-provisioned content whose snapshot no node has gets no error from
 // anyone (each node only knows it is not its own).
+// VolumeGroupSnapshotContents are taken the same way: a group's volumes are all of one node's
+// driver (it refuses others), so the first volume's PV decides, else the driver is asked for
+// the group (GetVolumeGroupSnapshot by ID).
 import type { Logger } from 'pino';
-import { CsiClient } from '../common/csi-client.js';
+import { CsiClient, codeName } from '../common/csi-client.js';
 import { k8s, Watch } from '../common/kube.js';
 import { affinityNames } from '../common/scope.js';
-import type { CsiSnapshot, VolumeSnapshotContent } from './content.js';
+import type { ContentMeta, CsiSnapshot, VolumeSnapshotContent } from './content.js';
+import { groupHandleOf, type VolumeGroupSnapshotContent } from './group-content.js';
 
 /** The annotation naming the node whose snapshotter took a content. */
 export const nodeAnnotation = (driverName: string) => `${driverName}/node`;
@@ -29,9 +33,13 @@ export type Ownership = 'mine' | 'other' | 'ask-driver';
 
 /** Rules 1 and 2 above; 'ask-driver' is rule 3. */
 export function ownership(c: VolumeSnapshotContent, driverName: string, node: string, pvOfHandle: (handle: string) => k8s.V1PersistentVolume | undefined): Ownership {
-  const recorded = c.metadata?.annotations?.[nodeAnnotation(driverName)];
+  return ownershipBy(c.metadata, c.spec?.source?.volumeHandle, driverName, node, pvOfHandle);
+}
+
+/** The same for any content: its recorded node, else the PV of `volume` (the volume it is of, if any). */
+export function ownershipBy(meta: ContentMeta | undefined, volume: string | undefined, driverName: string, node: string, pvOfHandle: (handle: string) => k8s.V1PersistentVolume | undefined): Ownership {
+  const recorded = meta?.annotations?.[nodeAnnotation(driverName)];
   if (recorded !== undefined) return recorded === node ? 'mine' : 'other';
-  const volume = c.spec?.source?.volumeHandle;
   const pv = volume ? pvOfHandle(volume) : undefined;
   if (pv) return affinityNames(pv, node) ? 'mine' : 'other';
   return 'ask-driver';
@@ -62,15 +70,35 @@ export class NodeScope {
    * The content when this node acts on it, else undefined. The first time it does, `record`
    * writes the node on it (before anything else is done) and the written content is returned.
    */
-  async take<T extends VolumeSnapshotContent>(c: T, record: (ann: Record<string, string>) => Promise<T>): Promise<T | undefined> {
+  take<T extends VolumeSnapshotContent>(c: T, record: (ann: Record<string, string>) => Promise<T>): Promise<T | undefined> {
+    return this.takeBy(c, c.spec?.source?.volumeHandle, () => this.driverHas(snapshotIdOf(c)), record);
+  }
+
+  /** take() for a VolumeGroupSnapshotContent. */
+  takeGroup<T extends VolumeGroupSnapshotContent>(c: T, record: (ann: Record<string, string>) => Promise<T>): Promise<T | undefined> {
+    return this.takeBy(c, c.spec?.source?.volumeHandles?.[0], () => this.driverHasGroup(groupHandleOf(c)), record);
+  }
+
+  private async takeBy<T extends { metadata?: ContentMeta }>(c: T, volume: string | undefined, driverHas: () => Promise<boolean>, record: (ann: Record<string, string>) => Promise<T>): Promise<T | undefined> {
     const { driverName, nodeName } = this.opts;
-    let o = ownership(c, driverName, nodeName, (h) => this.pvs.list().find((pv) => pv.spec?.csi?.driver === driverName && pv.spec.csi.volumeHandle === h));
-    if (o === 'ask-driver') o = (await this.driverHas(snapshotIdOf(c))) ? 'mine' : 'other';
+    let o = ownershipBy(c.metadata, volume, driverName, nodeName, (h) => this.pvs.list().find((pv) => pv.spec?.csi?.driver === driverName && pv.spec.csi.volumeHandle === h));
+    if (o === 'ask-driver') o = (await driverHas()) ? 'mine' : 'other';
     if (o === 'other') return undefined;
     if (c.metadata?.annotations?.[nodeAnnotation(driverName)] !== undefined) return c;
     const taken = await record({ [nodeAnnotation(driverName)]: nodeName });
     this.opts.log.info({ content: c.metadata?.name, node: nodeName }, 'content taken by this node');
     return taken;
+  }
+
+  private async driverHasGroup(id: string | undefined): Promise<boolean> {
+    if (!id) return false;
+    try {
+      await this.csi.GroupController.GetVolumeGroupSnapshot({ group_snapshot_id: id }, this.opts.timeoutMs);
+      return true;
+    } catch (err) {
+      if (codeName(err) === 'NOT_FOUND') return false;
+      throw err;
+    }
   }
 
   private async driverHas(id: string | undefined): Promise<boolean> {

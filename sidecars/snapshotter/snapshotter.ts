@@ -1,10 +1,11 @@
 // The snapshotter: VolumeSnapshotContents of our driver -> CreateSnapshot (dynamic) or
 // ListSnapshots by ID (pre-provisioned) -> the content's status; a content the
 // snapshot-controller deletes -> DeleteSnapshot under deletionPolicy Delete, then its
-// finalizer goes. Failures go on status.error and as Events on the content.
-import { CsiClient, codeName, rpcErrorText } from '../common/csi-client.js';
+// finalizer goes. Failures go on status.error and as Events on the content. When the driver
+// has the group controller, VolumeGroupSnapshotContents too (group-snapshotter.ts).
+import { CsiClient, codeName, isFinalError, rpcErrorText } from '../common/csi-client.js';
 import type { CommonControllerOptions } from '../common/run.js';
-import { k8s, type Clients, Watch, mergePatch, httpStatus } from '../common/kube.js';
+import { k8s, type Clients, Watch } from '../common/kube.js';
 import { WorkQueue } from '../common/workqueue.js';
 import { Recorder } from '../common/events.js';
 import { readSecret, type SecretRef } from '../common/secrets.js';
@@ -20,7 +21,6 @@ import {
   actionFor,
   annotatedSecretRef,
   deletesSnapshot,
-  errorStatus,
   isOurs,
   snapshotName,
   snapshotParameters,
@@ -32,16 +32,16 @@ import {
   type VolumeSnapshotContent,
 } from './content.js';
 import { NodeScope } from './node-scope.js';
-
-/** Codes after which a CreateSnapshot may still be running in the driver (csi-snapshotter's list): the being-created mark stays. */
-const NOT_FINAL = new Set(['CANCELLED', 'DEADLINE_EXCEEDED', 'UNAVAILABLE', 'RESOURCE_EXHAUSTED', 'ABORTED']);
-const isFinal = (err: unknown) => codeName(err) !== undefined && !NOT_FINAL.has(codeName(err)!);
+import { ClusterObjects, Explained } from './objects.js';
+import { GroupSnapshotter, groupSnapshotsAvailable } from './group-snapshotter.js';
 
 type Content = VolumeSnapshotContent & k8s.KubernetesObject;
 
 export interface SnapshotterOptions extends CommonControllerOptions {
   /** --snapshot-name-prefix. */
   namePrefix?: string;
+  /** --groupsnapshot-name-prefix. */
+  groupNamePrefix?: string;
 }
 
 export class Snapshotter {
@@ -50,6 +50,9 @@ export class Snapshotter {
   private readonly recorder: Recorder;
   private readonly api: k8s.CustomObjectsApi;
   private readonly nodeScope?: NodeScope;
+  private readonly objs: ClusterObjects<Content>;
+  private readonly classes: ClusterObjects<VolumeSnapshotClass & k8s.KubernetesObject>;
+  private groups?: GroupSnapshotter;
 
   constructor(
     private readonly k: Clients,
@@ -61,6 +64,8 @@ export class Snapshotter {
     this.queue = new WorkQueue((key) => this.sync(key), { workers: opts.workers }, opts.log);
     this.recorder = new Recorder(k.core, `${opts.driverName}-snapshotter`, opts.log);
     this.api = k.kc.makeApiClient(k8s.CustomObjectsApi);
+    this.objs = new ClusterObjects(this.api, SNAPSHOT_GROUP, SNAPSHOT_VERSION, CONTENTS);
+    this.classes = new ClusterObjects(this.api, SNAPSHOT_GROUP, SNAPSHOT_VERSION, CLASSES);
   }
 
   async start(): Promise<void> {
@@ -68,19 +73,25 @@ export class Snapshotter {
     await this.nodeScope?.start();
     this.contents = new Watch(this.k.kc, `/apis/${SNAPSHOT_GROUP}/${SNAPSHOT_VERSION}/${CONTENTS}`, list, (key) => this.queue.add(key), this.opts.log);
     await this.contents.start();
-    this.opts.log.info({ driver: this.opts.driverName }, 'snapshotter started');
+    // As csi-snapshotter: group contents only for a driver that can make group snapshots.
+    if (await groupSnapshotsAvailable(this.csi, this.api, this.opts)) {
+      this.groups = new GroupSnapshotter(this.k, this.csi, this.api, this.opts, this.nodeScope);
+      await this.groups.start();
+    }
+    this.opts.log.info({ driver: this.opts.driverName, groupSnapshots: !!this.groups }, 'snapshotter started');
   }
 
   async stop(): Promise<void> {
     this.queue.stop();
     await this.contents?.stop();
     await this.nodeScope?.stop();
+    await this.groups?.stop();
   }
 
   private async sync(key: string): Promise<void> {
     const seen = this.contents.get(key);
     if (!seen || !isOurs(seen, this.opts)) return;
-    const c = this.nodeScope ? await this.nodeScope.take(seen, (ann) => this.setAnnotations(seen, ann)) : seen;
+    const c = this.nodeScope ? await this.nodeScope.take(seen, (ann) => this.objs.setAnnotations(seen, ann)) : seen;
     if (!c) return;
     switch (actionFor(c)) {
       case 'delete':
@@ -90,7 +101,7 @@ export class Snapshotter {
       case 'check':
         return this.check(c);
       case 'ready':
-        await this.setAnnotations(c, { [ANN_BEING_CREATED]: null });
+        await this.objs.setAnnotations(c, { [ANN_BEING_CREATED]: null });
         return;
       case 'none':
         return;
@@ -102,11 +113,11 @@ export class Snapshotter {
     try {
       status = await this.createSnapshot(c);
     } catch (err) {
-      const message = `Failed to create snapshot: ${err instanceof SnapshotError ? err.message : rpcErrorText(err)}`;
+      const message = `Failed to create snapshot: ${err instanceof Explained ? err.message : rpcErrorText(err)}`;
       await this.reportError(c, 'SnapshotCreationFailed', message);
       throw err;
     }
-    await this.setAnnotations(await this.patchStatus(c, status), { [ANN_BEING_CREATED]: null });
+    await this.objs.setAnnotations(await this.objs.patchStatus(c, status), { [ANN_BEING_CREATED]: null });
     if (!status.readyToUse) throw new Error(`snapshot ${status.snapshotHandle} of content ${c.metadata?.name} is not ready yet`);
     this.opts.log.info({ content: c.metadata?.name, snapshot: status.snapshotHandle }, 'snapshot created');
   }
@@ -119,13 +130,13 @@ export class Snapshotter {
     // The secret is recorded for DeleteSnapshot, which may come after the class is gone.
     const record: Record<string, string> = secretRef && !annotatedSecretRef(c) ? { [ANN_SECRET_NAME]: secretRef.name, [ANN_SECRET_NAMESPACE]: secretRef.namespace } : {};
     const secrets = await readSecret(this.k.core, secretRef);
-    const marked = await this.setAnnotations(c, { ...record, [ANN_BEING_CREATED]: 'yes' });
+    const marked = await this.objs.setAnnotations(c, { ...record, [ANN_BEING_CREATED]: 'yes' });
     let res;
     try {
       res = await this.csi.Controller.CreateSnapshot({ name, source_volume_id: volume, parameters, secrets }, this.opts.timeoutMs);
     } catch (err) {
-      if (isFinal(err)) await this.setAnnotations(marked, { [ANN_BEING_CREATED]: null });
-      throw new SnapshotError(`failed to take snapshot of the volume ${volume}: ${rpcErrorText(err)}`, { cause: err });
+      if (isFinalError(err)) await this.objs.setAnnotations(marked, { [ANN_BEING_CREATED]: null });
+      throw new Explained(`failed to take snapshot of the volume ${volume}: ${rpcErrorText(err)}`, { cause: err });
     }
     return statusFromSnapshot(c.status, res.snapshot as CsiSnapshot);
   }
@@ -133,22 +144,17 @@ export class Snapshotter {
   /** The class's parameters for the driver and the snapshotter secret (the recorded one first, as csi-snapshotter reads it). */
   private async classInput(c: Content): Promise<{ parameters: Record<string, string>; secretRef?: SecretRef }> {
     const className = c.spec?.volumeSnapshotClassName;
-    if (!className) throw new SnapshotError(`failed to take snapshot ${c.metadata?.name} without a snapshot class`);
+    if (!className) throw new Explained(`failed to take snapshot ${c.metadata?.name} without a snapshot class`);
     const cls = await this.readClass(className);
     try {
       return { parameters: snapshotParameters(cls.parameters), secretRef: annotatedSecretRef(c) ?? snapshotSecretRef('snapshotter', cls.parameters, c) };
     } catch (err) {
-      throw new SnapshotError(`VolumeSnapshotClass ${className}: ${(err as Error).message}`, { cause: err });
+      throw new Explained(`VolumeSnapshotClass ${className}: ${(err as Error).message}`, { cause: err });
     }
   }
 
-  private async readClass(name: string): Promise<VolumeSnapshotClass> {
-    try {
-      return (await this.api.getClusterCustomObject({ group: SNAPSHOT_GROUP, version: SNAPSHOT_VERSION, plural: CLASSES, name })) as VolumeSnapshotClass;
-    } catch (err) {
-      // The API client's error stays out of ours (no cause): it carries the whole HTTP exchange.
-      throw new SnapshotError(httpStatus(err) === 404 ? `VolumeSnapshotClass ${name} not found` : `cannot read VolumeSnapshotClass ${name}: ${httpStatus(err) ?? (err as Error).message}`);
-    }
+  private readClass(name: string): Promise<VolumeSnapshotClass> {
+    return this.classes.getOrExplain('VolumeSnapshotClass', name);
   }
 
   /** A pre-provisioned content (or a group member): the snapshot is the driver's already; ListSnapshots by its ID says how it is. */
@@ -157,17 +163,18 @@ export class Snapshotter {
     let status: ContentStatus;
     try {
       const className = c.spec?.volumeSnapshotClassName;
-      const secretRef = className ? snapshotSecretRef('snapshotter-list', (await this.readClass(className)).parameters, c) : undefined;
+      // A group member has no class: the snapshot-controller records the group's secret on it.
+      const secretRef = c.status?.volumeGroupSnapshotHandle ? annotatedSecretRef(c) : className ? snapshotSecretRef('snapshotter-list', (await this.readClass(className)).parameters, c) : undefined;
       const res = await this.csi.Controller.ListSnapshots({ snapshot_id: id, secrets: await readSecret(this.k.core, secretRef) }, this.opts.timeoutMs);
       const found = (res.entries ?? []).map((e: { snapshot?: CsiSnapshot }) => e.snapshot).find((s: CsiSnapshot | undefined) => s?.snapshot_id === id);
-      if (!found) throw new SnapshotError(`can not find snapshot for snapshotID ${id}`);
+      if (!found) throw new Explained(`can not find snapshot for snapshotID ${id}`);
       status = statusFromSnapshot(c.status, found);
     } catch (err) {
-      const why = err instanceof SnapshotError || !codeName(err) ? (err as Error).message : rpcErrorText(err);
+      const why = err instanceof Explained || !codeName(err) ? (err as Error).message : rpcErrorText(err);
       await this.reportError(c, 'SnapshotContentCheckandUpdateFailed', `Failed to check and update snapshot content: failed to list snapshot for content ${c.metadata?.name}: ${why}`);
       throw err;
     }
-    await this.patchStatus(c, status);
+    await this.objs.patchStatus(c, status);
     if (!status.readyToUse) throw new Error(`snapshot ${id} of content ${c.metadata?.name} is not ready yet`);
     this.opts.log.info({ content: c.metadata?.name, snapshot: id }, 'pre-provisioned snapshot ready');
   }
@@ -182,42 +189,11 @@ export class Snapshotter {
       }
       this.opts.log.info({ content: c.metadata?.name, snapshot: c.status!.snapshotHandle }, 'snapshot deleted');
     }
-    const finalizers = c.metadata?.finalizers ?? [];
-    if (!finalizers.includes(CONTENT_FINALIZER)) return;
-    // resourceVersion makes the patch fail on a content changed meanwhile (another finalizer added), not overwrite it.
-    await this.patch(c, { metadata: { resourceVersion: c.metadata?.resourceVersion, finalizers: finalizers.filter((f) => f !== CONTENT_FINALIZER) } });
+    await this.objs.removeFinalizer(c, CONTENT_FINALIZER);
   }
 
-  /** The error on status.error and as an Event; the same message again writes neither (a retry loop must not flood). */
-  private async reportError(c: Content, reason: string, message: string): Promise<void> {
-    this.opts.log.warn({ content: c.metadata?.name, reason, err: message }, 'snapshot content failed');
-    if (c.status?.error?.message === message) return;
-    const fresh = await this.readContent(c).catch(() => c);
-    await this.patchStatus(fresh, errorStatus(fresh.status, message)).catch((err: unknown) => this.opts.log.warn({ content: c.metadata?.name, err: String(err) }, 'could not record the error on the status'));
-    await this.recorder.event(c, 'Warning', reason, message);
-  }
-
-  private async readContent(c: Content): Promise<Content> {
-    return (await this.api.getClusterCustomObject({ group: SNAPSHOT_GROUP, version: SNAPSHOT_VERSION, plural: CONTENTS, name: c.metadata!.name! })) as Content;
-  }
-
-  /** Merges annotations (null removes one); skips the call when nothing would change. */
-  private async setAnnotations(c: Content, ann: Record<string, string | null>): Promise<Content> {
-    const have = c.metadata?.annotations ?? {};
-    if (Object.entries(ann).every(([k, v]) => (v === null ? !(k in have) : have[k] === v))) return c;
-    return this.patch(c, { metadata: { annotations: ann } });
-  }
-
-  private async patch(c: Content, body: object): Promise<Content> {
-    return (await this.api.patchClusterCustomObject({ group: SNAPSHOT_GROUP, version: SNAPSHOT_VERSION, plural: CONTENTS, name: c.metadata!.name!, body }, mergePatch)) as Content;
-  }
-
-  /** Replaces the whole status, so fields the new one lacks (a cleared error) go. */
-  private async patchStatus(c: Content, status: ContentStatus): Promise<Content> {
-    const body = { status: { ...Object.fromEntries(Object.keys(c.status ?? {}).map((k) => [k, null])), ...status } };
-    return (await this.api.patchClusterCustomObjectStatus({ group: SNAPSHOT_GROUP, version: SNAPSHOT_VERSION, plural: CONTENTS, name: c.metadata!.name!, body }, mergePatch)) as Content;
+  private reportError(c: Content, reason: string, message: string): Promise<void> {
+    return this.objs.reportError(c, this.recorder, this.opts.log, reason, message);
   }
 }
 
-/** A failure the snapshotter describes itself (not a gRPC status): its message goes to the user as it is. */
-class SnapshotError extends Error {}
