@@ -52,8 +52,8 @@ const GROUP_PATH = `/apis/${GROUP_SNAPSHOT_GROUP}/${GROUP_SNAPSHOT_VERSION}/${GR
 /**
  * Whether group contents are to be served: the driver advertises the group controller's
  * CREATE_DELETE_GET_VOLUME_GROUP_SNAPSHOT (a driver without the service answers UNIMPLEMENTED)
- * and the API server has the group CRDs. Either missing is logged, not fatal: the sidecar
- * still serves VolumeSnapshotContents.
+ * and the API server has the group CRDs and lets this sidecar list them. Any of these missing is
+ * logged, not fatal: the sidecar still serves VolumeSnapshotContents.
  */
 export async function groupSnapshotsAvailable(csi: CsiClient, api: k8s.CustomObjectsApi, opts: { timeoutMs: number; log: Logger }): Promise<boolean> {
   let caps: Array<{ rpc?: { type?: string } }> = [];
@@ -69,8 +69,10 @@ export async function groupSnapshotsAvailable(csi: CsiClient, api: k8s.CustomObj
   try {
     await api.listClusterCustomObject({ group: GROUP_SNAPSHOT_GROUP, version: GROUP_SNAPSHOT_VERSION, plural: GROUP_CONTENTS, limit: 1 });
   } catch (err) {
-    if (httpStatus(err) !== 404) throw err;
-    opts.log.warn(`the ${GROUP_CONTENTS}.${GROUP_SNAPSHOT_GROUP} CRD (${GROUP_SNAPSHOT_VERSION}) is not installed: VolumeGroupSnapshotContents are not served; install the CRDs and restart the sidecar`);
+    // An install without the group CRDs, or whose RBAC grants only VolumeSnapshots, still snapshots volumes.
+    if (httpStatus(err) === 404) opts.log.warn(`the ${GROUP_CONTENTS}.${GROUP_SNAPSHOT_GROUP} CRD (${GROUP_SNAPSHOT_VERSION}) is not installed: VolumeGroupSnapshotContents are not served; install the CRDs and restart the sidecar`);
+    else if (httpStatus(err) === 403) opts.log.warn(`this sidecar may not list ${GROUP_CONTENTS}.${GROUP_SNAPSHOT_GROUP}: VolumeGroupSnapshotContents are not served; grant get/list/watch/patch on them, patch on their status and get on ${GROUP_CLASSES} (deploy/base/rbac.yaml), and restart the sidecar`);
+    else throw err;
     return false;
   }
   return true;
