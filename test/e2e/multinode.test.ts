@@ -172,7 +172,7 @@ describe('multi-node cluster', () => {
 
   test("each node's /var/lib/kubelet is its own, not the host's", () => {
     for (const node of NODES) {
-      expect(readFileSync(join(runDir, 'nodes', node, 'var-lib', 'kubelet', MARK), 'utf8').trim()).toBe(node);
+      expect(readFileSync(join(env.nodeKubeletDir(node), MARK), 'utf8').trim()).toBe(node);
     }
     expect(existsSync(join('/var/lib/kubelet', MARK))).toBe(false);
   });
@@ -200,7 +200,7 @@ describe('multi-node cluster', () => {
     await env.kubectl(['wait', '--for=condition=Ready', 'pod/loop-node-2', '--timeout=120s']).catch(async (e: unknown) => {
       throw new Error(`${String(e)}\n${await env.describePod('loop-node-2')}`);
     });
-    const loopFile = statSync(join(runDir, 'nodes', 'node-2', 'var-lib', 'kubelet', LOOP_FILE));
+    const loopFile = statSync(join(env.nodeKubeletDir('node-2'), LOOP_FILE));
     expect((await loopDevicesOf(loopFile)).length).toBe(1);
     const pids = readdirSync(join(runDir, 'pids')).map((n) => readFileSync(join(runDir, 'pids', n), 'utf8').trim());
     expect(pids.length).toBe(4 + NODES.length);

@@ -40,6 +40,11 @@ export class ClusterEnv {
     return path.join(this.runDir, 'kubelet');
   }
 
+  /** In a run of `up --nodes N` (N >= 2): the node's own /var/lib/kubelet as the host sees it. */
+  nodeKubeletDir(node: string): string {
+    return path.join(this.runDir, 'nodes', node, 'var-lib', 'kubelet');
+  }
+
   /** test/cluster/cluster with this run's directory. */
   cluster(...args: string[]): Promise<Result> {
     // stderr both shown and kept: a failed `up` names its reason in the error, which is what
