@@ -4,7 +4,8 @@
 // together) and our sidecars as host processes. The user's path, through kubectl objects:
 // two claims used by one pod that keeps writing -> a VolumeGroupSnapshot of them by label ->
 // ready, with a member VolumeSnapshot per claim -> both restored into new claims -> a pod
-// reads both, and they are of one instant. The sidecars reach the driver through a CsiGate, so
+// reads both, and they are of one instant; then a pre-provisioned group content, a Retain
+// class and a failure the user must see. The sidecars reach the driver through a CsiGate, so
 // what the snapshotter sent can be checked. One cluster for the whole file.
 import { describe, it, expect, beforeAll, afterAll } from 'vitest';
 import { execa } from 'execa';
@@ -186,6 +187,53 @@ describe('a VolumeGroupSnapshot through the snapshot-controller and our snapshot
     await expect(driver!.client!.GroupController.GetVolumeGroupSnapshot({ group_snapshot_id: group.group_snapshot_id })).rejects.toMatchObject({ code: 5 });
     const left = (await driver!.client!.Controller.ListSnapshots({})).entries.map((e: any) => e.snapshot.snapshot_id);
     for (const s of group.snapshots) expect(left).not.toContain(s.snapshot_id);
+  });
+
+  it('a pre-provisioned VolumeGroupSnapshotContent of a group snapshot made out of band becomes ready through GetVolumeGroupSnapshot, and under Delete takes it along', { timeout: 5 * MIN }, async () => {
+    const handles = [(await env.bound('grp-a')).handle, (await env.bound('grp-b')).handle];
+    const made = (await driver!.client!.GroupController.CreateVolumeGroupSnapshot({ name: 'out-of-band-group', source_volume_ids: handles })).group_snapshot;
+    const ids = made.snapshots.map((s: any) => s.snapshot_id);
+    await env.apply({
+      apiVersion: GROUP_API,
+      kind: 'VolumeGroupSnapshotContent',
+      metadata: { name: 'imported-group-content' },
+      spec: { driver: DRIVER, deletionPolicy: 'Delete', source: { groupSnapshotHandles: { volumeGroupSnapshotHandle: made.group_snapshot_id, volumeSnapshotHandles: ids } }, volumeGroupSnapshotRef: { name: 'imported-group', namespace: 'default' } },
+    });
+    await env.apply({ apiVersion: GROUP_API, kind: 'VolumeGroupSnapshot', metadata: { name: 'imported-group', namespace: 'default' }, spec: { source: { volumeGroupSnapshotContentName: 'imported-group-content' } } });
+    await readyGroup('imported-group');
+    const content = await env.json(['get', 'volumegroupsnapshotcontent', 'imported-group-content']);
+    expect(content.status).toMatchObject({ volumeGroupSnapshotHandle: made.group_snapshot_id, readyToUse: true });
+    const got = gate!.seen('GetVolumeGroupSnapshot', (r) => r.group_snapshot_id === made.group_snapshot_id);
+    expect(got.length).toBeGreaterThan(0);
+    expect([...got[0].request.snapshot_ids].sort()).toEqual([...ids].sort());
+    expect(gate!.seen('CreateVolumeGroupSnapshot', (r) => r.name === 'out-of-band-group')).toHaveLength(0);
+
+    await env.kubectl(['delete', 'volumegroupsnapshot', 'imported-group', '--wait=true', '--timeout=180s']);
+    await env.waitFor('imported group content gone', async () => (await env.kubectl(['get', 'volumegroupsnapshotcontent', 'imported-group-content', '--ignore-not-found', '-o', 'name'])) === '', 2 * MIN, describeAll);
+    expect(gate!.seen('DeleteVolumeGroupSnapshot', (r) => r.group_snapshot_id === made.group_snapshot_id).length).toBeGreaterThan(0);
+    await expect(driver!.client!.GroupController.GetVolumeGroupSnapshot({ group_snapshot_id: made.group_snapshot_id })).rejects.toMatchObject({ code: 5 });
+  });
+
+  it('under a Retain class, deleting the VolumeGroupSnapshot keeps the group content and the group snapshot', { timeout: 5 * MIN }, async () => {
+    await env.apply({ ...groupClass('tscsi-group-retain', {}), deletionPolicy: 'Retain' });
+    await env.apply({ apiVersion: GROUP_API, kind: 'VolumeGroupSnapshot', metadata: { name: 'kept-group', namespace: 'default' }, spec: { volumeGroupSnapshotClassName: 'tscsi-group-retain', source: { selector: { matchLabels: { group: 'grp' } } } } });
+    const vgs = await readyGroup('kept-group');
+    await readyMembers(vgs.metadata.uid, 2);
+    const contentName = vs(vgs).boundVolumeGroupSnapshotContentName;
+    const id = (await env.json(['get', 'volumegroupsnapshotcontent', contentName])).status.volumeGroupSnapshotHandle;
+    await env.kubectl(['delete', 'volumegroupsnapshot', 'kept-group', '--wait=true', '--timeout=180s']);
+    await env.waitFor('member snapshots gone', async () => (await env.json(['get', 'volumesnapshot'])).items.length === 0, 2 * MIN, describeAll);
+    expect((await env.json(['get', 'volumegroupsnapshotcontent', contentName])).status.volumeGroupSnapshotHandle).toBe(id);
+    const kept = (await driver!.client!.GroupController.GetVolumeGroupSnapshot({ group_snapshot_id: id })).group_snapshot;
+    expect(kept.snapshots).toHaveLength(2);
+    expect(gate!.seen('DeleteVolumeGroupSnapshot', (r) => r.group_snapshot_id === id)).toHaveLength(0);
+    // what is kept is the user's to remove: the contents (their protection too, as with csi-snapshotter), then the group snapshot
+    const members = (await env.json(['get', 'volumesnapshotcontent'])).items.filter((c: any) => c.status?.volumeGroupSnapshotHandle === id).map((c: any) => `volumesnapshotcontent/${c.metadata.name}`);
+    for (const o of [`volumegroupsnapshotcontent/${contentName}`, ...members]) {
+      await env.kubectl(['delete', o, '--wait=false']);
+      await env.kubectl(['patch', o, '--type', 'merge', '-p', '{"metadata":{"finalizers":null}}']);
+    }
+    await driver!.client!.GroupController.DeleteVolumeGroupSnapshot({ group_snapshot_id: id });
   });
 
   it('a class naming a Secret that does not exist: a readable error on the group content and the VolumeGroupSnapshot, a Warning Event, no group snapshot', { timeout: 5 * MIN }, async () => {
