@@ -40,7 +40,7 @@ describe('deploy/ manifests', () => {
       attachRequired: true,
       podInfoOnMount: false,
       fsGroupPolicy: 'File',
-      storageCapacity: false,
+      storageCapacity: true,
       volumeLifecycleModes: ['Persistent'],
     });
   });
@@ -83,8 +83,8 @@ describe('deploy/ manifests', () => {
     expect(dep.spec.template.spec.serviceAccountName).toBe('tscsi-controller');
     const rolesOf = (sa: string) =>
       objs.filter((o) => o.kind.endsWith('RoleBinding') && o.subjects.some((s: any) => s.name === sa)).map((b) => `${b.roleRef.kind}/${b.roleRef.name}`).sort();
-    expect(rolesOf('tscsi-node')).toEqual(['ClusterRole/tscsi-node-sidecars']);
-    expect(rolesOf('tscsi-controller')).toEqual(['ClusterRole/tscsi-attacher', 'ClusterRole/tscsi-health-monitor', 'ClusterRole/tscsi-provisioner', 'ClusterRole/tscsi-resizer', 'Role/tscsi-controller-leases']);
+    expect(rolesOf('tscsi-node')).toEqual(['ClusterRole/tscsi-node-sidecars', 'Role/tscsi-node-capacity']);
+    expect(rolesOf('tscsi-controller')).toEqual(['ClusterRole/tscsi-attacher', 'ClusterRole/tscsi-health-monitor', 'ClusterRole/tscsi-provisioner', 'ClusterRole/tscsi-resizer', 'Role/tscsi-controller-capacity', 'Role/tscsi-controller-leases']);
   });
 
   it('RBD overlay: the controller alone reads Secrets, by name, in its namespace', () => {
@@ -106,7 +106,7 @@ describe('deploy/ manifests', () => {
   // RBAC grants the node's writes cluster-wide; the policies narrow them to the node's own
   // objects (the CEL itself runs in test/e2e/deploy.test.ts against a real API server).
   describe('admission policies: the node service account writes only its own node\'s objects', () => {
-    const POLICIES = ['tscsi-node-persistentvolumes', 'tscsi-node-claims', 'tscsi-node-attachments'];
+    const POLICIES = ['tscsi-node-persistentvolumes', 'tscsi-node-claims', 'tscsi-node-attachments', 'tscsi-node-capacities'];
     const WRITES = ['create', 'update', 'patch', 'delete', 'deletecollection'];
     const OP: Record<string, string> = { create: 'CREATE', update: 'UPDATE', patch: 'UPDATE', delete: 'DELETE', deletecollection: 'DELETE' };
     const policies = (rendered: any[]) => rendered.filter((o) => o.kind === 'ValidatingAdmissionPolicy');
@@ -136,14 +136,14 @@ describe('deploy/ manifests', () => {
       });
     }
 
-    it('every write the node role grants (but events) is under a policy for its operation', () => {
-      const role = find(objs, 'ClusterRole', 'tscsi-node-sidecars');
+    it('every write the node roles grant (but events) is under a policy for its operation', () => {
+      const roles = [find(objs, 'ClusterRole', 'tscsi-node-sidecars'), find(objs, 'Role', 'tscsi-node-capacity')];
       const covered = (group: string, resource: string, op: string) =>
         policies(objs).some((p) =>
           p.spec.matchConstraints.resourceRules.some((r: any) => r.apiGroups.includes(group) && r.resources.includes(resource) && r.operations.includes(op)),
         );
       let writes = 0;
-      for (const rule of role.rules) {
+      for (const rule of roles.flatMap((r) => r.rules)) {
         for (const resource of rule.resources) {
           if (resource === 'events') continue;
           for (const verb of rule.verbs.filter((v: string) => WRITES.includes(v))) {
@@ -152,7 +152,7 @@ describe('deploy/ manifests', () => {
           }
         }
       }
-      expect(writes).toBe(7); // PV create/delete/patch, PVC patch, PVC status, VA patch, VA status
+      expect(writes).toBe(10); // PV create/delete/patch, PVC patch, PVC status, VA patch, VA status, CSIStorageCapacity create/patch/delete
     });
 
     it('the policies name the driver, the node sidecars\' backends and the driver\'s topology key', () => {
@@ -174,9 +174,33 @@ describe('deploy/ manifests', () => {
       const only = claims.spec.variables.find((v: any) => v.name === 'onlyOurFinalizers').expression;
       for (const b of list) expect(only).toContain(`'csi.tscsi.dev/provisioning-${b}'`);
       expect(only).not.toContain('provisioning-rbd');
+      const capacities = find(objs, 'ValidatingAdmissionPolicy', 'tscsi-node-capacities');
+      const own = capacities.spec.variables.find((v: any) => v.name === 'ownSegment').expression;
+      expect(own).toContain(`== '${driver}'`);
+      expect(own).toContain(`{'${topologyKey}': variables.nodeName}`);
       const va = find(objs, 'ValidatingAdmissionPolicy', 'tscsi-node-attachments');
       expect(va.spec.validations[1].expression).toContain(`spec.attacher == '${driver}'`);
     });
+  });
+
+  it('capacity tracking: each provisioner publishes CSIStorageCapacity objects owned by its DaemonSet or Deployment, in its namespace', () => {
+    const prov = (spec: any) => spec.template.spec.containers.find((c: any) => c.name === 'provisioner');
+    const fromPod = (field: string) => ({ valueFrom: { fieldRef: { fieldPath: field } } });
+    for (const [o, level] of [[ds, undefined], [dep, '2']] as const) {
+      const c = prov(o.spec);
+      expect(c.args).toContain('--enable-capacity');
+      expect(c.args.find((a: string) => a.startsWith('--capacity-ownerref-level='))?.split('=')[1]).toBe(level); // DaemonSet: the default 1
+      expect(c.env).toContainEqual({ name: 'POD_NAME', ...fromPod('metadata.name') });
+      expect(c.env).toContainEqual({ name: 'POD_NAMESPACE', ...fromPod('metadata.namespace') });
+    }
+    const ns = ds.metadata.namespace;
+    for (const [role, owners] of [['tscsi-node-capacity', ['pods']], ['tscsi-controller-capacity', ['pods', 'replicasets']]] as const) {
+      const r = find(objs, 'Role', role);
+      expect(r.metadata.namespace).toBe(ns);
+      expect(r.rules.find((x: any) => x.resources.includes('csistoragecapacities')).verbs.sort()).toEqual(['create', 'delete', 'list', 'patch']);
+      expect(r.rules.filter((x: any) => !x.resources.includes('csistoragecapacities')).flatMap((x: any) => x.resources)).toEqual(owners);
+      for (const x of r.rules.filter((x: any) => !x.resources.includes('csistoragecapacities'))) expect(x.verbs).toEqual(['get']);
+    }
   });
 
   it('each object has one set of sidecars: the central ones serve RBD, the node ones loop and LVM of their node', () => {
