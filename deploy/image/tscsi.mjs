@@ -10,6 +10,7 @@ const programs = {
   provisioner: 'dist/sidecars/provisioner/main.js',
   attacher: 'dist/sidecars/attacher/main.js',
   resizer: 'dist/sidecars/resizer/main.js',
+  snapshotter: 'dist/sidecars/snapshotter/main.js',
   'health-monitor': 'dist/sidecars/health-monitor/main.js',
   registrar: 'dist/sidecars/registrar/main.js',
   livenessprobe: 'dist/sidecars/livenessprobe/main.js',

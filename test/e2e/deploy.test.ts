@@ -1,7 +1,7 @@
 // Installs the driver on the real single-node cluster the way an admin does: the image from
 // deploy/image/build (no Docker engine, no registry) imported into the node's containerd,
 // then `kubectl apply -k` of the manifests in deploy/ (through deploy/overlays/e2e and one
-// overlay generated here for this cluster run's paths). The driver and every sidecar run as
+// overlay generated for this cluster run's paths: test/lib/deploy-install.ts). The driver and every sidecar run as
 // pods; the volume flows every install runs (test/e2e/volume-flows.ts) go through them, and
 // `kubectl delete -k` removes what was installed. beforeAll installs: every case finds the
 // driver installed and makes what else it needs.
@@ -11,225 +11,53 @@
 import { describe, it, expect, beforeAll, afterAll } from 'vitest';
 import { execa } from 'execa';
 import fs from 'node:fs';
-import os from 'node:os';
 import path from 'node:path';
 import * as k8s from '@kubernetes/client-node';
 import { ClusterEnv, DRIVER, KUBECTL, MIN, NODE_NAME, pod, claim, storageClass } from '../lib/cluster-env.js';
-import { freePort } from '../lib/wait.js';
+import { Installation, DEPLOY, IMAGE, NS, VERSION } from '../lib/deploy-install.js';
 import { volumeFlows } from './volume-flows.js';
-import { CsiClient } from '../../sidecars/common/csi-client.js';
-
-const ROOT = path.resolve(import.meta.dirname, '..', '..');
-const DEPLOY = path.join(ROOT, 'deploy');
-const NS = 'tscsi';
-const VERSION = JSON.parse(fs.readFileSync(path.join(ROOT, 'package.json'), 'utf8')).version as string;
-const IMAGE = `tscsi.local/tscsi:${VERSION}`;
-const CACHE = process.env.TSCSI_IMAGE_CACHE ?? '/var/cache/tscsi-image';
 
 const env = new ClusterEnv();
-const work = fs.mkdtempSync(path.join(os.tmpdir(), 'tscsi-e2e-deploy-'));
-const overlay = path.join(work, 'overlay');
-const dataDir = path.join(env.runDir, 'tscsi-data'); // removed (unmounted, loops detached) by `cluster down`
-const results: Record<string, number | string | boolean> = {};
-let csi: CsiClient | undefined;
 /** The installed health monitor's --monitor-interval. */
 const HEALTH_INTERVAL_S = 3;
-const handles = new Set<string>(); // volumes this run made: their loop devices are detached at the end
-
-/** The image archive, from the cache when nothing it is built from changed. */
-async function image(): Promise<string> {
-  const build = path.join(DEPLOY, 'image', 'build');
-  const key = (await execa('bash', [build, '--print-key'])).stdout.trim();
-  const dir = path.join(CACHE, 'images');
-  const file = path.join(dir, `tscsi-${VERSION}-${key}.oci.tar`);
-  if (fs.existsSync(file)) {
-    results.imageCached = true;
-    return file;
-  }
-  const t0 = Date.now();
-  const r = await execa('bash', [build, '--out', file], { reject: false, timeout: 30 * MIN, all: true });
-  if (r.exitCode !== 0) throw new Error(`deploy/image/build failed (${r.exitCode}):\n${r.all}`);
-  results.imageBuildMs = Date.now() - t0;
-  results.imageCached = false;
-  // keep the newest few
-  const old = fs
-    .readdirSync(dir)
-    .filter((f) => f.endsWith('.oci.tar') && f !== path.basename(file))
-    .map((f) => ({ f, t: fs.statSync(path.join(dir, f)).mtimeMs }))
-    .sort((a, b) => b.t - a.t)
-    .slice(3);
-  for (const { f } of old) fs.rmSync(path.join(dir, f), { force: true });
-  return file;
-}
-
-/**
- * The overlay for this cluster run, on top of deploy/overlays/e2e: JSON patches whose
- * indices come from the rendered manifests (so they follow edits of deploy/base).
- */
-async function writeOverlay(apiPort: string, healthPort: number): Promise<void> {
-  const rendered = (await execa(KUBECTL, ['kustomize', path.join(DEPLOY, 'overlays', 'e2e')])).stdout;
-  const objs = k8s.loadAllYaml(rendered) as any[];
-  const kubelet = env.kubeletDir;
-  const apiEnv = [
-    { name: 'KUBERNETES_SERVICE_HOST', value: '127.0.0.1' },
-    { name: 'KUBERNETES_SERVICE_PORT', value: apiPort },
-  ];
-  const patchesFor = (kind: string, name: string, edit: (spec: any, ops: any[]) => void) => {
-    const obj = objs.find((o) => o.kind === kind && o.metadata.name === name);
-    if (!obj) throw new Error(`${kind}/${name} is not in the rendered manifests`);
-    const ops: any[] = [];
-    edit(obj.spec.template.spec, ops);
-    return { target: { kind, name }, patch: JSON.stringify(ops) };
-  };
-  const idx = (list: any[], name: string, key = 'name') => {
-    const i = (list ?? []).findIndex((x) => x[key] === name);
-    if (i < 0) throw new Error(`${name} not found`);
-    return i;
-  };
-  const P = '/spec/template/spec';
-  const withApi = (spec: any, ops: any[], containers: string[]) => {
-    for (const c of containers) {
-      const ci = idx(spec.containers, c);
-      if (!spec.containers[ci].env) ops.push({ op: 'add', path: `${P}/containers/${ci}/env`, value: [] });
-      for (const e of apiEnv) ops.push({ op: 'add', path: `${P}/containers/${ci}/env/-`, value: e });
-    }
-  };
-  const node = patchesFor('DaemonSet', 'tscsi-node', (spec, ops) => {
-    const vol = (n: string, p: string) => ops.push({ op: 'replace', path: `${P}/volumes/${idx(spec.volumes, n)}/hostPath/path`, value: p });
-    vol('socket-dir', path.join(kubelet, 'plugins', DRIVER));
-    vol('registration-dir', path.join(kubelet, 'plugins_registry'));
-    vol('kubelet-dir', kubelet);
-    vol('data-dir', dataDir);
-    const d = idx(spec.containers, 'driver');
-    ops.push({ op: 'replace', path: `${P}/containers/${d}/volumeMounts/${idx(spec.containers[d].volumeMounts, 'kubelet-dir')}/mountPath`, value: kubelet });
-    ops.push({ op: 'replace', path: `${P}/containers/${d}/ports/${idx(spec.containers[d].ports, 'healthz')}/containerPort`, value: healthPort });
-    // kubelet's root is not /var/lib/kubelet here: the driver may stage and publish only below it.
-    ops.push({ op: 'add', path: `${P}/containers/${d}/args/-`, value: `--allowed-path-root=${kubelet}` });
-    const r = idx(spec.containers, 'registrar');
-    ops.push({
-      op: 'replace',
-      path: `${P}/containers/${r}/env/${idx(spec.containers[r].env, 'KUBELET_REGISTRATION_PATH')}/value`,
-      value: path.join(kubelet, 'plugins', DRIVER, 'csi.sock'),
-    });
-    const l = idx(spec.containers, 'livenessprobe');
-    const args = (spec.containers[l].args as string[]).map((a) => (a.startsWith('--http-endpoint=') ? `--http-endpoint=$(POD_IP):${healthPort}` : a));
-    ops.push({ op: 'replace', path: `${P}/containers/${l}/args`, value: args });
-    // the node health monitor names kubelet's staging and publish paths to the driver
-    // (and polls often, so its case below waits seconds, not its default minute)
-    const h = idx(spec.containers, 'health-monitor');
-    ops.push({ op: 'add', path: `${P}/containers/${h}/args/-`, value: `--kubelet-dir=${kubelet}` });
-    ops.push({ op: 'add', path: `${P}/containers/${h}/args/-`, value: `--monitor-interval=${HEALTH_INTERVAL_S}s` });
-    withApi(spec, ops, ['provisioner', 'attacher', 'resizer', 'health-monitor']);
-  });
-  const controller = patchesFor('Deployment', 'tscsi-controller', (spec, ops) => withApi(spec, ops, ['provisioner', 'attacher', 'resizer', 'health-monitor']));
-  fs.mkdirSync(overlay, { recursive: true });
-  const kustomization = {
-    apiVersion: 'kustomize.config.k8s.io/v1beta1',
-    kind: 'Kustomization',
-    resources: [path.relative(overlay, path.join(DEPLOY, 'overlays', 'e2e'))],
-    patches: [node, controller],
-  };
-  fs.writeFileSync(path.join(overlay, 'kustomization.yaml'), k8s.dumpYaml(kustomization));
-}
-
+const inst = new Installation(env, { healthIntervalS: HEALTH_INTERVAL_S });
+const { results, handles, dataDir, overlay } = inst;
+const csi = () => inst.csi!;
+const diagnostics = () => inst.diagnostics();
 const phase = (p: string) => env.phase(p);
 const logs = (p: string) => env.logs(p);
-
-async function diagnostics(): Promise<string> {
-  const parts: string[] = [];
-  for (const args of [
-    ['get', 'pods', '-A', '-o', 'wide'],
-    ['describe', 'pods', '-n', NS],
-    ['get', 'events', '-A', '--sort-by=.lastTimestamp'],
-    ['get', 'pvc,pv,volumeattachment', '-A'],
-  ]) {
-    parts.push(`--- kubectl ${args.join(' ')} ---\n${await env.kubectl(args).catch((e) => String(e))}`);
-  }
-  for (const c of ['driver', 'registrar', 'provisioner', 'attacher', 'resizer', 'health-monitor', 'livenessprobe']) {
-    parts.push(`--- logs ${c} ---\n${await env.kubectl(['logs', '-n', NS, 'daemonset/tscsi-node', '-c', c, '--tail=30']).catch((e) => String(e))}`);
-  }
-  return parts.join('\n');
-}
-
 const waitPhase = (p: string, want: string[]) => env.waitPhase(p, want, 3 * MIN, diagnostics);
+const nodePods = () => inst.nodePods();
+const nodePodReady = () => inst.nodePodReady();
 
 async function volumeIds(): Promise<string[]> {
-  const r = await csi!.Controller.ListVolumes({});
+  const r = await csi().Controller.ListVolumes({});
   return r.entries.map((e: any) => e.volume.volume_id);
 }
 
-const nodePods = async () => (await env.json(['get', 'pods', '-n', NS, '-l', 'app.kubernetes.io/component=node'])).items as any[];
-
-async function nodePodReady(): Promise<boolean> {
-  const pods = await nodePods();
-  return pods.length === 1 && pods.every((p: any) => p.status.conditions?.some((c: any) => c.type === 'Ready' && c.status === 'True'));
-}
-
-/**
- * Loop devices of this run's volumes that are still attached after `cluster down` (which
- * detaches by backing-file path inside the run dir; a device attached by an exited driver
- * container shows a path relative to that container's mount instead, see the known bug below).
- */
-async function detachLeftovers(): Promise<void> {
-  for (const dev of fs.readdirSync('/sys/block').filter((d) => d.startsWith('loop'))) {
-    let back: string;
-    try {
-      back = fs.readFileSync(`/sys/block/${dev}/loop/backing_file`, 'utf8').trim().replace(/ \(deleted\)$/, '');
-    } catch {
-      continue;
-    }
-    const id = path.basename(back).replace(/\.img$/, '');
-    if (!handles.has(id) || !(back.startsWith('/loop/') || back.startsWith(dataDir))) continue;
-    const r = await execa('losetup', ['-d', `/dev/${dev}`], { reject: false });
-    results.leftoverLoopDevicesDetached = Number(results.leftoverLoopDevicesDetached ?? 0) + (r.exitCode === 0 ? 1 : 0);
-  }
-}
-
-/** kubectl apply -k of the overlay, the example StorageClasses and the test's own, as an admin installs. */
-async function install(): Promise<void> {
-  const t0 = Date.now();
-  await env.kubectl(['apply', '-k', overlay]);
-  await env.waitFor('node pod Ready', nodePodReady, 4 * MIN, diagnostics);
-  results.applyToPodReadyMs = Date.now() - t0;
-  // the StorageClasses as the README tells users to apply them
-  await env.kubectl(['apply', '-k', path.join(DEPLOY, 'examples')]);
-  // and two of the test's own: xfs (ext4 grows online only with CAP_SYS_RESOURCE, which
-  // these VMs do not give even to privileged containers) and reclaim Retain
+beforeAll(async () => {
+  await inst.prepare();
+  await inst.install();
+  // two StorageClasses of the test's own: xfs (ext4 grows online only with CAP_SYS_RESOURCE,
+  // which these VMs do not give even to privileged containers) and reclaim Retain
   const sc = (name: string, reclaimPolicy: string, parameters: object) => storageClass(name, { volumeBindingMode: 'WaitForFirstConsumer', reclaimPolicy, parameters });
   await env.apply(sc('tscsi-e2e-xfs', 'Delete', { backend: 'loop', 'csi.storage.k8s.io/fstype': 'xfs' }));
   await env.apply(sc('tscsi-e2e-retain', 'Retain', { backend: 'loop' }));
-  // the driver's socket is on the host, in the kubelet's plugin dir: the test talks CSI to it
-  // (a Ready pod may not serve yet: installed means answering there)
-  csi ??= new CsiClient(path.join(env.kubeletDir, 'plugins', DRIVER, 'csi.sock'));
-  await env.waitFor('the driver to answer on the host socket', async () => (await csi!.Identity.GetPluginInfo({})).name, 2 * MIN, diagnostics);
-}
-
-beforeAll(async () => {
-  const [, archive] = await Promise.all([env.up(), image()]);
-  results.imageBytes = fs.statSync(archive).size;
-  const imp = await env.cluster('import', archive);
-  if (imp.exitCode !== 0) throw new Error(`cluster import failed (${imp.exitCode})`);
-  await writeOverlay(env.settings().PORT_APISERVER, await freePort());
-  await install();
 }, 60 * MIN);
 
 afterAll(async () => {
-  csi?.close();
-  if (process.env.TSCSI_E2E_KEEP_LOGS) console.log(await diagnostics());
-  await env.down();
-  await detachLeftovers();
-  fs.rmSync(work, { recursive: true, force: true });
+  await inst.teardown();
   console.log(`deploy e2e: ${JSON.stringify(results)}`);
 }, 15 * MIN);
 
 describe('installed from deploy/ as pods on a real cluster', () => {
   it('kubectl apply -k runs every container of the node pod from our image, unrestarted; the controller Deployment waits at 0 replicas', { timeout: 2 * MIN }, async () => {
     const [nodePod] = await nodePods();
-    expect(nodePod.spec.containers.map((c: any) => c.image)).toEqual(Array(7).fill(IMAGE));
+    expect(nodePod.spec.containers.map((c: any) => c.image)).toEqual(Array(8).fill(IMAGE));
     expect(nodePod.status.containerStatuses.every((c: any) => c.ready && c.restartCount === 0)).toBe(true);
     // the controller Deployment (RBD only) is installed, scaled to 0
     expect((await env.json(['get', 'deployment', '-n', NS, 'tscsi-controller'])).spec.replicas).toBe(0);
-    const info = await csi!.Identity.GetPluginInfo({});
+    const info = await csi().Identity.GetPluginInfo({});
     expect(info.name).toBe(DRIVER);
     expect(info.vendor_version).toBe(VERSION);
   });
@@ -269,7 +97,7 @@ describe('installed from deploy/ as pods on a real cluster', () => {
   volumeFlows({
     env,
     classes: { fs: 'tscsi-e2e-xfs', block: 'tscsi-loop', retain: 'tscsi-e2e-retain' },
-    csi: () => csi!,
+    csi,
     diagnostics,
     provisioned: (pv) => {
       handles.add(pv.spec.csi.volumeHandle);

@@ -8,6 +8,7 @@ import path from 'node:path';
 import * as k8s from '@kubernetes/client-node';
 import { KUBECTL } from '../lib/cluster-env.js';
 import { USAGE } from '../../driver/config.js';
+import { nodeAnnotation } from '../../sidecars/snapshotter/node-scope.js';
 
 const ROOT = path.resolve(import.meta.dirname, '..', '..');
 const DEPLOY = path.join(ROOT, 'deploy');
@@ -28,7 +29,7 @@ describe('deploy/ manifests', () => {
 
   it('every container runs the one image at the package version, a program the entrypoint knows', () => {
     const entry = fs.readFileSync(path.join(DEPLOY, 'image', 'tscsi.mjs'), 'utf8');
-    expect(containers.length).toBe(13);
+    expect(containers.length).toBe(15);
     for (const c of containers) {
       expect(c.image).toBe(`tscsi.local/tscsi:${VERSION}`);
       expect(entry).toMatch(new RegExp(`^  '?${c.args[0]}'?: 'dist/`, 'm')); // a name with a dash is quoted
@@ -84,7 +85,7 @@ describe('deploy/ manifests', () => {
     const rolesOf = (sa: string) =>
       objs.filter((o) => o.kind.endsWith('RoleBinding') && o.subjects.some((s: any) => s.name === sa)).map((b) => `${b.roleRef.kind}/${b.roleRef.name}`).sort();
     expect(rolesOf('tscsi-node')).toEqual(['ClusterRole/tscsi-node-sidecars', 'Role/tscsi-node-capacity']);
-    expect(rolesOf('tscsi-controller')).toEqual(['ClusterRole/tscsi-attacher', 'ClusterRole/tscsi-health-monitor', 'ClusterRole/tscsi-provisioner', 'ClusterRole/tscsi-resizer', 'Role/tscsi-controller-capacity', 'Role/tscsi-controller-leases']);
+    expect(rolesOf('tscsi-controller')).toEqual(['ClusterRole/tscsi-attacher', 'ClusterRole/tscsi-health-monitor', 'ClusterRole/tscsi-provisioner', 'ClusterRole/tscsi-resizer', 'ClusterRole/tscsi-snapshotter', 'Role/tscsi-controller-capacity', 'Role/tscsi-controller-leases']);
   });
 
   it('RBD overlay: the controller alone reads Secrets, by name, in its namespace', () => {
@@ -106,7 +107,7 @@ describe('deploy/ manifests', () => {
   // RBAC grants the node's writes cluster-wide; the policies narrow them to the node's own
   // objects (the CEL itself runs in test/e2e/deploy.test.ts against a real API server).
   describe('admission policies: the node service account writes only its own node\'s objects', () => {
-    const POLICIES = ['tscsi-node-persistentvolumes', 'tscsi-node-claims', 'tscsi-node-attachments', 'tscsi-node-capacities'];
+    const POLICIES = ['tscsi-node-persistentvolumes', 'tscsi-node-claims', 'tscsi-node-attachments', 'tscsi-node-capacities', 'tscsi-node-snapshotcontents'];
     const WRITES = ['create', 'update', 'patch', 'delete', 'deletecollection'];
     const OP: Record<string, string> = { create: 'CREATE', update: 'UPDATE', patch: 'UPDATE', delete: 'DELETE', deletecollection: 'DELETE' };
     const policies = (rendered: any[]) => rendered.filter((o) => o.kind === 'ValidatingAdmissionPolicy');
@@ -152,13 +153,13 @@ describe('deploy/ manifests', () => {
           }
         }
       }
-      expect(writes).toBe(10); // PV create/delete/patch, PVC patch, PVC status, VA patch, VA status, CSIStorageCapacity create/patch/delete
+      expect(writes).toBe(12); // PV create/delete/patch, PVC patch, PVC status, VA patch, VA status, CSIStorageCapacity create/patch/delete, content patch, content status
     });
 
     it('the policies name the driver, the node sidecars\' backends and the driver\'s topology key', () => {
       const driver = find(objs, 'CSIDriver', 'csi.tscsi.dev').metadata.name;
       const backends = ds.spec.template.spec.containers
-        .filter((c: any) => ['provisioner', 'attacher', 'resizer'].includes(c.name))
+        .filter((c: any) => ['provisioner', 'attacher', 'resizer', 'snapshotter'].includes(c.name))
         .map((c: any) => c.args.find((a: string) => a.startsWith('--backends=')).slice('--backends='.length));
       expect(new Set(backends).size).toBe(1);
       const list = backends[0].split(',') as string[];
@@ -180,6 +181,13 @@ describe('deploy/ manifests', () => {
       expect(own).toContain(`{'${topologyKey}': variables.nodeName}`);
       const va = find(objs, 'ValidatingAdmissionPolicy', 'tscsi-node-attachments');
       expect(va.spec.validations[1].expression).toContain(`spec.attacher == '${driver}'`);
+      // the node snapshotter's contents: the same driver and backends, and the node annotation it writes (sidecars/snapshotter/node-scope.ts)
+      const contents = Object.fromEntries(find(objs, 'ValidatingAdmissionPolicy', 'tscsi-node-snapshotcontents').spec.variables.map((v: any) => [v.name, v.expression]));
+      expect(contents.ours).toContain(`spec.driver == '${driver}'`);
+      expect(contents.ours).toContain(`'^vol-(${list.join('|')})-[0-9a-f]{32}$'`);
+      expect(contents.ours).toContain(`'^snap-(${list.join('|')})-[0-9a-f]{32}$'`);
+      expect(contents.mine).toContain(`'${nodeAnnotation(driver)}'`);
+      expect(contents.recorded).toContain(`'${nodeAnnotation(driver)}'`);
     });
   });
 
@@ -205,7 +213,7 @@ describe('deploy/ manifests', () => {
 
   it('each object has one set of sidecars: the central ones serve RBD, the node ones loop and LVM of their node', () => {
     const arg = (c: any, flag: string) => c.args.find((a: string) => a.startsWith(`--${flag}=`))?.slice(flag.length + 3);
-    for (const name of ['provisioner', 'attacher', 'resizer']) {
+    for (const name of ['provisioner', 'attacher', 'resizer', 'snapshotter']) {
       const central = dep.spec.template.spec.containers.find((c: any) => c.name === name);
       const node = ds.spec.template.spec.containers.find((c: any) => c.name === name);
       expect(arg(central, 'backends')).toBe('rbd');

@@ -1,0 +1,241 @@
+// Installing the driver from deploy/ on the real single-node cluster the way an admin does,
+// shared by the e2e files that test the installed driver (deploy.test.ts,
+// deploy-snapshots.test.ts): the image from deploy/image/build (cached under the hash of its
+// inputs) imported into the node's containerd, the snapshot CRDs (a documented
+// prerequisite), then `kubectl apply -k` through deploy/overlays/e2e and one overlay
+// generated for this cluster run's paths.
+import { execa } from 'execa';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import * as k8s from '@kubernetes/client-node';
+import { ClusterEnv, DRIVER, KUBECTL, MIN } from './cluster-env.js';
+import { freePort } from './wait.js';
+import { CsiClient } from '../../sidecars/common/csi-client.js';
+
+export const ROOT = path.resolve(import.meta.dirname, '..', '..');
+export const DEPLOY = path.join(ROOT, 'deploy');
+export const NS = 'tscsi';
+export const VERSION = JSON.parse(fs.readFileSync(path.join(ROOT, 'package.json'), 'utf8')).version as string;
+export const IMAGE = `tscsi.local/tscsi:${VERSION}`;
+const CACHE = process.env.TSCSI_IMAGE_CACHE ?? '/var/cache/tscsi-image';
+/** The containers of the node pod whose logs a failure shows. */
+const NODE_CONTAINERS = ['driver', 'registrar', 'provisioner', 'attacher', 'resizer', 'snapshotter', 'health-monitor', 'livenessprobe'];
+/** The sidecars that talk to the API server (they need its address: the test cluster has no kube-proxy). */
+const API_CLIENTS = ['provisioner', 'attacher', 'resizer', 'snapshotter', 'health-monitor'];
+
+export type Results = Record<string, number | string | boolean>;
+
+/** test/cluster/build's `component`, built once and cached; returns its cache directory (`dirVar` of lib/versions.sh). */
+export async function builtComponent(component: string, dirVar: string): Promise<string> {
+  await execa('bash', [path.join(ROOT, 'test', 'cluster', 'build'), component], { stderr: 'inherit' });
+  const r = await execa('bash', ['-c', `. "$1" && echo "$${dirVar}"`, '-', path.join(ROOT, 'test', 'cluster', 'lib', 'versions.sh')]);
+  return r.stdout.trim();
+}
+
+/** The snapshot CRDs as deploy/README.md tells an admin to apply them, awaited Established. */
+export async function installSnapshotCrds(env: ClusterEnv): Promise<void> {
+  const dir = await builtComponent('snapshot-crds', 'SNAPSHOT_CRDS_DIR');
+  const files = fs.readdirSync(dir).filter((f) => f.endsWith('.yaml')).map((f) => path.join(dir, f));
+  await env.kubectl(['apply', '--server-side', ...files.flatMap((f) => ['-f', f])]);
+  const names = files.map((f) => (k8s.loadYaml(fs.readFileSync(f, 'utf8')) as { metadata: { name: string } }).metadata.name);
+  await env.kubectl(['wait', '--for=condition=Established', '--timeout=60s', ...names.map((n) => `crd/${n}`)]);
+}
+
+/** The image archive, from the cache when nothing it is built from changed. */
+async function image(results: Results): Promise<string> {
+  const build = path.join(DEPLOY, 'image', 'build');
+  const key = (await execa('bash', [build, '--print-key'])).stdout.trim();
+  const dir = path.join(CACHE, 'images');
+  const file = path.join(dir, `tscsi-${VERSION}-${key}.oci.tar`);
+  if (fs.existsSync(file)) {
+    results.imageCached = true;
+    return file;
+  }
+  const t0 = Date.now();
+  const r = await execa('bash', [build, '--out', file], { reject: false, timeout: 30 * MIN, all: true });
+  if (r.exitCode !== 0) throw new Error(`deploy/image/build failed (${r.exitCode}):\n${r.all}`);
+  results.imageBuildMs = Date.now() - t0;
+  results.imageCached = false;
+  // keep the newest few
+  const old = fs
+    .readdirSync(dir)
+    .filter((f) => f.endsWith('.oci.tar') && f !== path.basename(file))
+    .map((f) => ({ f, t: fs.statSync(path.join(dir, f)).mtimeMs }))
+    .sort((a, b) => b.t - a.t)
+    .slice(3);
+  for (const { f } of old) fs.rmSync(path.join(dir, f), { force: true });
+  return file;
+}
+
+export interface InstallOptions {
+  /** The installed node health monitor's --monitor-interval, in seconds. */
+  healthIntervalS: number;
+}
+
+/** One installation of deploy/ on a cluster run of the file's own. */
+export class Installation {
+  readonly work = fs.mkdtempSync(path.join(os.tmpdir(), 'tscsi-e2e-deploy-'));
+  readonly overlay = path.join(this.work, 'overlay');
+  /** The DaemonSet's data dir on the host; removed (unmounted, loops detached) by `cluster down`. */
+  readonly dataDir: string;
+  readonly results: Results = {};
+  /** Volumes this run made: their loop devices are detached at the end. */
+  readonly handles = new Set<string>();
+  csi?: CsiClient;
+
+  constructor(
+    readonly env: ClusterEnv,
+    private readonly opts: InstallOptions,
+  ) {
+    this.dataDir = path.join(env.runDir, 'tscsi-data');
+  }
+
+  /** Cluster up (with the snapshot CRDs), the image imported, the overlay written. */
+  async prepare(): Promise<void> {
+    const [, archive] = await Promise.all([this.env.up(), image(this.results)]);
+    this.results.imageBytes = fs.statSync(archive).size;
+    await installSnapshotCrds(this.env);
+    const imp = await this.env.cluster('import', archive);
+    if (imp.exitCode !== 0) throw new Error(`cluster import failed (${imp.exitCode})`);
+    await this.writeOverlay(this.env.settings().PORT_APISERVER, await freePort());
+  }
+
+  /**
+   * The overlay for this cluster run, on top of deploy/overlays/e2e: JSON patches whose
+   * indices come from the rendered manifests (so they follow edits of deploy/base).
+   */
+  private async writeOverlay(apiPort: string, healthPort: number): Promise<void> {
+    const rendered = (await execa(KUBECTL, ['kustomize', path.join(DEPLOY, 'overlays', 'e2e')])).stdout;
+    const objs = k8s.loadAllYaml(rendered) as any[];
+    const kubelet = this.env.kubeletDir;
+    const apiEnv = [
+      { name: 'KUBERNETES_SERVICE_HOST', value: '127.0.0.1' },
+      { name: 'KUBERNETES_SERVICE_PORT', value: apiPort },
+    ];
+    const patchesFor = (kind: string, name: string, edit: (spec: any, ops: any[]) => void) => {
+      const obj = objs.find((o) => o.kind === kind && o.metadata.name === name);
+      if (!obj) throw new Error(`${kind}/${name} is not in the rendered manifests`);
+      const ops: any[] = [];
+      edit(obj.spec.template.spec, ops);
+      return { target: { kind, name }, patch: JSON.stringify(ops) };
+    };
+    const idx = (list: any[], name: string, key = 'name') => {
+      const i = (list ?? []).findIndex((x) => x[key] === name);
+      if (i < 0) throw new Error(`${name} not found`);
+      return i;
+    };
+    const P = '/spec/template/spec';
+    const withApi = (spec: any, ops: any[]) => {
+      for (const c of API_CLIENTS) {
+        const ci = idx(spec.containers, c);
+        if (!spec.containers[ci].env) ops.push({ op: 'add', path: `${P}/containers/${ci}/env`, value: [] });
+        for (const e of apiEnv) ops.push({ op: 'add', path: `${P}/containers/${ci}/env/-`, value: e });
+      }
+    };
+    const node = patchesFor('DaemonSet', 'tscsi-node', (spec, ops) => {
+      const vol = (n: string, p: string) => ops.push({ op: 'replace', path: `${P}/volumes/${idx(spec.volumes, n)}/hostPath/path`, value: p });
+      vol('socket-dir', path.join(kubelet, 'plugins', DRIVER));
+      vol('registration-dir', path.join(kubelet, 'plugins_registry'));
+      vol('kubelet-dir', kubelet);
+      vol('data-dir', this.dataDir);
+      const d = idx(spec.containers, 'driver');
+      ops.push({ op: 'replace', path: `${P}/containers/${d}/volumeMounts/${idx(spec.containers[d].volumeMounts, 'kubelet-dir')}/mountPath`, value: kubelet });
+      ops.push({ op: 'replace', path: `${P}/containers/${d}/ports/${idx(spec.containers[d].ports, 'healthz')}/containerPort`, value: healthPort });
+      // kubelet's root is not /var/lib/kubelet here: the driver may stage and publish only below it.
+      ops.push({ op: 'add', path: `${P}/containers/${d}/args/-`, value: `--allowed-path-root=${kubelet}` });
+      const r = idx(spec.containers, 'registrar');
+      ops.push({
+        op: 'replace',
+        path: `${P}/containers/${r}/env/${idx(spec.containers[r].env, 'KUBELET_REGISTRATION_PATH')}/value`,
+        value: path.join(kubelet, 'plugins', DRIVER, 'csi.sock'),
+      });
+      const l = idx(spec.containers, 'livenessprobe');
+      const args = (spec.containers[l].args as string[]).map((a) => (a.startsWith('--http-endpoint=') ? `--http-endpoint=$(POD_IP):${healthPort}` : a));
+      ops.push({ op: 'replace', path: `${P}/containers/${l}/args`, value: args });
+      // the node health monitor names kubelet's staging and publish paths to the driver
+      // (and polls often, so a case waits seconds, not its default minute)
+      const h = idx(spec.containers, 'health-monitor');
+      ops.push({ op: 'add', path: `${P}/containers/${h}/args/-`, value: `--kubelet-dir=${kubelet}` });
+      ops.push({ op: 'add', path: `${P}/containers/${h}/args/-`, value: `--monitor-interval=${this.opts.healthIntervalS}s` });
+      withApi(spec, ops);
+    });
+    const controller = patchesFor('Deployment', 'tscsi-controller', (spec, ops) => withApi(spec, ops));
+    fs.mkdirSync(this.overlay, { recursive: true });
+    const kustomization = {
+      apiVersion: 'kustomize.config.k8s.io/v1beta1',
+      kind: 'Kustomization',
+      resources: [path.relative(this.overlay, path.join(DEPLOY, 'overlays', 'e2e'))],
+      patches: [node, controller],
+    };
+    fs.writeFileSync(path.join(this.overlay, 'kustomization.yaml'), k8s.dumpYaml(kustomization));
+  }
+
+  /** What a failure on the installed driver needs to be understood: pods, events, objects, the node pod's logs. */
+  async diagnostics(): Promise<string> {
+    const parts: string[] = [];
+    for (const args of [
+      ['get', 'pods', '-A', '-o', 'wide'],
+      ['describe', 'pods', '-n', NS],
+      ['get', 'events', '-A', '--sort-by=.lastTimestamp'],
+      ['get', 'pvc,pv,volumeattachment', '-A'],
+    ]) {
+      parts.push(`--- kubectl ${args.join(' ')} ---\n${await this.env.kubectl(args).catch((e) => String(e))}`);
+    }
+    for (const c of NODE_CONTAINERS) {
+      parts.push(`--- logs ${c} ---\n${await this.env.kubectl(['logs', '-n', NS, 'daemonset/tscsi-node', '-c', c, '--tail=30']).catch((e) => String(e))}`);
+    }
+    return parts.join('\n');
+  }
+
+  async nodePods(): Promise<any[]> {
+    return (await this.env.json(['get', 'pods', '-n', NS, '-l', 'app.kubernetes.io/component=node'])).items as any[];
+  }
+
+  async nodePodReady(): Promise<boolean> {
+    const pods = await this.nodePods();
+    return pods.length === 1 && pods.every((p: any) => p.status.conditions?.some((c: any) => c.type === 'Ready' && c.status === 'True'));
+  }
+
+  /** kubectl apply -k of the overlay and the example StorageClasses, as an admin installs; then the driver answers on the host socket. */
+  async install(): Promise<void> {
+    const t0 = Date.now();
+    await this.env.kubectl(['apply', '-k', this.overlay]);
+    await this.env.waitFor('node pod Ready', () => this.nodePodReady(), 4 * MIN, () => this.diagnostics());
+    this.results.applyToPodReadyMs = Date.now() - t0;
+    await this.env.kubectl(['apply', '-k', path.join(DEPLOY, 'examples')]);
+    // the driver's socket is on the host, in the kubelet's plugin dir: the test talks CSI to it
+    // (a Ready pod may not serve yet: installed means answering there)
+    this.csi ??= new CsiClient(path.join(this.env.kubeletDir, 'plugins', DRIVER, 'csi.sock'));
+    await this.env.waitFor('the driver to answer on the host socket', async () => (await this.csi!.Identity.GetPluginInfo({})).name, 2 * MIN, () => this.diagnostics());
+  }
+
+  /**
+   * Loop devices of this run's volumes that are still attached after `cluster down` (which
+   * detaches by backing-file path inside the run dir; a device attached by an exited driver
+   * container shows a path relative to that container's mount instead).
+   */
+  private async detachLeftovers(): Promise<void> {
+    for (const dev of fs.readdirSync('/sys/block').filter((d) => d.startsWith('loop'))) {
+      let back: string;
+      try {
+        back = fs.readFileSync(`/sys/block/${dev}/loop/backing_file`, 'utf8').trim().replace(/ \(deleted\)$/, '');
+      } catch {
+        continue;
+      }
+      const id = path.basename(back).replace(/\.img$/, '');
+      if (!this.handles.has(id) || !(back.startsWith('/loop/') || back.startsWith(this.dataDir))) continue;
+      const r = await execa('losetup', ['-d', `/dev/${dev}`], { reject: false });
+      this.results.leftoverLoopDevicesDetached = Number(this.results.leftoverLoopDevicesDetached ?? 0) + (r.exitCode === 0 ? 1 : 0);
+    }
+  }
+
+  /** Everything down, whatever failed before: the cluster (and the pods' mounts), leftover loop devices, the work dir. */
+  async teardown(): Promise<void> {
+    this.csi?.close();
+    if (process.env.TSCSI_E2E_KEEP_LOGS) console.log(await this.diagnostics());
+    await this.env.down();
+    await this.detachLeftovers();
+    fs.rmSync(this.work, { recursive: true, force: true });
+  }
+}
