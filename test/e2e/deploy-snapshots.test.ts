@@ -5,18 +5,21 @@
 // VolumeSnapshotClasses of deploy/examples/snapshotclass.yaml, and only kubectl objects:
 // claims, pods, VolumeSnapshots, VolumeSnapshotContents. (The test talks CSI to the driver's
 // host socket only to take the out-of-band snapshot a static content imports, and to look at
-// what is left in the driver after a deletion.)
+// what is left in the driver after a deletion.) The same flows run on the loop backend and on
+// LVM (a volume group of the test's own on a loop-backed PV, given to the installed driver).
 //
 // Prints the timings a user waits for: VolumeSnapshot created -> readyToUse, restore claim
 // and pod created -> pod Running, clone claim and pod created -> pod Running.
 import { describe, it, expect, beforeAll, afterAll } from 'vitest';
+import { execa } from 'execa';
 import path from 'node:path';
-import { ClusterEnv, DRIVER, MIN, NODE_NAME, pod, claim } from '../lib/cluster-env.js';
+import { ClusterEnv, DRIVER, MIN, NODE_NAME, pod, claim, storageClass } from '../lib/cluster-env.js';
 import { Installation, DEPLOY, NS } from '../lib/deploy-install.js';
 import { installSnapshotController } from '../lib/snapshot-controller.js';
+import { TestVg } from '../lib/lvm-vg.js';
+import { loopDevices } from '../lib/driver-harness.js';
 
 const API = 'snapshot.storage.k8s.io/v1';
-const CLASS = 'tscsi-loop';
 const SNAP_DELETE = 'tscsi-snapshots';
 const SNAP_RETAIN = 'tscsi-snapshots-retain';
 const NODE_ANNOTATION = `${DRIVER}/node`;
@@ -26,20 +29,28 @@ const LARGER_SIZE = '160Mi';
 const env = new ClusterEnv();
 const inst = new Installation(env, { healthIntervalS: 60 });
 const timings: Record<string, number> = {};
+let vg: TestVg | undefined;
 const diagnostics = async () =>
   `${await inst.diagnostics()}\n--- snapshots ---\n${await env.kubectl(['get', 'volumesnapshot,volumesnapshotcontent', '-A', '-o', 'yaml']).catch(String)}\n--- snapshotter ---\n${await env
     .kubectl(['logs', '-n', NS, 'daemonset/tscsi-node', '-c', 'snapshotter', '--tail=40'])
     .catch(String)}\n--- snapshot-controller ---\n${await env.kubectl(['logs', '-n', 'kube-system', 'deployment/snapshot-controller', '--tail=40']).catch(String)}`;
 
 beforeAll(async () => {
-  await inst.prepare();
+  vg = await TestVg.create(path.join(inst.work, 'vg'), 2);
+  await inst.prepare([`--lvm-volume-groups=${vg.name}`, `--lvm-devices=${vg.pv}`]);
   await inst.install();
   await installSnapshotController(env, inst.work);
   await env.kubectl(['apply', '-f', path.join(DEPLOY, 'examples', 'snapshotclass.yaml')]);
+  await env.apply(storageClass('tscsi-e2e-lvm', { volumeBindingMode: 'WaitForFirstConsumer', reclaimPolicy: 'Delete', parameters: { backend: 'lvm', volumeGroup: vg.name } }));
 }, 60 * MIN);
 
 afterAll(async () => {
   await inst.teardown();
+  if (vg) {
+    // windows the driver left over the PV (a volume staged when the cluster went down), then the PV
+    for (const d of (await loopDevices()).filter((x) => x.backFile === vg!.pv)) await execa('losetup', ['-d', d.name], { reject: false });
+    await vg.remove();
+  }
   console.log(`deploy-snapshots e2e timings (ms): ${JSON.stringify(timings)}; install: ${JSON.stringify(inst.results)}`);
 }, 15 * MIN);
 
@@ -64,10 +75,6 @@ async function claimAndReader(name: string, spec: object): Promise<{ ms: number;
 /** The filesystem's size in 1K blocks from `df -k` as READER prints it. */
 const fsBlocks = (out: string) => Number(/\s(\d+)\s+\d+\s+\d+\s+\d+%/.exec(out)![1]);
 
-const fromSnapshot = (name: string, snapshot: string, size: string) =>
-  claim(name, CLASS, size, { dataSourceRef: { apiGroup: 'snapshot.storage.k8s.io', kind: 'VolumeSnapshot', name: snapshot } });
-const fromClaim = (name: string, source: string, size: string) => claim(name, CLASS, size, { dataSource: { kind: 'PersistentVolumeClaim', name: source } });
-
 function volumeSnapshot(name: string, source: { persistentVolumeClaimName: string } | { volumeSnapshotContentName: string }, className?: string) {
   return { apiVersion: API, kind: 'VolumeSnapshot', metadata: { name, namespace: 'default' }, spec: { ...(className ? { volumeSnapshotClassName: className } : {}), source } };
 }
@@ -90,130 +97,161 @@ async function removePodsAndClaims(...names: string[]): Promise<void> {
   await env.kubectl(['delete', 'pvc', ...names, '--ignore-not-found', '--wait=true', '--timeout=120s']);
 }
 
-describe('VolumeSnapshots and clones of loop volumes through the installed driver and the snapshot-controller', () => {
-  let sourceHandle = '';
-  let sourceBlocks = 0;
+interface Backend {
+  name: 'loop' | 'lvm';
+  storageClass: string;
+  /** LVM without device-mapper (these VMs) copies a source only while it is not mounted: the writer pod goes (and the volume is unstaged) first. */
+  sourceUnmounted: boolean;
+}
 
-  beforeAll(async () => {
-    await env.apply(claim('src', CLASS, SOURCE_SIZE));
-    // 4 MiB of random data and its checksum, flushed: what every copy must hold
-    await env.apply(pod('src', 'src', 'head -c 4194304 /dev/urandom > /data/blob && md5sum /data/blob > /data/sum && sync && df -k /data | tail -1 && echo written && sleep 3600'));
-    await env.waitPhase('src', ['Running'], 4 * MIN, diagnostics);
-    sourceHandle = (await env.bound('src')).handle;
-    inst.handles.add(sourceHandle);
-    const out = await env.waitFor('the source pod wrote its data', async () => {
-      const l = await env.logs('src');
-      return l.includes('written') && l;
-    }, MIN, diagnostics);
-    sourceBlocks = fsBlocks(out);
-  }, 6 * MIN);
+// One describe per backend, every case in order on the same source claim; a function of its
+// own because it is one sequence of cases (its length is theirs).
+function flows(b: Backend): void {
+  const n = (name: string) => `${b.name}-${name}`;
+  const time = (what: string, ms: number) => (timings[`${b.name}.${what}`] = ms);
+  const fromSnapshot = (name: string, snapshot: string, size: string) =>
+    claim(name, b.storageClass, size, { dataSourceRef: { apiGroup: 'snapshot.storage.k8s.io', kind: 'VolumeSnapshot', name: snapshot } });
+  const fromClaim = (name: string, source: string, size: string) => claim(name, b.storageClass, size, { dataSource: { kind: 'PersistentVolumeClaim', name: source } });
+  const src = n('src');
+  const handlePattern = new RegExp(`^snap-${b.name}-[0-9a-f]{32}$`);
 
-  it('pod writes -> VolumeSnapshot -> readyToUse -> claims from it, the same size and larger -> pods read the data', { timeout: 10 * MIN }, async () => {
-    const t0 = Date.now();
-    await env.apply(volumeSnapshot('snap-1', { persistentVolumeClaimName: 'src' }, SNAP_DELETE));
-    const { vs, content, ms } = await ready('snap-1', t0);
-    timings.snapshotReady = ms;
-    // what a user sees: the snapshot's size and time, and a content of our driver naming the source volume
-    expect(vs.status.restoreSize).toBe(SOURCE_SIZE);
-    expect(vs.status.creationTime).toBeTruthy();
-    expect(vs.status.error).toBeUndefined();
-    expect(content.spec).toMatchObject({ driver: DRIVER, deletionPolicy: 'Delete', source: { volumeHandle: sourceHandle } });
-    expect(content.status.snapshotHandle).toMatch(/^snap-loop-[0-9a-f]{32}$/);
-    // taken by the one node the volume lives on (sidecars/snapshotter/node-scope.ts)
-    expect(content.metadata.annotations[NODE_ANNOTATION]).toBe(NODE_NAME);
+  describe(`VolumeSnapshots and clones of ${b.name} volumes through the installed driver and the snapshot-controller`, () => {
+    let sourceHandle = '';
+    let sourceBlocks = 0;
 
-    const same = await claimAndReader('restored', fromSnapshot('restored', 'snap-1', SOURCE_SIZE));
-    timings.restoreToRunning = same.ms;
-    expect(fsBlocks(same.out)).toBe(sourceBlocks);
-    const larger = await claimAndReader('restored-larger', fromSnapshot('restored-larger', 'snap-1', LARGER_SIZE));
-    timings.restoreLargerToRunning = larger.ms;
-    // the filesystem grew to the larger volume when it was staged
-    expect(fsBlocks(larger.out)).toBeGreaterThan(sourceBlocks * 2);
-    expect((await env.json(['get', 'pvc', 'restored-larger'])).status.capacity.storage).toBe(LARGER_SIZE);
-  });
+    beforeAll(async () => {
+      await env.apply(claim(src, b.storageClass, SOURCE_SIZE));
+      // 4 MiB of random data and its checksum, flushed: what every copy must hold
+      await env.apply(pod(src, src, 'head -c 4194304 /dev/urandom > /data/blob && md5sum /data/blob > /data/sum && sync && df -k /data | tail -1 && echo written && sleep 3600'));
+      await env.waitPhase(src, ['Running'], 4 * MIN, diagnostics);
+      const { pvName, handle } = await env.bound(src);
+      sourceHandle = handle;
+      inst.handles.add(sourceHandle);
+      const out = await env.waitFor('the source pod wrote its data', async () => {
+        const l = await env.logs(src);
+        return l.includes('written') && l;
+      }, MIN, diagnostics);
+      sourceBlocks = fsBlocks(out);
+      if (b.sourceUnmounted) {
+        await env.kubectl(['delete', 'pod', src, '--wait=true', '--timeout=120s']);
+        await env.waitFor(`${src} detached`, async () => !(await env.json(['get', 'volumeattachment'])).items.some((a: any) => a.spec.source.persistentVolumeName === pvName), 2 * MIN, diagnostics);
+      }
+    }, 6 * MIN);
 
-  it('a claim cloned from the source claim, the same size and larger -> pods read the data', { timeout: 10 * MIN }, async () => {
-    const same = await claimAndReader('cloned', fromClaim('cloned', 'src', SOURCE_SIZE));
-    timings.cloneToRunning = same.ms;
-    expect(fsBlocks(same.out)).toBe(sourceBlocks);
-    const larger = await claimAndReader('cloned-larger', fromClaim('cloned-larger', 'src', LARGER_SIZE));
-    timings.cloneLargerToRunning = larger.ms;
-    expect(fsBlocks(larger.out)).toBeGreaterThan(sourceBlocks * 2);
-    // a clone is a volume of its own: not the source's
-    expect((await env.bound('cloned')).handle).not.toBe(sourceHandle);
-    await removePodsAndClaims('cloned', 'cloned-larger');
-  });
+    it('pod writes -> VolumeSnapshot -> readyToUse -> claims from it, the same size and larger -> pods read the data', { timeout: 10 * MIN }, async () => {
+      const t0 = Date.now();
+      await env.apply(volumeSnapshot(n('snap'), { persistentVolumeClaimName: src }, SNAP_DELETE));
+      const { vs, content, ms } = await ready(n('snap'), t0);
+      time('snapshotReady', ms);
+      // what a user sees: the snapshot's size and time, and a content of our driver naming the source volume
+      expect(vs.status.restoreSize).toBe(SOURCE_SIZE);
+      expect(vs.status.creationTime).toBeTruthy();
+      expect(vs.status.error).toBeUndefined();
+      expect(content.spec).toMatchObject({ driver: DRIVER, deletionPolicy: 'Delete', source: { volumeHandle: sourceHandle } });
+      expect(content.status.snapshotHandle).toMatch(handlePattern);
+      // taken by the one node the volume lives on (sidecars/snapshotter/node-scope.ts)
+      expect(content.metadata.annotations[NODE_ANNOTATION]).toBe(NODE_NAME);
 
-  it('deletionPolicy Delete: deleting the VolumeSnapshot deletes its content and the snapshot in the driver', { timeout: 5 * MIN }, async () => {
-    await removePodsAndClaims('restored', 'restored-larger');
-    const content = (await env.json(['get', 'volumesnapshot', 'snap-1'])).status.boundVolumeSnapshotContentName;
-    const handle = (await env.json(['get', 'volumesnapshotcontent', content])).status.snapshotHandle;
-    expect(await driverHas(handle)).toBe(true);
-    await env.kubectl(['delete', 'volumesnapshot', 'snap-1', '--wait=true', '--timeout=120s']);
-    await env.waitFor(`content ${content} gone`, async () => !(await exists('volumesnapshotcontent', content)), 2 * MIN, diagnostics);
-    expect(await driverHas(handle)).toBe(false);
-  });
-
-  it('deletionPolicy Retain: deleting the VolumeSnapshot keeps its content and the snapshot', { timeout: 5 * MIN }, async () => {
-    await env.apply(volumeSnapshot('snap-kept', { persistentVolumeClaimName: 'src' }, SNAP_RETAIN));
-    const { content } = await ready('snap-kept', Date.now());
-    const name = content.metadata.name;
-    expect(content.spec.deletionPolicy).toBe('Retain');
-    await env.kubectl(['delete', 'volumesnapshot', 'snap-kept', '--wait=true', '--timeout=120s']);
-    // the VolumeSnapshot is gone; its content and the snapshot stay
-    const kept = await env.json(['get', 'volumesnapshotcontent', name]);
-    expect(kept.metadata.deletionTimestamp).toBeUndefined();
-    expect(kept.status.readyToUse).toBe(true);
-    expect(await driverHas(kept.status.snapshotHandle)).toBe(true);
-    // an admin deletes the content object: it goes (the sidecar lets it go), the snapshot still stays
-    await env.kubectl(['delete', 'volumesnapshotcontent', name, '--wait=true', '--timeout=120s']);
-    expect(await driverHas(kept.status.snapshotHandle)).toBe(true);
-    await inst.csi!.Controller.DeleteSnapshot({ snapshot_id: kept.status.snapshotHandle });
-  });
-
-  it('a static VolumeSnapshotContent imports a snapshot made out of band; a claim restores from it; Delete removes it', { timeout: 8 * MIN }, async () => {
-    const made = await inst.csi!.Controller.CreateSnapshot({ name: 'out-of-band-1', source_volume_id: sourceHandle });
-    const id = made.snapshot.snapshot_id as string;
-    await env.apply({
-      apiVersion: API,
-      kind: 'VolumeSnapshotContent',
-      metadata: { name: 'imported-content' },
-      spec: { driver: DRIVER, deletionPolicy: 'Delete', source: { snapshotHandle: id }, volumeSnapshotRef: { name: 'imported', namespace: 'default' } },
+      const same = await claimAndReader(n('restored'), fromSnapshot(n('restored'), n('snap'), SOURCE_SIZE));
+      time('restoreToRunning', same.ms);
+      expect(fsBlocks(same.out)).toBe(sourceBlocks);
+      const larger = await claimAndReader(n('restored-larger'), fromSnapshot(n('restored-larger'), n('snap'), LARGER_SIZE));
+      time('restoreLargerToRunning', larger.ms);
+      // the filesystem grew to the larger volume when it was staged
+      expect(fsBlocks(larger.out)).toBeGreaterThan(sourceBlocks * 2);
+      expect((await env.json(['get', 'pvc', n('restored-larger')])).status.capacity.storage).toBe(LARGER_SIZE);
     });
-    const t0 = Date.now();
-    await env.apply(volumeSnapshot('imported', { volumeSnapshotContentName: 'imported-content' }));
-    const { vs, content, ms } = await ready('imported', t0);
-    timings.staticReady = ms;
-    expect(vs.status.boundVolumeSnapshotContentName).toBe('imported-content');
-    expect(content.status.snapshotHandle).toBe(id);
-    expect(content.metadata.annotations[NODE_ANNOTATION]).toBe(NODE_NAME);
-    expect(vs.status.restoreSize).toBe(SOURCE_SIZE);
 
-    const restored = await claimAndReader('from-imported', fromSnapshot('from-imported', 'imported', SOURCE_SIZE));
-    timings.restoreFromStaticToRunning = restored.ms;
-    await removePodsAndClaims('from-imported');
-    await env.kubectl(['delete', 'volumesnapshot', 'imported', '--wait=true', '--timeout=120s']);
-    await env.waitFor('imported-content gone', async () => !(await exists('volumesnapshotcontent', 'imported-content')), 2 * MIN, diagnostics);
-    expect(await driverHas(id)).toBe(false);
+    it('a claim cloned from the source claim, the same size and larger -> pods read the data', { timeout: 10 * MIN }, async () => {
+      const same = await claimAndReader(n('cloned'), fromClaim(n('cloned'), src, SOURCE_SIZE));
+      time('cloneToRunning', same.ms);
+      expect(fsBlocks(same.out)).toBe(sourceBlocks);
+      const larger = await claimAndReader(n('cloned-larger'), fromClaim(n('cloned-larger'), src, LARGER_SIZE));
+      time('cloneLargerToRunning', larger.ms);
+      expect(fsBlocks(larger.out)).toBeGreaterThan(sourceBlocks * 2);
+      // a clone is a volume of its own: not the source's
+      expect((await env.bound(n('cloned'))).handle).not.toBe(sourceHandle);
+      await removePodsAndClaims(n('cloned'), n('cloned-larger'));
+    });
+
+    it('deletionPolicy Delete: deleting the VolumeSnapshot deletes its content and the snapshot in the driver', { timeout: 5 * MIN }, async () => {
+      await removePodsAndClaims(n('restored'), n('restored-larger'));
+      const content = (await env.json(['get', 'volumesnapshot', n('snap')])).status.boundVolumeSnapshotContentName;
+      const handle = (await env.json(['get', 'volumesnapshotcontent', content])).status.snapshotHandle;
+      expect(await driverHas(handle)).toBe(true);
+      await env.kubectl(['delete', 'volumesnapshot', n('snap'), '--wait=true', '--timeout=120s']);
+      await env.waitFor(`content ${content} gone`, async () => !(await exists('volumesnapshotcontent', content)), 2 * MIN, diagnostics);
+      expect(await driverHas(handle)).toBe(false);
+    });
+
+    it('deletionPolicy Retain: deleting the VolumeSnapshot keeps its content and the snapshot', { timeout: 5 * MIN }, async () => {
+      await env.apply(volumeSnapshot(n('snap-kept'), { persistentVolumeClaimName: src }, SNAP_RETAIN));
+      const { content } = await ready(n('snap-kept'), Date.now());
+      const name = content.metadata.name;
+      expect(content.spec.deletionPolicy).toBe('Retain');
+      await env.kubectl(['delete', 'volumesnapshot', n('snap-kept'), '--wait=true', '--timeout=120s']);
+      // the VolumeSnapshot is gone; its content and the snapshot stay
+      const kept = await env.json(['get', 'volumesnapshotcontent', name]);
+      expect(kept.metadata.deletionTimestamp).toBeUndefined();
+      expect(kept.status.readyToUse).toBe(true);
+      expect(await driverHas(kept.status.snapshotHandle)).toBe(true);
+      // an admin deletes the content object: it goes (the sidecar lets it go), the snapshot still stays
+      await env.kubectl(['delete', 'volumesnapshotcontent', name, '--wait=true', '--timeout=120s']);
+      expect(await driverHas(kept.status.snapshotHandle)).toBe(true);
+      await inst.csi!.Controller.DeleteSnapshot({ snapshot_id: kept.status.snapshotHandle });
+    });
+
+    it('a static VolumeSnapshotContent imports a snapshot made out of band; a claim restores from it; Delete removes it', { timeout: 8 * MIN }, async () => {
+      const made = await inst.csi!.Controller.CreateSnapshot({ name: n('out-of-band'), source_volume_id: sourceHandle });
+      const id = made.snapshot.snapshot_id as string;
+      await env.apply({
+        apiVersion: API,
+        kind: 'VolumeSnapshotContent',
+        metadata: { name: n('imported-content') },
+        spec: { driver: DRIVER, deletionPolicy: 'Delete', source: { snapshotHandle: id }, volumeSnapshotRef: { name: n('imported'), namespace: 'default' } },
+      });
+      const t0 = Date.now();
+      await env.apply(volumeSnapshot(n('imported'), { volumeSnapshotContentName: n('imported-content') }));
+      const { vs, content, ms } = await ready(n('imported'), t0);
+      time('staticReady', ms);
+      expect(vs.status.boundVolumeSnapshotContentName).toBe(n('imported-content'));
+      expect(content.status.snapshotHandle).toBe(id);
+      expect(content.metadata.annotations[NODE_ANNOTATION]).toBe(NODE_NAME);
+      expect(vs.status.restoreSize).toBe(SOURCE_SIZE);
+
+      const restored = await claimAndReader(n('from-imported'), fromSnapshot(n('from-imported'), n('imported'), SOURCE_SIZE));
+      time('restoreFromStaticToRunning', restored.ms);
+      await removePodsAndClaims(n('from-imported'));
+      await env.kubectl(['delete', 'volumesnapshot', n('imported'), '--wait=true', '--timeout=120s']);
+      await env.waitFor(`${n('imported-content')} gone`, async () => !(await exists('volumesnapshotcontent', n('imported-content'))), 2 * MIN, diagnostics);
+      expect(await driverHas(id)).toBe(false);
+    });
+
+    afterAll(async () => {
+      // the claims' volumes are deleted by the installed driver while it still runs (cluster down follows)
+      for (const s of ['snap', 'snap-kept', 'imported']) await env.kubectl(['delete', 'volumesnapshot', n(s), '--ignore-not-found', '--wait=false']).catch(() => undefined);
+      await removePodsAndClaims(...['src', 'restored', 'restored-larger', 'cloned', 'cloned-larger', 'from-imported'].map(n)).catch(() => undefined);
+    }, 6 * MIN);
   });
+}
 
-  // deploy/base/node-admission.yaml, tscsi-node-snapshotcontents: the node service account
-  // (as its pods' tokens name it, impersonated here with the node the API server would put
-  // in the token) writes only the contents that name its own node.
-  it('the node service account may update only contents that name its node', { timeout: 4 * MIN }, async () => {
-    await env.apply(volumeSnapshot('snap-vap', { persistentVolumeClaimName: 'src' }, SNAP_DELETE));
+flows({ name: 'loop', storageClass: 'tscsi-loop', sourceUnmounted: false });
+flows({ name: 'lvm', storageClass: 'tscsi-e2e-lvm', sourceUnmounted: true });
+
+// deploy/base/node-admission.yaml, tscsi-node-snapshotcontents: the node service account
+// (as its pods' tokens name it, impersonated here with the node the API server would put
+// in the token) writes only the contents that name its own node.
+describe('the node service account and VolumeSnapshotContents', () => {
+  it('may update only contents that name its node', { timeout: 6 * MIN }, async () => {
+    await env.apply(claim('vap-src', 'tscsi-loop', SOURCE_SIZE));
+    await env.apply(pod('vap-src', 'vap-src', 'sleep 3600'));
+    await env.waitPhase('vap-src', ['Running'], 4 * MIN, diagnostics);
+    inst.handles.add((await env.bound('vap-src')).handle);
+    await env.apply(volumeSnapshot('snap-vap', { persistentVolumeClaimName: 'vap-src' }, SNAP_DELETE));
     const { content } = await ready('snap-vap', Date.now());
     const name = content.metadata.name;
     const asNode = (node: string, ann: string) =>
-      env.kubectl([
-        '--as=system:serviceaccount:tscsi:tscsi-node',
-        `--as-user-extra=authentication.kubernetes.io/node-name=${node}`,
-        'annotate',
-        'volumesnapshotcontent',
-        name,
-        '--overwrite',
-        ann,
-      ]);
+      env.kubectl(['--as=system:serviceaccount:tscsi:tscsi-node', `--as-user-extra=authentication.kubernetes.io/node-name=${node}`, 'annotate', 'volumesnapshotcontent', name, '--overwrite', ann]);
     await expect(asNode('tscsi-e2e-other-node', 'tscsi.dev/e2e=stolen')).rejects.toThrow(/tscsi-node-snapshotcontents.*\(node tscsi-e2e-other-node\) may not UPDATE VolumeSnapshotContent/s);
     await expect(asNode('tscsi-e2e-other-node', `${NODE_ANNOTATION}=tscsi-e2e-other-node`)).rejects.toThrow(/recorded node '127\.0\.0\.1'/);
     await asNode(NODE_NAME, 'tscsi.dev/e2e=own');
@@ -221,11 +259,6 @@ describe('VolumeSnapshots and clones of loop volumes through the installed drive
     expect(after.metadata.annotations).toMatchObject({ [NODE_ANNOTATION]: NODE_NAME, 'tscsi.dev/e2e': 'own' });
     await env.kubectl(['delete', 'volumesnapshot', 'snap-vap', '--wait=true', '--timeout=120s']);
     await env.waitFor(`content ${name} gone`, async () => !(await exists('volumesnapshotcontent', name)), 2 * MIN, diagnostics);
+    await removePodsAndClaims('vap-src');
   });
-
-  afterAll(async () => {
-    // the claims' volumes are deleted by the installed driver while it still runs (cluster down follows)
-    await env.kubectl(['delete', 'volumesnapshot', '--all', '--wait=false']).catch(() => undefined);
-    await removePodsAndClaims('src', 'restored', 'restored-larger', 'cloned', 'cloned-larger', 'from-imported').catch(() => undefined);
-  }, 6 * MIN);
 });

@@ -91,21 +91,21 @@ export class Installation {
     this.dataDir = path.join(env.runDir, 'tscsi-data');
   }
 
-  /** Cluster up (with the snapshot CRDs), the image imported, the overlay written. */
-  async prepare(): Promise<void> {
+  /** Cluster up (with the snapshot CRDs), the image imported, the overlay written with `driverArgs` added to the node driver's. */
+  async prepare(driverArgs: string[] = []): Promise<void> {
     const [, archive] = await Promise.all([this.env.up(), image(this.results)]);
     this.results.imageBytes = fs.statSync(archive).size;
     await installSnapshotCrds(this.env);
     const imp = await this.env.cluster('import', archive);
     if (imp.exitCode !== 0) throw new Error(`cluster import failed (${imp.exitCode})`);
-    await this.writeOverlay(this.env.settings().PORT_APISERVER, await freePort());
+    await this.writeOverlay(this.env.settings().PORT_APISERVER, await freePort(), driverArgs);
   }
 
   /**
    * The overlay for this cluster run, on top of deploy/overlays/e2e: JSON patches whose
    * indices come from the rendered manifests (so they follow edits of deploy/base).
    */
-  private async writeOverlay(apiPort: string, healthPort: number): Promise<void> {
+  private async writeOverlay(apiPort: string, healthPort: number, driverArgs: string[]): Promise<void> {
     const rendered = (await execa(KUBECTL, ['kustomize', path.join(DEPLOY, 'overlays', 'e2e')])).stdout;
     const objs = k8s.loadAllYaml(rendered) as any[];
     const kubelet = this.env.kubeletDir;
@@ -144,6 +144,7 @@ export class Installation {
       ops.push({ op: 'replace', path: `${P}/containers/${d}/ports/${idx(spec.containers[d].ports, 'healthz')}/containerPort`, value: healthPort });
       // kubelet's root is not /var/lib/kubelet here: the driver may stage and publish only below it.
       ops.push({ op: 'add', path: `${P}/containers/${d}/args/-`, value: `--allowed-path-root=${kubelet}` });
+      for (const a of driverArgs) ops.push({ op: 'add', path: `${P}/containers/${d}/args/-`, value: a });
       const r = idx(spec.containers, 'registrar');
       ops.push({
         op: 'replace',
