@@ -37,7 +37,10 @@ const diagnostics = async () =>
 
 beforeAll(async () => {
   vg = await TestVg.create(path.join(inst.work, 'vg'), 2);
-  await inst.prepare([`--lvm-volume-groups=${vg.name}`, `--lvm-devices=${vg.pv}`]);
+  // The loop backend snapshots and clones a mounted volume only where its data dir reflinks
+  // (a copy would keep the application's filesystem frozen for as long as it takes): these
+  // hosts are ext4, so the driver keeps its volumes in an XFS pool, as deploy/README.md says.
+  await inst.prepare(['--data-pool-size=2Gi', `--lvm-volume-groups=${vg.name}`, `--lvm-devices=${vg.pv}`]);
   await inst.install();
   await installSnapshotController(env, inst.work);
   await env.kubectl(['apply', '-f', path.join(DEPLOY, 'examples', 'snapshotclass.yaml')]);

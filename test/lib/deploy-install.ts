@@ -83,6 +83,8 @@ export class Installation {
   /** Volumes this run made: their loop devices are detached at the end. */
   readonly handles = new Set<string>();
   csi?: CsiClient;
+  /** Whether the driver keeps its loop volumes in an XFS pool image (--data-pool-size). */
+  private pool = false;
 
   constructor(
     readonly env: ClusterEnv,
@@ -93,6 +95,7 @@ export class Installation {
 
   /** Cluster up (with the snapshot CRDs), the image imported, the overlay written with `driverArgs` added to the node driver's. */
   async prepare(driverArgs: string[] = []): Promise<void> {
+    this.pool = driverArgs.some((a) => a.startsWith('--data-pool-size'));
     const [, archive] = await Promise.all([this.env.up(), image(this.results)]);
     this.results.imageBytes = fs.statSync(archive).size;
     await installSnapshotCrds(this.env);
@@ -212,20 +215,26 @@ export class Installation {
   }
 
   /**
-   * Loop devices of this run's volumes that are still attached after `cluster down` (which
-   * detaches by backing-file path inside the run dir; a device attached by an exited driver
-   * container shows a path relative to that container's mount instead).
+   * Loop devices of this run's volumes (and its data pool) that are still attached after
+   * `cluster down`, which detaches by backing-file path inside the run dir: a device attached
+   * by an exited driver container shows a path relative to that container's mount instead
+   * (/loop/volumes/<id>.img, /volumes/<id>.img in a pool, /loop.xfs.img for the pool).
    */
   private async detachLeftovers(): Promise<void> {
-    for (const dev of fs.readdirSync('/sys/block').filter((d) => d.startsWith('loop'))) {
-      let back: string;
-      try {
-        back = fs.readFileSync(`/sys/block/${dev}/loop/backing_file`, 'utf8').trim().replace(/ \(deleted\)$/, '');
-      } catch {
-        continue;
-      }
-      const id = path.basename(back).replace(/\.img$/, '');
-      if (!this.handles.has(id) || !(back.startsWith('/loop/') || back.startsWith(this.dataDir))) continue;
+    const devices = fs
+      .readdirSync('/sys/block')
+      .filter((d) => d.startsWith('loop'))
+      .flatMap((dev) => {
+        try {
+          return [{ dev, back: fs.readFileSync(`/sys/block/${dev}/loop/backing_file`, 'utf8').trim().replace(/ \(deleted\)$/, '') }];
+        } catch {
+          return [];
+        }
+      });
+    const ours = (back: string) => this.handles.has(path.basename(back).replace(/\.img$/, ''));
+    const pool = (back: string) => this.pool && (back === '/loop.xfs.img' || back === path.join(this.dataDir, 'loop.xfs.img'));
+    // the volumes before the pool that holds their files
+    for (const { dev } of [...devices.filter((d) => ours(d.back)), ...devices.filter((d) => pool(d.back))]) {
       const r = await execa('losetup', ['-d', `/dev/${dev}`], { reject: false });
       this.results.leftoverLoopDevicesDetached = Number(this.results.leftoverLoopDevicesDetached ?? 0) + (r.exitCode === 0 ? 1 : 0);
     }
