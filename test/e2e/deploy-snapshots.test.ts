@@ -12,6 +12,8 @@
 // and pod created -> pod Running, clone claim and pod created -> pod Running.
 import { describe, it, expect, beforeAll, afterAll } from 'vitest';
 import { execa } from 'execa';
+import fs from 'node:fs';
+import os from 'node:os';
 import path from 'node:path';
 import { ClusterEnv, DRIVER, MIN, NODE_NAME, pod, claim, storageClass } from '../lib/cluster-env.js';
 import { Installation, DEPLOY, NS } from '../lib/deploy-install.js';
@@ -36,11 +38,14 @@ const diagnostics = async () =>
     .catch(String)}\n--- snapshot-controller ---\n${await env.kubectl(['logs', '-n', 'kube-system', 'deployment/snapshot-controller', '--tail=40']).catch(String)}`;
 
 beforeAll(async () => {
-  vg = await TestVg.create(path.join(inst.work, 'vg'), 2);
+  // its own directory: removed after the cluster (whose driver uses it) is down
+  vg = await TestVg.create(fs.mkdtempSync(path.join(os.tmpdir(), 'tscsi-e2e-vg-')), 2);
   // The loop backend snapshots and clones a mounted volume only where its data dir reflinks
   // (a copy would keep the application's filesystem frozen for as long as it takes): these
   // hosts are ext4, so the driver keeps its volumes in an XFS pool, as deploy/README.md says.
-  await inst.prepare(['--data-pool-size=2Gi', `--lvm-volume-groups=${vg.name}`, `--lvm-devices=${vg.pv}`]);
+  // Without device-mapper the LVM backend reads volumes through loop windows onto the PV's
+  // backing file, which the driver's container must see at its host path.
+  await inst.prepare(['--data-pool-size=2Gi', `--lvm-volume-groups=${vg.name}`, `--lvm-devices=${vg.pv}`], [vg.dir]);
   await inst.install();
   await installSnapshotController(env, inst.work);
   await env.kubectl(['apply', '-f', path.join(DEPLOY, 'examples', 'snapshotclass.yaml')]);

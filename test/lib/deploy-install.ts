@@ -93,22 +93,26 @@ export class Installation {
     this.dataDir = path.join(env.runDir, 'tscsi-data');
   }
 
-  /** Cluster up (with the snapshot CRDs), the image imported, the overlay written with `driverArgs` added to the node driver's. */
-  async prepare(driverArgs: string[] = []): Promise<void> {
+  /**
+   * Cluster up (with the snapshot CRDs), the image imported, the overlay written with
+   * `driverArgs` added to the node driver's and `hostDirs` mounted in its container at their
+   * host paths.
+   */
+  async prepare(driverArgs: string[] = [], hostDirs: string[] = []): Promise<void> {
     this.pool = driverArgs.some((a) => a.startsWith('--data-pool-size'));
     const [, archive] = await Promise.all([this.env.up(), image(this.results)]);
     this.results.imageBytes = fs.statSync(archive).size;
     await installSnapshotCrds(this.env);
     const imp = await this.env.cluster('import', archive);
     if (imp.exitCode !== 0) throw new Error(`cluster import failed (${imp.exitCode})`);
-    await this.writeOverlay(this.env.settings().PORT_APISERVER, await freePort(), driverArgs);
+    await this.writeOverlay(this.env.settings().PORT_APISERVER, await freePort(), driverArgs, hostDirs);
   }
 
   /**
    * The overlay for this cluster run, on top of deploy/overlays/e2e: JSON patches whose
    * indices come from the rendered manifests (so they follow edits of deploy/base).
    */
-  private async writeOverlay(apiPort: string, healthPort: number, driverArgs: string[]): Promise<void> {
+  private async writeOverlay(apiPort: string, healthPort: number, driverArgs: string[], hostDirs: string[]): Promise<void> {
     const rendered = (await execa(KUBECTL, ['kustomize', path.join(DEPLOY, 'overlays', 'e2e')])).stdout;
     const objs = k8s.loadAllYaml(rendered) as any[];
     const kubelet = this.env.kubeletDir;
@@ -148,6 +152,10 @@ export class Installation {
       // kubelet's root is not /var/lib/kubelet here: the driver may stage and publish only below it.
       ops.push({ op: 'add', path: `${P}/containers/${d}/args/-`, value: `--allowed-path-root=${kubelet}` });
       for (const a of driverArgs) ops.push({ op: 'add', path: `${P}/containers/${d}/args/-`, value: a });
+      for (const [i, dir] of hostDirs.entries()) {
+        ops.push({ op: 'add', path: `${P}/volumes/-`, value: { name: `host-dir-${i}`, hostPath: { path: dir, type: 'Directory' } } });
+        ops.push({ op: 'add', path: `${P}/containers/${d}/volumeMounts/-`, value: { name: `host-dir-${i}`, mountPath: dir } });
+      }
       const r = idx(spec.containers, 'registrar');
       ops.push({
         op: 'replace',
