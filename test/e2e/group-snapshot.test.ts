@@ -50,7 +50,7 @@ beforeAll(async () => {
   env.start('registrar', [sidecar('registrar'), '--csi-address', socket, '--kubelet-registration-path', socket, '--plugin-registration-dir', path.join(env.kubeletDir, 'plugins_registry')]);
   for (const n of ['provisioner', 'attacher', 'snapshotter']) env.start(n, [sidecar(n), '--csi-address', gated, ...kc]);
   env.start('snapshot-controller', [...kc, '--retry-interval-max=10s'], built.controller);
-  await env.apply({ apiVersion: 'storage.k8s.io/v1', kind: 'CSIDriver', metadata: { name: DRIVER }, spec: { attachRequired: true, fsGroupPolicy: 'File', volumeLifecycleModes: ['Persistent'] } });
+  await env.registerDriver();
   await env.apply(storageClass(SC, { volumeBindingMode: 'WaitForFirstConsumer', reclaimPolicy: 'Delete' }));
   // The class names a Secret, as a real backend's would: the sidecar must pass it on, and the
   // snapshot-controller records it on the contents for the delete.
@@ -59,14 +59,7 @@ beforeAll(async () => {
 }, 30 * MIN);
 
 afterAll(async () => {
-  for (const n of ['snapshotter', 'provisioner', 'attacher']) {
-    try {
-      const errors = env.log(n).split('\n').filter((x) => /"level":(50|60)/.test(x));
-      if (errors.length) console.log(`--- ${n} errors ---\n${errors.slice(-10).join('\n')}`);
-    } catch {
-      /* never started */
-    }
-  }
+  env.printErrors(['snapshotter', 'provisioner', 'attacher']);
   await env.down();
   await gate?.close();
   await driver?.cleanup(); // its data directory, with every volume and snapshot a failed case left

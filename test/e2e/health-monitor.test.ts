@@ -41,12 +41,7 @@ beforeAll(async () => {
     sidecar('health-monitor'), '--csi-address', socket, ...kc, '--mode', 'all', '--node-name', NODE_NAME, '--backends', 'loop,lvm',
     '--kubelet-dir', env.kubeletDir, '--monitor-interval', `${INTERVAL_S}s`, '--http-endpoint', `127.0.0.1:${httpPort}`,
   ]);
-  await env.apply({
-    apiVersion: 'storage.k8s.io/v1',
-    kind: 'CSIDriver',
-    metadata: { name: DRIVER },
-    spec: { attachRequired: true, podInfoOnMount: false, fsGroupPolicy: 'File', volumeLifecycleModes: ['Persistent'], storageCapacity: false },
-  });
+  await env.registerDriver();
   await env.apply(storageClass('tscsi-loop', { volumeBindingMode: 'WaitForFirstConsumer', reclaimPolicy: 'Delete' }));
 }, 60 * MIN);
 

@@ -46,12 +46,7 @@ beforeAll(async () => {
   env.start('registrar', [sidecar('registrar'), '--csi-address', socket, '--kubelet-registration-path', socket, '--plugin-registration-dir', path.join(env.kubeletDir, 'plugins_registry')]);
   env.start('provisioner', [sidecar('provisioner'), '--csi-address', gated, ...kc, ...node]);
   env.start('attacher', [sidecar('attacher'), '--csi-address', gated, ...kc, ...node]);
-  await env.apply({
-    apiVersion: 'storage.k8s.io/v1',
-    kind: 'CSIDriver',
-    metadata: { name: DRIVER },
-    spec: { attachRequired: true, podInfoOnMount: false, fsGroupPolicy: 'File', volumeLifecycleModes: ['Persistent'], storageCapacity: false },
-  });
+  await env.registerDriver();
   // the provisioner reads the node's topology from its CSINode entry: registered first
   await env.waitFor('driver registered on the node', async () => (await env.json(['get', 'csinode', NODE_NAME])).spec?.drivers?.some((d: any) => d.name === DRIVER));
   await env.apply(storageClass('tscsi-now', { volumeBindingMode: 'Immediate', reclaimPolicy: 'Delete', parameters: { backend: 'loop' } }));
@@ -64,14 +59,7 @@ beforeAll(async () => {
 
 afterAll(async () => {
   if (process.env.TSCSI_E2E_KEEP_LOGS) console.log(`logs in ${env.runDir}/logs`);
-  for (const n of ['registrar', 'provisioner', 'attacher']) {
-    try {
-      const l = env.log(n);
-      if (/"level":(50|60)/.test(l)) console.log(`--- ${n} errors ---\n${l.split('\n').filter((x) => /"level":(50|60)/.test(x)).slice(-10).join('\n')}`);
-    } catch {
-      /* never started */
-    }
-  }
+  env.printErrors(['registrar', 'provisioner', 'attacher']);
   await env.down();
   await gate?.close();
   await driver?.cleanup();

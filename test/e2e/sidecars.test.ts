@@ -47,12 +47,7 @@ beforeAll(async () => {
   const centralSocket = path.join(env.runDir, 'gate-central.sock');
   centralGate = await CsiGate.start(socket, centralSocket);
   for (const n of ['provisioner', 'attacher', 'resizer']) central.push(env.start(`central-${n}`, [sidecar(n), '--csi-address', centralSocket, ...kc, '--backends', 'rbd']));
-  await env.apply({
-    apiVersion: 'storage.k8s.io/v1',
-    kind: 'CSIDriver',
-    metadata: { name: DRIVER },
-    spec: { attachRequired: true, podInfoOnMount: false, fsGroupPolicy: 'File', volumeLifecycleModes: ['Persistent'], storageCapacity: false },
-  });
+  await env.registerDriver();
   await env.apply(storageClass('tscsi-loop', { volumeBindingMode: 'WaitForFirstConsumer', reclaimPolicy: 'Delete', parameters: { 'csi.storage.k8s.io/fstype': 'xfs' } }));
   await env.apply(storageClass('tscsi-retain', { volumeBindingMode: 'WaitForFirstConsumer', reclaimPolicy: 'Retain' }));
   await env.apply(storageClass('tscsi-immediate', { volumeBindingMode: 'Immediate', reclaimPolicy: 'Delete' }));
@@ -61,14 +56,7 @@ beforeAll(async () => {
 
 afterAll(async () => {
   if (process.env.TSCSI_E2E_KEEP_LOGS) console.log(`logs in ${env.runDir}/logs`);
-  for (const n of ['registrar', 'provisioner', 'attacher', 'resizer', 'central-provisioner', 'central-attacher', 'central-resizer']) {
-    try {
-      const l = env.log(n);
-      if (/"level":(50|60)/.test(l)) console.log(`--- ${n} errors ---\n${l.split('\n').filter((x) => /"level":(50|60)/.test(x)).slice(-10).join('\n')}`);
-    } catch {
-      /* never started */
-    }
-  }
+  env.printErrors(['registrar', 'provisioner', 'attacher', 'resizer', 'central-provisioner', 'central-attacher', 'central-resizer']);
   await env.down();
   await gate?.close();
   await centralGate?.close();

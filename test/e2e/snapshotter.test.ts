@@ -57,12 +57,7 @@ beforeAll(async () => {
 }, 30 * MIN);
 
 afterAll(async () => {
-  try {
-    const errors = env.log('snapshotter').split('\n').filter((x) => /"level":(50|60)/.test(x));
-    if (errors.length) console.log(`--- snapshotter errors ---\n${errors.slice(-10).join('\n')}`);
-  } catch {
-    /* never started */
-  }
+  env.printErrors(['snapshotter']);
   await env.down();
   await gate?.close();
   await driver?.cleanup(); // its data directory, with every volume and snapshot a failed case left

@@ -74,12 +74,7 @@ beforeAll(async () => {
   env.start('provisioner', [sidecar('provisioner'), '--csi-address', gated, ...kc]);
   env.start('attacher', [sidecar('attacher'), '--csi-address', gated, ...kc]);
   resizer = env.start('resizer', [sidecar('resizer'), '--csi-address', gated, ...kc]);
-  await env.apply({
-    apiVersion: 'storage.k8s.io/v1',
-    kind: 'CSIDriver',
-    metadata: { name: DRIVER },
-    spec: { attachRequired: true, podInfoOnMount: false, fsGroupPolicy: 'File', volumeLifecycleModes: ['Persistent'], storageCapacity: false },
-  });
+  await env.registerDriver();
   await env.apply(storageClass('tscsi-loop', { volumeBindingMode: 'WaitForFirstConsumer', reclaimPolicy: 'Delete' }));
   await env.apply(vac('tscsi-buffered', { directIO: 'false' }));
   await env.apply(vac('tscsi-direct', { directIO: 'true' }));
@@ -88,14 +83,7 @@ beforeAll(async () => {
 }, 30 * MIN);
 
 afterAll(async () => {
-  for (const n of ['provisioner', 'attacher', 'resizer']) {
-    try {
-      const errors = env.log(n).split('\n').filter((x) => /"level":(50|60)/.test(x));
-      if (errors.length) console.log(`--- ${n} errors ---\n${errors.slice(-10).join('\n')}`);
-    } catch {
-      /* never started */
-    }
-  }
+  env.printErrors(['provisioner', 'attacher', 'resizer']);
   await env.down();
   await gate?.close();
   await driver?.cleanup();

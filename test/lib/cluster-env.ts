@@ -153,6 +153,29 @@ export class ClusterEnv {
     return fs.readFileSync(path.join(this.runDir, 'logs', `${name}.log`), 'utf8');
   }
 
+  /** The last error lines (pino level 50/60) of each started process's log, printed: what a failed file needs first. */
+  printErrors(names: string[]): void {
+    for (const n of names) {
+      let errors: string[];
+      try {
+        errors = this.log(n).split('\n').filter((x) => /"level":(50|60)/.test(x));
+      } catch {
+        continue; // never started
+      }
+      if (errors.length) console.log(`--- ${n} errors ---\n${errors.slice(-10).join('\n')}`);
+    }
+  }
+
+  /** Registers our driver with deploy/base/csidriver.yaml's fields, but storageCapacity off (no provisioner on the host publishes capacity) unless `spec` overrides it. */
+  registerDriver(spec: Record<string, unknown> = {}): Promise<void> {
+    return this.apply({
+      apiVersion: 'storage.k8s.io/v1',
+      kind: 'CSIDriver',
+      metadata: { name: DRIVER },
+      spec: { attachRequired: true, podInfoOnMount: false, fsGroupPolicy: 'File', volumeLifecycleModes: ['Persistent'], storageCapacity: false, ...spec },
+    });
+  }
+
   /** Sends `signal`, then SIGKILL if the process is still there after graceMs; returns how it ended. */
   async stop(x: HostProcess, signal: NodeJS.Signals = 'SIGTERM', graceMs = 15_000) {
     if (running(x)) x.p.kill(signal);
