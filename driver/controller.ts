@@ -24,6 +24,18 @@ const pageSize = (maxEntries: number) => (maxEntries < 0 ? maxEntries : Math.min
 const roundUp = (n: bigint, unit: bigint) => ((n + unit - 1n) / unit) * unit;
 // Parameters the provisioner adds itself (--extra-create-metadata): accepted and stored, never interpreted.
 const CO_PARAMETER_PREFIX = 'csi.storage.k8s.io/';
+
+/**
+ * A snapshot class's parameters, for CreateSnapshot and CreateVolumeGroupSnapshot alike: no
+ * backend takes any yet, so anything but the CO's own keys is a typo that must not pass silently.
+ */
+export function checkSnapshotParameters(map: Record<string, string> | undefined | null): Record<string, string> {
+  const params = checkStringMap(map, 'parameters');
+  for (const k of Object.keys(params)) {
+    if (!k.startsWith(CO_PARAMETER_PREFIX)) throw invalidArgument(`snapshot parameter ${JSON.stringify(k)} is not supported`);
+  }
+  return params;
+}
 const DRIVER_PARAMETERS = new Set(['backend', 'mkfsOptions']);
 
 /** mkfsOptions reach mkfs as arguments: dash-options and their values only, never a path. */
@@ -471,10 +483,7 @@ export class ControllerService {
   async CreateSnapshot(req: T.CreateSnapshotRequest__Output): Promise<T.CreateSnapshotResponse> {
     checkName(req.name);
     if (!req.source_volume_id) throw invalidArgument('source_volume_id is required');
-    const params = checkStringMap(req.parameters, 'parameters');
-    for (const k of Object.keys(params)) {
-      if (!k.startsWith(CO_PARAMETER_PREFIX)) throw invalidArgument(`snapshot parameter ${JSON.stringify(k)} is not supported`);
-    }
+    const params = checkSnapshotParameters(req.parameters);
     const backend = this.ctx.ownerOf(req.source_volume_id, 'source_volume_id', 'vol');
     if (!backend) throw notFound(`source volume ${req.source_volume_id} does not exist`);
     // A snapshot lives where its source does: requirements elsewhere cannot be met.

@@ -4,8 +4,8 @@ import type { SnapshotRecord, GroupSnapshotRecord, Backend, GroupSnapshotStore }
 import { DriverContext, timestamp, nowTimestamp } from './context.js';
 import { invalidArgument, notFound, alreadyExists } from './errors.js';
 import { deriveId, locationOf, parseId } from './ids.js';
-import { checkName, checkStringMap } from './validate.js';
-import { snapshotMessage, snapshotTopology } from './controller.js';
+import { checkName } from './validate.js';
+import { checkSnapshotParameters, snapshotMessage, snapshotTopology } from './controller.js';
 import type * as T from '../proto/types.js';
 import { failpoint } from './failpoints.js';
 
@@ -44,7 +44,7 @@ export class GroupControllerService {
     checkName(req.name);
     const sources = [...new Set(req.source_volume_ids ?? [])];
     if (sources.length === 0) throw invalidArgument('source_volume_ids is required');
-    const params = checkStringMap(req.parameters, 'parameters');
+    const params = checkSnapshotParameters(req.parameters);
     const owners = sources.map((id) => this.ctx.ownerOf(id, 'source_volume_ids', 'vol'));
     const missing = sources.filter((_, i) => !owners[i]);
     if (missing.length) throw notFound(`source volume(s) ${missing.join(', ')} do not exist`);

@@ -114,6 +114,10 @@ describe('volume lifecycle on the loop backend', () => {
     await fs.writeFile(path.join(pa.target, 'f'), 'A');
     await fs.writeFile(path.join(pb.target, 'f'), 'B');
 
+    // A group snapshot class's parameter no backend takes is refused, as CreateSnapshot refuses it.
+    const typo = await c.GroupController.CreateVolumeGroupSnapshot({ name: 'group-typo', source_volume_ids: [a.volume_id, b.volume_id], parameters: { bogus: 'x' } }).catch((e) => e);
+    expect(codeName(typo)).toBe('INVALID_ARGUMENT');
+    expect(typo.details).toContain('"bogus" is not supported');
     const group = (await c.GroupController.CreateVolumeGroupSnapshot({ name: 'group-1', source_volume_ids: [a.volume_id, b.volume_id] })).group_snapshot;
     expect(group.snapshots).toHaveLength(2);
     expect(group.snapshots.every((s: any) => s.group_snapshot_id === group.group_snapshot_id)).toBe(true);
