@@ -95,7 +95,10 @@ export function actionFor(c: VolumeSnapshotContent): Action {
   const ann = c.metadata?.annotations ?? {};
   if (c.metadata?.deletionTimestamp) {
     if (c.spec?.source?.snapshotHandle && !c.spec.volumeSnapshotRef?.uid) return 'delete';
-    if (ANN_BEING_CREATED in ann) return 'none';
+    // A CreateSnapshot that may still be in flight is finished first, as csi-snapshotter's
+    // shouldDelete waits for it: its answer clears the mark and a later sync deletes. Only
+    // waiting would never clear the mark, and the snapshot the driver finished would leak.
+    if (ANN_BEING_CREATED in ann) return c.spec?.source?.volumeHandle && !isGroupMember(c) ? 'create' : 'none';
     return ANN_BEING_DELETED in ann ? 'delete' : 'none';
   }
   if (isReady(c)) return 'ready';

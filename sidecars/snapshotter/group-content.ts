@@ -97,7 +97,10 @@ export function groupActionFor(c: VolumeGroupSnapshotContent): GroupAction {
   const src = c.spec?.source;
   if (c.metadata?.deletionTimestamp) {
     const unboundStatic = !!src?.groupSnapshotHandles && !c.spec?.volumeGroupSnapshotRef?.uid;
-    if (!unboundStatic && (ANN_GROUP_BEING_CREATED in ann || !(ANN_GROUP_BEING_DELETED in ann))) return 'none';
+    // A CreateVolumeGroupSnapshot that may still be in flight is finished first (as for a
+    // content, content.ts actionFor): only waiting would leave the mark and leak the group.
+    if (!unboundStatic && ANN_GROUP_BEING_CREATED in ann) return src?.volumeHandles?.length ? 'create' : 'none';
+    if (!unboundStatic && !(ANN_GROUP_BEING_DELETED in ann)) return 'none';
     return c.spec?.deletionPolicy === 'Delete' && c.status?.volumeGroupSnapshotHandle ? 'delete' : 'release';
   }
   if (isGroupReady(c)) return 'ready';
