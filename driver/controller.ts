@@ -120,7 +120,8 @@ function backendParameters(backend: ControllerBackend, params: Record<string, st
 
 function checkMutable(backend: ControllerBackend, m: Record<string, string>): void {
   for (const [k, v] of Object.entries(m)) {
-    const allowed = backend.mutableParameters[k];
+    // own keys only: a key such as "valueOf" must not find Object.prototype's function
+    const allowed = Object.hasOwn(backend.mutableParameters, k) ? backend.mutableParameters[k] : undefined;
     if (!allowed) {
       throw invalidArgument(
         `mutable parameter ${JSON.stringify(k)} is not supported by the ${backend.name} backend; supported: ${Object.keys(backend.mutableParameters).join(', ') || 'none'}`,

@@ -145,6 +145,16 @@ describe('volume lifecycle on the loop backend', () => {
     expect((await c.Controller.ListSnapshots({})).entries.map((e: any) => e.snapshot)).toEqual([]);
   });
 
+  it('refuses a mutable parameter the backend lacks, also one named like an Object member, with INVALID_ARGUMENT', async () => {
+    const cap = mountCap('ext4');
+    for (const key of ['bogus', 'valueOf', 'constructor']) {
+      const err = await c.Controller.CreateVolume({ name: `pvc-mut-${key}`, capacity_range: { required_bytes: String(64 * MiB) }, volume_capabilities: [cap], mutable_parameters: { [key]: 'x' } }).catch((e) => e);
+      expect([key, codeName(err)]).toEqual([key, 'INVALID_ARGUMENT']);
+      expect(err.details).toContain(`mutable parameter "${key}" is not supported`);
+    }
+    expect((await c.Controller.ListVolumes({})).entries).toEqual([]);
+  });
+
   it('serves raw block volumes: bytes written through the published file read back', async () => {
     const cap = blockCap();
     const v = (await c.Controller.CreateVolume({ name: 'pvc-block', capacity_range: { required_bytes: String(32 * MiB) }, volume_capabilities: [cap] })).volume;
