@@ -45,8 +45,10 @@ export function cloneSourceProblem(t: CloneTarget, source: k8s.V1PersistentVolum
   if (csi?.driver !== t.driverName) return `${what} is a volume of ${csi?.driver ? `driver ${csi.driver}` : 'no CSI driver'}, not of ${t.driverName}: only volumes of the same driver can be cloned`;
   const backend = backendOfHandle(csi.volumeHandle);
   if (backend !== t.backend) return `${what} is a ${backend ?? 'foreign'} volume and the claim's StorageClass provisions on ${t.backend}: a clone stays on its source's backend`;
+  // The source claim's request, as external-provisioner compares: its PV's capacity is the
+  // driver's rounded-up size, which would refuse a clone asking for what the source asked.
   const requested = t.claim.spec?.resources?.requests?.storage;
-  const sourceSize = sourcePv.spec?.capacity?.storage;
+  const sourceSize = source.spec?.resources?.requests?.storage;
   if (requested !== undefined && sourceSize !== undefined && parseSize(String(requested)) < parseSize(String(sourceSize))) {
     return `requested volume size ${parseSize(String(requested))} is less than the size ${parseSize(String(sourceSize))} of the ${what}: a clone must be at least as large as its source`;
   }

@@ -9,9 +9,13 @@ const claim = (size: string, extra: { volumeMode?: string; namespace?: string } 
   metadata: { name: 'copy', namespace: extra.namespace ?? 'ns' },
   spec: { resources: { requests: { storage: size } }, ...(extra.volumeMode ? { volumeMode: extra.volumeMode } : {}) },
 });
-const source = (over: { phase?: string; volumeName?: string; deleting?: boolean; volumeMode?: string } = {}) => ({
+const source = (over: { phase?: string; volumeName?: string; deleting?: boolean; volumeMode?: string; size?: string } = {}) => ({
   metadata: { name: 'orig', namespace: 'ns', ...(over.deleting ? { deletionTimestamp: new Date() } : {}) },
-  spec: { volumeName: 'volumeName' in over ? over.volumeName : 'pv-orig', ...(over.volumeMode ? { volumeMode: over.volumeMode } : {}) },
+  spec: {
+    volumeName: 'volumeName' in over ? over.volumeName : 'pv-orig',
+    resources: { requests: { storage: over.size ?? '64Mi' } },
+    ...(over.volumeMode ? { volumeMode: over.volumeMode } : {}),
+  },
   status: { phase: over.phase ?? 'Bound' },
 });
 const sourcePv = (size = '64Mi', backend = 'loop', driver = DRIVER) => ({ metadata: { name: 'pv-orig' }, spec: { capacity: { storage: size }, csi: { driver, volumeHandle: derivedVolumeId(backend, 'pvc-orig') } } });
@@ -50,7 +54,12 @@ describe('cloning a claim', () => {
     );
   });
 
-  it('refuses a claim smaller than the source volume, in bytes', () => {
+  it('accepts a claim asking what the source claim asked, though its PV was rounded up', () => {
+    // 1G (10^9 bytes) is stored as a whole number of MiB: the PV says more than the claim asked
+    expect(cloneSourceProblem(target(claim('1G')), source({ size: '1G' }), sourcePv('954Mi'))).toBeUndefined();
+  });
+
+  it('refuses a claim smaller than the source claim, in bytes', () => {
     expect(cloneSourceProblem(target(claim('32Mi')), source(), sourcePv('64Mi'))).toBe(
       `requested volume size ${32 * 2 ** 20} is less than the size ${64 * 2 ** 20} of the source claim ns/orig: a clone must be at least as large as its source`,
     );
