@@ -88,7 +88,7 @@ const FLAGS: { [K in keyof Required<DriverOptions>]: FlagSpec } = {
   defaultBackend: { arg: 'NAME', help: 'backend when a StorageClass does not say', defaultText: 'loop when it is enabled, else the only enabled backend' },
   defaultFsType: { arg: 'TYPE', help: 'ext4, xfs or btrfs', default: 'ext4' },
   defaultVolumeSize: { arg: 'SIZE', help: 'when CreateVolume gives no capacity', default: '1Gi' },
-  maxConcurrentRpcs: { arg: 'N', help: 'Controller/Node calls served at once; more get RESOURCE_EXHAUSTED; 0 = no cap', default: String(DEFAULT_MAX_CONCURRENT_RPCS) },
+  maxConcurrentRpcs: { arg: 'N', help: 'Controller/Node calls served at once; more get UNAVAILABLE; 0 = no cap', default: String(DEFAULT_MAX_CONCURRENT_RPCS) },
   maxChildProcesses: { arg: 'N', help: 'host tools (mkfs, cp, rbd, ...) run at once; more wait their turn', default: String(DEFAULT_MAX_CHILD_PROCESSES) },
   logLevel: { arg: 'LEVEL', help: 'pino level', defaultText: '$LOG_LEVEL, else info' },
 };

@@ -52,7 +52,9 @@ function callerGaveUp(call: Pick<Call, 'getDeadline' | 'once' | 'removeListener'
 export interface ServerLimits {
   /**
    * Controller, Node and GroupController calls in progress at once; one more is refused
-   * with RESOURCE_EXHAUSTED at once (0 = no cap). Identity calls (Probe) are never refused,
+   * with UNAVAILABLE at once (0 = no cap): not RESOURCE_EXHAUSTED, which CSI gives a meaning
+   * of its own (CreateVolume: no room in the topology, so external-provisioner and ours send
+   * the claim back to the scheduler; ControllerPublish: the node's volume limit). Identity calls (Probe) are never refused,
    * so a busy driver is not restarted by its liveness probe.
    */
   maxConcurrentRpcs: number;
@@ -143,8 +145,8 @@ export function wrapService(service: grpc.ServiceDefinition, impl: Impl, log: Lo
       // bound behind a stalled backend, while the CO already retries with back-off.
       if (inFlight && inFlight.max > 0 && inFlight.count >= inFlight.max) {
         const details = `the driver is already serving ${inFlight.count} calls (--max-concurrent-rpcs ${inFlight.max}); retry later`;
-        done(grpc.status.RESOURCE_EXHAUSTED, new Error(details));
-        r.fail(grpc.status.RESOURCE_EXHAUSTED, details);
+        done(grpc.status.UNAVAILABLE, new Error(details));
+        r.fail(grpc.status.UNAVAILABLE, details);
         return;
       }
       if (inFlight) inFlight.count++;

@@ -13,7 +13,7 @@ export const mayReschedule = (err: unknown, selectedNode: string | undefined): s
 /**
  * Removes the selected-node annotation if it still names `node`, and with it our
  * provisioning finalizer: RESOURCE_EXHAUSTED is CreateVolume's final answer (a retry of a
- * call still running gets ABORTED instead), so no volume exists for the claim; kept, the
+ * call still running gets ABORTED, a driver refusing for load UNAVAILABLE), so no volume exists for the claim; kept, the
  * finalizer would hold a deleted claim that no node's provisioner looks at any more. The
  * patch carries the claim's resourceVersion: a claim changed meanwhile is left alone (the
  * next sync sees it). The Event says why the claim went back to the scheduler.

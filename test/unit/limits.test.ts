@@ -1,5 +1,5 @@
 // Limits that keep a busy or huge driver answering: a cap on concurrent RPCs (refused with
-// RESOURCE_EXHAUSTED), a cap on concurrent child processes (queued), and list pages that
+// UNAVAILABLE), a cap on concurrent child processes (queued), and list pages that
 // stay far below the gRPC send limit however many volumes there are.
 import { describe, it, expect, afterEach } from 'vitest';
 import { run, withCallSignal, setMaxChildProcesses, childProcessCounts } from '../../driver/host/exec.js';
@@ -26,7 +26,7 @@ describe('limits', () => {
     setMaxChildProcesses(16);
   });
 
-  it('beyond --max-concurrent-rpcs a call gets RESOURCE_EXHAUSTED at once; Probe is never refused', async () => {
+  it('beyond --max-concurrent-rpcs a call gets UNAVAILABLE at once (not RESOURCE_EXHAUSTED, which sends a claim back to the scheduler); Probe is never refused', async () => {
     h = await startServices({ maxConcurrentRpcs: 2 });
     const g = gate();
     let entered = 0;
@@ -39,10 +39,10 @@ describe('limits', () => {
     while (entered < 2) await new Promise((r) => setTimeout(r, 10));
     const t0 = Date.now();
     const err = await h.client.Controller.CreateVolume({ name: 'c', volume_capabilities: [mountCap] }).catch((e: unknown) => e);
-    expect(codeName(err)).toBe('RESOURCE_EXHAUSTED');
+    expect(codeName(err)).toBe('UNAVAILABLE');
     expect((err as Error).message).toContain('--max-concurrent-rpcs 2');
     expect(Date.now() - t0).toBeLessThan(1_000);
-    expect(codeName(await h.client.Node.NodeGetInfo({}).catch((e: unknown) => e))).toBe('RESOURCE_EXHAUSTED');
+    expect(codeName(await h.client.Node.NodeGetInfo({}).catch((e: unknown) => e))).toBe('UNAVAILABLE');
     expect((await h.client.Identity.Probe({})).ready.value).toBe(true);
     g.open();
     await Promise.all(held);

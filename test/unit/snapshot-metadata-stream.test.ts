@@ -48,7 +48,7 @@ describe('SnapshotMetadata streams through the request wrapper', () => {
     const first = h.client.SnapshotMetadata.GetMetadataAllocated({ snapshot_id: SNAP }, 3_000).catch((e: unknown) => e);
     const pid = await waitFor('the stream to start its child', async () => (await pidsOf(argv))[0], { everyMs: 20, timeoutMs: 10_000 });
     // The cap is 1 and the stream is still running: the next call is refused at once.
-    expect(codeName(await h.client.Controller.ListVolumes({}).catch((e: unknown) => e))).toBe('RESOURCE_EXHAUSTED');
+    expect(codeName(await h.client.Controller.ListVolumes({}).catch((e: unknown) => e))).toBe('UNAVAILABLE');
     expect(codeName(await first)).toBe('DEADLINE_EXCEEDED');
     await waitFor('the child to be killed', async () => !(await fs.access(`/proc/${pid}`).then(() => true, () => false)), { everyMs: 20, timeoutMs: 10_000 });
     // The slot is free again once the stream ended.
