@@ -311,6 +311,11 @@ describe('installed from deploy/ as pods on a real cluster', () => {
       await refused(() => node.core.patchNamespacedPersistentVolumeClaim(select(NODE_NAME), mergePatch), CLAIMS, `its volume.kubernetes.io/selected-node is '${OTHER}', not this node`);
       await env.kubectl(['annotate', 'pvc', 'tscsi-e2e-vap', 'volume.kubernetes.io/selected-node-']);
       await refused(() => node.core.patchNamespacedPersistentVolumeClaim(select(OTHER), mergePatch), CLAIMS, "its volume.kubernetes.io/selected-node is '', not this node");
+      // a claim another driver provisions (or a WaitForFirstConsumer one the scheduler has not placed): not taken
+      await refused(() => node.core.patchNamespacedPersistentVolumeClaim(select(NODE_NAME), mergePatch), CLAIMS, "its volume.kubernetes.io/selected-node is '', not this node");
+      await env.kubectl(['annotate', 'pvc', 'tscsi-e2e-vap', '--overwrite', 'volume.kubernetes.io/storage-provisioner=other.csi.example']);
+      await refused(() => node.core.patchNamespacedPersistentVolumeClaim(select(NODE_NAME), mergePatch), CLAIMS, "its volume.kubernetes.io/selected-node is '', not this node");
+      await env.kubectl(['annotate', 'pvc', 'tscsi-e2e-vap', '--overwrite', `volume.kubernetes.io/storage-provisioner=${DRIVER}`]);
       await refused(() => node.core.patchNamespacedPersistentVolumeClaim(select(NODE_NAME, { stolen: 'yes' }), mergePatch), CLAIMS, 'takes an unbound claim selected for no node for itself');
       await allowed(() => node.core.patchNamespacedPersistentVolumeClaim(select(NODE_NAME), mergePatch));
       expect((await env.json(['get', 'pvc', 'tscsi-e2e-vap'])).metadata.annotations).toMatchObject({ 'volume.kubernetes.io/selected-node': NODE_NAME });
