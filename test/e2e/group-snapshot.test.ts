@@ -184,15 +184,19 @@ describe('a VolumeGroupSnapshot through the snapshot-controller and our snapshot
 
   it('a pre-provisioned VolumeGroupSnapshotContent of a group snapshot made out of band becomes ready through GetVolumeGroupSnapshot and binds its VolumeGroupSnapshot; an unbound one under Delete takes the group snapshot along when deleted', { timeout: 5 * MIN }, async () => {
     const handles = [(await env.bound('grp-a')).handle, (await env.bound('grp-b')).handle];
-    const made = (await driver!.client!.GroupController.CreateVolumeGroupSnapshot({ name: 'out-of-band-group', source_volume_ids: handles })).group_snapshot;
-    const ids = made.snapshots.map((s: any) => s.snapshot_id);
-    const imported = (name: string, ref: string, finalizers: string[] = []) => ({
+    const outOfBand = async (name: string) => {
+      const g = (await driver!.client!.GroupController.CreateVolumeGroupSnapshot({ name, source_volume_ids: handles })).group_snapshot;
+      return { made: g, ids: g.snapshots.map((s: any) => s.snapshot_id) as string[] };
+    };
+    const imported = (name: string, ref: string, g: { made: any; ids: string[] }, finalizers: string[] = []) => ({
       apiVersion: GROUP_API,
       kind: 'VolumeGroupSnapshotContent',
       metadata: { name, finalizers },
-      spec: { driver: DRIVER, deletionPolicy: 'Delete', source: { groupSnapshotHandles: { volumeGroupSnapshotHandle: made.group_snapshot_id, volumeSnapshotHandles: ids } }, volumeGroupSnapshotRef: { name: ref, namespace: 'default' } },
+      spec: { driver: DRIVER, deletionPolicy: 'Delete', source: { groupSnapshotHandles: { volumeGroupSnapshotHandle: g.made.group_snapshot_id, volumeSnapshotHandles: g.ids } }, volumeGroupSnapshotRef: { name: ref, namespace: 'default' } },
     });
-    await env.apply(imported('imported-group-content', 'imported-group'));
+    const first = await outOfBand('out-of-band-group');
+    const { made, ids } = first;
+    await env.apply(imported('imported-group-content', 'imported-group', first));
     await env.apply({ apiVersion: GROUP_API, kind: 'VolumeGroupSnapshot', metadata: { name: 'imported-group', namespace: 'default' }, spec: { source: { volumeGroupSnapshotContentName: 'imported-group-content' } } });
     await readyGroup('imported-group');
     const content = await env.json(['get', 'volumegroupsnapshotcontent', 'imported-group-content']);
@@ -201,22 +205,27 @@ describe('a VolumeGroupSnapshot through the snapshot-controller and our snapshot
     expect(got.length).toBeGreaterThan(0);
     expect([...got[0].request.snapshot_ids].sort()).toEqual([...ids].sort());
     expect(gate!.seen('CreateVolumeGroupSnapshot', (r) => r.name === 'out-of-band-group')).toHaveLength(0);
-    // (the snapshot-controller v8.7.0 leaves a bound pre-provisioned group content behind when its
-    // VolumeGroupSnapshot goes: the user removes it, and the driver's group stays)
+    // The snapshot-controller v8.7.0 mostly leaves a bound pre-provisioned group content behind
+    // when its VolumeGroupSnapshot goes (the user removes it, and the driver's group stays), but
+    // not always: when it marks the content for deletion first, the Delete policy takes the group
+    // along. Either is a user's outcome; more than one DeleteVolumeGroupSnapshot is not.
     await env.kubectl(['delete', 'volumegroupsnapshot', 'imported-group', '--wait=true', '--timeout=120s']);
     await removeAsUser(['volumegroupsnapshotcontent/imported-group-content']);
-    expect(gate!.seen('DeleteVolumeGroupSnapshot', (r) => r.group_snapshot_id === made.group_snapshot_id)).toHaveLength(0);
+    const deletedWithIt = gate!.seen('DeleteVolumeGroupSnapshot', (r) => r.group_snapshot_id === made.group_snapshot_id).length;
+    expect(deletedWithIt).toBeLessThanOrEqual(1);
+    if (deletedWithIt === 0) await driver!.client!.GroupController.DeleteVolumeGroupSnapshot({ group_snapshot_id: made.group_snapshot_id, snapshot_ids: ids });
 
     // unbound (no VolumeGroupSnapshot UID): checked all the same, and the user's delete alone lets
     // it go, with its group snapshot (held by the protection finalizer until then, as the
     // snapshot-controller would put it on a bound one)
-    await env.apply(imported('loose-group-content', 'nobody', [GROUP_CONTENT_FINALIZER]));
+    const loose = await outOfBand('out-of-band-group-2');
+    await env.apply(imported('loose-group-content', 'nobody', loose, [GROUP_CONTENT_FINALIZER]));
     await env.waitFor('loose group content ready', async () => (await env.json(['get', 'volumegroupsnapshotcontent', 'loose-group-content'])).status?.readyToUse === true, 2 * MIN, describeAll);
     await env.kubectl(['delete', 'volumegroupsnapshotcontent', 'loose-group-content', '--wait=true', '--timeout=120s']);
-    const deleted = gate!.seen('DeleteVolumeGroupSnapshot', (r) => r.group_snapshot_id === made.group_snapshot_id);
+    const deleted = gate!.seen('DeleteVolumeGroupSnapshot', (r) => r.group_snapshot_id === loose.made.group_snapshot_id);
     expect(deleted).toHaveLength(1);
-    expect([...deleted[0].request.snapshot_ids].sort()).toEqual([...ids].sort());
-    await expect(driver!.client!.GroupController.GetVolumeGroupSnapshot({ group_snapshot_id: made.group_snapshot_id })).rejects.toMatchObject({ code: 5 });
+    expect([...deleted[0].request.snapshot_ids].sort()).toEqual([...loose.ids].sort());
+    await expect(driver!.client!.GroupController.GetVolumeGroupSnapshot({ group_snapshot_id: loose.made.group_snapshot_id })).rejects.toMatchObject({ code: 5 });
   });
 
   it('under a Retain class, deleting the VolumeGroupSnapshot keeps the group content and the group snapshot', { timeout: 5 * MIN }, async () => {
