@@ -2,6 +2,7 @@
 // prescribes. The request wrapper maps the rest in one place (toCsiError): a backend's
 // refusal keeps its meaning, work stopped by the caller's deadline or cancellation says so,
 // and anything else is INTERNAL.
+import path from 'node:path';
 import { status } from '@grpc/grpc-js';
 import { BackendError } from './backends/backend.js';
 
@@ -66,11 +67,49 @@ export class MountFlagsRefusedError extends Error {
   }
 }
 
+/**
+ * A host tool the driver needs is not there to run (spawning it failed with ENOENT): an image
+ * built without lvm2, a node plugin container missing a package. Thrown by host/exec.ts.
+ * No retry can help and the request is not at fault; the node must be fixed first, which is
+ * FAILED_PRECONDITION ("the system is not in a state required for the operation"), not the
+ * INTERNAL of an unexplained failure, and the message names the tool and where it looked.
+ */
+export class ToolMissingError extends Error {
+  constructor(
+    readonly tool: string,
+    searchPath: string,
+  ) {
+    const pkg = TOOL_PACKAGES[path.basename(tool)];
+    super(
+      `the host tool ${tool} is not installed where the driver runs (not found on PATH ${searchPath || '(empty)'}): ` +
+        `install it${pkg ? ` (package ${pkg})` : ''} in the driver's container image, or run the driver where it is`,
+    );
+    this.name = 'ToolMissingError';
+  }
+}
+
+/** The Debian package that ships a tool, for the tools whose package name is not obvious. */
+const TOOL_PACKAGES: Record<string, string> = {
+  lvm: 'lvm2',
+  rbd: 'ceph-common',
+  ceph: 'ceph-common',
+  'mkfs.xfs': 'xfsprogs',
+  xfs_growfs: 'xfsprogs',
+  xfs_freeze: 'xfsprogs',
+  'mkfs.ext4': 'e2fsprogs',
+  resize2fs: 'e2fsprogs',
+  e2fsck: 'e2fsprogs',
+  losetup: 'mount',
+  blkid: 'util-linux',
+  fsfreeze: 'util-linux',
+};
+
 /** The CsiError a thrown value stands for, or undefined when it is an unexpected failure (INTERNAL). */
 export function toCsiError(err: unknown): CsiError | undefined {
   if (err instanceof CsiError) return err;
   if (err instanceof BackendError) return new CsiError(BACKEND_CODES[err.reason], err.message);
   if (err instanceof MountFlagsRefusedError) return new CsiError(status.FAILED_PRECONDITION, err.message);
+  if (err instanceof ToolMissingError) return new CsiError(status.FAILED_PRECONDITION, err.message);
   if (err instanceof CallAbortedError) return new CsiError(err.reason === 'deadline' ? status.DEADLINE_EXCEEDED : status.CANCELLED, err.message);
   return undefined;
 }

@@ -5,7 +5,7 @@
 // processes running at that moment are killed.
 import { AsyncLocalStorage } from 'node:async_hooks';
 import { execa } from 'execa';
-import { internal, toCsiError, CsiError, CallAbortedError } from '../errors.js';
+import { internal, toCsiError, CsiError, CallAbortedError, ToolMissingError } from '../errors.js';
 import { status } from '@grpc/grpc-js';
 import { failpoint, failpointDuring, type FailpointName } from '../failpoints.js';
 
@@ -148,11 +148,17 @@ export async function run(file: string, args: string[], opts: RunOptions = {}): 
     release();
   }
   if (signal && (r.isCanceled || (afterAbort && r.timedOut))) throw abortError(signal, command);
+  if (r.code === 'ENOENT') throw toolMissing(file, opts.env);
   const exitCode = r.exitCode ?? -1;
   if (r.timedOut || (exitCode !== 0 && !(opts.okCodes ?? []).includes(exitCode))) {
     throw new CommandError(command, r.exitCode, String(r.stderr ?? '') || String(r.message ?? ''), !!r.timedOut);
   }
   return { stdout: String(r.stdout), stderr: String(r.stderr), exitCode };
+}
+
+/** The tool could not be spawned at all: execa's ENOENT is not an exit code to report. */
+function toolMissing(file: string, env: Record<string, string> | undefined): ToolMissingError {
+  return new ToolMissingError(file, env?.PATH ?? process.env.PATH ?? '');
 }
 
 /** Wraps a host-tool failure into a gRPC status a person can act on. */
@@ -223,6 +229,7 @@ export async function readOutput(file: string, args: string[], opts: { env?: Rec
       }
       const r = await finish();
       if (signal && r.isCanceled) throw abortError(signal, command);
+      if (r.code === 'ENOENT') throw toolMissing(file, opts.env);
       if (hung) throw new CommandError(command, undefined, `no output for ${idleMs / 1000} s`, true);
       if (r.exitCode !== 0) throw new CommandError(command, r.exitCode, String(r.stderr ?? '') || String(r.message ?? ''), false);
       return undefined;

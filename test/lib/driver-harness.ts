@@ -25,6 +25,8 @@ export interface HarnessOptions {
   pathRoots?: string[];
   /** false: no data directory (and so, in controller mode, no loop backend). Default: one on its own XFS pool. */
   loop?: boolean;
+  /** Environment variables the driver process gets on top of the test's (PATH, for one). */
+  env?: Record<string, string>;
 }
 
 export class DriverHarness {
@@ -78,7 +80,7 @@ export class DriverHarness {
   async startProcess(failpoints?: string): Promise<void> {
     await fs.mkdir(path.dirname(this.socket), { recursive: true });
     const log = await fs.open(this.logFile, 'a');
-    const env = { ...process.env };
+    const env = { ...process.env, ...this.opts.env };
     delete env.TSCSI_FAILPOINTS;
     if (failpoints) env.TSCSI_FAILPOINTS = failpoints;
     this.proc = spawn(

@@ -1,6 +1,7 @@
 import { describe, it, expect } from 'vitest';
 import { status } from '@grpc/grpc-js';
 import * as E from '../../driver/errors.js';
+import { run, hostFailure } from '../../driver/host/exec.js';
 
 describe('errors', () => {
   it.each([
@@ -28,5 +29,18 @@ describe('errors', () => {
     expect(E.toCsiError('string')).toBeUndefined();
     expect(E.toCsiError(undefined)).toBeUndefined();
     expect(E.toCsiError({ code: status.NOT_FOUND })).toBeUndefined();
+  });
+
+  it('a host tool that is not installed is FAILED_PRECONDITION naming the tool and where it was looked for, not INTERNAL', async () => {
+    const err = await run('tscsi-no-such-tool', ['--version'], { env: { PATH: '/nowhere/bin' } }).then(() => undefined, (e: unknown) => e);
+    expect(err).toBeInstanceOf(E.ToolMissingError);
+    const csi = E.toCsiError(err);
+    expect(csi?.code).toBe(status.FAILED_PRECONDITION);
+    expect(csi?.message).toBe(
+      "the host tool tscsi-no-such-tool is not installed where the driver runs (not found on PATH /nowhere/bin): install it in the driver's container image, or run the driver where it is",
+    );
+    // A caller that wraps tool failures keeps the precondition rather than making it INTERNAL.
+    expect(hostFailure('creating the volume', err).code).toBe(status.FAILED_PRECONDITION);
+    expect(new E.ToolMissingError('lvm', '/usr/bin').message).toMatch(/host tool lvm .* \(package lvm2\)/);
   });
 });
