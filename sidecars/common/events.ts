@@ -3,6 +3,35 @@ import type { Logger } from 'pino';
 import os from 'node:os';
 import { k8s } from './kube.js';
 
+/**
+ * Every reason our sidecars put on an Event. A closed list so that docs/troubleshooting.md can
+ * say what each one means and what to do (test/unit/docs-troubleshooting.test.ts holds the two
+ * together); the names follow the kubernetes-csi sidecars' where they have one, so alerts and
+ * runbooks written for those keep working.
+ */
+export const EVENT_REASONS = [
+  'ProvisioningSucceeded',
+  'ProvisioningFailed',
+  'VolumeDeleteFailed',
+  'NodeSelected',
+  'NodeNotEligible',
+  'VolumeResizeSuccessful',
+  'VolumeResizeFailed',
+  'VolumeModify',
+  'VolumeModifySuccessful',
+  'VolumeModifyFailed',
+  'VolumeModifyCanceled',
+  'SnapshotCreationFailed',
+  'SnapshotContentCheckandUpdateFailed',
+  'SnapshotDeleteError',
+  'GroupSnapshotCreationFailed',
+  'GroupSnapshotContentCheckandUpdateFailed',
+  'GroupSnapshotDeleteError',
+  'VolumeConditionAbnormal',
+  'VolumeConditionNormal',
+] as const;
+export type EventReason = (typeof EVENT_REASONS)[number];
+
 /** Event messages are cut to 1 KiB, what events.k8s.io allows for a note; the whole error is in the log. */
 const EVENT_MESSAGE_MAX_CHARS = 1024;
 
@@ -13,7 +42,7 @@ export class Recorder {
     private readonly log: Logger,
   ) {}
 
-  async event(obj: k8s.KubernetesObject, type: 'Normal' | 'Warning', reason: string, message: string): Promise<void> {
+  async event(obj: k8s.KubernetesObject, type: 'Normal' | 'Warning', reason: EventReason, message: string): Promise<void> {
     const ns = obj.metadata?.namespace ?? 'default';
     const now = new Date();
     try {

@@ -4,6 +4,7 @@
 // and node.ts feed it what the driver answers.
 import { createHash } from 'node:crypto';
 import type { k8s } from '../common/kube.js';
+import type { EventReason } from '../common/events.js';
 
 /** The Event reasons of kubernetes-csi's external-health-monitor, so existing alerts and dashboards match ours. */
 export const REASON_ABNORMAL = 'VolumeConditionAbnormal';
@@ -21,7 +22,7 @@ export interface Problem {
 
 export interface HealthEvent {
   type: 'Warning' | 'Normal';
-  reason: string;
+  reason: EventReason;
   message: string;
 }
 

@@ -3,7 +3,7 @@
 // subresource, and a failure put on status.error and in an Event.
 import type { Logger } from 'pino';
 import { k8s, mergePatch, httpStatus } from '../common/kube.js';
-import type { Recorder } from '../common/events.js';
+import type { EventReason, Recorder } from '../common/events.js';
 import { errorStatus } from './content.js';
 
 interface Obj extends k8s.KubernetesObject {
@@ -65,7 +65,7 @@ export class ClusterObjects<T extends Obj> {
    * The error on status.error (readyToUse false, the rest kept) and as a Warning Event; the
    * same message again writes neither (a retry loop must not flood).
    */
-  async reportError(c: T, recorder: Recorder, log: Logger, reason: string, message: string): Promise<void> {
+  async reportError(c: T, recorder: Recorder, log: Logger, reason: EventReason, message: string): Promise<void> {
     log.warn({ object: c.metadata?.name, kind: c.kind, reason, err: message }, 'sync failed');
     if (c.status?.error?.message === message) return;
     const fresh = await this.get(c.metadata!.name!).catch(() => c);

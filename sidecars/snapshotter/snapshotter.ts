@@ -7,7 +7,7 @@ import { CsiClient, codeName, isFinalError, rpcErrorText } from '../common/csi-c
 import type { CommonControllerOptions } from '../common/run.js';
 import { k8s, type Clients, Watch } from '../common/kube.js';
 import { WorkQueue } from '../common/workqueue.js';
-import { Recorder } from '../common/events.js';
+import { Recorder, type EventReason } from '../common/events.js';
 import { readSecret, type SecretRef } from '../common/secrets.js';
 import {
   ANN_BEING_CREATED,
@@ -192,7 +192,7 @@ export class Snapshotter {
     await this.objs.removeFinalizer(c, CONTENT_FINALIZER);
   }
 
-  private reportError(c: Content, reason: string, message: string): Promise<void> {
+  private reportError(c: Content, reason: EventReason, message: string): Promise<void> {
     return this.objs.reportError(c, this.recorder, this.opts.log, reason, message);
   }
 }
