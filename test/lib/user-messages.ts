@@ -11,7 +11,12 @@ export interface UserMessage {
   where: string;
 }
 
-const CALL = /\b(?:failedPrecondition|resourceExhausted)\(\s*|new BackendError\(\s*'(?:precondition|exhausted)',\s*/g;
+// The refusals made where they happen, plus the host failures toCsiError maps to
+// FAILED_PRECONDITION (a mount flag the kernel refused; a tool missing from the image, whose
+// message is its class's `super(...)` in errors.ts).
+const CALL =
+  /\b(?:failedPrecondition|resourceExhausted)\(\s*|new BackendError\(\s*'(?:precondition|exhausted)',\s*|new MountFlagsRefusedError\([\w.]+,\s*/g;
+const ERROR_CLASS_MESSAGE = /\bsuper\(\s*/g;
 
 function sourceFiles(dir: string): string[] {
   return fs.readdirSync(dir, { withFileTypes: true }).flatMap((e) => {
@@ -80,9 +85,11 @@ export function userMessages(root: string): { messages: UserMessage[]; unreadabl
   const messages: UserMessage[] = [];
   const unreadable: string[] = [];
   for (const file of sourceFiles(path.join(root, 'driver'))) {
-    if (file.endsWith(path.join('driver', 'errors.ts'))) continue;
     const src = fs.readFileSync(file, 'utf8');
-    for (const m of src.matchAll(CALL)) {
+    const errorsModule = file.endsWith(path.join('driver', 'errors.ts'));
+    // errors.ts: only the messages its classes compose (the others take the caller's).
+    for (const m of src.matchAll(errorsModule ? ERROR_CLASS_MESSAGE : CALL)) {
+      if (errorsModule && /^\s*message\s*\)/.test(src.slice(m.index + m[0].length))) continue;
       const where = `${path.relative(root, file)}:${src.slice(0, m.index).split('\n').length}`;
       const read = readMessages(src, m.index + m[0].length);
       if (!read || !/^\s*,?\s*\)/.test(src.slice(read.end))) unreadable.push(where);
