@@ -7,6 +7,7 @@ import path from 'node:path';
 import { existsSync, readFileSync } from 'node:fs';
 import { parseArgs } from 'node:util';
 import { parseSize } from '../lib/size.js';
+import { parseHostPort } from '../lib/http.js';
 import { isSupportedFs } from './host/fs.js';
 import { DEFAULT_PATH_ROOTS } from './host/paths.js';
 import { MAPPERS, type MapperName } from './backends/rbd/config.js';
@@ -54,6 +55,7 @@ export interface DriverOptions {
   defaultVolumeSize?: SizeValue;
   maxConcurrentRpcs?: CountValue;
   maxChildProcesses?: CountValue;
+  metricsAddress?: string;
   logLevel?: string;
 }
 
@@ -90,6 +92,7 @@ const FLAGS: { [K in keyof Required<DriverOptions>]: FlagSpec } = {
   defaultVolumeSize: { arg: 'SIZE', help: 'when CreateVolume gives no capacity', default: '1Gi' },
   maxConcurrentRpcs: { arg: 'N', help: 'Controller/Node calls served at once; more get UNAVAILABLE; 0 = no cap', default: String(DEFAULT_MAX_CONCURRENT_RPCS) },
   maxChildProcesses: { arg: 'N', help: 'host tools (mkfs, cp, rbd, ...) run at once; more wait their turn', default: String(DEFAULT_MAX_CHILD_PROCESSES) },
+  metricsAddress: { arg: 'HOST:PORT', help: 'serve Prometheus metrics on http://HOST:PORT/metrics (":9810": every interface)', defaultText: 'off' },
   logLevel: { arg: 'LEVEL', help: 'pino level', defaultText: '$LOG_LEVEL, else info' },
 };
 
@@ -115,6 +118,8 @@ export interface DriverSettings extends DriverConfig {
   allowedPathRoots: string[];
   maxConcurrentRpcs: number;
   maxChildProcesses: number;
+  /** Where /metrics is served; absent: no metrics. */
+  metricsAddress?: string;
   /** Absent: this driver has no loop backend. */
   loop?: { dataDir: string; dataPoolBytes?: bigint; capacityBytes?: bigint };
   lvm?: { volumeGroups: string[]; devices?: string[]; mode: LvmMode; thinOverprovisionRatio: number };
@@ -253,6 +258,17 @@ function pathRootsOf(r: Reader, opts: DriverOptions): string[] {
   return [...roots];
 }
 
+function metricsAddressOf(r: Reader): string | undefined {
+  if (!r.given('metricsAddress')) return undefined;
+  const a = r.text('metricsAddress');
+  try {
+    parseHostPort(a);
+  } catch (err) {
+    r.problems.push(`--metrics-address: ${err instanceof Error ? err.message : String(err)}`);
+  }
+  return a;
+}
+
 /** The package's version, found from the sources (driver/) and from the build (dist/driver/) alike. */
 export function packageVersion(): string {
   for (let d = import.meta.dirname; d !== path.dirname(d); d = path.dirname(d)) {
@@ -297,6 +313,7 @@ export function resolveSettings(opts: DriverOptions = {}, { env = process.env, b
     allowedPathRoots: pathRootsOf(r, opts),
     maxConcurrentRpcs: r.count('maxConcurrentRpcs', 0),
     maxChildProcesses: r.count('maxChildProcesses', 1),
+    metricsAddress: metricsAddressOf(r),
     ...backends,
   };
   if (!path.isAbsolute(settings.nodeStateDir)) r.problems.push(`--state-dir must be an absolute path; got ${JSON.stringify(settings.nodeStateDir)}`);

@@ -17,7 +17,9 @@ import { RbdBackend, loadConfig } from './backends/rbd/index.js';
 import type { Backend } from './backends/backend.js';
 import { ensureXfsPool, releaseXfsPool } from './host/pool.js';
 import { sweepTemporaryFiles, driverTempLocations } from './sweep.js';
-import { setMaxChildProcesses } from './host/exec.js';
+import { setMaxChildProcesses, observeChildProcesses } from './host/exec.js';
+import { DriverMetrics } from './metrics.js';
+import { serveHttp, metrics as metricsHandler, type HttpServer } from '../lib/http.js';
 import { initFreezeJournal } from './host/freeze.js';
 import type { DriverSettings } from './config.js';
 
@@ -41,7 +43,10 @@ export interface Driver {
   readonly services: DriverServices;
   readonly nodeState: NodeStateStore;
   readonly backends: Map<string, Backend>;
-  /** Serves on settings.endpoint, or on endpoint when given. */
+  /** With --metrics-address: the metrics, and (once listening) their HTTP server. */
+  readonly metrics?: DriverMetrics;
+  readonly metricsServer?: HttpServer;
+  /** Serves on settings.endpoint, or on endpoint when given (and /metrics on settings.metricsAddress). */
   listen(endpoint?: string): Promise<void>;
   /**
    * Graceful stop: in-flight calls finish (up to graceMs), background work gets its chance,
@@ -128,17 +133,44 @@ export async function createDriver(s: DriverSettings, opts: CreateOptions): Prom
   const nodeState = new NodeStateStore(s.nodeStateDir);
   await nodeState.init();
   const services = buildServices(s, ctx, nodeState);
-  const server = new CsiServer(services, log, { maxConcurrentRpcs: s.maxConcurrentRpcs });
-  return {
+  const metrics = s.metricsAddress === undefined ? undefined : buildMetrics(s, backends, nodeState, log);
+  const server = new CsiServer(services, log, { maxConcurrentRpcs: s.maxConcurrentRpcs }, metrics);
+  const driver: Driver & { metricsServer?: HttpServer } = {
     settings: s,
     ctx,
     server,
     services,
     nodeState,
     backends,
-    listen: (endpoint = s.endpoint) => server.listen(endpoint),
-    stop: (graceMs = BACKGROUND_GRACE_MS) => stopDriver(s, ctx, server, graceMs, log),
+    metrics,
+    listen: async (endpoint = s.endpoint) => {
+      await server.listen(endpoint);
+      if (metrics && s.metricsAddress !== undefined && !driver.metricsServer) {
+        driver.metricsServer = await serveHttp(s.metricsAddress, { '/metrics': metricsHandler(metrics.registry, () => metrics.refresh()) }, log);
+      }
+    },
+    stop: async (graceMs = BACKGROUND_GRACE_MS) => {
+      const ok = await stopDriver(s, ctx, server, graceMs, log);
+      await driver.metricsServer?.close();
+      if (metrics) observeChildProcesses(undefined);
+      return ok;
+    },
   };
+  return driver;
+}
+
+function buildMetrics(s: DriverSettings, backends: Map<string, Backend>, nodeState: NodeStateStore, log: Logger): DriverMetrics {
+  const metrics = new DriverMetrics({
+    driverName: s.driverName,
+    defaultBackend: s.defaultBackend,
+    backends,
+    controller: s.mode !== 'node',
+    nodeState: s.mode !== 'controller' ? nodeState : undefined,
+    log,
+  });
+  // Process-wide, as the child process cap: one driver per process outside tests.
+  observeChildProcesses(metrics.childExited);
+  return metrics;
 }
 
 async function stopDriver(s: DriverSettings, ctx: DriverContext, server: CsiServer, graceMs: number, log: Logger): Promise<boolean> {

@@ -67,6 +67,17 @@ const GRPC_MESSAGE_MAX_BYTES = 4 * 1024 * 1024;
 export const DEFAULT_MAX_CONCURRENT_RPCS = 64;
 export const DEFAULT_LIMITS: ServerLimits = { maxConcurrentRpcs: DEFAULT_MAX_CONCURRENT_RPCS, maxSendBytes: GRPC_MESSAGE_MAX_BYTES };
 
+/**
+ * Told of every call (the metrics, driver/metrics.ts): `method` is the gRPC path
+ * ("/csi.v1.Node/NodeStageVolume"). started/ended bracket the work of a call that was let
+ * in; answered comes once per call, refusals included.
+ */
+export interface RpcObserver {
+  started(method: string): void;
+  ended(method: string): void;
+  answered(method: string, req: Record<string, unknown>, code: grpc.status, seconds: number): void;
+}
+
 /** Calls in progress, shared by every capped service of one server. */
 class InFlight {
   count = 0;
@@ -121,16 +132,18 @@ function streamReply(call: grpc.ServerWritableStream<Record<string, unknown>, un
 }
 
 /** Wraps every method of a service implementation for grpc-js: unary and server-streaming alike. */
-export function wrapService(service: grpc.ServiceDefinition, impl: Impl, log: Logger, inFlight?: InFlight): grpc.UntypedServiceImplementation {
+export function wrapService(service: grpc.ServiceDefinition, impl: Impl, log: Logger, inFlight?: InFlight, observer?: RpcObserver): grpc.UntypedServiceImplementation {
   const out: grpc.UntypedServiceImplementation = {};
   for (const [method, def] of Object.entries(service)) {
     const fn = (impl as Record<string, unknown>)[method];
+    const rpcPath = def.path;
     const serve = (call: Call, r: Reply) => {
       const started = process.hrtime.bigint();
       const req = call.request ?? {};
       const ids = idsOf(req);
       const done = (code: grpc.status, err?: unknown) => {
         const ms = Number(process.hrtime.bigint() - started) / 1e6;
+        observer?.answered(rpcPath, req, code, ms / 1000);
         const fields = { rpc: method, ...ids, ms: Math.round(ms * 10) / 10, code: grpc.status[code] };
         if (code === grpc.status.OK) log.info(fields, 'rpc');
         else if (code === grpc.status.INTERNAL || code === grpc.status.DEADLINE_EXCEEDED) log.error({ ...fields, err: messageOf(err), req: redactSecrets(req) }, 'rpc failed');
@@ -150,6 +163,7 @@ export function wrapService(service: grpc.ServiceDefinition, impl: Impl, log: Lo
         return;
       }
       if (inFlight) inFlight.count++;
+      observer?.started(rpcPath);
       const abort = callerGaveUp(call);
       // A stream's messages are made while they are written, so all of it runs under the
       // call's signal and counts against the cap until its last message.
@@ -158,6 +172,7 @@ export function wrapService(service: grpc.ServiceDefinition, impl: Impl, log: Lo
         .finally(() => {
           abort.release();
           if (inFlight) inFlight.count--;
+          observer?.ended(rpcPath);
         })
         .then(
           (res) => {
@@ -198,6 +213,7 @@ export class CsiServer {
     services: Services,
     private readonly log: Logger,
     limits: Partial<ServerLimits> = {},
+    observer?: RpcObserver,
   ) {
     const l = { ...DEFAULT_LIMITS, ...limits };
     this.server = new grpc.Server({
@@ -206,15 +222,15 @@ export class CsiServer {
     });
     const inFlight = new InFlight(l.maxConcurrentRpcs);
     const csi = loadCsi().csi.v1;
-    this.server.addService(csi.Identity.service, wrapService(csi.Identity.service, services.identity, log));
-    if (services.controller) this.server.addService(csi.Controller.service, wrapService(csi.Controller.service, services.controller, log, inFlight));
+    this.server.addService(csi.Identity.service, wrapService(csi.Identity.service, services.identity, log, undefined, observer));
+    if (services.controller) this.server.addService(csi.Controller.service, wrapService(csi.Controller.service, services.controller, log, inFlight, observer));
     if (services.groupController) {
-      this.server.addService(csi.GroupController.service, wrapService(csi.GroupController.service, services.groupController, log, inFlight));
+      this.server.addService(csi.GroupController.service, wrapService(csi.GroupController.service, services.groupController, log, inFlight, observer));
     }
     if (services.snapshotMetadata) {
-      this.server.addService(csi.SnapshotMetadata.service, wrapService(csi.SnapshotMetadata.service, services.snapshotMetadata, log, inFlight));
+      this.server.addService(csi.SnapshotMetadata.service, wrapService(csi.SnapshotMetadata.service, services.snapshotMetadata, log, inFlight, observer));
     }
-    if (services.node) this.server.addService(csi.Node.service, wrapService(csi.Node.service, services.node, log, inFlight));
+    if (services.node) this.server.addService(csi.Node.service, wrapService(csi.Node.service, services.node, log, inFlight, observer));
   }
 
   /** Listens on unix:///path (or a bare path), replacing a stale socket; the socket is mode 0600. */

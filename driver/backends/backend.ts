@@ -100,6 +100,18 @@ export interface BlockMap {
   fixedBlockBytes?: bigint;
 }
 
+/**
+ * One pool a backend allocates from, for the metrics: the loop data pool's filesystem, a
+ * volume group, a thin pool's data or metadata, a Ceph pool. `pool` names it the way an
+ * admin would (a path, "vg", "vg/thinpool", "cluster/pool").
+ */
+export interface PoolUsage {
+  pool: string;
+  part: 'data' | 'metadata';
+  capacityBytes: bigint;
+  freeBytes: bigint;
+}
+
 /** A backend rejects a request it cannot serve with one of these; the services map them to gRPC codes. */
 export class BackendError extends Error {
   constructor(
@@ -158,6 +170,8 @@ export interface BackendBase {
    * node still has staged when getVolume no longer finds it.
    */
   volumeGone?(id: string): Promise<HealthProblem>;
+  /** The pools it allocates from and how full they are (read at metrics scrape time). */
+  poolUsage?(): Promise<PoolUsage[]>;
 }
 
 /** What a mutable parameter may be: one of these values, or what a check lets through (it names what is wrong, or answers undefined). */

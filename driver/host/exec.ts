@@ -4,6 +4,7 @@
 // inside withCallSignal, and when the caller's deadline passes or it cancels, the child
 // processes running at that moment are killed.
 import { AsyncLocalStorage } from 'node:async_hooks';
+import path from 'node:path';
 import { execa } from 'execa';
 import { internal, toCsiError, CsiError, CallAbortedError, ToolMissingError } from '../errors.js';
 import { status } from '@grpc/grpc-js';
@@ -51,6 +52,20 @@ const waiting: Array<() => void> = [];
 export function setMaxChildProcesses(n: number): void {
   if (!Number.isInteger(n) || n < 1) throw new Error('the child process cap must be a whole number of at least 1');
   maxChildren = n;
+}
+
+/** How a host tool ended, for the metrics: ok (an exit code it was allowed), failed, timeout, cancelled (its caller gave up). */
+export type ChildOutcome = 'ok' | 'failed' | 'timeout' | 'cancelled';
+type ChildObserver = (tool: string, outcome: ChildOutcome, seconds: number) => void;
+let childObserver: ChildObserver | undefined;
+
+/** Process-wide, like the cap: the metrics' hook, told of every tool that ended. */
+export function observeChildProcesses(fn: ChildObserver | undefined): void {
+  childObserver = fn;
+}
+
+function reportChild(file: string, started: bigint, outcome: ChildOutcome): void {
+  childObserver?.(path.basename(file), outcome, Number(process.hrtime.bigint() - started) / 1e9);
 }
 
 export function childProcessCounts(): { running: number; waiting: number } {
@@ -131,6 +146,7 @@ export async function run(file: string, args: string[], opts: RunOptions = {}): 
   const command = [file, ...args].join(' ');
   if (opts.failpoint) failpoint(opts.failpoint);
   const release = await childSlot(afterAbort ? undefined : signal, command);
+  const started = process.hrtime.bigint();
   let r;
   try {
     const sub = execa(file, args, {
@@ -147,10 +163,12 @@ export async function run(file: string, args: string[], opts: RunOptions = {}): 
   } finally {
     release();
   }
+  const exitCode = r.exitCode ?? -1;
+  const failed = exitCode !== 0 && !(opts.okCodes ?? []).includes(exitCode);
+  reportChild(file, started, r.isCanceled ? 'cancelled' : r.timedOut ? 'timeout' : failed ? 'failed' : 'ok');
   if (signal && (r.isCanceled || (afterAbort && r.timedOut))) throw abortError(signal, command);
   if (r.code === 'ENOENT') throw toolMissing(file, opts.env);
-  const exitCode = r.exitCode ?? -1;
-  if (r.timedOut || (exitCode !== 0 && !(opts.okCodes ?? []).includes(exitCode))) {
+  if (r.timedOut || failed) {
     throw new CommandError(command, r.exitCode, String(r.stderr ?? '') || String(r.message ?? ''), !!r.timedOut);
   }
   return { stdout: String(r.stdout), stderr: String(r.stderr), exitCode };
@@ -192,6 +210,7 @@ export async function readOutput(file: string, args: string[], opts: { env?: Rec
   const command = [file, ...args].join(' ');
   if (signal?.aborted) throw abortError(signal, command);
   const release = await childSlot(signal, command);
+  const started = process.hrtime.bigint();
   const sub = execa(file, args, {
     reject: false,
     buffer: { stdout: false, stderr: true },
@@ -206,10 +225,12 @@ export async function readOutput(file: string, args: string[], opts: { env?: Rec
   const idleMs = opts.idleTimeoutMs ?? DEFAULT_TIMEOUT_MS;
   let ended = false;
   let hung = false;
+  let closed = false;
   const finish = async () => {
     ended = true;
     const r = await sub;
     release();
+    reportChild(file, started, r.isCanceled || closed ? 'cancelled' : hung ? 'timeout' : r.exitCode !== 0 ? 'failed' : 'ok');
     return r;
   };
   return {
@@ -236,6 +257,7 @@ export async function readOutput(file: string, args: string[], opts: { env?: Rec
     },
     async close() {
       if (ended) return;
+      closed = true;
       sub.kill();
       await pieces.return?.().catch(() => undefined);
       await finish();

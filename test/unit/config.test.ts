@@ -96,6 +96,8 @@ describe('driver settings: bad values are refused, each naming its flag', () => 
     [{ rbdConfig: '/r.json', rbdMapper: 'iscsi' }, '--rbd-mapper must be one of krbd, rbd-nbd, fuse; got "iscsi"'],
     [{ defaultBackend: 'lvm' }, '--default-backend lvm is not enabled; enabled: loop'],
     [{ driverName: '' }, '--driver-name must not be empty'],
+    [{ metricsAddress: 'localhost' }, '--metrics-address: not a host:port endpoint: "localhost"'],
+    [{ metricsAddress: ':99999' }, '--metrics-address: bad port in ":99999"'],
   ])('%j', (opts, problem) => {
     expect(problemsOf(opts)).toEqual([problem]);
   });

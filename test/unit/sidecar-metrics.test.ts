@@ -98,6 +98,24 @@ describe('Prometheus text exposition', () => {
   });
 });
 
+describe('gauges', () => {
+  it('go up and down, and drop the series of one source before it is set again', () => {
+    const r = new Registry();
+    const g = r.gauge('pool_free_bytes', 'Free.', ['backend', 'pool']);
+    g.set({ backend: 'lvm', pool: 'vg1' }, 10);
+    g.set({ backend: 'lvm', pool: 'vg2' }, 20);
+    g.set({ backend: 'loop', pool: '/d' }, 5);
+    g.inc({ backend: 'loop', pool: '/d' }, 2);
+    g.dec({ backend: 'loop', pool: '/d' });
+    g.removeWhere({ backend: 'lvm' });
+    g.set({ backend: 'lvm', pool: 'vg2' }, 15);
+    expect(r.render()).toBe(
+      '# HELP pool_free_bytes Free.\n# TYPE pool_free_bytes gauge\n' + 'pool_free_bytes{backend="loop",pool="/d"} 6\n' + 'pool_free_bytes{backend="lvm",pool="vg2"} 15\n',
+    );
+    expect(() => g.removeWhere({ node: 'x' })).toThrow('unknown label node');
+  });
+});
+
 describe('CSI call metrics', () => {
   function fakeClient(): CsiClient {
     const err = Object.assign(new Error('5 NOT_FOUND: no such volume'), { code: 5 });

@@ -3,7 +3,7 @@
 // supports them, sparse copies otherwise. Node-local: one data directory per node.
 import fs from 'node:fs/promises';
 import path from 'node:path';
-import { BackendError, type Backend, type Capacity, type GroupSnapshotRecord, type GroupSnapshotStore, type SnapshotRecord, type HealthProblem, type StorageProblem, type VolumeRecord } from '../backend.js';
+import { BackendError, type Backend, type Capacity, type PoolUsage, type GroupSnapshotRecord, type GroupSnapshotStore, type SnapshotRecord, type HealthProblem, type StorageProblem, type VolumeRecord } from '../backend.js';
 import { readJson, writeJsonAtomic, removeFile, fsyncDir } from '../../host/atomic.js';
 import { run } from '../../host/exec.js';
 import * as loop from '../../host/loop.js';
@@ -124,6 +124,12 @@ export class LoopBackend implements Backend {
     const free = s.bavail * s.bsize;
     if (available > free) available = free;
     return { availableBytes: available, maximumVolumeBytes: this.opts.maxVolumeBytes };
+  }
+
+  /** The data directory's filesystem (the XFS pool image when there is one), as statfs sees it. */
+  async poolUsage(): Promise<PoolUsage[]> {
+    const s = await fs.statfs(this.opts.dataDir, { bigint: true });
+    return [{ pool: this.opts.dataDir, part: 'data', capacityBytes: s.blocks * s.bsize, freeBytes: s.bavail * s.bsize }];
   }
 
   async granularity(): Promise<bigint> {

@@ -10,7 +10,7 @@
 //    snapshot's error says to unstage it first.
 import fs from 'node:fs/promises';
 import path from 'node:path';
-import { BackendError, type Backend, type Capacity, type GroupSnapshotRecord, type GroupSnapshotStore, type SnapshotRecord, type HealthProblem, type StorageProblem, type VolumeRecord } from '../backend.js';
+import { BackendError, type Backend, type Capacity, type PoolUsage, type GroupSnapshotRecord, type GroupSnapshotStore, type SnapshotRecord, type HealthProblem, type StorageProblem, type VolumeRecord } from '../backend.js';
 import { lvProblems, vgProblems } from './health.js';
 import { Lvm, type LvInfo, type LvmRunner } from './lvm.js';
 import { readJson, writeJsonAtomic, removeFile } from '../../host/atomic.js';
@@ -206,6 +206,20 @@ export class LvmBackend implements Backend {
 
   async granularity(params: Record<string, string>): Promise<bigint> {
     return this.extentOf(this.vgOf(params));
+  }
+
+  /** Each volume group, and each thin pool's data and metadata in them. */
+  async poolUsage(): Promise<PoolUsage[]> {
+    const vgs = this.opts.volumeGroups;
+    const [infos, thin] = await Promise.all([this.lvm.vgs(vgs), this.lvm.thinPools(vgs)]);
+    const out: PoolUsage[] = infos.map((v) => ({ pool: v.name, part: 'data', capacityBytes: v.sizeBytes, freeBytes: v.freeBytes }));
+    // lvm reports thin usage in percent with two decimals: free bytes are as exact as that.
+    const freeOf = (size: bigint, pct: number) => (size * BigInt(Math.round((100 - pct) * 100))) / 10000n;
+    for (const t of thin) {
+      out.push({ pool: `${t.vg}/${t.name}`, part: 'data', capacityBytes: t.dataBytes, freeBytes: freeOf(t.dataBytes, t.dataPercent) });
+      out.push({ pool: `${t.vg}/${t.name}`, part: 'metadata', capacityBytes: t.metadataBytes, freeBytes: freeOf(t.metadataBytes, t.metadataPercent) });
+    }
+    return out;
   }
 
   async capacity(params: Record<string, string>): Promise<Capacity> {

@@ -20,6 +20,15 @@ export interface LvInfo {
   metadataPercent: number | undefined;
 }
 
+export interface ThinPoolInfo {
+  vg: string;
+  name: string;
+  dataBytes: bigint;
+  dataPercent: number;
+  metadataBytes: bigint;
+  metadataPercent: number;
+}
+
 export interface VgInfo {
   name: string;
   extentBytes: bigint;
@@ -149,6 +158,20 @@ export class Lvm {
   async freeRuns(vg: string): Promise<Array<{ pv: string; start: number; size: number }>> {
     const rows = await this.report(['pvs', '--segments', '-o', 'pv_name,vg_name,pvseg_start,pvseg_size,lv_name', ...this.devices], 'pvseg');
     return rows.filter((r) => r.vg_name === vg && r.lv_name === '').map((r) => ({ pv: r.pv_name, start: Number(r.pvseg_start), size: Number(r.pvseg_size) }));
+  }
+
+  /** The thin pools of these VGs: data and metadata sizes and how full each is (percent). */
+  async thinPools(vgs: string[]): Promise<ThinPoolInfo[]> {
+    if (vgs.length === 0) return [];
+    const rows = await this.report(['lvs', '-S', 'segtype=thin-pool', '-o', 'vg_name,lv_name,lv_size,data_percent,lv_metadata_size,metadata_percent', ...vgs], 'lv');
+    return rows.map((r) => ({
+      vg: r.vg_name,
+      name: r.lv_name,
+      dataBytes: BigInt(r.lv_size),
+      dataPercent: Number(r.data_percent || 0),
+      metadataBytes: BigInt(r.lv_metadata_size || 0),
+      metadataPercent: Number(r.metadata_percent || 0),
+    }));
   }
 
   async lvs(vgs: string[], select?: string): Promise<LvInfo[]> {

@@ -1,0 +1,202 @@
+// The driver's own Prometheus metrics (--metrics-address): every RPC by method, backend and
+// gRPC code, the child processes it runs, and at scrape time its pools, volumes and node
+// attachments. Names follow the kubernetes-csi sidecars (csi_sidecar_operations_seconds:
+// driver_name, method_name, grpc_status_code) and Prometheus' rules (base units in the name,
+// _total on counters). The registry is lib/metrics.ts, shared with the sidecars: it already
+// renders and checks the format, and prom-client would add a dependency for nothing more.
+import * as grpc from '@grpc/grpc-js';
+import { Registry, type Counter, type Gauge, type Histogram } from '../lib/metrics.js';
+import { childProcessCounts, type ChildOutcome } from './host/exec.js';
+import type { Backend } from './backends/backend.js';
+import type { NodeStateStore } from './nodestate.js';
+import type { Logger } from './log.js';
+import type { RpcObserver } from './server.js';
+
+/** Host tools finish in milliseconds (blkid) to minutes (a copy, mkfs of a big volume). */
+const CHILD_BUCKETS = [0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300];
+
+/** Scrape-time values are this fresh at most: a scrape storm runs the tools once per period. */
+export const COLLECT_TTL_MS = 10_000;
+/** A scrape waits this long for the tools; then it answers with what it had (and counts an error). */
+export const COLLECT_TIMEOUT_MS = 5_000;
+
+// Fields naming the object a call acts on; the backend is the middle part of the driver's IDs.
+const ID_FIELDS = ['volume_id', 'source_volume_id', 'snapshot_id', 'group_snapshot_id', 'base_snapshot_id', 'target_snapshot_id'] as const;
+const ID_BACKEND = /^(?:vol|snap|group)-([a-z][a-z0-9]{0,15})-/;
+// Calls that pick a backend by StorageClass parameter (or the default) rather than by ID.
+const BY_PARAMETER = new Set(['/csi.v1.Controller/CreateVolume', '/csi.v1.Controller/GetCapacity']);
+
+export interface MetricsOptions {
+  driverName: string;
+  defaultBackend: string;
+  backends: Map<string, Backend>;
+  /** Whether this driver serves the controller: then it reports shared backends' pools and counts too. */
+  controller: boolean;
+  /** The node service's records (node and all modes). */
+  nodeState?: NodeStateStore;
+  log: Logger;
+  ttlMs?: number;
+  timeoutMs?: number;
+}
+
+export class DriverMetrics implements RpcObserver {
+  readonly registry = new Registry();
+  private readonly operations: Histogram;
+  private readonly inFlight: Gauge;
+  private readonly aborted: Counter;
+  private readonly children: Histogram;
+  private readonly childSlots: Gauge;
+  private readonly scrape: ScrapeGauges;
+
+  constructor(private readonly opts: MetricsOptions) {
+    const r = this.registry;
+    this.operations = r.histogram('tscsi_operations_seconds', 'CSI calls served, by method, backend and gRPC status code, in seconds.', [
+      'driver_name',
+      'method_name',
+      'backend',
+      'grpc_status_code',
+    ]);
+    this.inFlight = r.gauge('tscsi_operations_in_flight', 'CSI calls being served now, by method.', ['driver_name', 'method_name']);
+    this.aborted = r.counter(
+      'tscsi_operations_aborted_total',
+      'CSI calls answered ABORTED because another call held the same volume or snapshot (lock contention), by method.',
+      ['driver_name', 'method_name'],
+    );
+    this.children = r.histogram('tscsi_child_processes_seconds', 'Host tools run (mkfs, cp, lvm, rbd, ...), by tool and outcome, in seconds.', ['tool', 'outcome'], CHILD_BUCKETS);
+    this.childSlots = r.gauge('tscsi_child_processes', 'Host tools running now, and waiting for a slot (--max-child-processes).', ['state']);
+    this.scrape = new ScrapeGauges(r, opts);
+  }
+
+  started(method: string): void {
+    this.inFlight.inc({ driver_name: this.opts.driverName, method_name: method });
+  }
+
+  ended(method: string): void {
+    this.inFlight.dec({ driver_name: this.opts.driverName, method_name: method });
+  }
+
+  answered(method: string, req: Record<string, unknown>, code: grpc.status, seconds: number): void {
+    const d = this.opts.driverName;
+    this.operations.observe({ driver_name: d, method_name: method, backend: this.backendOf(method, req), grpc_status_code: grpc.status[code] ?? String(code) }, seconds);
+    if (code === grpc.status.ABORTED) this.aborted.inc({ driver_name: d, method_name: method });
+  }
+
+  /** For host/exec.ts's observer. */
+  readonly childExited = (tool: string, outcome: ChildOutcome, seconds: number): void => {
+    this.children.observe({ tool, outcome }, seconds);
+  };
+
+  /**
+   * The backend a call acts on, or '' when none (Probe, listings) or the request names one
+   * this driver does not have: a hostile ID must not mint a new series.
+   */
+  backendOf(method: string, req: Record<string, unknown>): string {
+    const known = (b: unknown) => (typeof b === 'string' && this.opts.backends.has(b) ? b : '');
+    if (BY_PARAMETER.has(method)) {
+      const b = (req.parameters as Record<string, unknown> | undefined)?.backend;
+      return b === undefined || b === '' ? this.opts.defaultBackend : known(b);
+    }
+    for (const f of ID_FIELDS) {
+      const v = req[f];
+      if (typeof v === 'string' && v) return known(ID_BACKEND.exec(v)?.[1]);
+    }
+    const group = req.source_volume_ids;
+    if (Array.isArray(group) && typeof group[0] === 'string') return known(ID_BACKEND.exec(group[0])?.[1]);
+    return '';
+  }
+
+  /** Fills the scrape-time gauges (cached, bounded); the registry renders them next. */
+  async refresh(): Promise<void> {
+    const { running, waiting } = childProcessCounts();
+    this.childSlots.set({ state: 'running' }, running);
+    this.childSlots.set({ state: 'waiting' }, waiting);
+    await this.scrape.refresh();
+  }
+}
+
+/**
+ * What is read at scrape time: pool capacity and free bytes, volume and snapshot counts,
+ * the node's staged and published volumes. One collection at a time, at most once per TTL;
+ * a scrape that outwaits the timeout gets the last values and the collection goes on.
+ */
+class ScrapeGauges {
+  private readonly capacity: Gauge;
+  private readonly free: Gauge;
+  private readonly volumes: Gauge;
+  private readonly snapshots: Gauge;
+  private readonly staged: Gauge;
+  private readonly published: Gauge;
+  private readonly errors: Counter;
+  private running?: Promise<void>;
+  private freshUntil = 0;
+
+  constructor(
+    r: Registry,
+    private readonly opts: MetricsOptions,
+  ) {
+    const pool = ['backend', 'pool', 'part'];
+    this.capacity = r.gauge('tscsi_pool_capacity_bytes', 'Size of a backend pool (loop data pool, volume group, thin pool data or metadata, Ceph pool), in bytes.', pool);
+    this.free = r.gauge('tscsi_pool_free_bytes', 'Free bytes of a backend pool, as the driver sees it (a Ceph pool: as its configured user sees it).', pool);
+    this.volumes = r.gauge('tscsi_volumes', 'Volumes the driver holds, by backend.', ['backend']);
+    this.snapshots = r.gauge('tscsi_snapshots', 'Snapshots the driver holds, by backend.', ['backend']);
+    this.staged = r.gauge('tscsi_node_staged_volumes', 'Volumes staged on this node.');
+    this.published = r.gauge('tscsi_node_published_volumes', 'Volume publications (targets) on this node.');
+    this.errors = r.counter('tscsi_metrics_collect_errors_total', 'Scrape-time reads that failed or outlasted their time, by source (a backend, or node).', ['source']);
+  }
+
+  async refresh(): Promise<void> {
+    if (Date.now() < this.freshUntil) return;
+    if (!this.running) {
+      this.running = this.collect().finally(() => {
+        this.running = undefined;
+        this.freshUntil = Date.now() + (this.opts.ttlMs ?? COLLECT_TTL_MS);
+      });
+    }
+    let timer: NodeJS.Timeout | undefined;
+    const late = new Promise<'late'>((resolve) => (timer = setTimeout(() => resolve('late'), this.opts.timeoutMs ?? COLLECT_TIMEOUT_MS)));
+    const r = await Promise.race([this.running, late]).finally(() => clearTimeout(timer));
+    if (r === 'late') this.errors.inc({ source: 'timeout' });
+  }
+
+  /** Each source on its own: one failing backend leaves the others' values. */
+  private async collect(): Promise<void> {
+    const jobs: Array<Promise<void>> = [];
+    for (const b of this.opts.backends.values()) {
+      // A shared backend's pools and volumes are the controller's to report, not every node's.
+      if (!b.nodeLocal && !this.opts.controller) continue;
+      jobs.push(this.guard(b.name, () => this.collectBackend(b)));
+    }
+    const nodeState = this.opts.nodeState;
+    if (nodeState) jobs.push(this.guard('node', () => this.collectNode(nodeState)));
+    await Promise.all(jobs);
+  }
+
+  private async guard(source: string, fn: () => Promise<void>): Promise<void> {
+    try {
+      await fn();
+    } catch (err) {
+      this.errors.inc({ source });
+      this.opts.log.warn({ source, err: err instanceof Error ? err.message : String(err) }, 'metrics: a scrape-time read failed');
+    }
+  }
+
+  private async collectBackend(b: Backend): Promise<void> {
+    const [pools, vols, snaps] = await Promise.all([b.poolUsage ? b.poolUsage() : [], b.listVolumes(), b.listSnapshots()]);
+    // Set only once every read worked, and without the backend's old pools: one that went away stops being exported.
+    this.capacity.removeWhere({ backend: b.name });
+    this.free.removeWhere({ backend: b.name });
+    for (const p of pools) {
+      const labels = { backend: b.name, pool: p.pool, part: p.part };
+      this.capacity.set(labels, Number(p.capacityBytes));
+      this.free.set(labels, Number(p.freeBytes));
+    }
+    this.volumes.set({ backend: b.name }, vols.length);
+    this.snapshots.set({ backend: b.name }, snaps.length);
+  }
+
+  private async collectNode(store: NodeStateStore): Promise<void> {
+    const all = await store.all();
+    this.staged.set({}, all.filter((s) => s.stagingPath).length);
+    this.published.set({}, all.reduce((n, s) => n + Object.keys(s.publications ?? {}).length, 0));
+  }
+}
