@@ -5,7 +5,7 @@ import { createLogger, runMain, stopOnSignals, type Logger } from '../../lib/pro
 import { CsiClient } from './csi-client.js';
 import { clients, loadKubeConfig, type Clients } from './kube.js';
 import { serveHealthAndMetrics, type HttpServer } from './http.js';
-import { CsiCallMetrics } from './metrics.js';
+import { CsiCallMetrics, defaultRegistry } from './metrics.js';
 import { LeaderElector } from './lease.js';
 import { parseBackends, DEFAULT_BACKEND, type Scope } from './scope.js';
 import { probeDriver, waitForDriverName } from './driver.js';
@@ -67,15 +67,22 @@ async function runController(rc: RunContext, controller: Controller): Promise<vo
   const http = flags['http-endpoint'] ? await serveControllerHttp(flags['http-endpoint'], rc.csiAddress, rc.metrics, log) : undefined;
   let elector: LeaderElector | undefined;
   if (flags['leader-election']) {
+    const name = leaseName(rc.component, rc.driver);
+    // client-go's leader_election_master_status: 1 while this candidate leads; summed over
+    // the candidates, 0 means nobody does the sidecar's work (deploy/monitoring alerts on it).
+    const leading = defaultRegistry.gauge('tscsi_leader_election_master_status', 'Whether this candidate holds the Lease (1) or not (0), by Lease name.', ['name']);
+    leading.set({ name }, 0);
     elector = new LeaderElector(rc.k.coordination, {
       namespace: flags['leader-election-namespace'] ?? 'default',
-      name: leaseName(rc.component, rc.driver),
+      name,
       log,
       onStartedLeading: async () => {
         log.info('leading: starting work');
+        leading.set({ name }, 1);
         await controller.start();
       },
       onStoppedLeading: async () => {
+        leading.set({ name }, 0);
         log.warn('lost leadership: stopping');
         await controller.stop();
         process.exit(1);

@@ -30,6 +30,7 @@ export async function listVolumeHealth(csi: CsiClient, timeoutMs: number): Promi
 }
 
 export class ControllerHealthMonitor extends HealthMonitor<MonitorOptions> {
+  protected readonly kind = 'controller' as const;
   constructor(k: Clients, csi: CsiClient, opts: MonitorOptions) {
     super(k, csi, opts, `${opts.driverName}-health-monitor`);
   }

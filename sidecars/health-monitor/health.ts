@@ -74,6 +74,13 @@ export class HealthStates {
   get size(): number {
     return this.last.size;
   }
+
+  /** Keys whose last condition is abnormal. */
+  get abnormal(): number {
+    let n = 0;
+    for (const v of this.last.values()) if (v) n++;
+    return n;
+  }
 }
 
 /** Where kubelet stages and publishes a CSI volume of a pod (its csi_attacher.go / csi_block.go layout). */

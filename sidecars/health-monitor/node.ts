@@ -21,6 +21,7 @@ interface PodVolume {
 }
 
 export class NodeHealthMonitor extends HealthMonitor<NodeMonitorOptions> {
+  protected readonly kind = 'node' as const;
   private claims!: Watch<k8s.V1PersistentVolumeClaim>;
 
   constructor(k: Clients, csi: CsiClient, opts: NodeMonitorOptions) {

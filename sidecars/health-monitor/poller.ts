@@ -6,6 +6,7 @@ import { rpcErrorText, type CsiClient } from '../common/csi-client.js';
 import { Recorder } from '../common/events.js';
 import type { Clients, k8s, Watch } from '../common/kube.js';
 import type { CommonControllerOptions } from '../common/run.js';
+import { defaultRegistry, type Gauge } from '../common/metrics.js';
 import { HealthStates, podClaimNames, podIsActive, type HealthEvent } from './health.js';
 
 export interface MonitorOptions extends CommonControllerOptions {
@@ -29,6 +30,9 @@ export abstract class Poller {
 
   protected abstract poll(): Promise<void>;
 
+  /** After every poll, successful or not. */
+  protected polled(): void {}
+
   /** Starts polling at once, then every interval after the end of the previous poll (a slow driver is never asked twice at a time). */
   protected startPolling(): void {
     const tick = () => {
@@ -36,6 +40,7 @@ export abstract class Poller {
         .catch((err) => this.log.warn({ err: rpcErrorText(err) }, 'health poll failed; trying again next interval'))
         .finally(() => {
           this.polls++;
+          this.polled();
           if (!this.stopped) this.timer = setTimeout(tick, this.intervalMs);
         });
     };
@@ -54,6 +59,7 @@ export abstract class HealthMonitor<O extends MonitorOptions> extends Poller {
   protected pvs!: Watch<k8s.V1PersistentVolume>;
   protected readonly states = new HealthStates();
   protected readonly recorder: Recorder;
+  private readonly abnormal: Gauge;
   /** The driver reports no health: said once in the log, not every poll. */
   protected warnedNoHealth = false;
 
@@ -65,6 +71,18 @@ export abstract class HealthMonitor<O extends MonitorOptions> extends Poller {
   ) {
     super(opts.intervalMs, opts.log);
     this.recorder = new Recorder(k.core, eventSource, opts.log);
+    this.abnormal = defaultRegistry.gauge(
+      'tscsi_health_monitor_abnormal_volumes',
+      'Volumes whose last health check found a problem (the node monitor counts a volume once per pod using it); the Events on their claims and pods say which and why.',
+      ['monitor'],
+    );
+  }
+
+  /** Which monitor this is, as the abnormal_volumes gauge labels it. */
+  protected abstract readonly kind: 'controller' | 'node';
+
+  protected override polled(): void {
+    this.abnormal.set({ monitor: this.kind }, this.states.abnormal);
   }
 }
 

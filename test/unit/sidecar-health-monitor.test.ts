@@ -58,6 +58,18 @@ describe('HealthStates: one event per change of condition', () => {
     expect(s.size).toBe(1);
     expect(s.observe('a', [missing], 'a')?.type).toBe('Warning');
   });
+
+  it('counts the volumes abnormal now (the abnormal_volumes gauge): recovered and forgotten ones leave the count', () => {
+    const s = new HealthStates();
+    s.observe('a', [missing], 'a');
+    s.observe('b', [missing], 'b');
+    s.observe('c', [], 'c');
+    expect(s.abnormal).toBe(2);
+    s.observe('b', [], 'b');
+    expect(s.abnormal).toBe(1);
+    s.retain(new Set(['b', 'c']));
+    expect(s.abnormal).toBe(0);
+  });
 });
 
 describe('where kubelet puts a volume, which pods use a claim', () => {

@@ -14,7 +14,7 @@
 // the RADOS object `tscsi.nodes` in each cluster's first pool (and the config may list
 // more), which is what knowsNode answers from.
 import path from 'node:path';
-import { BackendError, type Backend, type Capacity, type GroupSnapshotRecord, type GroupSnapshotStore, type SnapshotRecord, type HealthProblem, type StorageProblem, type VolumeRecord } from '../backend.js';
+import { BackendError, type Backend, type Capacity, type PoolUsage, type GroupSnapshotRecord, type GroupSnapshotStore, type SnapshotRecord, type HealthProblem, type StorageProblem, type VolumeRecord } from '../backend.js';
 import { mergeSameReason } from '../problems.js';
 import { clusterProblems, clusterUnreachable, describeCluster } from './health.js';
 import { recordFromJson, recordToJson } from '../../host/atomic.js';
@@ -582,6 +582,27 @@ export class RbdBackend implements Backend {
       this.capCache.set(key, { at: Date.now(), bytes });
     }
     return { availableBytes: bytes, maximumVolumeBytes: this.opts.maxVolumeBytes };
+  }
+
+  /**
+   * Each configured pool once per cluster (its namespaces share it), as `ceph df` shows it to
+   * the configured user: free is what that user may still write (max_avail, replication and
+   * quota counted), capacity that plus what the pool stores.
+   */
+  async poolUsage(): Promise<PoolUsage[]> {
+    const out: PoolUsage[] = [];
+    for (const cluster of this.config.clusters) {
+      const r = await this.cli.tool('ceph', cluster, this.creds(cluster), ['df', '--format', 'json'], CEPH_DF_TIMEOUT_MS);
+      const df = JSON.parse(r.stdout) as { pools?: Array<{ name: string; stats: { stored?: number; bytes_used?: number; max_avail: number } }> };
+      for (const name of new Set(cluster.pools.map((p) => p.pool))) {
+        const p = df.pools?.find((x) => x.name === name);
+        if (!p) continue; // not yet in the mgr's statistics (see maxAvail)
+        const free = BigInt(Math.floor(p.stats.max_avail));
+        const stored = BigInt(Math.floor(p.stats.stored ?? p.stats.bytes_used ?? 0));
+        out.push({ pool: `${cluster.clusterID}/${name}`, part: 'data', capacityBytes: stored + free, freeBytes: free });
+      }
+    }
+    return out;
   }
 
   /**
