@@ -270,3 +270,86 @@ describe('the node service account and VolumeSnapshotContents', () => {
     await removePodsAndClaims('vap-src');
   });
 });
+
+// Group snapshots of node-local volumes through deploy/: the node snapshotter (DaemonSet,
+// --node-name) may watch and write VolumeGroupSnapshotContents (rbac.yaml's node role) of its
+// own node only (node-admission.yaml, tscsi-node-groupsnapshotcontents).
+describe('a VolumeGroupSnapshot of loop claims through the installed node snapshotter', () => {
+  const GROUP_API = 'groupsnapshot.storage.k8s.io/v1';
+  const members = ['grp-a', 'grp-b'];
+  /** A pod with claim grp-a at /data and each other claim at /<its name>. */
+  const podOfMembers = (name: string, claims: string[], script: string) => {
+    const p: any = pod(name, claims[0], script);
+    for (const c of claims.slice(1)) {
+      p.spec.containers[0].volumeMounts.push({ name: c, mountPath: `/${c}` });
+      p.spec.volumes.push({ name: c, persistentVolumeClaim: { claimName: c } });
+    }
+    return p;
+  };
+  const groupDiagnostics = async () =>
+    `${await env.kubectl(['describe', 'volumegroupsnapshot,volumegroupsnapshotcontent']).catch(String)}\n${await diagnostics()}`;
+
+  it('two claims of one pod -> group ready, taken by the node -> both restored and read; only the node may write it; deleting it deletes the snapshots', { timeout: 12 * MIN }, async () => {
+    for (const c of members) await env.apply({ ...claim(c, 'tscsi-loop', SOURCE_SIZE), metadata: { name: c, namespace: 'default', labels: { group: 'deploy-grp' } } });
+    await env.apply(podOfMembers('grp-writer', members, 'echo first > /data/n && echo second > /grp-b/n && sync && echo written && sleep 3600'));
+    await env.waitPhase('grp-writer', ['Running'], 4 * MIN, diagnostics);
+    const handles = await Promise.all(members.map(async (c) => (await env.bound(c)).handle));
+    for (const h of handles) inst.handles.add(h);
+    await env.waitFor('grp-writer wrote', async () => (await env.logs('grp-writer')).includes('written'), MIN, diagnostics);
+
+    const t0 = Date.now();
+    await env.apply({ apiVersion: GROUP_API, kind: 'VolumeGroupSnapshot', metadata: { name: 'grp-snap', namespace: 'default' }, spec: { volumeGroupSnapshotClassName: 'tscsi-group-snapshots', source: { selector: { matchLabels: { group: 'deploy-grp' } } } } });
+    const vgs = await env.waitFor('VolumeGroupSnapshot grp-snap readyToUse', async () => {
+      const g = await env.json(['get', 'volumegroupsnapshot', 'grp-snap']);
+      return g.status?.readyToUse === true && g;
+    }, 3 * MIN, groupDiagnostics);
+    timings['loop.groupReady'] = Date.now() - t0;
+    const contentName = vgs.status.boundVolumeGroupSnapshotContentName;
+    const content = await env.json(['get', 'volumegroupsnapshotcontent', contentName]);
+    expect(content.spec).toMatchObject({ driver: DRIVER, deletionPolicy: 'Delete' });
+    expect([...content.spec.source.volumeHandles].sort()).toEqual([...handles].sort());
+    expect(content.status.volumeGroupSnapshotHandle).toMatch(/^group-loop-[0-9a-f]{32}$/);
+    expect(content.metadata.annotations[NODE_ANNOTATION]).toBe(NODE_NAME);
+    const snapshotOf = new Map<string, string>(content.status.volumeSnapshotInfoList.map((i: any) => [i.volumeHandle, i.snapshotHandle]));
+    expect([...snapshotOf.keys()].sort()).toEqual([...handles].sort());
+
+    // the member VolumeSnapshots the snapshot-controller made, one per claim, restore into new claims a pod reads
+    const byClaim = await env.waitFor('2 ready member VolumeSnapshots', async () => {
+      const vss = (await env.json(['get', 'volumesnapshot'])).items.filter((s: any) => s.metadata.ownerReferences?.some((o: any) => o.uid === vgs.metadata.uid));
+      return vss.length === 2 && vss.every((s: any) => s.status?.readyToUse === true) && new Map<string, string>(vss.map((s: any) => [s.spec.source.persistentVolumeClaimName, s.metadata.name]));
+    }, 2 * MIN, groupDiagnostics);
+    timings['loop.groupMembersReady'] = Date.now() - t0;
+    const restored = members.map((c) => `${c}-restored`);
+    const t1 = Date.now();
+    for (const [i, c] of members.entries()) {
+      await env.apply(claim(restored[i], 'tscsi-loop', SOURCE_SIZE, { dataSourceRef: { apiGroup: 'snapshot.storage.k8s.io', kind: 'VolumeSnapshot', name: byClaim.get(c) } }));
+    }
+    await env.apply(podOfMembers('grp-reader', restored, `echo "a=$(cat /data/n) b=$(cat /${restored[1]}/n)"`));
+    await env.waitPhase('grp-reader', ['Succeeded', 'Failed'], 4 * MIN, diagnostics);
+    timings['loop.groupRestoreToRead'] = Date.now() - t1;
+    for (const c of restored) inst.handles.add((await env.bound(c)).handle);
+    expect((await env.logs('grp-reader')).trim()).toBe('a=first b=second');
+
+    // tscsi-node-groupsnapshotcontents: the node's credentials write this content only as its own node
+    const asNode = (node: string, ann: string) =>
+      env.kubectl(['--as=system:serviceaccount:tscsi:tscsi-node', `--as-user-extra=authentication.kubernetes.io/node-name=${node}`, 'annotate', 'volumegroupsnapshotcontent', contentName, '--overwrite', ann]);
+    await expect(asNode('tscsi-e2e-other-node', 'tscsi.dev/e2e=stolen')).rejects.toThrow(/tscsi-node-groupsnapshotcontents.*\(node tscsi-e2e-other-node\) may not UPDATE VolumeGroupSnapshotContent/s);
+    await expect(asNode('tscsi-e2e-other-node', `${NODE_ANNOTATION}=tscsi-e2e-other-node`)).rejects.toThrow(/recorded node '127\.0\.0\.1'/);
+    await asNode(NODE_NAME, 'tscsi.dev/e2e=own');
+    expect((await env.json(['get', 'volumegroupsnapshotcontent', contentName])).metadata.annotations).toMatchObject({ [NODE_ANNOTATION]: NODE_NAME, 'tscsi.dev/e2e': 'own' });
+
+    // class deletionPolicy Delete: the group goes, and with it the member snapshots in the driver
+    await env.kubectl(['delete', 'pod', 'grp-reader', 'grp-writer', '--wait=true', '--timeout=120s']);
+    await env.kubectl(['delete', 'pvc', ...restored, '--wait=true', '--timeout=120s']);
+    for (const id of snapshotOf.values()) expect(await driverHas(id)).toBe(true);
+    await env.kubectl(['delete', 'volumegroupsnapshot', 'grp-snap', '--wait=true', '--timeout=120s']);
+    await env.waitFor(`${contentName} gone`, async () => !(await exists('volumegroupsnapshotcontent', contentName)), 2 * MIN, groupDiagnostics);
+    await env.waitFor('member VolumeSnapshots gone', async () => !(await env.json(['get', 'volumesnapshot'])).items.some((s: any) => s.metadata.ownerReferences?.some((o: any) => o.uid === vgs.metadata.uid)), 2 * MIN, groupDiagnostics);
+    for (const id of snapshotOf.values()) expect(await driverHas(id)).toBe(false);
+  });
+
+  afterAll(async () => {
+    await env.kubectl(['delete', 'volumegroupsnapshot', 'grp-snap', '--ignore-not-found', '--wait=false']).catch(() => undefined);
+    await removePodsAndClaims('grp-reader', 'grp-writer', 'grp-a-restored', 'grp-b-restored', ...members).catch(() => undefined);
+  }, 6 * MIN);
+});

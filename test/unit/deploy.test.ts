@@ -107,7 +107,7 @@ describe('deploy/ manifests', () => {
   // RBAC grants the node's writes cluster-wide; the policies narrow them to the node's own
   // objects (the CEL itself runs in test/e2e/deploy.test.ts against a real API server).
   describe('admission policies: the node service account writes only its own node\'s objects', () => {
-    const POLICIES = ['tscsi-node-persistentvolumes', 'tscsi-node-claims', 'tscsi-node-attachments', 'tscsi-node-capacities', 'tscsi-node-snapshotcontents'];
+    const POLICIES = ['tscsi-node-persistentvolumes', 'tscsi-node-claims', 'tscsi-node-attachments', 'tscsi-node-capacities', 'tscsi-node-snapshotcontents', 'tscsi-node-groupsnapshotcontents'];
     const WRITES = ['create', 'update', 'patch', 'delete', 'deletecollection'];
     const OP: Record<string, string> = { create: 'CREATE', update: 'UPDATE', patch: 'UPDATE', delete: 'DELETE', deletecollection: 'DELETE' };
     const policies = (rendered: any[]) => rendered.filter((o) => o.kind === 'ValidatingAdmissionPolicy');
@@ -153,7 +153,7 @@ describe('deploy/ manifests', () => {
           }
         }
       }
-      expect(writes).toBe(12); // PV create/delete/patch, PVC patch, PVC status, VA patch, VA status, CSIStorageCapacity create/patch/delete, content patch, content status
+      expect(writes).toBe(14); // PV create/delete/patch, PVC patch, PVC status, VA patch, VA status, CSIStorageCapacity create/patch/delete, content and group content patch and status
     });
 
     it('the policies name the driver, the node sidecars\' backends and the driver\'s topology key', () => {
@@ -188,6 +188,13 @@ describe('deploy/ manifests', () => {
       expect(contents.ours).toContain(`'^snap-(${list.join('|')})-[0-9a-f]{32}$'`);
       expect(contents.mine).toContain(`'${nodeAnnotation(driver)}'`);
       expect(contents.recorded).toContain(`'${nodeAnnotation(driver)}'`);
+      // and its group contents: volumes of those backends, or a group snapshot of theirs
+      const groups = Object.fromEntries(find(objs, 'ValidatingAdmissionPolicy', 'tscsi-node-groupsnapshotcontents').spec.variables.map((v: any) => [v.name, v.expression]));
+      expect(groups.ours).toContain(`spec.driver == '${driver}'`);
+      expect(groups.ours).toContain(`'^vol-(${list.join('|')})-[0-9a-f]{32}$'`);
+      expect(groups.ours).toContain(`'^group-(${list.join('|')})-[0-9a-f]{32}$'`);
+      expect(groups.mine).toBe(contents.mine);
+      expect(groups.recorded).toBe(contents.recorded);
     });
   });
 
