@@ -54,30 +54,125 @@ export async function nodeTopology(k: Clients, driverName: string, node: string)
 
 /** After this node gave a claim back (RESOURCE_EXHAUSTED), it does not offer itself for it again for this long: others go first. */
 const RETAKE_AFTER_MS = 60_000;
+/** A lasting "no" is looked at again after this long at first (the claim watch's resync), then twice as long each time... */
+export const FIRST_LOOK_AGAIN_MS = 30_000;
+/** ...up to this: a hopeless claim costs this node a GetCapacity and a few reads at most this often. */
+export const MAX_LOOK_AGAIN_MS = 10 * 60_000;
+
+/** What this node last concluded about one unclaimed Immediate claim. */
+interface Verdict {
+  uid: string;
+  /** The claim's and its class's resourceVersions and the capacity epoch the problem was found on. */
+  basis?: string;
+  problem?: string;
+  lookAgainAt: number;
+  waitMs: number;
+  /** Until when this node leaves the claim to others after giving it back. */
+  asideUntil: number;
+}
+
+/**
+ * A node's memory of the Immediate claims it did not take, by claim key (namespace/name),
+ * so that neither the memory nor the work grows with time:
+ * - an entry lives while its claim is unbound: forget() on bound, deleting and deleted (a
+ *   claim recreated under the same name is a new UID and starts afresh);
+ * - a lasting problem (outside allowedTopologies, too little room: only the claim, its class
+ *   or this node's volumes change it) is not evaluated again on every resync of the claim
+ *   watch (each evaluation is a GetCapacity and node reads), only when one of those changed
+ *   (capacityChanged() after this node made or deleted a volume) or, with backoff, after
+ *   FIRST_LOOK_AGAIN_MS doubling up to MAX_LOOK_AGAIN_MS, for what this node cannot see
+ *   (node labels, a volume group grown by hand).
+ */
+export class ClaimVerdicts {
+  private readonly byKey = new Map<string, Verdict>();
+  private epoch = 0;
+
+  constructor(private readonly now: () => number = Date.now) {}
+
+  get size(): number {
+    return this.byKey.size;
+  }
+
+  private entry(key: string, uid: string): Verdict {
+    let v = this.byKey.get(key);
+    if (v?.uid !== uid) {
+      v = { uid, lookAgainAt: 0, waitMs: FIRST_LOOK_AGAIN_MS, asideUntil: 0 };
+      this.byKey.set(key, v);
+    }
+    return v;
+  }
+
+  private basis(pvc: k8s.V1PersistentVolumeClaim, sc: k8s.V1StorageClass): string {
+    return `${pvc.metadata?.resourceVersion}/${sc.metadata?.resourceVersion}/${this.epoch}`;
+  }
+
+  /** The lasting problem found before, while nothing it rests on changed and it is not yet due; else undefined (look). */
+  standing(key: string, pvc: k8s.V1PersistentVolumeClaim, sc: k8s.V1StorageClass): string | undefined {
+    const v = this.byKey.get(key);
+    if (!v || v.uid !== pvc.metadata?.uid || !v.problem || v.basis !== this.basis(pvc, sc) || this.now() >= v.lookAgainAt) return undefined;
+    return v.problem;
+  }
+
+  /**
+   * Records what this look found; true when it differs from what was said last (say it).
+   * `lasting`: a problem standing() may repeat without looking; others are looked at each time.
+   */
+  found(key: string, pvc: k8s.V1PersistentVolumeClaim, sc: k8s.V1StorageClass, problem: string, lasting: boolean): boolean {
+    const v = this.entry(key, pvc.metadata!.uid!);
+    const changed = v.problem !== problem;
+    const basis = this.basis(pvc, sc);
+    v.waitMs = changed || v.basis !== basis ? FIRST_LOOK_AGAIN_MS : Math.min(v.waitMs * 2, MAX_LOOK_AGAIN_MS);
+    v.problem = problem;
+    v.basis = lasting ? basis : undefined;
+    v.lookAgainAt = this.now() + v.waitMs;
+    return changed;
+  }
+
+  /** This node gave the claim back (RESOURCE_EXHAUSTED): others go first for a while. */
+  standAside(key: string, uid: string): void {
+    this.entry(key, uid).asideUntil = this.now() + RETAKE_AFTER_MS;
+  }
+
+  standsAside(key: string, uid: string | undefined): boolean {
+    const v = this.byKey.get(key);
+    return v !== undefined && v.uid === uid && v.asideUntil > this.now();
+  }
+
+  /** This node's free space changed (a volume made or deleted): every lasting "no" is looked at again. */
+  capacityChanged(): void {
+    this.epoch++;
+  }
+
+  forget(key: string): void {
+    this.byKey.delete(key);
+  }
+}
+
+/** Problems only the claim, its class or this node's capacity can change (ClaimVerdicts: looked at again with backoff). */
+const LASTING = /^node \S+ (is outside the StorageClass's allowedTopologies|has \d+ bytes free|holds volumes of at most)/;
 
 /** One per-node provisioner's side of Immediate binding: offering its node for unclaimed claims. */
 export class NodeOffer {
-  /** The last "why not" said on each claim (by UID), so a resync does not repeat it. */
-  private readonly told = new Map<string, string>();
-  /** Claims (by UID) this node gave back, and until when it leaves them to others. */
-  private readonly gaveBack = new Map<string, number>();
+  readonly verdicts: ClaimVerdicts;
 
   constructor(
     private readonly k: Clients,
     private readonly csi: CsiClient,
     private readonly opts: CommonControllerOptions & { nodeName: string },
     private readonly recorder: Recorder,
-  ) {}
+    now?: () => number,
+  ) {
+    this.verdicts = new ClaimVerdicts(now);
+  }
 
   /** Whether `pvc` is an Immediate claim this node took (and so may give back). */
   took(pvc: k8s.V1PersistentVolumeClaim, sc: k8s.V1StorageClass): boolean {
     return sc.volumeBindingMode !== 'WaitForFirstConsumer' && pvc.metadata?.annotations?.[ANN_SELECTED_NODE] === this.opts.nodeName;
   }
 
-  /** The claim is bound or gone: nothing more to say about it. */
-  forget(uid: string): void {
-    this.told.delete(uid);
-    this.gaveBack.delete(uid);
+  /** The claim (namespace/name) is bound, going or gone: nothing more to say about it. */
+  forget(key: string): void {
+    this.verdicts.forget(key);
   }
 
   /**
@@ -88,12 +183,13 @@ export class NodeOffer {
    */
   async offer(pvc: k8s.V1PersistentVolumeClaim, sc: k8s.V1StorageClass): Promise<void> {
     const node = this.opts.nodeName;
-    const uid = pvc.metadata!.uid!;
-    const problem = (this.gaveBack.get(uid) ?? 0) > Date.now() ? `node ${node} could not provision it a moment ago (RESOURCE_EXHAUSTED) and leaves it to other nodes for now` : await this.problem(pvc, sc);
+    const key = `${pvc.metadata!.namespace}/${pvc.metadata!.name}`;
+    if (this.verdicts.standing(key, pvc, sc) !== undefined) return;
+    const aside = this.verdicts.standsAside(key, pvc.metadata?.uid);
+    const problem = aside ? `node ${node} could not provision it a moment ago (RESOURCE_EXHAUSTED) and leaves it to other nodes for now` : await this.problem(pvc, sc);
     if (problem) {
-      if (this.told.get(uid) !== problem) {
-        this.told.set(uid, problem);
-        this.opts.log.info({ pvc: `${pvc.metadata?.namespace}/${pvc.metadata?.name}`, problem }, 'not taking the Immediate claim for this node');
+      if (this.verdicts.found(key, pvc, sc, problem, !aside && LASTING.test(problem))) {
+        this.opts.log.info({ pvc: key, problem }, 'not taking the Immediate claim for this node');
         await this.recorder.event(pvc, 'Warning', 'NodeNotEligible', `${problem}; the provisioner of node ${node} does not take it (Immediate binding: a node that can hold the volume takes it)`);
       }
       return;
@@ -157,7 +253,7 @@ export class NodeOffer {
   }
 
   /** CreateVolume said RESOURCE_EXHAUSTED on this node for a claim it took (the claim goes back: reschedule.ts): other nodes go first. */
-  standAside(uid: string): void {
-    this.gaveBack.set(uid, Date.now() + RETAKE_AFTER_MS);
+  standAside(pvc: k8s.V1PersistentVolumeClaim): void {
+    this.verdicts.standAside(`${pvc.metadata!.namespace}/${pvc.metadata!.name}`, pvc.metadata!.uid!);
   }
 }

@@ -15,6 +15,7 @@ import { cloneSourceProblem, crossNamespaceProblem } from './clone.js';
 import { NodeOffer, nodeTopology } from './immediate.js';
 import { Recorder } from '../common/events.js';
 import { mayReschedule, sendBackToScheduler } from './reschedule.js';
+import { UnservedClaims } from './unserved.js';
 import { servesClass, servesVolume, backendOfClass, candidateBackends, derivedVolumeId } from '../common/scope.js';
 import {
   driverParameters,
@@ -72,6 +73,8 @@ export class Provisioner {
   private readonly recorder: Recorder;
   /** Per-node provisioners only: taking Immediate claims for this node. */
   private readonly offer?: NodeOffer;
+  /** Claims whose class names a backend no provisioner has, told so. */
+  private readonly unserved: UnservedClaims;
 
   /** VolumeSnapshots and their contents, for claims restored from a snapshot. */
   private readonly custom: k8s.CustomObjectsApi;
@@ -88,6 +91,7 @@ export class Provisioner {
     this.recorder = new Recorder(k.core, `${opts.driverName}-provisioner`, opts.log);
     this.custom = k.kc.makeApiClient(k8s.CustomObjectsApi);
     if (opts.nodeName) this.offer = new NodeOffer(k, csi, { ...opts, nodeName: opts.nodeName }, this.recorder);
+    this.unserved = new UnservedClaims(opts, this.recorder);
   }
 
   async start(): Promise<void> {
@@ -106,6 +110,17 @@ export class Provisioner {
     await this.claims?.stop();
     await this.volumes?.stop();
     await this.attachments?.stop();
+  }
+
+  private forgetClaim(key: string): void {
+    this.offer?.forget(key);
+    this.unserved.forget(key);
+  }
+
+  /** Volumes made or deleted, or a create failed: capacity tracking refreshes, and this node's "too little room" verdicts are looked at again. */
+  private changedVolumes(): void {
+    this.offer?.verdicts.capacityChanged();
+    this.volumesChanged();
   }
 
   /** A PV waiting for its attachments to go is looked at again when one of them changes or goes. */
@@ -170,10 +185,12 @@ export class Provisioner {
 
   private async syncClaim(key: string): Promise<void> {
     const pvc = this.claims.get(key);
-    if (!pvc?.metadata?.uid) return;
+    // Gone (the watch's delete queued this last sync): what was kept about the claim goes.
+    // Here rather than in the watch handler, so a sync still running for it cannot put it back.
+    if (!pvc?.metadata?.uid) return this.forgetClaim(key);
     const [namespace, name] = key.split('/');
 
-    if (pvc.metadata.deletionTimestamp || pvc.spec?.volumeName) this.offer?.forget(pvc.metadata.uid);
+    if (pvc.metadata.deletionTimestamp || pvc.spec?.volumeName) this.forgetClaim(key);
     if (pvc.metadata.deletionTimestamp) {
       // The claim is going away. If it holds our finalizer, a volume may exist for it
       // without a PV (the claim was deleted while CreateVolume ran): that volume goes first.
@@ -191,7 +208,8 @@ export class Provisioner {
     }
     if (!this.ours(pvc)) return;
     const sc = await this.storageClass(pvc.spec?.storageClassName);
-    if (!sc || !servesClass(this.opts, sc)) return;
+    if (!sc) return;
+    if (!servesClass(this.opts, sc)) return this.unserved.check(key, pvc, sc);
     const selectedNode = pvc.metadata.annotations?.[ANN_SELECTED_NODE];
     if (sc.volumeBindingMode === 'WaitForFirstConsumer' && !selectedNode) return; // the scheduler has not picked a node yet
     if (this.offer && !selectedNode) return this.offer.offer(pvc, sc); // Immediate on a node-local backend: a node takes it
@@ -201,13 +219,14 @@ export class Provisioner {
 
     try {
       await this.provision(pvc, sc, pvName, selectedNode);
-      this.volumesChanged();
+      this.changedVolumes();
     } catch (err) {
-      this.volumesChanged();
+      this.changedVolumes();
       if (httpStatus(err) === 409) throw err; // the claim changed under us: a retry, not a failure to show
       // An Immediate claim this node took goes back for another node; this one stands aside for a while.
-      if (mayReschedule(err, selectedNode) && this.offer?.took(pvc, sc)) this.offer.standAside(pvc.metadata.uid);
-      if (mayReschedule(err, selectedNode)) return sendBackToScheduler(this.k.core, this.recorder, pvc, selectedNode, claimFinalizer(backendOfClass(this.opts, sc)), sc.metadata?.name, err);
+      const immediate = !!this.offer?.took(pvc, sc);
+      if (mayReschedule(err, selectedNode) && immediate) this.offer!.standAside(pvc);
+      if (mayReschedule(err, selectedNode)) return sendBackToScheduler(this.k.core, this.recorder, pvc, selectedNode, claimFinalizer(backendOfClass(this.opts, sc)), sc.metadata?.name, err, immediate);
       await this.recorder.event(pvc, 'Warning', 'ProvisioningFailed', `failed to provision volume with StorageClass "${sc.metadata?.name}": ${rpcErrorText(err)}`);
       throw err;
     }
@@ -428,7 +447,7 @@ export class Provisioner {
       }
       await this.csi.Controller.DeleteVolume({ volume_id: pv.spec!.csi!.volumeHandle, secrets: await this.deletionSecrets(pv) }, this.opts.timeoutMs);
       this.opts.log.info({ pv: key, volumeId: pv.spec!.csi!.volumeHandle }, 'volume deleted');
-      this.volumesChanged();
+      this.changedVolumes();
       await this.k.core
         .patchPersistentVolume({ name: key, body: { metadata: { finalizers: finalizers.filter((f) => f !== PV_FINALIZER) } } }, mergePatch)
         .catch((err) => {

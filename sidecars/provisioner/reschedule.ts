@@ -1,7 +1,8 @@
 // After CreateVolume answers RESOURCE_EXHAUSTED for a claim the scheduler placed
 // (WaitForFirstConsumer), the selected node cannot hold it: as external-provisioner does,
 // the volume.kubernetes.io/selected-node annotation goes, so the scheduler chooses a node
-// again (with the capacity objects refreshed, another one if this node's is too small).
+// again (with the capacity objects refreshed, another one if this node's is too small). An
+// Immediate claim a node took (immediate.ts) goes back the same way, to the other nodes.
 import { codeName, rpcErrorText } from '../common/csi-client.js';
 import { ANN_SELECTED_NODE } from '../common/annotations.js';
 import { k8s, mergePatch, httpStatus } from '../common/kube.js';
@@ -26,6 +27,8 @@ export async function sendBackToScheduler(
   finalizer: string,
   className: string | undefined,
   err: unknown,
+  /** An Immediate claim a node took (immediate.ts): no scheduler chooses again, the nodes' provisioners do. */
+  immediate = false,
 ): Promise<void> {
   const [namespace, name] = [pvc.metadata!.namespace!, pvc.metadata!.name!];
   const current = await core.readNamespacedPersistentVolumeClaim({ namespace, name }).catch((e) => {
@@ -52,6 +55,8 @@ export async function sendBackToScheduler(
     current,
     'Warning',
     'ProvisioningFailed',
-    `failed to provision volume with StorageClass "${className}" on node ${node}: ${rpcErrorText(err)}; removed annotation ${ANN_SELECTED_NODE} so that the scheduler chooses a node again`,
+    `failed to provision volume with StorageClass "${className}" on node ${node}: ${rpcErrorText(err)}; removed annotation ${ANN_SELECTED_NODE} so that ${
+      immediate ? `another node's provisioner can take the claim (Immediate binding; node ${node} leaves it to the others for a minute)` : 'the scheduler chooses a node again'
+    }`,
   );
 }

@@ -122,7 +122,25 @@ describe('Immediate binding on a node-local backend: a node\'s provisioner takes
       expect(c.metadata.annotations?.[SELECTED]).toBeUndefined();
       expect(gate!.seen('CreateVolume', (r) => r.name === `pvc-${c.metadata.uid}`)).toEqual([]);
     }
+    // A claim that stays unplaceable costs the node no GetCapacity on each 30 s resync of the
+    // claim watch: the node looks again when the claim, its class or its volumes change, else
+    // with backoff (immediate.ts ClaimVerdicts). The window spans a resync.
+    const asked = gate!.seen('GetCapacity').length;
+    await holdsFor('no new GetCapacity for the unchanged claims', () => gate!.seen('GetCapacity').length === asked, 32_000, 1000);
     await env.kubectl(['delete', 'pvc', 'elsewhere', 'huge', '--wait=true', '--timeout=60s']);
+  });
+
+  it('a claim whose class names a backend the driver does not have gets an Event saying nobody provisions it', { timeout: 3 * MIN }, async () => {
+    await env.apply(storageClass('tscsi-typo', { volumeBindingMode: 'Immediate', reclaimPolicy: 'Delete', parameters: { backend: 'lvn' } }));
+    await env.apply(claim('typo', 'tscsi-typo', '32Mi'));
+    const why = await eventOf('typo', 'ProvisioningFailed');
+    expect(why.type).toBe('Warning');
+    expect(why.message).toBe(
+      'StorageClass "tscsi-typo" names backend "lvn", which csi.tscsi.dev does not have (its backends: loop, lvm, rbd): no provisioner takes this claim; fix the class\'s "backend" parameter (a class cannot be edited: make a new one) and claim again',
+    );
+    expect((await env.json(['get', 'pvc', 'typo'])).status.phase).toBe('Pending');
+    await env.kubectl(['delete', 'pvc', 'typo', '--wait=true', '--timeout=60s']);
+    await env.kubectl(['delete', 'storageclass', 'tscsi-typo']);
   });
 });
 
