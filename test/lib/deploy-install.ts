@@ -21,6 +21,8 @@ export const IMAGE = `tscsi.local/tscsi:${VERSION}`;
 const CACHE = process.env.TSCSI_IMAGE_CACHE ?? '/var/cache/tscsi-image';
 /** The containers of the node pod whose logs a failure shows. */
 const NODE_CONTAINERS = ['driver', 'registrar', 'provisioner', 'attacher', 'resizer', 'snapshotter', 'health-monitor', 'livenessprobe'];
+/** The containers of the controller pod (RBD installs) whose logs a failure shows. */
+const CONTROLLER_CONTAINERS = ['driver', 'provisioner', 'attacher', 'resizer', 'snapshotter'];
 /** The sidecars that talk to the API server (they need its address: the test cluster has no kube-proxy). */
 const API_CLIENTS = ['provisioner', 'attacher', 'resizer', 'snapshotter', 'health-monitor'];
 
@@ -42,10 +44,11 @@ export async function installSnapshotCrds(env: ClusterEnv): Promise<void> {
   await env.kubectl(['wait', '--for=condition=Established', '--timeout=60s', ...names.map((n) => `crd/${n}`)]);
 }
 
-/** The image archive, from the cache when nothing it is built from changed. */
-async function image(results: Results): Promise<string> {
+/** The image archive (with the RBD tools when `rbd`), from the cache when nothing it is built from changed. */
+async function image(results: Results, rbd: boolean): Promise<string> {
   const build = path.join(DEPLOY, 'image', 'build');
-  const key = (await execa('bash', [build, '--print-key'])).stdout.trim();
+  const flags = rbd ? ['--with-rbd'] : [];
+  const key = (await execa('bash', [build, '--print-key', ...flags])).stdout.trim();
   const dir = path.join(CACHE, 'images');
   const file = path.join(dir, `tscsi-${VERSION}-${key}.oci.tar`);
   if (fs.existsSync(file)) {
@@ -53,7 +56,7 @@ async function image(results: Results): Promise<string> {
     return file;
   }
   const t0 = Date.now();
-  const r = await execa('bash', [build, '--out', file], { reject: false, timeout: 30 * MIN, all: true });
+  const r = await execa('bash', [build, '--out', file, ...flags], { reject: false, timeout: 30 * MIN, all: true });
   if (r.exitCode !== 0) throw new Error(`deploy/image/build failed (${r.exitCode}):\n${r.all}`);
   results.imageBuildMs = Date.now() - t0;
   results.imageCached = false;
@@ -71,6 +74,14 @@ async function image(results: Results): Promise<string> {
 export interface InstallOptions {
   /** The installed node health monitor's --monitor-interval, in seconds. */
   healthIntervalS: number;
+  /** Install through deploy/overlays/rbd (the controller Deployment at 1 replica, the image with the RBD tools) instead of overlays/e2e alone. */
+  rbd?: boolean;
+}
+
+/** overlays/e2e's own patches (images never pulled, the controller on the host network), for an install through another overlay. */
+function e2ePatches(): unknown[] {
+  const k = k8s.loadYaml(fs.readFileSync(path.join(DEPLOY, 'overlays', 'e2e', 'kustomization.yaml'), 'utf8')) as { patches: unknown[] };
+  return k.patches;
 }
 
 /** One installation of deploy/ on a cluster run of the file's own. */
@@ -82,6 +93,8 @@ export class Installation {
   readonly results: Results = {};
   /** Volumes this run made: their loop devices are detached at the end. */
   readonly handles = new Set<string>();
+  /** RBD images this run made (csi-vol-…): the loop devices the fuse mapper put on them are detached at the end. */
+  readonly rbdImages = new Set<string>();
   csi?: CsiClient;
   /** Whether the driver keeps its loop volumes in an XFS pool image (--data-pool-size). */
   private pool = false;
@@ -100,20 +113,23 @@ export class Installation {
    */
   async prepare(driverArgs: string[] = [], hostDirs: string[] = []): Promise<void> {
     this.pool = driverArgs.some((a) => a.startsWith('--data-pool-size'));
-    const [, archive] = await Promise.all([this.env.up(), image(this.results)]);
+    const [, archive] = await Promise.all([this.env.up(), image(this.results, this.opts.rbd === true)]);
     this.results.imageBytes = fs.statSync(archive).size;
     await installSnapshotCrds(this.env);
     const imp = await this.env.cluster('import', archive);
     if (imp.exitCode !== 0) throw new Error(`cluster import failed (${imp.exitCode})`);
-    await this.writeOverlay(this.env.settings().PORT_APISERVER, await freePort(), driverArgs, hostDirs);
+    await this.writeOverlay(this.env.settings().PORT_APISERVER, [await freePort(), await freePort(), await freePort()], driverArgs, hostDirs);
   }
 
   /**
-   * The overlay for this cluster run, on top of deploy/overlays/e2e: JSON patches whose
-   * indices come from the rendered manifests (so they follow edits of deploy/base).
+   * The overlay for this cluster run, on top of deploy/overlays/e2e (or overlays/rbd with
+   * e2e's patches): JSON patches whose indices come from the rendered manifests (so they
+   * follow edits of deploy/base). Ports: the node's health port, the controller's health and
+   * metrics ports (both pods on the host network of one node: the manifests' ports would clash).
    */
-  private async writeOverlay(apiPort: string, healthPort: number, driverArgs: string[], hostDirs: string[]): Promise<void> {
-    const rendered = (await execa(KUBECTL, ['kustomize', path.join(DEPLOY, 'overlays', 'e2e')])).stdout;
+  private async writeOverlay(apiPort: string, [healthPort, controllerHealthPort, controllerMetricsPort]: number[], driverArgs: string[], hostDirs: string[]): Promise<void> {
+    const below = path.join(DEPLOY, 'overlays', this.opts.rbd ? 'rbd' : 'e2e');
+    const rendered = (await execa(KUBECTL, ['kustomize', below])).stdout;
     const objs = k8s.loadAllYaml(rendered) as any[];
     const kubelet = this.env.kubeletDir;
     const apiEnv = [
@@ -172,13 +188,25 @@ export class Installation {
       ops.push({ op: 'add', path: `${P}/containers/${h}/args/-`, value: `--monitor-interval=${this.opts.healthIntervalS}s` });
       withApi(spec, ops);
     });
-    const controller = patchesFor('Deployment', 'tscsi-controller', (spec, ops) => withApi(spec, ops));
+    const controller = patchesFor('Deployment', 'tscsi-controller', (spec, ops) => {
+      withApi(spec, ops);
+      // host network (overlays/e2e), next to the node pod: free ports, not the manifest's
+      const d = idx(spec.containers, 'driver');
+      const port = (name: string, container: string, flag: string, value: number) => {
+        ops.push({ op: 'replace', path: `${P}/containers/${d}/ports/${idx(spec.containers[d].ports, name)}/containerPort`, value });
+        const c = idx(spec.containers, container);
+        const args = (spec.containers[c].args as string[]).map((a) => (a.startsWith(`${flag}=`) ? `${flag}=0.0.0.0:${value}` : a));
+        ops.push({ op: 'replace', path: `${P}/containers/${c}/args`, value: args });
+      };
+      port('healthz', 'livenessprobe', '--http-endpoint', controllerHealthPort);
+      port('metrics', 'driver', '--metrics-address', controllerMetricsPort);
+    });
     fs.mkdirSync(this.overlay, { recursive: true });
     const kustomization = {
       apiVersion: 'kustomize.config.k8s.io/v1beta1',
       kind: 'Kustomization',
-      resources: [path.relative(this.overlay, path.join(DEPLOY, 'overlays', 'e2e'))],
-      patches: [node, controller],
+      resources: [path.relative(this.overlay, below)],
+      patches: [...(this.opts.rbd ? e2ePatches() : []), node, controller],
     };
     fs.writeFileSync(path.join(this.overlay, 'kustomization.yaml'), k8s.dumpYaml(kustomization));
   }
@@ -197,6 +225,9 @@ export class Installation {
     for (const c of NODE_CONTAINERS) {
       parts.push(`--- logs ${c} ---\n${await this.env.kubectl(['logs', '-n', NS, 'daemonset/tscsi-node', '-c', c, '--tail=30']).catch((e) => String(e))}`);
     }
+    for (const c of this.opts.rbd ? CONTROLLER_CONTAINERS : []) {
+      parts.push(`--- controller logs ${c} ---\n${await this.env.kubectl(['logs', '-n', NS, 'deployment/tscsi-controller', '-c', c, '--tail=30']).catch((e) => String(e))}`);
+    }
     return parts.join('\n');
   }
 
@@ -209,11 +240,22 @@ export class Installation {
     return pods.length === 1 && pods.every((p: any) => p.status.conditions?.some((c: any) => c.type === 'Ready' && c.status === 'True'));
   }
 
-  /** kubectl apply -k of the overlay and the example StorageClasses, as an admin installs; then the driver answers on the host socket. */
-  async install(): Promise<void> {
+  async controllerPodReady(): Promise<boolean> {
+    const pods = (await this.env.json(['get', 'pods', '-n', NS, '-l', 'app.kubernetes.io/component=controller'])).items as any[];
+    return pods.length === 1 && pods.every((p: any) => p.status.conditions?.some((c: any) => c.type === 'Ready' && c.status === 'True'));
+  }
+
+  /**
+   * kubectl apply -k of the overlay, then `objects` (what the installed pods need from the
+   * admin, e.g. the RBD ConfigMap and Secret) and the example StorageClasses, as an admin
+   * installs; then the driver answers on the host socket.
+   */
+  async install(objects: object[] = []): Promise<void> {
     const t0 = Date.now();
     await this.env.kubectl(['apply', '-k', this.overlay]);
+    for (const o of objects) await this.env.apply(o);
     await this.env.waitFor('node pod Ready', () => this.nodePodReady(), 4 * MIN, () => this.diagnostics());
+    if (this.opts.rbd) await this.env.waitFor('controller pod Ready', () => this.controllerPodReady(), 4 * MIN, () => this.diagnostics());
     this.results.applyToPodReadyMs = Date.now() - t0;
     await this.env.kubectl(['apply', '-k', path.join(DEPLOY, 'examples')]);
     // the driver's socket is on the host, in the kubelet's plugin dir: the test talks CSI to it
@@ -239,7 +281,8 @@ export class Installation {
           return [];
         }
       });
-    const ours = (back: string) => this.handles.has(path.basename(back).replace(/\.img$/, ''));
+    // an RBD image's device shows its fuse file (<state>/fuse/<hash>/mnt/<image>, or /<image> once that mount is gone)
+    const ours = (back: string) => this.handles.has(path.basename(back).replace(/\.img$/, '')) || this.rbdImages.has(path.basename(back));
     const pool = (back: string) => this.pool && (back === '/loop.xfs.img' || back === path.join(this.dataDir, 'loop.xfs.img'));
     // the volumes before the pool that holds their files
     for (const { dev } of [...devices.filter((d) => ours(d.back)), ...devices.filter((d) => pool(d.back))]) {

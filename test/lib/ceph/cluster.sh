@@ -1,12 +1,15 @@
 #!/usr/bin/env bash
 # A throwaway single-host Ceph cluster for the RBD backend's tests: 1 monitor, 1 bluestore
-# OSD on a sparse file, 1 mgr; cephx on; every socket on 127.0.0.1; everything (config,
+# OSD on a sparse file, 1 mgr; cephx on; every socket on one address of this machine
+# (127.0.0.1 unless told: a multi-node test cluster's nodes reach the host only at its
+# bridge's address, test/cluster/README.md); everything (config,
 # keys, data, logs, pid files) under one directory. No systemd, nothing in /etc/ceph or
 # /var/lib/ceph, processes stopped by recorded PID (+ start time), never by name.
 #
 #   cluster.sh install        Debian's ceph packages (idempotent, no recommends)
-#   cluster.sh up DIR PORT    start a cluster in DIR (must not exist or be empty), mon on PORT,
-#                             daemons on PORT+1..PORT+40; prints KEY=VALUE lines on stdout
+#   cluster.sh up DIR PORT [ADDR]  start a cluster in DIR (must not exist or be empty), mon on
+#                             ADDR:PORT (ADDR: an IPv4 address of this machine, default
+#                             127.0.0.1), daemons on ADDR:PORT+1..PORT+40; prints KEY=VALUE lines on stdout
 #   cluster.sh down DIR       unmount/detach what lives under DIR, stop its daemons, remove DIR
 #
 # The pool `rbd` and the least-privilege user client.csi (ceph-csi's caps) are created; the
@@ -40,8 +43,10 @@ wait_for() { # wait_for SECONDS CMD...
 }
 
 cmd_up() {
-  local DIR=${1:?dir} PORT=${2:?port}
+  local DIR=${1:?dir} PORT=${2:?port} ADDR=${3:-127.0.0.1}
   command -v ceph-mon >/dev/null || die "ceph is not installed: run $0 install"
+  [[ $ADDR =~ ^[0-9]{1,3}(\.[0-9]{1,3}){3}$ ]] || die "ADDR must be an IPv4 address, not '$ADDR'"
+  ip -4 -o addr show | awk '{print $4}' | grep -q "^$ADDR/" || die "$ADDR is not an address of this machine"
   mkdir -p "$DIR"; DIR=$(cd "$DIR" && pwd)
   [ -e "$DIR/ceph.conf" ] && die "$DIR already holds a cluster"
   ss -Hltn "sport = :$PORT" | grep -q . && die "port $PORT is in use"
@@ -51,10 +56,10 @@ cmd_up() {
   cat >"$CONF" <<CONF
 [global]
 fsid = $fsid
-mon_host = v2:127.0.0.1:$PORT
+mon_host = v2:$ADDR:$PORT
 mon_initial_members = a
-public_network = 127.0.0.1/32
-cluster_network = 127.0.0.1/32
+public_network = $ADDR/32
+cluster_network = $ADDR/32
 ms_bind_ipv6 = false
 ms_bind_msgr1 = false
 ms_bind_port_min = $((PORT + 1))
@@ -88,10 +93,10 @@ mgr_stats_period = 1
 osd_mon_report_interval = 1
 osd_client_watch_timeout = 10
 [mon]
-public_addr = 127.0.0.1
+public_addr = $ADDR
 [osd]
-public_addr = 127.0.0.1
-cluster_addr = 127.0.0.1
+public_addr = $ADDR
+cluster_addr = $ADDR
 osd_objectstore = bluestore
 bluestore_block_size = 10737418240
 bluestore_block_create = true
@@ -100,7 +105,7 @@ osd_memory_target = 1073741824
 osd_op_num_shards = 2
 osd_op_num_threads_per_shard = 1
 [mgr]
-public_addr = 127.0.0.1
+public_addr = $ADDR
 mgr_disabled_modules = diskprediction_local restful dashboard prometheus
 CONF
   c() { ceph -c "$CONF" --connect-timeout 15 "$@"; }
@@ -114,7 +119,7 @@ CONF
   ceph-authtool --create-keyring "$DIR/client.admin.keyring" --gen-key -n client.admin \
     --cap mon 'allow *' --cap osd 'allow *' --cap mds 'allow *' --cap mgr 'allow *' >/dev/null
   ceph-authtool "$DIR/mon.keyring" --import-keyring "$DIR/client.admin.keyring" >/dev/null
-  monmaptool --create --fsid "$fsid" --addv a "[v2:127.0.0.1:$PORT]" "$DIR/monmap" >/dev/null
+  monmaptool --create --fsid "$fsid" --addv a "[v2:$ADDR:$PORT]" "$DIR/monmap" >/dev/null
   cp "$DIR/mon.keyring" "$DIR/mon.a.keyring"
   ceph-mon -c "$CONF" --mkfs -i a --monmap "$DIR/monmap" --keyring "$DIR/mon.keyring" >>"$DIR/log/mkfs.out" 2>&1
   start mon.a ceph-mon -i a
@@ -139,7 +144,7 @@ CONF
   (umask 077; c auth get-key client.csi >"$DIR/client.csi.key")
   echo "CEPH_DIR=$DIR"
   echo "CEPH_CONF=$CONF"
-  echo "CEPH_MON=127.0.0.1:$PORT"
+  echo "CEPH_MON=$ADDR:$PORT"
   echo "CEPH_POOL=rbd"
   echo "CEPH_USER=csi"
   echo "CEPH_KEYFILE=$DIR/client.csi.key"
@@ -182,5 +187,5 @@ case "${1:-}" in
   install) cmd_install ;;
   up) shift; cmd_up "$@" ;;
   down) shift; cmd_down "$@" ;;
-  *) sed -n '2,14p' "$0"; exit 2 ;;
+  *) sed -n '2,16p' "$0"; exit 2 ;;
 esac

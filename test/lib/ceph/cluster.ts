@@ -1,5 +1,6 @@
 // A real single-host Ceph cluster for a test file (test/lib/ceph/cluster.sh), on 127.0.0.1
-// with its own directory and ports, and its removal: whatever was mounted or looped from
+// (or another address of this machine, e.g. a multi-node test cluster's bridge) with its own
+// directory and ports, and its removal: whatever was mounted or looped from
 // under the directory, rbd-fuse helpers by recorded PID, the daemons by recorded PID.
 import fs from 'node:fs/promises';
 import path from 'node:path';
@@ -27,14 +28,15 @@ async function portFree(port: number): Promise<boolean> {
   return !String(r.stdout).trim();
 }
 
-export async function startCeph(dir: string): Promise<CephEnv> {
+/** `addr`: where every daemon listens (an IPv4 address of this machine). */
+export async function startCeph(dir: string, addr = '127.0.0.1'): Promise<CephEnv> {
   await installCeph();
   let last = '';
   for (let attempt = 0; attempt < 5; attempt++) {
     // Ports 30000-31999 in steps of 50 (each cluster uses PORT..PORT+40): unlikely to meet another run.
     const port = 30000 + 50 * Math.floor(Math.random() * 40);
     if (!(await portFree(port)) || !(await portFree(port + 1))) continue;
-    const r = await execa('bash', [SCRIPT, 'up', dir, String(port)], { reject: false, timeout: 300_000 });
+    const r = await execa('bash', [SCRIPT, 'up', dir, String(port), addr], { reject: false, timeout: 300_000 });
     if (r.exitCode === 0) {
       const kv: Record<string, string> = {};
       for (const l of String(r.stdout).split('\n')) {
