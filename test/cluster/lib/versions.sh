@@ -10,6 +10,9 @@ CONTAINERD_VERSION="${CONTAINERD_VERSION:-v2.2.9}"
 # the common snapshot-controller: cmd/snapshot-controller of github.com/kubernetes-csi/external-snapshotter/v8
 # at the same version.
 SNAPSHOTTER_VERSION="${SNAPSHOTTER_VERSION:-v8.7.0}"
+# promtool (deploy/monitoring's alert rules are checked with it): cmd/promtool of the Go module
+# github.com/prometheus/prometheus, whose v0.3xx.y tags are Prometheus v3.xx.y.
+PROMETHEUS_VERSION="${PROMETHEUS_VERSION:-v0.316.0}"
 # Where built binaries are cached, one directory per component and version.
 TSCSI_CLUSTER_CACHE="${TSCSI_CLUSTER_CACHE:-/var/cache/tscsi-cluster}"
 K8S_BIN="$TSCSI_CLUSTER_CACHE/kubernetes-$K8S_VERSION"
@@ -21,3 +24,6 @@ if [ "$CONTAINERD_VERSION" = debian ]; then CONTAINERD_BIN=/usr/bin
 else CONTAINERD_BIN="$TSCSI_CLUSTER_CACHE/containerd-$CONTAINERD_VERSION"; fi
 SNAPSHOT_CRDS_DIR="$TSCSI_CLUSTER_CACHE/snapshot-crds-$SNAPSHOTTER_VERSION"
 SNAPSHOT_CONTROLLER_BIN="$TSCSI_CLUSTER_CACHE/snapshot-controller-$SNAPSHOTTER_VERSION"
+# promtool is a test tool, not a cluster binary: its own cache (and lock) beside the cluster's.
+TSCSI_TOOLS_CACHE="${TSCSI_TOOLS_CACHE:-/var/cache/tscsi-tools}"
+PROMTOOL_BIN="$TSCSI_TOOLS_CACHE/promtool-$PROMETHEUS_VERSION"
