@@ -23,13 +23,54 @@ export function recordFromJson<T>(text: string): T {
   return JSON.parse(text, reviver) as T;
 }
 
-export async function fsyncDir(dir: string): Promise<void> {
+interface Waiter {
+  resolve: () => void;
+  reject: (err: unknown) => void;
+}
+
+/** Per directory: whether a sync of it is running, and who waits for the next one. */
+const dirSyncs = new Map<string, { waiting: Waiter[] }>();
+
+async function syncDirOnce(dir: string): Promise<void> {
   const h = await fs.open(dir, 'r');
   try {
     await h.sync();
   } finally {
     await h.close();
   }
+}
+
+/**
+ * Makes every change to dir's entries made before the call durable. Group commit: callers
+ * that arrive while a sync of dir runs share the next one, which starts after it (the
+ * running one may have started before their change, so it cannot answer for them). Under
+ * concurrency, N record writes cost about two directory syncs, not N, each waiter still
+ * returning only once a sync that began after its rename has finished.
+ */
+export function fsyncDir(dir: string): Promise<void> {
+  return new Promise<void>((resolve, reject) => {
+    const running = dirSyncs.get(dir);
+    if (running) {
+      running.waiting.push({ resolve, reject });
+      return;
+    }
+    const state = { waiting: [{ resolve, reject }] };
+    dirSyncs.set(dir, state);
+    void drainDirSyncs(dir, state);
+  });
+}
+
+async function drainDirSyncs(dir: string, state: { waiting: Waiter[] }): Promise<void> {
+  while (state.waiting.length > 0) {
+    const batch = state.waiting.splice(0);
+    try {
+      await syncDirOnce(dir);
+      for (const w of batch) w.resolve();
+    } catch (err) {
+      for (const w of batch) w.reject(err);
+    }
+  }
+  dirSyncs.delete(dir);
 }
 
 export async function writeJsonAtomic(file: string, value: unknown): Promise<void> {

@@ -178,21 +178,14 @@ export class LoopBackend implements Backend {
       } else if (rec.contentSource?.type === 'volume') {
         const src = this.volImg(rec.contentSource.id);
         await this.withQuiesced([src], () => (failpoint('loop.clone.frozen'), this.cloneFile(src, tmp)));
-      } else {
-        const h = await fs.open(tmp, 'wx', 0o600);
-        await h.close();
       }
-      failpoint('loop.create.afterTmp');
-      const h = await fs.open(tmp, 'r+');
-      try {
-        const st = await h.stat();
-        if (BigInt(st.size) < rec.capacityBytes) await h.truncate(Number(rec.capacityBytes));
-        await h.sync();
-      } finally {
-        await h.close();
-      }
+      await this.sizeImage(tmp, rec.capacityBytes, !rec.contentSource);
+      // No directory sync here: the record is renamed into this same directory next, and
+      // its sync makes both entries durable before the create is answered. A crash before
+      // that leaves an image without a record (removed at start) or, on a filesystem that
+      // reorders, a record without an image (a delete finished at start): either way an
+      // unanswered create, which the CO retries.
       await fs.rename(tmp, img);
-      await fsyncDir(this.volDir);
     } catch (err) {
       await removeFile(tmp);
       throw err;
@@ -200,6 +193,19 @@ export class LoopBackend implements Backend {
     failpoint('loop.create.afterImage');
     await writeJsonAtomic(this.volMeta(rec.id), rec);
     return rec;
+  }
+
+  /** The image at its full size and synced; a blank one is made here in one open. */
+  private async sizeImage(file: string, bytes: bigint, blank: boolean): Promise<void> {
+    const h = await fs.open(file, blank ? 'wx' : 'r+', 0o600);
+    try {
+      failpoint('loop.create.afterTmp');
+      const size = blank ? 0n : BigInt((await h.stat()).size);
+      if (size < bytes) await h.truncate(Number(bytes));
+      await h.sync();
+    } finally {
+      await h.close();
+    }
   }
 
   async saveVolume(rec: VolumeRecord): Promise<void> {
@@ -238,10 +244,13 @@ export class LoopBackend implements Backend {
         `volume ${id} is still attached on this node as ${devs.map((d) => d.name).join(', ')}: unpublish and unstage it first`,
       );
     }
+    // Image first, record last, one directory sync for both (shared with concurrent
+    // writers): whichever of the two a crash leaves, the start-up reconcile finishes the
+    // delete, and an answered delete has both gone for good.
     await removeFile(this.volImg(id));
-    await fsyncDir(this.volDir);
     failpoint('loop.delete.afterImage');
     await removeFile(this.volMeta(id));
+    await fsyncDir(this.volDir);
   }
 
   async volumeHealth(rec: VolumeRecord): Promise<HealthProblem[]> {
@@ -305,9 +314,9 @@ export class LoopBackend implements Backend {
 
   async deleteSnapshot(id: string): Promise<void> {
     await removeFile(this.snapImg(id));
-    await fsyncDir(this.snapDir);
     failpoint('loop.deleteSnapshot.afterImage');
     await removeFile(this.snapMeta(id));
+    await fsyncDir(this.snapDir);
   }
 
   async getGroupSnapshot(id: string): Promise<GroupSnapshotRecord | undefined> {
