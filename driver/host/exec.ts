@@ -4,8 +4,8 @@
 // inside withCallSignal, and when the caller's deadline passes or it cancels, the child
 // processes running at that moment are killed.
 import { AsyncLocalStorage } from 'node:async_hooks';
+import { spawn } from 'node:child_process';
 import path from 'node:path';
-import { execa } from 'execa';
 import { internal, toCsiError, CsiError, CallAbortedError, ToolMissingError } from '../errors.js';
 import { status } from '@grpc/grpc-js';
 import { failpoint, failpointDuring, type FailpointName } from '../failpoints.js';
@@ -147,36 +147,89 @@ export async function run(file: string, args: string[], opts: RunOptions = {}): 
   if (opts.failpoint) failpoint(opts.failpoint);
   const release = await childSlot(afterAbort ? undefined : signal, command);
   const started = process.hrtime.bigint();
-  let r;
+  let r: Finished;
   try {
-    const sub = execa(file, args, {
-      reject: false,
-      timeout: afterAbort ? Math.min(timeoutMs, AFTER_ABORT_GRACE_MS) : timeoutMs,
-      cancelSignal: afterAbort ? undefined : signal,
-      forceKillAfterDelay: FORCE_KILL_AFTER_MS,
-      env: { LC_ALL: 'C', ...opts.env },
+    r = await spawnTool(file, args, {
+      timeoutMs: afterAbort ? Math.min(timeoutMs, AFTER_ABORT_GRACE_MS) : timeoutMs,
+      signal: afterAbort ? undefined : signal,
+      env: opts.env,
       input: opts.input,
-      stripFinalNewline: true,
+      failpoint: opts.failpoint,
+      command,
     });
-    if (opts.failpoint) failpointDuring(opts.failpoint, sub, command);
-    r = await sub;
   } finally {
     release();
   }
   const exitCode = r.exitCode ?? -1;
   const failed = exitCode !== 0 && !(opts.okCodes ?? []).includes(exitCode);
-  reportChild(file, started, r.isCanceled ? 'cancelled' : r.timedOut ? 'timeout' : failed ? 'failed' : 'ok');
-  if (signal && (r.isCanceled || (afterAbort && r.timedOut))) throw abortError(signal, command);
-  if (r.code === 'ENOENT') throw toolMissing(file, opts.env);
+  reportChild(file, started, r.canceled ? 'cancelled' : r.timedOut ? 'timeout' : failed ? 'failed' : 'ok');
+  if (signal && (r.canceled || (afterAbort && r.timedOut))) throw abortError(signal, command);
+  if (r.spawnErrorCode === 'ENOENT') throw toolMissing(file, opts.env);
   if (r.timedOut || failed) {
-    throw new CommandError(command, r.exitCode, String(r.stderr ?? '') || String(r.message ?? ''), !!r.timedOut);
+    throw new CommandError(command, r.exitCode, r.stderr || r.spawnError || '', r.timedOut);
   }
-  return { stdout: String(r.stdout), stderr: String(r.stderr), exitCode };
+  return { stdout: r.stdout, stderr: r.stderr, exitCode };
 }
 
-/** The tool could not be spawned at all: execa's ENOENT is not an exit code to report. */
+/** The tool could not be spawned at all: ENOENT is not an exit code to report. */
 function toolMissing(file: string, env: Record<string, string> | undefined): ToolMissingError {
   return new ToolMissingError(file, env?.PATH ?? process.env.PATH ?? '');
+}
+
+interface Finished {
+  stdout: string;
+  stderr: string;
+  /** undefined when the tool did not start or was killed by a signal. */
+  exitCode: number | undefined;
+  timedOut: boolean;
+  canceled: boolean;
+  spawnError?: string;
+  spawnErrorCode?: string;
+}
+
+/**
+ * One tool run on node:child_process directly (execa's per-call stream plumbing cost more
+ * CPU than the short tools it ran): output collected, killed with SIGTERM and then SIGKILL
+ * on its timeout or when signal aborts. Never rejects: the caller judges the result.
+ */
+function spawnTool(
+  file: string,
+  args: string[],
+  o: { timeoutMs: number; signal?: AbortSignal; env?: Record<string, string>; input?: string; failpoint?: FailpointName; command: string },
+): Promise<Finished> {
+  return new Promise((resolve) => {
+    const child = spawn(file, args, { env: { ...process.env, LC_ALL: 'C', ...o.env }, stdio: [o.input === undefined ? 'ignore' : 'pipe', 'pipe', 'pipe'] });
+    const out: Buffer[] = [];
+    const err: Buffer[] = [];
+    let timedOut = false;
+    let canceled = false;
+    let forceKill: NodeJS.Timeout | undefined;
+    const stop = () => {
+      child.kill('SIGTERM');
+      forceKill ??= setTimeout(() => child.kill('SIGKILL'), FORCE_KILL_AFTER_MS);
+    };
+    const timer = setTimeout(() => ((timedOut = true), stop()), o.timeoutMs);
+    const onAbort = () => ((canceled = true), stop());
+    if (o.signal?.aborted) onAbort();
+    else o.signal?.addEventListener('abort', onAbort, { once: true });
+    child.stdout!.on('data', (b: Buffer) => out.push(b));
+    child.stderr!.on('data', (b: Buffer) => err.push(b));
+    if (child.stdin) {
+      child.stdin.on('error', () => undefined); // a tool that does not read its input
+      child.stdin.end(o.input);
+    }
+    let spawnError: NodeJS.ErrnoException | undefined;
+    child.once('error', (e) => (spawnError = e));
+    if (o.failpoint) failpointDuring(o.failpoint, child, o.command);
+    // 'close', not 'exit': the output pipes are drained by then (also after a failed spawn).
+    child.once('close', (code) => {
+      clearTimeout(timer);
+      clearTimeout(forceKill);
+      o.signal?.removeEventListener('abort', onAbort);
+      const text = (b: Buffer[]) => Buffer.concat(b).toString('utf8').replace(/\r?\n$/, '');
+      resolve({ stdout: text(out), stderr: text(err), exitCode: code ?? undefined, timedOut, canceled, spawnError: spawnError?.message, spawnErrorCode: spawnError?.code });
+    });
+  });
 }
 
 /** Wraps a host-tool failure into a gRPC status a person can act on. */
@@ -211,27 +264,34 @@ export async function readOutput(file: string, args: string[], opts: { env?: Rec
   if (signal?.aborted) throw abortError(signal, command);
   const release = await childSlot(signal, command);
   const started = process.hrtime.bigint();
-  const sub = execa(file, args, {
-    reject: false,
-    buffer: { stdout: false, stderr: true },
-    stdin: 'ignore',
-    cancelSignal: signal,
-    forceKillAfterDelay: FORCE_KILL_AFTER_MS,
-    env: { LC_ALL: 'C', ...opts.env },
-  });
-  // execa's own iterable: iterating sub.stdout directly lost the end of the output now and
-  // then when the tool exited (measured: 600 KiB of a 32 MiB dd missing in one run of three).
-  const pieces = sub.iterable({ binary: true, from: 'stdout' })[Symbol.asyncIterator]();
+  const child = spawn(file, args, { env: { ...process.env, LC_ALL: 'C', ...opts.env }, stdio: ['ignore', 'pipe', 'pipe'] });
+  const stderr: Buffer[] = [];
+  child.stderr!.on('data', (b: Buffer) => stderr.push(b));
+  let spawnError: NodeJS.ErrnoException | undefined;
+  child.once('error', (e) => (spawnError = e));
+  const closed = new Promise<number | null>((resolve) => child.once('close', (code) => resolve(code)));
+  let canceled = false;
+  let forceKill: NodeJS.Timeout | undefined;
+  const kill = (sig: NodeJS.Signals) => {
+    child.kill(sig);
+    if (sig === 'SIGTERM') forceKill ??= setTimeout(() => child.kill('SIGKILL'), FORCE_KILL_AFTER_MS);
+  };
+  const onAbort = () => ((canceled = true), kill('SIGTERM'));
+  signal?.addEventListener('abort', onAbort, { once: true });
+  // Pulled one piece at a time: a reader that waits leaves the pipe full, and the tool waits.
+  const pieces = child.stdout![Symbol.asyncIterator]() as AsyncIterator<Buffer>;
   const idleMs = opts.idleTimeoutMs ?? DEFAULT_TIMEOUT_MS;
   let ended = false;
   let hung = false;
-  let closed = false;
+  let closedEarly = false;
   const finish = async () => {
     ended = true;
-    const r = await sub;
+    const code = await closed;
+    reportChild(file, started, canceled || closedEarly ? 'cancelled' : hung ? 'timeout' : code !== 0 ? 'failed' : 'ok');
+    clearTimeout(forceKill);
+    signal?.removeEventListener('abort', onAbort);
     release();
-    reportChild(file, started, r.isCanceled || closed ? 'cancelled' : hung ? 'timeout' : r.exitCode !== 0 ? 'failed' : 'ok');
-    return r;
+    return code;
   };
   return {
     command,
@@ -241,24 +301,24 @@ export async function readOutput(file: string, args: string[], opts: { env?: Rec
       const idle = new Promise<'idle'>((resolve) => {
         timer = setTimeout(() => resolve('idle'), idleMs);
       });
-      const got = await Promise.race([pieces.next(), idle]).finally(() => clearTimeout(timer));
+      const got = await Promise.race([pieces.next().catch(() => ({ done: true as const, value: undefined })), idle]).finally(() => clearTimeout(timer));
       if (got === 'idle') {
         hung = true;
-        sub.kill('SIGKILL');
+        kill('SIGKILL');
       } else if (!got.done) {
-        return Buffer.from(got.value.buffer, got.value.byteOffset, got.value.byteLength);
+        return got.value;
       }
-      const r = await finish();
-      if (signal && r.isCanceled) throw abortError(signal, command);
-      if (r.code === 'ENOENT') throw toolMissing(file, opts.env);
+      const code = await finish();
+      if (signal && canceled) throw abortError(signal, command);
+      if (spawnError?.code === 'ENOENT') throw toolMissing(file, opts.env);
       if (hung) throw new CommandError(command, undefined, `no output for ${idleMs / 1000} s`, true);
-      if (r.exitCode !== 0) throw new CommandError(command, r.exitCode, String(r.stderr ?? '') || String(r.message ?? ''), false);
+      if (code !== 0) throw new CommandError(command, code ?? undefined, Buffer.concat(stderr).toString('utf8') || spawnError?.message || '', false);
       return undefined;
     },
     async close() {
       if (ended) return;
-      closed = true;
-      sub.kill();
+      closedEarly = true;
+      kill('SIGTERM');
       await pieces.return?.().catch(() => undefined);
       await finish();
     },
