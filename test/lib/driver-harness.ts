@@ -90,7 +90,8 @@ export class DriverHarness {
     );
     await log.close();
     // Ready means answering Probe: a socket file alone may be a stale one from a killed run.
-    const deadline = Date.now() + 20_000;
+    // Node starts many times slower in the guest tier's emulated CPU (TCG; minutes on a busy machine).
+    const deadline = Date.now() + (process.env.TSCSI_GUEST ? 600_000 : 20_000);
     for (;;) {
       if (this.proc.exitCode !== null) throw new Error(`driver exited: ${await this.log()}`);
       if (Date.now() > deadline) throw new Error(`driver did not become ready: ${await this.log()}`);

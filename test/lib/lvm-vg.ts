@@ -18,8 +18,11 @@ export class TestVg {
     return this.pvs[0];
   }
 
-  /** A VG on one PV of sizeGiB, or on several PVs of these sizes in MiB. */
-  static async create(dir: string, sizeGiB = 4, pvSizesMiB: number[] = [sizeGiB * 1024]): Promise<TestVg> {
+  /**
+   * A VG on one PV of sizeGiB, or on several PVs of these sizes in MiB. deviceMapper: lvm may
+   * activate (a kernel with device-mapper: the guest tier), without udev; a name with '-' in it.
+   */
+  static async create(dir: string, sizeGiB = 4, pvSizesMiB: number[] = [sizeGiB * 1024], opts: { deviceMapper?: boolean } = {}): Promise<TestVg> {
     await fs.mkdir(path.join(dir, 'lvmconf'), { recursive: true });
     const pvs: string[] = [];
     for (const [i, mib] of pvSizesMiB.entries()) {
@@ -30,9 +33,10 @@ export class TestVg {
     const accept = pvs.map((pv) => `"a|^${pv}$|", `).join('');
     await fs.writeFile(
       path.join(dir, 'lvmconf', 'lvm.conf'),
-      `devices { filter = [ ${accept}"r|.*|" ] use_devicesfile = 0 }\nbackup { backup = 0 archive = 0 }\nglobal { activation = 0 }\n`,
+      `devices { filter = [ ${accept}"r|.*|" ] use_devicesfile = 0 obtain_device_list_from_udev = 0 }\nbackup { backup = 0 archive = 0 }\n` +
+        `global { activation = ${opts.deviceMapper ? 1 : 0} }\nactivation { udev_sync = 0 udev_rules = 0 monitoring = 0 }\n`,
     );
-    const vg = new TestVg(dir, `tscsitest${process.pid}${Math.floor(Math.random() * 1e6)}`, pvs);
+    const vg = new TestVg(dir, `tscsi${opts.deviceMapper ? '-dm-' : 'test'}${process.pid}${Math.floor(Math.random() * 1e6)}`, pvs);
     await vg.lvm(['vgcreate', '-q', vg.name, ...pvs]);
     return vg;
   }
@@ -50,6 +54,8 @@ export class TestVg {
 
   /** Detaches the PV and any window the driver left over it (the metadata goes with the file). */
   async destroy(): Promise<void> {
+    // Active LVs (device-mapper) hold the PV open: deactivate first (a no-op without activation).
+    await this.lvm(['vgchange', '-q', '-an', this.name]).catch(() => undefined);
     for (const d of await loopDevicesUnder(this.dir)) await execa('losetup', ['-d', d], { reject: false });
   }
 

@@ -6,7 +6,9 @@
 // the exit code is non-zero whenever the line shows a failure or a skip.
 //
 //   node dist/test/lib/summary.js [--step NAME EXIT_CODE]... --vitest REPORT.json EXIT_CODE
-//        --sanity OUTPUT.txt EXIT_CODE [--sanity-script csi-sanity/run]
+//        --sanity OUTPUT.txt EXIT_CODE [--sanity-guest OUTPUT.txt EXIT_CODE] [--sanity-script csi-sanity/run]
+// --sanity-guest: csi-sanity/run's output from inside the real-kernel guest (test/guest/run),
+// judged against the script's GUEST_RUNS=(...) instead of its default runs.
 // A step is whatever else the run does before the tests (a build, the type check, the linter):
 // one failure each when its exit code is not 0.
 import fs from 'node:fs';
@@ -118,6 +120,8 @@ export interface SanityExpectation {
   ran: number;
   total: number;
   runs: string[]; // "loop mount", ...
+  /** The runs made inside the real-kernel guest (GUEST_RUNS=(...)): "lvm-dm mount", ... */
+  guestRuns: string[];
   /** Specs csi-sanity/run lists as not passing yet: it skips exactly these, each run. */
   notYetPassing: string[];
 }
@@ -135,14 +139,17 @@ export function readSanityExpectation(scriptText: string): SanityExpectation {
   const version = one(/^VERSION=(v[\d.]+)\s*$/m, 'VERSION=vX.Y.Z');
   const ran = Number(one(/^SPECS_RAN=(\d+)\s*$/m, 'SPECS_RAN=N'));
   const total = Number(one(/^SPECS_TOTAL=(\d+)\s*$/m, 'SPECS_TOTAL=N'));
-  const runs = one(/RUNS=\(((?:[a-z]+:(?:mount|block)\s*)+)\)/, 'its default RUNS=(backend:mode ...)')
-    .trim()
-    .split(/\s+/)
-    .map((r) => r.replace(':', ' '));
+  const runList = (text: string) =>
+    text
+      .trim()
+      .split(/\s+/)
+      .map((r) => r.replace(':', ' '));
+  const runs = runList(one(/RUNS=\(((?:[a-z]+:(?:mount|block)\s*)+)\)/, 'its default RUNS=(backend:mode ...)'));
+  const guestRuns = runList(one(/^GUEST_RUNS=\(((?:[a-z-]+:(?:mount|block)\s*)+)\)/m, 'GUEST_RUNS=(backend:mode ...)'));
   const listed = /^NOT_YET_PASSING=\(([^)]*)\)/m.exec(scriptText);
   if (!listed) throw new Error('csi-sanity/run does not declare NOT_YET_PASSING=(...) (empty when every spec passes)');
   const notYetPassing = [...listed[1].matchAll(/^\s*'([^']+)'\s*$/gm)].map((m) => m[1]);
-  return { version, ran, total, runs, notYetPassing };
+  return { version, ran, total, runs, guestRuns, notYetPassing };
 }
 
 // csi-sanity/run ends with one line per run:
@@ -243,11 +250,14 @@ export function main(argv: string[]): { lines: string[]; exitCode: number } {
   const v = arg('--vitest', 2);
   if (v) tallies.push(summariseVitest(read(v[0]), Number(v[1])));
   const s = arg('--sanity', 2);
-  if (s) {
+  const g = arg('--sanity-guest', 2);
+  if (s || g) {
     const script = arg('--sanity-script', 1)?.[0] ?? 'csi-sanity/run';
-    tallies.push(summariseSanity(read(s[0]) ?? '', Number(s[1]), readSanityExpectation(fs.readFileSync(script, 'utf8'))));
+    const expect = readSanityExpectation(fs.readFileSync(script, 'utf8'));
+    if (s) tallies.push(summariseSanity(read(s[0]) ?? '', Number(s[1]), expect));
+    if (g) tallies.push(summariseSanity(read(g[0]) ?? '', Number(g[1]), { ...expect, runs: expect.guestRuns }));
   }
-  if (!tallies.length) throw new Error('usage: summary [--step NAME EXIT]... --vitest REPORT.json EXIT --sanity OUTPUT.txt EXIT [--sanity-script FILE]');
+  if (!tallies.length) throw new Error('usage: summary [--step NAME EXIT]... --vitest REPORT.json EXIT --sanity OUTPUT.txt EXIT [--sanity-guest OUTPUT.txt EXIT] [--sanity-script FILE]');
   const t = combine(...tallies);
   return { lines: [...t.problems, summaryLine(t)], exitCode: clean(t) ? 0 : 1 };
 }

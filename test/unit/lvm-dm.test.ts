@@ -73,13 +73,15 @@ class FakeLvm {
         const name = opt('-n');
         if (!name) throw new Error(`fake lvm: lvcreate without -n: ${rest.join(' ')}`);
         const tags = rest.flatMap((a, i) => (rest[i - 1] === '--addtag' ? [a] : []));
+        // As lvm2 does: a new LV is active unless -an says otherwise.
+        const active = !rest.includes('-an');
         if (rest.includes('-s')) {
           const origin = this.lvs.get(lvArg())!;
-          this.lvs.set(name, { name, size: origin.size, tags, pool: origin.pool, active: false, segType: 'thin' });
+          this.lvs.set(name, { name, size: origin.size, tags, pool: origin.pool, active, segType: 'thin' });
         } else {
           const size = BigInt((opt('-V') ?? opt('-L'))!.replace(/b$/, ''));
           const pool = opt('-T')?.split('/')[1] ?? '';
-          this.lvs.set(name, { name, size, tags, pool, active: false, segType: pool ? 'thin' : 'linear' });
+          this.lvs.set(name, { name, size, tags, pool, active, segType: pool ? 'thin' : 'linear' });
         }
         return ok();
       }
@@ -188,7 +190,7 @@ describe('lvm backend, device-mapper mode (exact lvm2 commands)', () => {
   it('creates a thin volume in the pool, tagged with its record, without wiping (thin pools zero new blocks)', async () => {
     const v = await b.createVolume(volume('vol-lvm-a', thin));
     const [create, clear] = fake.calls;
-    expect(create.slice(0, 8)).toEqual(['lvcreate', '-y', '-n', 'vol-lvm-a', '-V', `${GiB}b`, '-T', `${VG}/pool`]);
+    expect(create.slice(0, 9)).toEqual(['lvcreate', '-y', '-an', '-n', 'vol-lvm-a', '-V', `${GiB}b`, '-T', `${VG}/pool`]);
     expect(tagArgs(create)).toContain('tscsi.kind=vol');
     expect(tagArgs(create)).toContain('tscsi.dirty');
     expect(clear).toEqual(['lvchange', '--deltag', 'tscsi.dirty', `${VG}/vol-lvm-a`]);
@@ -197,9 +199,9 @@ describe('lvm backend, device-mapper mode (exact lvm2 commands)', () => {
     expect((await b.getVolume('vol-lvm-a'))?.name).toBe('pvc-vol-lvm-a');
   });
 
-  it('creates a linear volume with -Wy -Zn, activates it once to wipe it, and deactivates it', async () => {
+  it('creates a linear volume inactive (-an -Wn -Zn), activates it once to wipe it, and deactivates it', async () => {
     await b.createVolume(volume('vol-lvm-l', linear));
-    expect(fake.calls[0].slice(0, 9)).toEqual(['lvcreate', '-y', '-n', 'vol-lvm-l', '-L', `${GiB}b`, '-Wy', '-Zn', '--addtag']);
+    expect(fake.calls[0].slice(0, 10)).toEqual(['lvcreate', '-y', '-n', 'vol-lvm-l', '-L', `${GiB}b`, '-an', '-Wn', '-Zn', '--addtag']);
     expect(fake.calls[0][fake.calls[0].length - 1]).toBe(VG);
     expect(fake.calls[1]).toEqual(['lvchange', '-ay', '-K', `${VG}/vol-lvm-l`]);
     expect(host.ops).toEqual([`wipe /dev/${VG}/vol-lvm-l`]);
@@ -222,7 +224,7 @@ describe('lvm backend, device-mapper mode (exact lvm2 commands)', () => {
     fake.calls = [];
     const snap: SnapshotRecord = { id: 'snap-lvm-1', name: 's', sourceVolumeId: v.id, sizeBytes: GiB, createdAtSeconds: 1n, createdAtNanos: 0, groupSnapshotId: '', parameters: {} };
     await b.createSnapshots([snap]);
-    expect(fake.calls[0].slice(0, 6)).toEqual(['lvcreate', '-y', '-s', '-kn', '-n', 'snap-lvm-1']);
+    expect(fake.calls[0].slice(0, 7)).toEqual(['lvcreate', '-y', '-s', '-kn', '-an', '-n', 'snap-lvm-1']);
     expect(fake.calls[0][fake.calls[0].length - 1]).toBe(`${VG}/vol-lvm-src`);
     expect(tagArgs(fake.calls[0])).toContain('tscsi.kind=snap');
     expect(host.ops).toEqual([`freeze /dev/${VG}/vol-lvm-src`, `thaw /dev/${VG}/vol-lvm-src`]);
@@ -231,7 +233,7 @@ describe('lvm backend, device-mapper mode (exact lvm2 commands)', () => {
 
     fake.calls = [];
     await b.createVolume(volume('vol-lvm-clone', thin, { capacityBytes: 2n * GiB, contentSource: { type: 'snapshot', id: 'snap-lvm-1' } }));
-    expect(fake.calls[0].slice(0, 6)).toEqual(['lvcreate', '-y', '-s', '-kn', '-n', 'vol-lvm-clone']);
+    expect(fake.calls[0].slice(0, 7)).toEqual(['lvcreate', '-y', '-s', '-kn', '-an', '-n', 'vol-lvm-clone']);
     expect(fake.calls[0][fake.calls[0].length - 1]).toBe(`${VG}/snap-lvm-1`);
     expect(fake.calls[1]).toEqual(['lvextend', '-L', `${2n * GiB}b`, `${VG}/vol-lvm-clone`]);
     expect(fake.calls[2]).toEqual(['lvchange', '--deltag', 'tscsi.dirty', `${VG}/vol-lvm-clone`]);

@@ -154,12 +154,17 @@ describe('csi-sanity output', () => {
       ran: 102,
       total: 103,
       runs: ['loop mount', 'loop block', 'lvm mount', 'lvm block', 'rbd mount', 'rbd block'],
+      guestRuns: ['lvm-thin mount'],
       notYetPassing: expect.any(Array),
     });
     expect(() => readSanityExpectation('VERSION=v5.6.0\n')).toThrow(/SPECS_RAN/);
-    expect(() => readSanityExpectation('VERSION=v5.6.0\nSPECS_RAN=1\nSPECS_TOTAL=2\nRUNS=(loop:mount)\n')).toThrow(/NOT_YET_PASSING/);
-    const listed = readSanityExpectation("VERSION=v5.6.0\nSPECS_RAN=1\nSPECS_TOTAL=2\nRUNS=(loop:mount)\nNOT_YET_PASSING=(\n  'a spec'\n  'another spec'\n)\n");
+    expect(() => readSanityExpectation('VERSION=v5.6.0\nSPECS_RAN=1\nSPECS_TOTAL=2\nRUNS=(loop:mount)\nGUEST_RUNS=(lvm-dm:mount)\n')).toThrow(/NOT_YET_PASSING/);
+    expect(() => readSanityExpectation("VERSION=v5.6.0\nSPECS_RAN=1\nSPECS_TOTAL=2\nRUNS=(loop:mount)\nNOT_YET_PASSING=(\n)\n")).toThrow(/GUEST_RUNS/);
+    const listed = readSanityExpectation(
+      "VERSION=v5.6.0\nSPECS_RAN=1\nSPECS_TOTAL=2\nRUNS=(loop:mount)\nGUEST_RUNS=(lvm-dm:block)\nNOT_YET_PASSING=(\n  'a spec'\n  'another spec'\n)\n",
+    );
     expect(listed.notYetPassing).toEqual(['a spec', 'another spec']);
+    expect(listed.guestRuns).toEqual(['lvm-dm block']);
   });
 
   it('specs listed as not yet passing are skipped on purpose; one skip more counts, and so does running them', () => {
@@ -251,6 +256,29 @@ describe('the summary line and exit status', () => {
     expect(g.exitCode).toBe(0);
     // No report file at all (vitest crashed before writing it).
     expect(cli(path.join(tmp, 'absent.json'), 1).exitCode).toBe(1);
+  });
+
+  it('the guest\'s csi-sanity output is judged against GUEST_RUNS: each run there once, none missing', () => {
+    const good = runs.get('passing.fixture.ts');
+    const report = path.join(tmp, 'good-for-guest.json');
+    fs.writeFileSync(report, good?.report ?? '');
+    const line = (run: string) => `csi-sanity ${run} mode: Ran 102 of 103 Specs in 300.1 seconds | SUCCESS! -- 102 Passed | 0 Failed | 1 Pending | 0 Skipped (301s)`;
+    const guestOut = (text: string) => {
+      const f = path.join(tmp, `guest-${text.length}.txt`);
+      fs.writeFileSync(f, text);
+      return f;
+    };
+    const cli = (guestFile: string, exitCode: number) =>
+      main(['--vitest', report, '0', '--sanity', path.join(FIXTURES, 'csi-sanity', 'passed.txt'), '0', '--sanity-guest', guestFile, String(exitCode), '--sanity-script', path.join(FIXTURES, 'csi-sanity', 'run-declarations.sh')]);
+    const ok = cli(guestOut(`${line('lvm-thin mount')}\n`), 0);
+    expect(ok.lines).toEqual([`summary: ${7 * 102 + 2} passed, 0 failed, 0 skipped`]);
+    expect(ok.exitCode).toBe(0);
+    // The guest did not boot: test/guest/run exits 125 and no run line came back.
+    const none = cli(guestOut('test/guest/run: the guest ended (qemu exit 0, 3s) without the command\'s exit code\n'), 125);
+    expect(none.lines.filter((l) => /FAILED: csi-sanity lvm-thin mount: the run is missing/.test(l))).toHaveLength(1);
+    expect(none.exitCode).toBe(1);
+    // A host run in the guest's output is not one of its runs.
+    expect(cli(guestOut(`${line('lvm-thin mount')}\n${line('lvm mount')}\n`), 0).lines.join('\n')).toMatch(/lvm mount: not a run csi-sanity\/run makes/);
   });
 
   it('a step before the tests (build, type check, lint) that failed counts as failed', () => {

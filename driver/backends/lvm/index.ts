@@ -264,10 +264,13 @@ export class LvmBackend implements Backend {
 
   private async lvcreate(holds: LvHolds, id: string, vg: string, bytes: bigint, params: Record<string, string>, rec: object): Promise<void> {
     const tags = newLvTagArgs(holds, rec);
+    // -an: lvcreate activates by default, and an LV left active counts as attached on this
+    // node (DeleteVolume refuses it, NodeUnstage would deactivate a device it never staged).
+    // Activation is NodeStage's and the wipe's, each undoing its own. Signatures: the wipe.
     const args =
       params.type === 'thin'
-        ? ['lvcreate', '-y', '-n', id, '-V', `${bytes}b`, '-T', `${vg}/${params.thinPool}`, ...tags]
-        : ['lvcreate', '-y', '-n', id, '-L', `${bytes}b`, ...(this.deviceMapper ? ['-Wy', '-Zn'] : ['--alloc', 'contiguous', '-Wn', '-Zn']), ...tags, vg];
+        ? ['lvcreate', '-y', '-an', '-n', id, '-V', `${bytes}b`, '-T', `${vg}/${params.thinPool}`, ...tags]
+        : ['lvcreate', '-y', '-n', id, '-L', `${bytes}b`, ...(this.deviceMapper ? ['-an', '-Wn', '-Zn'] : ['--alloc', 'contiguous', '-Wn', '-Zn']), ...tags, vg];
     try {
       await this.lvm.run(args);
     } catch (err) {
@@ -303,7 +306,7 @@ export class LvmBackend implements Backend {
     if (src && this.deviceMapper && rec.parameters.type === 'thin' && src.poolLv) {
       // Thin clone: a thin snapshot of the source, instant and sharing blocks.
       const tags = newLvTagArgs('vol', rec);
-      await this.lvm.run(['lvcreate', '-y', '-s', '-kn', '-n', rec.id, ...tags, `${vg}/${src.name}`]);
+      await this.lvm.run(['lvcreate', '-y', '-s', '-kn', '-an', '-n', rec.id, ...tags, `${vg}/${src.name}`]);
       if (rec.capacityBytes > src.sizeBytes) await this.lvm.run(['lvextend', '-L', `${rec.capacityBytes}b`, `${vg}/${rec.id}`]);
     } else {
       await this.lvcreate('vol', rec.id, vg, rec.capacityBytes, rec.parameters, rec);
@@ -533,7 +536,7 @@ export class LvmBackend implements Backend {
       await this.host.withQuiescedDevices(attached, async () => {
         for (let i = 0; i < recs.length; i++) {
           const tags = newLvTagArgs('snap', recs[i]);
-          await this.lvm.run(['lvcreate', '-y', '-s', '-kn', '-n', recs[i].id, ...tags, `${sources[i].vg}/${sources[i].name}`]);
+          await this.lvm.run(['lvcreate', '-y', '-s', '-kn', '-an', '-n', recs[i].id, ...tags, `${sources[i].vg}/${sources[i].name}`]);
         }
       });
     } else {
