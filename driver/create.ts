@@ -146,7 +146,12 @@ export async function createDriver(s: DriverSettings, opts: CreateOptions): Prom
     listen: async (endpoint = s.endpoint) => {
       await server.listen(endpoint);
       if (metrics && s.metricsAddress !== undefined && !driver.metricsServer) {
-        driver.metricsServer = await serveHttp(s.metricsAddress, { '/metrics': metricsHandler(metrics.registry, () => metrics.refresh()) }, log);
+        // Metrics are optional: a taken port (another pod on the host network) or an address
+        // this host lacks must not keep the node plugin from serving volumes.
+        driver.metricsServer = await serveHttp(s.metricsAddress, { '/metrics': metricsHandler(metrics.registry, () => metrics.refresh()) }, log).catch((err: unknown) => {
+          log.error({ metricsAddress: s.metricsAddress, err: err instanceof Error ? err.message : String(err) }, 'cannot serve /metrics there; serving CSI without metrics');
+          return undefined;
+        });
       }
     },
     stop: async (graceMs = BACKGROUND_GRACE_MS) => {

@@ -30,6 +30,8 @@ describe('parseHostPort', () => {
   it('takes host:port, [v6]:port, :port and port', () => {
     expect(parseHostPort('127.0.0.1:9808')).toEqual({ host: '127.0.0.1', port: 9808 });
     expect(parseHostPort('[::1]:9808')).toEqual({ host: '::1', port: 9808 });
+    // deploy/base/node.yaml writes [$(POD_IP)]:PORT so that an IPv6 pod IP works; an IPv4 one must too
+    expect(parseHostPort('[10.0.0.7]:9810')).toEqual({ host: '10.0.0.7', port: 9810 });
     expect(parseHostPort(':9809')).toEqual({ host: undefined, port: 9809 });
     expect(parseHostPort('0')).toEqual({ host: undefined, port: 0 });
     expect(parseHostPort('localhost:1')).toEqual({ host: 'localhost', port: 1 });
