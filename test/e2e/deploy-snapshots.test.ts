@@ -1,4 +1,5 @@
-// VolumeSnapshots and clones through the installed driver, as a Kubernetes user makes them:
+// VolumeSnapshots, group snapshots, clones and VolumeAttributesClass changes through the
+// installed driver, as a Kubernetes user makes them:
 // deploy/ installed as pods (test/lib/deploy-install.ts, as deploy.test.ts does), the
 // snapshot CRDs and the real snapshot-controller running in the cluster
 // (test/lib/snapshot-controller.ts, from external-snapshotter's own manifests), the example
@@ -352,4 +353,53 @@ describe('a VolumeGroupSnapshot of loop claims through the installed node snapsh
     await env.kubectl(['delete', 'volumegroupsnapshot', 'grp-snap', '--ignore-not-found', '--wait=false']).catch(() => undefined);
     await removePodsAndClaims('grp-reader', 'grp-writer', 'grp-a-restored', 'grp-b-restored', ...members).catch(() => undefined);
   }, 6 * MIN);
+});
+
+// VolumeAttributesClass through deploy/: the node DaemonSet's resizer modifies its node's loop
+// volume (ControllerModifyVolume) as the node role and the admission policies allow (claim
+// status, PV spec.volumeAttributesClassName), with the example class of deploy/examples.
+describe('a VolumeAttributesClass change through the installed node resizer', () => {
+  const EXAMPLE_CLASS = 'tscsi-loop-buffered';
+  /** /sys/block/loopN/loop/dio of the volume's loop device: '1' direct I/O, '0' buffered. */
+  const directIO = async (handle: string) => {
+    const dev = await env.waitFor(`the loop device of ${handle}`, async () => (await loopDevices()).find((d) => path.basename(d.backFile) === `${handle}.img`), MIN, diagnostics);
+    return fs.readFileSync(`/sys/block/${path.basename(dev.name)}/loop/dio`, 'utf8').trim();
+  };
+  const changeTo = async (cls: string) => {
+    const t0 = Date.now();
+    await env.kubectl(['patch', 'pvc', 'vac-data', '--type', 'merge', '-p', JSON.stringify({ spec: { volumeAttributesClassName: cls } })]);
+    const p = await env.waitFor(`vac-data at class ${cls}`, async () => {
+      const c = await env.json(['get', 'pvc', 'vac-data']);
+      return c.status.currentVolumeAttributesClassName === cls && !c.status.modifyVolumeStatus && c;
+    }, 3 * MIN, async () => `${await env.kubectl(['describe', 'pvc', 'vac-data']).catch(String)}\n${await env.kubectl(['logs', '-n', NS, 'daemonset/tscsi-node', '-c', 'resizer', '--tail=30']).catch(String)}`);
+    timings[`loop.modifyTo.${cls}`] = Date.now() - t0;
+    return p;
+  };
+
+  it('the example class turns direct I/O off on the running pod\'s loop device, another turns it on; the claim and its PV name the class', { timeout: 8 * MIN }, async () => {
+    await env.kubectl(['apply', '-f', path.join(DEPLOY, 'examples', 'volumeattributesclass-loop.yaml')]);
+    await env.apply({ apiVersion: 'storage.k8s.io/v1', kind: 'VolumeAttributesClass', metadata: { name: 'tscsi-e2e-loop-direct' }, driverName: DRIVER, parameters: { directIO: 'true' } });
+    await env.apply(claim('vac-data', 'tscsi-loop', SOURCE_SIZE));
+    await env.apply(pod('vac-data', 'vac-data', 'echo kept > /data/f && sleep 3600'));
+    await env.waitPhase('vac-data', ['Running'], 4 * MIN, diagnostics);
+    const { pvName, handle } = await env.bound('vac-data');
+    inst.handles.add(handle);
+
+    const buffered = await changeTo(EXAMPLE_CLASS);
+    expect(await directIO(handle)).toBe('0');
+    expect((buffered.status.conditions ?? []).filter((c: any) => c.type === 'ModifyingVolume' || c.type === 'ModifyVolumeError')).toEqual([]);
+    expect((await env.json(['get', 'pv', pvName])).spec.volumeAttributesClassName).toBe(EXAMPLE_CLASS);
+    const reasons = (await env.json(['get', 'events', '--field-selector', 'involvedObject.name=vac-data'])).items.map((e: any) => e.reason);
+    expect(reasons).toEqual(expect.arrayContaining(['VolumeModify', 'VolumeModifySuccessful']));
+
+    await changeTo('tscsi-e2e-loop-direct');
+    expect(await directIO(handle)).toBe('1');
+    expect((await env.json(['get', 'pv', pvName])).spec.volumeAttributesClassName).toBe('tscsi-e2e-loop-direct');
+    expect(await env.kubectl(['exec', 'vac-data', '--', 'cat', '/data/f'])).toBe('kept');
+  });
+
+  afterAll(async () => {
+    await removePodsAndClaims('vac-data').catch(() => undefined);
+    await env.kubectl(['delete', 'volumeattributesclass', EXAMPLE_CLASS, 'tscsi-e2e-loop-direct', '--ignore-not-found']).catch(() => undefined);
+  }, 5 * MIN);
 });
