@@ -4,7 +4,8 @@
 // allowedTopologies, capacity enough) writes its node into the claim's selected-node
 // annotation with the claim's resourceVersion; the API server lets exactly one such write
 // through, and from then on the claim is that node's as if the scheduler had picked it.
-import { type k8s, type Clients, mergePatch, httpStatus } from '../common/kube.js';
+import { k8s, type Clients, mergePatch, httpStatus } from '../common/kube.js';
+import { SNAPSHOT_GROUP, snapshotIdOfSource } from '../common/snapshots.js';
 import { type CsiClient, codeName, rpcErrorText } from '../common/csi-client.js';
 import type { CommonControllerOptions } from '../common/run.js';
 import type { Recorder } from '../common/events.js';
@@ -148,12 +149,19 @@ export class ClaimVerdicts {
   }
 }
 
-/** Problems only the claim, its class or this node's capacity can change (ClaimVerdicts: looked at again with backoff). */
-const LASTING = /^node \S+ (is outside the StorageClass's allowedTopologies|has \d+ bytes free|holds volumes of at most)/;
+/** Why this node does not take a claim; `lasting` when only the claim, its class or this node's volumes can change it (ClaimVerdicts). */
+interface Problem {
+  why: string;
+  lasting: boolean;
+}
+const lasting = (why: string | undefined): Problem | undefined => (why ? { why, lasting: true } : undefined);
+const passing = (why: string): Problem => ({ why, lasting: false });
 
 /** One per-node provisioner's side of Immediate binding: offering its node for unclaimed claims. */
 export class NodeOffer {
   readonly verdicts: ClaimVerdicts;
+  /** VolumeSnapshots and their contents, for claims restored from a snapshot. */
+  private readonly custom: k8s.CustomObjectsApi;
 
   constructor(
     private readonly k: Clients,
@@ -163,6 +171,7 @@ export class NodeOffer {
     now?: () => number,
   ) {
     this.verdicts = new ClaimVerdicts(now);
+    this.custom = k.kc.makeApiClient(k8s.CustomObjectsApi);
   }
 
   /** Whether `pvc` is an Immediate claim this node took (and so may give back). */
@@ -186,11 +195,11 @@ export class NodeOffer {
     const key = `${pvc.metadata!.namespace}/${pvc.metadata!.name}`;
     if (this.verdicts.standing(key, pvc, sc) !== undefined) return;
     const aside = this.verdicts.standsAside(key, pvc.metadata?.uid);
-    const problem = aside ? `node ${node} could not provision it a moment ago (RESOURCE_EXHAUSTED) and leaves it to other nodes for now` : await this.problem(pvc, sc);
+    const problem = aside ? passing(`node ${node} could not provision it a moment ago (RESOURCE_EXHAUSTED) and leaves it to other nodes for now`) : await this.problem(pvc, sc);
     if (problem) {
-      if (this.verdicts.found(key, pvc, sc, problem, !aside && LASTING.test(problem))) {
-        this.opts.log.info({ pvc: key, problem }, 'not taking the Immediate claim for this node');
-        await this.recorder.event(pvc, 'Warning', 'NodeNotEligible', `${problem}; the provisioner of node ${node} does not take it (Immediate binding: a node that can hold the volume takes it)`);
+      if (this.verdicts.found(key, pvc, sc, problem.why, problem.lasting)) {
+        this.opts.log.info({ pvc: key, problem: problem.why }, 'not taking the Immediate claim for this node');
+        await this.recorder.event(pvc, 'Warning', 'NodeNotEligible', `${problem.why}; the provisioner of node ${node} does not take it (Immediate binding: a node that can hold the volume takes it)`);
       }
       return;
     }
@@ -208,21 +217,21 @@ export class NodeOffer {
     await this.recorder.event(pvc, 'Normal', 'NodeSelected', `node ${node} provisions the volume (Immediate binding: its provisioner took the claim first among the nodes that can hold it)`);
   }
 
-  /** Why this node cannot hold the claim's volume: driver not registered, outside allowedTopologies, too little capacity. */
-  private async problem(pvc: k8s.V1PersistentVolumeClaim, sc: k8s.V1StorageClass): Promise<string | undefined> {
+  /** Why this node cannot hold the claim's volume: driver not registered, outside allowedTopologies, its source elsewhere, too little capacity. */
+  private async problem(pvc: k8s.V1PersistentVolumeClaim, sc: k8s.V1StorageClass): Promise<Problem | undefined> {
     const node = this.opts.nodeName;
     let topology: Awaited<ReturnType<typeof nodeTopology>>;
     try {
       topology = await nodeTopology(this.k, this.opts.driverName, node);
     } catch (err) {
-      return (err as Error).message;
+      return passing((err as Error).message);
     }
     const outside = topologyProblem(sc, node, topology.labels);
-    if (outside) return outside;
-    const elsewhere = await this.sourceElsewhere(pvc);
-    if (elsewhere) return elsewhere;
+    if (outside) return lasting(outside);
     const storage = pvc.spec?.resources?.requests?.storage;
-    if (!storage) return 'the claim requests no storage size';
+    if (!storage) return lasting('the claim requests no storage size');
+    const elsewhere = await this.sourceElsewhere(pvc, parseSize(String(storage)));
+    if (elsewhere) return elsewhere;
     let res;
     try {
       res = await this.csi.Controller.GetCapacity(
@@ -235,21 +244,43 @@ export class NodeOffer {
       );
     } catch (err) {
       if (codeName(err) === 'UNIMPLEMENTED') return undefined; // the driver cannot say: let CreateVolume tell
-      return `node ${node} cannot tell its capacity for this StorageClass: ${rpcErrorText(err)}`;
+      return passing(`node ${node} cannot tell its capacity for this StorageClass: ${rpcErrorText(err)}`);
     }
     const max = res.maximum_volume_size?.value;
-    return capacityProblem(node, parseSize(String(storage)), { available: BigInt(res.available_capacity ?? 0), maximum: max === undefined || max === null ? undefined : BigInt(max) });
+    return lasting(capacityProblem(node, parseSize(String(storage)), { available: BigInt(res.available_capacity ?? 0), maximum: max === undefined || max === null ? undefined : BigInt(max) }));
   }
 
-  /** A clone is made where its source lives: a source claim whose volume is pinned to other nodes rules this one out. */
-  private async sourceElsewhere(pvc: k8s.V1PersistentVolumeClaim): Promise<string | undefined> {
+  /**
+   * A clone or a restore is made where its source lives: a source claim whose volume is pinned
+   * to other nodes, or a snapshot this node's driver does not have, rules this node out.
+   */
+  private async sourceElsewhere(pvc: k8s.V1PersistentVolumeClaim, requestedBytes: bigint): Promise<Problem | undefined> {
     const ds = pvc.spec?.dataSourceRef ?? pvc.spec?.dataSource;
+    const namespace = pvc.metadata!.namespace!;
+    if (ds?.kind === 'VolumeSnapshot' && ds.apiGroup === SNAPSHOT_GROUP) return this.snapshotElsewhere(namespace, ds.name, requestedBytes);
     if (ds?.kind !== 'PersistentVolumeClaim' || (ds.apiGroup ?? '') !== '') return undefined;
-    const src = await this.k.core.readNamespacedPersistentVolumeClaim({ name: ds.name, namespace: pvc.metadata!.namespace! }).catch(() => undefined);
+    const src = await this.k.core.readNamespacedPersistentVolumeClaim({ name: ds.name, namespace }).catch(() => undefined);
     const pv = src?.spec?.volumeName ? await this.k.core.readPersistentVolume({ name: src.spec.volumeName }).catch(() => undefined) : undefined;
     // Unbound or missing sources are the clone checks' to refuse, in their words, on the node that takes the claim.
     if (!pv?.spec?.nodeAffinity?.required?.nodeSelectorTerms?.length || affinityNames(pv, this.opts.nodeName)) return undefined;
-    return `the source claim ${pvc.metadata!.namespace}/${ds.name}'s volume lives on another node than ${this.opts.nodeName}, and a clone is made where its source is`;
+    return lasting(`the source claim ${namespace}/${ds.name}'s volume lives on another node than ${this.opts.nodeName}, and a clone is made where its source is`);
+  }
+
+  /**
+   * A loop or LVM snapshot lives on one node, and only that node's driver lists it (as the
+   * node snapshotter finds its contents: node-scope.ts). A snapshot not ready yet (or refused
+   * by the restore checks) keeps every node from taking the claim until it is, saying why.
+   */
+  private async snapshotElsewhere(namespace: string, name: string, requestedBytes: bigint): Promise<Problem | undefined> {
+    let id: string;
+    try {
+      id = await snapshotIdOfSource(this.custom, this.opts.driverName, { namespace, name, requestedBytes });
+    } catch (err) {
+      return passing(`the source snapshot cannot be restored yet: ${(err as Error).message}`);
+    }
+    const res = await this.csi.Controller.ListSnapshots({ snapshot_id: id }, this.opts.timeoutMs);
+    if ((res.entries ?? []).some((e: { snapshot?: { snapshot_id?: string } }) => e.snapshot?.snapshot_id === id)) return undefined;
+    return lasting(`the source snapshot VolumeSnapshot ${namespace}/${name} (${id}) is not on node ${this.opts.nodeName}, and a volume is restored where its snapshot is`);
   }
 
   /** CreateVolume said RESOURCE_EXHAUSTED on this node for a claim it took (the claim goes back: reschedule.ts): other nodes go first. */

@@ -403,3 +403,53 @@ describe('a VolumeAttributesClass change through the installed node resizer', ()
     await env.kubectl(['delete', 'volumeattributesclass', EXAMPLE_CLASS, 'tscsi-e2e-loop-direct', '--ignore-not-found']).catch(() => undefined);
   }, 5 * MIN);
 });
+
+// Immediate binding restores a loop volume on the node holding the snapshot: a node whose
+// driver does not have the snapshot does not take the claim (sidecars/provisioner/immediate.ts).
+// The snapshot of "another node" is a pre-provisioned content recorded on a node that does not
+// exist here, whose status (written by that node's snapshotter, here by the test) says ready.
+describe('an Immediate-binding claim restored from a snapshot this node does not hold', () => {
+  const ELSEWHERE = 'tscsi-e2e-other-node';
+  const id = `snap-loop-${'e'.repeat(32)}`;
+
+  it('is not taken by this node, which says why; a snapshot it holds restores', { timeout: 6 * MIN }, async () => {
+    await env.apply(storageClass('tscsi-e2e-now', { volumeBindingMode: 'Immediate', reclaimPolicy: 'Delete', parameters: { backend: 'loop' } }));
+    await env.apply({
+      apiVersion: API,
+      kind: 'VolumeSnapshotContent',
+      metadata: { name: 'elsewhere-content', annotations: { [NODE_ANNOTATION]: ELSEWHERE } },
+      spec: { driver: DRIVER, deletionPolicy: 'Retain', source: { snapshotHandle: id }, volumeSnapshotRef: { name: 'elsewhere', namespace: 'default' } },
+    });
+    await env.kubectl(['patch', 'volumesnapshotcontent', 'elsewhere-content', '--subresource=status', '--type', 'merge', '-p', JSON.stringify({ status: { snapshotHandle: id, readyToUse: true, restoreSize: 64 << 20 } })]);
+    await env.apply(volumeSnapshot('elsewhere', { volumeSnapshotContentName: 'elsewhere-content' }));
+    await ready('elsewhere', Date.now());
+    await env.apply(claim('from-elsewhere', 'tscsi-e2e-now', SOURCE_SIZE, { dataSourceRef: { apiGroup: 'snapshot.storage.k8s.io', kind: 'VolumeSnapshot', name: 'elsewhere' } }));
+    const why = await env.waitFor('NodeNotEligible on from-elsewhere', async () => {
+      const evs = (await env.json(['get', 'events', '--field-selector', 'involvedObject.name=from-elsewhere'])).items;
+      return evs.find((e: any) => e.reason === 'NodeNotEligible');
+    }, 2 * MIN, diagnostics);
+    expect(why.message).toBe(
+      `the source snapshot VolumeSnapshot default/elsewhere (${id}) is not on node ${NODE_NAME}, and a volume is restored where its snapshot is; the provisioner of node ${NODE_NAME} does not take it (Immediate binding: a node that can hold the volume takes it)`,
+    );
+    const c = await env.json(['get', 'pvc', 'from-elsewhere']);
+    expect(c.metadata.annotations?.['volume.kubernetes.io/selected-node']).toBeUndefined();
+    expect(c.status.phase).toBe('Pending');
+
+    // a snapshot this node holds: the node takes the claim and restores it
+    await env.apply(claim('imm-src', 'tscsi-e2e-now', SOURCE_SIZE));
+    inst.handles.add((await env.bound('imm-src')).handle);
+    await env.apply(volumeSnapshot('imm-snap', { persistentVolumeClaimName: 'imm-src' }, SNAP_DELETE));
+    await ready('imm-snap', Date.now());
+    await env.apply(claim('from-here', 'tscsi-e2e-now', SOURCE_SIZE, { dataSourceRef: { apiGroup: 'snapshot.storage.k8s.io', kind: 'VolumeSnapshot', name: 'imm-snap' } }));
+    inst.handles.add((await env.bound('from-here')).handle);
+    expect((await env.json(['get', 'pvc', 'from-here'])).metadata.annotations['volume.kubernetes.io/selected-node']).toBe(NODE_NAME);
+  });
+
+  afterAll(async () => {
+    await removePodsAndClaims('from-elsewhere', 'from-here').catch(() => undefined);
+    await env.kubectl(['delete', 'volumesnapshot', 'elsewhere', 'imm-snap', '--ignore-not-found', '--wait=true', '--timeout=120s']).catch(() => undefined);
+    await env.kubectl(['delete', 'volumesnapshotcontent', 'elsewhere-content', '--ignore-not-found', '--wait=false']).catch(() => undefined);
+    await removePodsAndClaims('imm-src').catch(() => undefined);
+    await env.kubectl(['delete', 'storageclass', 'tscsi-e2e-now', '--ignore-not-found']).catch(() => undefined);
+  }, 5 * MIN);
+});
