@@ -6,7 +6,8 @@ import { CsiClient } from './csi-client.js';
 import { clients, loadKubeConfig, type Clients } from './kube.js';
 import { serveHealthAndMetrics, type HttpServer } from './http.js';
 import { CsiCallMetrics, defaultRegistry } from './metrics.js';
-import { LeaderElector } from './lease.js';
+import { DEFAULT_LEASE_DURATION_MS, DEFAULT_RENEW_DEADLINE_MS, DEFAULT_RETRY_PERIOD_MS, LeaderElector, defaultIdentity, validateTimings } from './lease.js';
+import { parseDuration } from './duration.js';
 import { parseBackends, DEFAULT_BACKEND, type Scope } from './scope.js';
 import { probeDriver, waitForDriverName } from './driver.js';
 
@@ -23,15 +24,60 @@ export interface Controller {
 export interface ControllerFlags {
   'leader-election'?: boolean;
   'leader-election-namespace'?: string;
+  'leader-election-lease-duration'?: string;
+  'leader-election-renew-deadline'?: string;
+  'leader-election-retry-period'?: string;
   'http-endpoint'?: string;
 }
 
-/** Flags every controller-side sidecar shares. */
+const seconds = (ms: number) => `${ms / 1000}s`;
+
+/** Flags every controller-side sidecar shares (the leader-election ones named as kubernetes-csi's sidecars name them). */
 export const CONTROLLER_FLAG_OPTIONS = {
   'leader-election': { type: 'boolean', default: false },
   'leader-election-namespace': { type: 'string', default: process.env.POD_NAMESPACE ?? 'default' },
+  'leader-election-lease-duration': { type: 'string', default: seconds(DEFAULT_LEASE_DURATION_MS) },
+  'leader-election-renew-deadline': { type: 'string', default: seconds(DEFAULT_RENEW_DEADLINE_MS) },
+  'leader-election-retry-period': { type: 'string', default: seconds(DEFAULT_RETRY_PERIOD_MS) },
   'http-endpoint': { type: 'string' },
 } as const;
+
+export interface LeaderElectionTimings {
+  identity: string;
+  leaseDurationMs: number;
+  renewDeadlineMs: number;
+  retryPeriodMs: number;
+}
+
+/**
+ * The candidate's identity and timings from the flags, checked as client-go checks them.
+ * The identity is the pod's name where the manifest gives it (POD_NAME): the default
+ * `<hostname>_<pid>` is the same for two replicas with hostNetwork on one node (the node's
+ * hostname, and a sidecar is often PID 1 of its container), which would let both lead.
+ */
+export function leaderElectionTimings(flags: ControllerFlags, env: NodeJS.ProcessEnv = process.env): LeaderElectionTimings {
+  const ms = (flag: keyof ControllerFlags, dflt: number) => {
+    const v = flags[flag];
+    if (typeof v !== 'string') return dflt;
+    try {
+      return parseDuration(v);
+    } catch (err) {
+      throw new Error(`--${flag} must be a duration such as 15s or 1m; got ${JSON.stringify(v)}`, { cause: err });
+    }
+  };
+  const t = {
+    identity: env.POD_NAME || defaultIdentity(),
+    leaseDurationMs: ms('leader-election-lease-duration', DEFAULT_LEASE_DURATION_MS),
+    renewDeadlineMs: ms('leader-election-renew-deadline', DEFAULT_RENEW_DEADLINE_MS),
+    retryPeriodMs: ms('leader-election-retry-period', DEFAULT_RETRY_PERIOD_MS),
+  };
+  try {
+    validateTimings(t.leaseDurationMs, t.renewDeadlineMs, t.retryPeriodMs);
+  } catch (err) {
+    throw new Error(`leader election flags: ${(err as Error).message} (--leader-election-lease-duration > --leader-election-renew-deadline > 1.2 × --leader-election-retry-period)`, { cause: err });
+  }
+  return t;
+}
 
 /**
  * /healthz and /metrics of a controller-side sidecar. /healthz is the driver's Probe over a
@@ -53,6 +99,8 @@ interface RunContext {
   metrics: CsiCallMetrics;
   k: Clients;
   driver: string;
+  /** Set with --leader-election. */
+  election?: LeaderElectionTimings;
   log: Logger;
 }
 
@@ -66,13 +114,14 @@ async function runController(rc: RunContext, controller: Controller): Promise<vo
   rc.metrics.instrument(rc.csi);
   const http = flags['http-endpoint'] ? await serveControllerHttp(flags['http-endpoint'], rc.csiAddress, rc.metrics, log) : undefined;
   let elector: LeaderElector | undefined;
-  if (flags['leader-election']) {
+  if (rc.election) {
     const name = leaseName(rc.component, rc.driver);
     // client-go's leader_election_master_status: 1 while this candidate leads; summed over
     // the candidates, 0 means nobody does the sidecar's work (deploy/monitoring alerts on it).
     const leading = defaultRegistry.gauge('tscsi_leader_election_master_status', 'Whether this candidate holds the Lease (1) or not (0), by Lease name.', ['name']);
     leading.set({ name }, 0);
     elector = new LeaderElector(rc.k.coordination, {
+      ...rc.election,
       namespace: flags['leader-election-namespace'] ?? 'default',
       name,
       log,
@@ -140,6 +189,8 @@ export function controllerMain(
       },
     });
     const backends = parseBackends(values.backends as string | undefined);
+    // checked before the wait for the driver: a wrong flag fails at once
+    const election = values['leader-election'] ? leaderElectionTimings(values as ControllerFlags) : undefined;
     const log = createLogger(component);
     const csiAddress = values['csi-address'] as string;
     const metrics = new CsiCallMetrics();
@@ -156,6 +207,6 @@ export function controllerMain(
       log,
     };
     log.info({ node: opts.nodeName, backends: backends ? [...backends] : 'all' }, 'serving');
-    await runController({ component, flags: values as ControllerFlags, csiAddress, csi, metrics, k, driver, log }, make(k, csi, opts, Object.fromEntries(Object.keys(extra).map((f) => [f, extraValue((values as Record<string, unknown>)[f])]))));
+    await runController({ component, flags: values as ControllerFlags, csiAddress, csi, metrics, k, driver, election, log }, make(k, csi, opts, Object.fromEntries(Object.keys(extra).map((f) => [f, extraValue((values as Record<string, unknown>)[f])]))));
   });
 }
