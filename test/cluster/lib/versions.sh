@@ -27,3 +27,7 @@ SNAPSHOT_CONTROLLER_BIN="$TSCSI_CLUSTER_CACHE/snapshot-controller-$SNAPSHOTTER_V
 # promtool is a test tool, not a cluster binary: its own cache (and lock) beside the cluster's.
 TSCSI_TOOLS_CACHE="${TSCSI_TOOLS_CACHE:-/var/cache/tscsi-tools}"
 PROMTOOL_BIN="$TSCSI_TOOLS_CACHE/promtool-$PROMETHEUS_VERSION"
+# Kubernetes' e2e suite (e2e.test) of the cluster's version, for the external storage tests, and
+# its agnhost: test tools too (an e2e.test build holds its cache's lock for a long while).
+E2E_TEST_BIN="$TSCSI_TOOLS_CACHE/e2e-test-$K8S_VERSION"
+AGNHOST_BIN="$TSCSI_TOOLS_CACHE/agnhost-$K8S_VERSION"
