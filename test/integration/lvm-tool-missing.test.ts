@@ -42,13 +42,15 @@ describe('an LVM driver without lvm2', () => {
   it('answers FAILED_PRECONDITION naming lvm and its package once lvm is gone', async () => {
     await fs.rm(path.join(bin, 'lvm'));
     const c = h!.client!.Controller;
-    const calls: Array<[string, Promise<unknown>]> = [
-      ['GetCapacity', c.GetCapacity({ parameters: { volumeGroup: vg!.name } })],
-      ['CreateVolume', c.CreateVolume({ name: 'pvc-no-lvm', parameters: { volumeGroup: vg!.name }, capacity_range: { required_bytes: String(16 << 20) }, volume_capabilities: [mountCap('ext4')] })],
-      ['ListVolumes', c.ListVolumes({})],
+    // Each call's failure is caught as it is made: one awaited later must not reject unhandled meanwhile.
+    const failure = (p: Promise<unknown>) => p.then(() => undefined, (e: Error) => e);
+    const calls: Array<[string, Promise<Error | undefined>]> = [
+      ['GetCapacity', failure(c.GetCapacity({ parameters: { volumeGroup: vg!.name } }))],
+      ['CreateVolume', failure(c.CreateVolume({ name: 'pvc-no-lvm', parameters: { volumeGroup: vg!.name }, capacity_range: { required_bytes: String(16 << 20) }, volume_capabilities: [mountCap('ext4')] }))],
+      ['ListVolumes', failure(c.ListVolumes({}))],
     ];
     for (const [rpc, p] of calls) {
-      const err = await p.then(() => undefined, (e: Error) => e);
+      const err = await p;
       expect([rpc, codeName(err)]).toEqual([rpc, 'FAILED_PRECONDITION']);
       expect(err?.message).toMatch(/host tool lvm is not installed where the driver runs \(not found on PATH .*\): install it \(package lvm2\)/);
     }
