@@ -9,7 +9,8 @@ import fs from 'node:fs/promises';
 import path from 'node:path';
 import { pino } from 'pino';
 import { execa } from 'execa';
-import { startCeph, stopCeph, adminRbd, cleanupDriverDir, type CephEnv } from '../lib/ceph/cluster.js';
+import { adminRbd, type CephEnv } from '../lib/ceph/cluster.js';
+import { RbdDriverRun } from '../lib/rbd-driver.js';
 import { DriverHarness, mountCap, MiB } from '../lib/driver-harness.js';
 import { waitFor } from '../lib/wait.js';
 import { codeName, type CsiClient } from '../../sidecars/common/csi-client.js';
@@ -22,25 +23,15 @@ let h: DriverHarness;
 let c: CsiClient;
 let configJson: Record<string, unknown>;
 
+const run = new RbdDriverRun('tscsi-health-rbd-', 'hc');
+
 beforeAll(async () => {
-  root = await fs.mkdtemp('/tmp/tscsi-health-rbd-');
-  ceph = await startCeph(path.join(root, 'ceph'));
-  configJson = { clusters: [{ clusterID: 'hc', monitors: [ceph.mon], pools: [ceph.pool], user: ceph.user, keyFile: ceph.keyFile }], mapper: 'fuse' };
-  const config = path.join(root, 'rbd.json');
-  await fs.writeFile(config, JSON.stringify(configJson));
-  h = await DriverHarness.start({ driver: { rbdConfig: config, rbdMapper: 'fuse', defaultBackend: 'rbd' } });
+  h = await run.start();
+  ({ root, ceph, config: configJson } = run);
   c = h.client!;
 }, 600_000);
 
-afterAll(async () => {
-  await h?.stopProcess();
-  if (h) await cleanupDriverDir(h.dir);
-  await h?.cleanup();
-  if (root) {
-    await stopCeph(path.join(root, 'ceph'));
-    await fs.rm(root, { recursive: true, force: true });
-  }
-}, 180_000);
+afterAll(() => run.stop(), 180_000);
 
 interface Entry {
   status: string;

@@ -5,35 +5,26 @@ import { describe, it, expect, beforeAll, afterAll } from 'vitest';
 import fs from 'node:fs/promises';
 import path from 'node:path';
 import { execa } from 'execa';
-import { startCeph, stopCeph, cleanupDriverDir, type CephEnv } from '../lib/ceph/cluster.js';
+import type { CephEnv } from '../lib/ceph/cluster.js';
+import { RbdDriverRun } from '../lib/rbd-driver.js';
 import { DriverHarness, mountCap, MiB } from '../lib/driver-harness.js';
 import { freePort, waitFor } from '../lib/wait.js';
 import { scrape, sampleOf } from '../lib/prometheus.js';
 
-let root: string;
 let ceph: CephEnv;
 let h: DriverHarness | undefined;
 let url: string;
 
+const run = new RbdDriverRun('tscsi-metrics-rbd-', 'mc');
+
 beforeAll(async () => {
-  root = await fs.mkdtemp('/tmp/tscsi-metrics-rbd-');
-  ceph = await startCeph(path.join(root, 'ceph'));
-  const config = path.join(root, 'rbd.json');
-  await fs.writeFile(config, JSON.stringify({ clusters: [{ clusterID: 'mc', monitors: [ceph.mon], pools: [ceph.pool], user: ceph.user, keyFile: ceph.keyFile }], mapper: 'fuse' }));
   const port = await freePort();
   url = `http://127.0.0.1:${port}/metrics`;
-  h = await DriverHarness.start({ driver: { rbdConfig: config, rbdMapper: 'fuse', defaultBackend: 'rbd', metricsAddress: `127.0.0.1:${port}` } });
+  h = await run.start({ metricsAddress: `127.0.0.1:${port}` });
+  ceph = run.ceph;
 }, 600_000);
 
-afterAll(async () => {
-  await h?.stopProcess();
-  if (h) await cleanupDriverDir(h.dir);
-  await h?.cleanup();
-  if (root) {
-    await stopCeph(path.join(root, 'ceph'));
-    await fs.rm(root, { recursive: true, force: true });
-  }
-}, 180_000);
+afterAll(() => run.stop(), 180_000);
 
 describe('driver metrics on the rbd backend', () => {
   it('exports the Ceph pool as its user sees it, and the pool fills as a volume is written', async () => {
