@@ -21,8 +21,8 @@ import { Installation, DEPLOY, NS } from '../lib/deploy-install.js';
 import { installSnapshotController } from '../lib/snapshot-controller.js';
 import { TestVg } from '../lib/lvm-vg.js';
 import { loopDevices } from '../lib/driver-harness.js';
+import { SNAPSHOT_API as API, WRITER, claimAndReader as claimAndReaderOn, claimFromSnapshot, fsBlocks, podPrinted, removePodsAndClaims as removeOn, snapshotReady, volumeSnapshot } from '../lib/kube-snapshots.js';
 
-const API = 'snapshot.storage.k8s.io/v1';
 const SNAP_DELETE = 'tscsi-snapshots';
 const SNAP_RETAIN = 'tscsi-snapshots-retain';
 const NODE_ANNOTATION = `${DRIVER}/node`;
@@ -63,48 +63,17 @@ afterAll(async () => {
   console.log(`deploy-snapshots e2e timings (ms): ${JSON.stringify(timings)}; install: ${JSON.stringify(inst.results)}`);
 }, 15 * MIN);
 
-/** A pod that checks the data the source pod wrote and says how big its filesystem is (1K blocks), then stays Running. */
-const READER = 'md5sum -c /data/sum && df -k /data | tail -1 && sleep 3600';
-
-/** Claim + pod made together (as an application does) -> pod Running; returns the ms it took and what the pod printed. */
+/** Claim + reader pod -> Running (kube-snapshots.ts), its volume recorded for the teardown. */
 async function claimAndReader(name: string, spec: object): Promise<{ ms: number; out: string }> {
-  const t0 = Date.now();
-  await env.apply(spec);
-  await env.apply(pod(name, name, READER));
-  await env.waitPhase(name, ['Running'], 4 * MIN, diagnostics);
-  const ms = Date.now() - t0;
-  inst.handles.add((await env.bound(name)).handle);
-  const out = await env.waitFor(`${name} checked the data`, async () => {
-    const l = await env.logs(name);
-    return l.includes('/data/blob: OK') && /\d+\s+\d+\s+\d+\s+\d+%/.test(l) && l;
-  }, MIN, diagnostics);
-  return { ms, out };
+  const r = await claimAndReaderOn(env, name, spec, diagnostics);
+  inst.handles.add(r.handle);
+  return r;
 }
 
-/** The filesystem's size in 1K blocks from `df -k` as READER prints it. */
-const fsBlocks = (out: string) => Number(/\s(\d+)\s+\d+\s+\d+\s+\d+%/.exec(out)![1]);
-
-function volumeSnapshot(name: string, source: { persistentVolumeClaimName: string } | { volumeSnapshotContentName: string }, className?: string) {
-  return { apiVersion: API, kind: 'VolumeSnapshot', metadata: { name, namespace: 'default' }, spec: { ...(className ? { volumeSnapshotClassName: className } : {}), source } };
-}
-
-/** Waits for the VolumeSnapshot to be readyToUse; returns it, its content and the ms from `since`. */
-async function ready(name: string, since: number): Promise<{ vs: any; content: any; ms: number }> {
-  const vs = await env.waitFor(`VolumeSnapshot ${name} readyToUse`, async () => {
-    const v = await env.json(['get', 'volumesnapshot', name]);
-    return v.status?.readyToUse === true && v;
-  }, 3 * MIN, diagnostics);
-  const ms = Date.now() - since;
-  return { vs, content: await env.json(['get', 'volumesnapshotcontent', vs.status.boundVolumeSnapshotContentName]), ms };
-}
-
+const ready = (name: string, since: number) => snapshotReady(env, name, since, diagnostics);
 const exists = async (kind: string, name: string) => (await env.kubectl(['get', kind, name, '--ignore-not-found', '-o', 'name'])).trim() !== '';
 const driverHas = async (snapshotId: string) => (await inst.csi!.Controller.ListSnapshots({ snapshot_id: snapshotId })).entries.length > 0;
-
-async function removePodsAndClaims(...names: string[]): Promise<void> {
-  await env.kubectl(['delete', 'pod', ...names, '--ignore-not-found', '--wait=true', '--timeout=120s']);
-  await env.kubectl(['delete', 'pvc', ...names, '--ignore-not-found', '--wait=true', '--timeout=120s']);
-}
+const removePodsAndClaims = (...names: string[]) => removeOn(env, ...names);
 
 interface Backend {
   name: 'loop' | 'lvm';
@@ -118,8 +87,7 @@ interface Backend {
 function flows(b: Backend): void {
   const n = (name: string) => `${b.name}-${name}`;
   const time = (what: string, ms: number) => (timings[`${b.name}.${what}`] = ms);
-  const fromSnapshot = (name: string, snapshot: string, size: string) =>
-    claim(name, b.storageClass, size, { dataSourceRef: { apiGroup: 'snapshot.storage.k8s.io', kind: 'VolumeSnapshot', name: snapshot } });
+  const fromSnapshot = (name: string, snapshot: string, size: string) => claimFromSnapshot(name, b.storageClass, snapshot, size);
   const fromClaim = (name: string, source: string, size: string) => claim(name, b.storageClass, size, { dataSource: { kind: 'PersistentVolumeClaim', name: source } });
   const src = n('src');
   const handlePattern = new RegExp(`^snap-${b.name}-[0-9a-f]{32}$`);
@@ -131,15 +99,12 @@ function flows(b: Backend): void {
     beforeAll(async () => {
       await env.apply(claim(src, b.storageClass, SOURCE_SIZE));
       // 4 MiB of random data and its checksum, flushed: what every copy must hold
-      await env.apply(pod(src, src, 'head -c 4194304 /dev/urandom > /data/blob && md5sum /data/blob > /data/sum && sync && df -k /data | tail -1 && echo written && sleep 3600'));
+      await env.apply(pod(src, src, WRITER));
       await env.waitPhase(src, ['Running'], 4 * MIN, diagnostics);
       const { pvName, handle } = await env.bound(src);
       sourceHandle = handle;
       inst.handles.add(sourceHandle);
-      const out = await env.waitFor('the source pod wrote its data', async () => {
-        const l = await env.logs(src);
-        return l.includes('written') && l;
-      }, MIN, diagnostics);
+      const out = await podPrinted(env, src, 'written', diagnostics);
       sourceBlocks = fsBlocks(out);
       if (b.sourceUnmounted) {
         await env.kubectl(['delete', 'pod', src, '--wait=true', '--timeout=120s']);
