@@ -88,6 +88,22 @@ export class ToolMissingError extends Error {
   }
 }
 
+/**
+ * A host tool is there but the kernel will not run it (spawning failed with EACCES): a file
+ * without its execute bit, or one on a filesystem mounted noexec (a hostPath, an emptyDir on
+ * some nodes). Like a missing tool, no retry helps until the node or image is fixed:
+ * FAILED_PRECONDITION, naming the tool and the two usual causes.
+ */
+export class ToolNotExecutableError extends Error {
+  constructor(readonly tool: string) {
+    super(
+      `the host tool ${tool} is there but cannot be run (EACCES): it lacks the execute permission, or it lies on a filesystem mounted noexec; ` +
+        `make it executable (chmod +x) or install it where the driver's container mounts allow running programs`,
+    );
+    this.name = 'ToolNotExecutableError';
+  }
+}
+
 /** The Debian package that ships a tool, for the tools whose package name is not obvious. */
 const TOOL_PACKAGES: Record<string, string> = {
   lvm: 'lvm2',
@@ -110,6 +126,7 @@ export function toCsiError(err: unknown): CsiError | undefined {
   if (err instanceof BackendError) return new CsiError(BACKEND_CODES[err.reason], err.message);
   if (err instanceof MountFlagsRefusedError) return new CsiError(status.FAILED_PRECONDITION, err.message);
   if (err instanceof ToolMissingError) return new CsiError(status.FAILED_PRECONDITION, err.message);
+  if (err instanceof ToolNotExecutableError) return new CsiError(status.FAILED_PRECONDITION, err.message);
   if (err instanceof CallAbortedError) return new CsiError(err.reason === 'deadline' ? status.DEADLINE_EXCEEDED : status.CANCELLED, err.message);
   return undefined;
 }

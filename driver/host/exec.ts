@@ -6,7 +6,7 @@
 import { AsyncLocalStorage } from 'node:async_hooks';
 import { spawn } from 'node:child_process';
 import path from 'node:path';
-import { internal, toCsiError, CsiError, CallAbortedError, ToolMissingError } from '../errors.js';
+import { internal, toCsiError, CsiError, CallAbortedError, ToolMissingError, ToolNotExecutableError } from '../errors.js';
 import { status } from '@grpc/grpc-js';
 import { failpoint, failpointDuring, type FailpointName } from '../failpoints.js';
 
@@ -164,16 +164,22 @@ export async function run(file: string, args: string[], opts: RunOptions = {}): 
   const failed = exitCode !== 0 && !(opts.okCodes ?? []).includes(exitCode);
   reportChild(file, started, r.canceled ? 'cancelled' : r.timedOut ? 'timeout' : failed ? 'failed' : 'ok');
   if (signal && (r.canceled || (afterAbort && r.timedOut))) throw abortError(signal, command);
-  if (r.spawnErrorCode === 'ENOENT') throw toolMissing(file, opts.env);
+  const unspawnable = notSpawned(file, r.spawnErrorCode, opts.env);
+  if (unspawnable) throw unspawnable;
   if (r.timedOut || failed) {
     throw new CommandError(command, r.exitCode, r.stderr || r.spawnError || '', r.timedOut);
   }
   return { stdout: r.stdout, stderr: r.stderr, exitCode };
 }
 
-/** The tool could not be spawned at all: ENOENT is not an exit code to report. */
-function toolMissing(file: string, env: Record<string, string> | undefined): ToolMissingError {
-  return new ToolMissingError(file, env?.PATH ?? process.env.PATH ?? '');
+/**
+ * The tool could not be spawned at all: not there (ENOENT) or not runnable (EACCES), which
+ * are the node's or image's to fix, not exit codes to report as INTERNAL.
+ */
+function notSpawned(file: string, code: string | undefined, env: Record<string, string> | undefined): Error | undefined {
+  if (code === 'ENOENT') return new ToolMissingError(file, env?.PATH ?? process.env.PATH ?? '');
+  if (code === 'EACCES') return new ToolNotExecutableError(file);
+  return undefined;
 }
 
 interface Finished {
@@ -310,7 +316,8 @@ export async function readOutput(file: string, args: string[], opts: { env?: Rec
       }
       const code = await finish();
       if (signal && canceled) throw abortError(signal, command);
-      if (spawnError?.code === 'ENOENT') throw toolMissing(file, opts.env);
+      const unspawnable = notSpawned(file, spawnError?.code, opts.env);
+      if (unspawnable) throw unspawnable;
       if (hung) throw new CommandError(command, undefined, `no output for ${idleMs / 1000} s`, true);
       if (code !== 0) throw new CommandError(command, code ?? undefined, Buffer.concat(stderr).toString('utf8') || spawnError?.message || '', false);
       return undefined;

@@ -1,7 +1,10 @@
 import { describe, it, expect } from 'vitest';
 import { status } from '@grpc/grpc-js';
 import * as E from '../../driver/errors.js';
-import { run, hostFailure } from '../../driver/host/exec.js';
+import fs from 'node:fs/promises';
+import os from 'node:os';
+import path from 'node:path';
+import { run, readOutput, hostFailure } from '../../driver/host/exec.js';
 
 describe('errors', () => {
   it.each([
@@ -42,5 +45,29 @@ describe('errors', () => {
     // A caller that wraps tool failures keeps the precondition rather than making it INTERNAL.
     expect(hostFailure('creating the volume', err).code).toBe(status.FAILED_PRECONDITION);
     expect(new E.ToolMissingError('lvm', '/usr/bin').message).toMatch(/host tool lvm .* \(package lvm2\)/);
+  });
+
+  // EACCES: the file is there but has no execute bit (as on a noexec mount, where the kernel
+  // refuses exec with the same errno). Before, this was an INTERNAL "spawn ... EACCES".
+  it('a host tool that cannot be run (EACCES) is FAILED_PRECONDITION saying what to fix, for run and readOutput', async () => {
+    const dir = await fs.mkdtemp(path.join(os.tmpdir(), 'tscsi-noexec-'));
+    try {
+      const tool = path.join(dir, 'tscsi-tool');
+      await fs.writeFile(tool, '#!/bin/sh\necho hi\n', { mode: 0o644 });
+      const viaPath = await run('tscsi-tool', [], { env: { PATH: dir } }).then(() => undefined, (e: unknown) => e);
+      const byName = await run(tool, []).then(() => undefined, (e: unknown) => e);
+      const streamed = await readOutput(tool, []).then((r) => r.next()).then(() => undefined, (e: unknown) => e);
+      for (const [err, name] of [[viaPath, 'tscsi-tool'], [byName, tool], [streamed, tool]] as const) {
+        expect(err).toBeInstanceOf(E.ToolNotExecutableError);
+        const csi = hostFailure('creating the volume', err);
+        expect(csi.code).toBe(status.FAILED_PRECONDITION);
+        expect(csi.message).toBe(
+          `the host tool ${name} is there but cannot be run (EACCES): it lacks the execute permission, or it lies on a filesystem mounted noexec; ` +
+            "make it executable (chmod +x) or install it where the driver's container mounts allow running programs",
+        );
+      }
+    } finally {
+      await fs.rm(dir, { recursive: true, force: true });
+    }
   });
 });
