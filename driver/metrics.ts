@@ -188,7 +188,7 @@ class ScrapeGauges {
     for (const p of pools) {
       const labels = { backend: b.name, pool: p.pool, part: p.part };
       this.capacity.set(labels, Number(p.capacityBytes));
-      this.free.set(labels, Number(p.freeBytes));
+      if (p.freeBytes !== undefined) this.free.set(labels, Number(p.freeBytes));
     }
     this.volumes.set({ backend: b.name }, vols.length);
     this.snapshots.set({ backend: b.name }, snaps.length);

@@ -109,7 +109,8 @@ export interface PoolUsage {
   pool: string;
   part: 'data' | 'metadata';
   capacityBytes: bigint;
-  freeBytes: bigint;
+  /** Undefined when the backend cannot tell now (an inactive thin pool): not exported, rather than a guess. */
+  freeBytes: bigint | undefined;
 }
 
 /** A backend rejects a request it cannot serve with one of these; the services map them to gRPC codes. */

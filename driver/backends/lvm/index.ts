@@ -214,7 +214,9 @@ export class LvmBackend implements Backend {
     const [infos, thin] = await Promise.all([this.lvm.vgs(vgs), this.lvm.thinPools(vgs)]);
     const out: PoolUsage[] = infos.map((v) => ({ pool: v.name, part: 'data', capacityBytes: v.sizeBytes, freeBytes: v.freeBytes }));
     // lvm reports thin usage in percent with two decimals: free bytes are as exact as that.
-    const freeOf = (size: bigint, pct: number) => (size * BigInt(Math.round((100 - pct) * 100))) / 10000n;
+    // An unknown percent (an inactive pool) leaves free unknown: reading it as 0 % used would
+    // show a full pool as empty and keep its alerts quiet.
+    const freeOf = (size: bigint, pct: number | undefined) => (pct === undefined ? undefined : (size * BigInt(Math.round((100 - pct) * 100))) / 10000n);
     for (const t of thin) {
       out.push({ pool: `${t.vg}/${t.name}`, part: 'data', capacityBytes: t.dataBytes, freeBytes: freeOf(t.dataBytes, t.dataPercent) });
       out.push({ pool: `${t.vg}/${t.name}`, part: 'metadata', capacityBytes: t.metadataBytes, freeBytes: freeOf(t.metadataBytes, t.metadataPercent) });

@@ -24,9 +24,17 @@ export interface ThinPoolInfo {
   vg: string;
   name: string;
   dataBytes: bigint;
-  dataPercent: number;
+  /** Undefined: unknown. An inactive pool has no kernel state to read, and lvm prints "" for it. */
+  dataPercent: number | undefined;
   metadataBytes: bigint;
-  metadataPercent: number;
+  metadataPercent: number | undefined;
+}
+
+/** A percent column of an lvm report: "" (nothing to report, such as an inactive pool) is unknown, not 0. */
+export function percentOf(v: string | undefined): number | undefined {
+  if (v === undefined || v.trim() === '') return undefined;
+  const n = Number(v);
+  return Number.isFinite(n) ? n : undefined;
 }
 
 export interface VgInfo {
@@ -168,9 +176,9 @@ export class Lvm {
       vg: r.vg_name,
       name: r.lv_name,
       dataBytes: BigInt(r.lv_size),
-      dataPercent: Number(r.data_percent || 0),
+      dataPercent: percentOf(r.data_percent),
       metadataBytes: BigInt(r.lv_metadata_size || 0),
-      metadataPercent: Number(r.metadata_percent || 0),
+      metadataPercent: percentOf(r.metadata_percent),
     }));
   }
 
