@@ -50,7 +50,14 @@ export class DriverHarness {
     if (!existsSync(DRIVER_MAIN)) throw new Error(`${DRIVER_MAIN} missing: run npm run build first`);
     const h = new DriverHarness(await fs.mkdtemp(path.join(os.tmpdir(), 'tscsi-it-')), opts);
     for (const root of ['staging', 'pods']) await fs.mkdir(path.join(h.dir, root));
-    await h.startProcess(opts.failpoints);
+    try {
+      await h.startProcess(opts.failpoints);
+    } catch (err) {
+      // A driver that exits during start-up may have mounted its XFS pool (the loop backend is
+      // built first) and attached loop devices: the caller gets no harness to clean up with.
+      await h.cleanup();
+      throw err;
+    }
     return h;
   }
 
