@@ -15,35 +15,6 @@ export interface LoopDevice {
   directIO: boolean;
 }
 
-interface LosetupJson {
-  loopdevices?: Array<{
-    name: string;
-    'back-file': string | null;
-    sizelimit: number | null;
-    offset: number | null;
-    ro: boolean;
-    dio: boolean;
-  } | null>;
-}
-
-function parse(stdout: string): LoopDevice[] {
-  if (!stdout.trim()) return [];
-  const j = JSON.parse(stdout) as LosetupJson;
-  const out: LoopDevice[] = [];
-  for (const d of j.loopdevices ?? []) {
-    if (!d || !d['back-file']) continue; // unbound device
-    out.push({
-      name: d.name,
-      backFile: d['back-file'].replace(/ \(deleted\)$/, ''),
-      sizeLimit: d.sizelimit ?? 0,
-      offset: d.offset ?? 0,
-      readOnly: !!d.ro,
-      directIO: !!d.dio,
-    });
-  }
-  return out;
-}
-
 const SYS_BLOCK = '/sys/block';
 
 async function sysRead(dev: string, file: string): Promise<string | undefined> {
@@ -73,15 +44,16 @@ function majMin(dev: number): string {
 export async function devicesFor(file: string): Promise<LoopDevice[]> {
   // A deleted file has no real path; the kernel shows it under its directory's.
   const real = await fs.realpath(file).catch(() => fs.realpath(path.dirname(file)).then((d) => path.join(d, path.basename(file)), () => file));
-  const out: LoopDevice[] = [];
+  const mine: string[] = [];
   const strangers: Array<{ dev: string; back: string }> = [];
   for (const { dev, back } of await boundDevices()) {
-    if (back === real) out.push(await describeSys(dev, real));
+    if (back === real) mine.push(dev);
     // A path relative to a mount that is gone is a tail of the real path ("/loop/volumes/x.img"
     // of "/var/lib/tscsi/loop/volumes/x.img"); only those are checked, and by inode. Other
     // devices' paths are never touched (stat on a dead FUSE file can hang or mislead).
     else if (back.startsWith('/') && real.endsWith(back)) strangers.push({ dev, back });
   }
+  const out = await Promise.all(mine.map((dev) => describeSys(dev, real)));
   if (strangers.length > 0) {
     const st = await fs.stat(real).catch(() => undefined);
     if (st) {
@@ -96,15 +68,12 @@ export async function devicesFor(file: string): Promise<LoopDevice[]> {
   return out;
 }
 
-/** Every bound loop device (its name under /sys/block) and the backing path sysfs shows for it. */
+/** Every bound loop device (its name under /sys/block) and the backing path sysfs shows for it, read all at once. */
 async function boundDevices(): Promise<Array<{ dev: string; back: string }>> {
-  const out = [];
-  for (const dev of await fs.readdir(SYS_BLOCK)) {
-    if (!dev.startsWith('loop')) continue;
-    const back = (await sysRead(dev, 'loop/backing_file'))?.replace(/ \(deleted\)$/, '');
-    if (back !== undefined) out.push({ dev, back }); // unbound devices have no loop/backing_file
-  }
-  return out;
+  const names = (await fs.readdir(SYS_BLOCK)).filter((d) => d.startsWith('loop'));
+  const backs = await Promise.all(names.map((dev) => sysRead(dev, 'loop/backing_file')));
+  // Unbound devices have no loop/backing_file.
+  return names.flatMap((dev, i) => (backs[i] === undefined ? [] : [{ dev, back: backs[i]!.replace(/ \(deleted\)$/, '') }]));
 }
 
 /**
@@ -117,14 +86,8 @@ export async function devicesShowing(paths: string[]): Promise<string[]> {
 }
 
 async function describeSys(dev: string, backFile: string): Promise<LoopDevice> {
-  return {
-    name: `/dev/${dev}`,
-    backFile,
-    sizeLimit: Number((await sysRead(dev, 'loop/sizelimit')) ?? 0),
-    offset: Number((await sysRead(dev, 'loop/offset')) ?? 0),
-    readOnly: (await sysRead(dev, 'ro')) === '1',
-    directIO: (await sysRead(dev, 'loop/dio')) === '1',
-  };
+  const [sizeLimit, offset, ro, dio] = await Promise.all(['loop/sizelimit', 'loop/offset', 'ro', 'loop/dio'].map((f) => sysRead(dev, f)));
+  return { name: `/dev/${dev}`, backFile, sizeLimit: Number(sizeLimit ?? 0), offset: Number(offset ?? 0), readOnly: ro === '1', directIO: dio === '1' };
 }
 
 /**
@@ -212,8 +175,12 @@ export async function setSizeLimit(device: string, bytes: bigint): Promise<void>
   await run('perl', ['-e', script, device, bytes.toString()]);
 }
 
-/** The binding of one loop device, or undefined when it is not bound. */
+/**
+ * The binding of one loop device, or undefined when it is not bound (or not a loop device),
+ * from /sys/block/loopN: what `losetup -l` itself reads, without a process.
+ */
 export async function describe(device: string): Promise<LoopDevice | undefined> {
-  const r = await run('losetup', ['-l', '-J', '-O', 'NAME,BACK-FILE,SIZELIMIT,OFFSET,RO,DIO', device], { okCodes: [1] });
-  return parse(r.stdout)[0];
+  const dev = /^\/dev\/(loop\d+)$/.exec(await fs.realpath(device).catch(() => device))?.[1];
+  const back = dev ? await sysRead(dev, 'loop/backing_file') : undefined;
+  return back ? describeSys(dev!, back.replace(/ \(deleted\)$/, '')) : undefined;
 }

@@ -1,12 +1,12 @@
 // driver/host/loop.ts against real loop devices: a device whose backing path was seen
 // through a mount that no longer exists (a node plugin container that restarted) is still
-// recognised as backed by the file.
+// recognised as backed by the file; a device's binding read from sysfs is what losetup says.
 import { describe, it, expect, afterAll } from 'vitest';
 import fs from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { execa } from 'execa';
-import { devicesFor } from '../../driver/host/loop.js';
+import { devicesFor, describe as describeLoop } from '../../driver/host/loop.js';
 
 const dir = await fs.mkdtemp(path.join(os.tmpdir(), 'tscsi-loophost-'));
 const attached: string[] = [];
@@ -40,5 +40,32 @@ describe('devicesFor', () => {
 
     expect((await devicesFor(img)).map((d) => d.name)).toEqual([dev]);
     expect(await devicesFor(other)).toEqual([]);
+  });
+});
+
+describe('describe', () => {
+  it("says what losetup says of a bound device (window offset and size, read-only, direct I/O), and nothing of an unbound one or a non-loop path", async () => {
+    const img = path.join(dir, 'window.img');
+    await execa('truncate', ['-s', '64M', img]);
+    const dev = (await execa('losetup', ['-f', '--show', '--offset', '4194304', '--sizelimit', '8388608', '-r', '--direct-io=on', img])).stdout.trim();
+    attached.push(dev);
+    const plain = (await execa('losetup', ['-f', '--show', img])).stdout.trim();
+    attached.push(plain);
+    const fromLosetup = async (d: string) => {
+      const j = JSON.parse((await execa('losetup', ['-l', '-J', '-O', 'NAME,BACK-FILE,SIZELIMIT,OFFSET,RO,DIO', d])).stdout) as {
+        loopdevices: Array<{ name: string; 'back-file': string; sizelimit: number; offset: number; ro: boolean; dio: boolean }>;
+      };
+      const x = j.loopdevices[0];
+      return { name: x.name, backFile: x['back-file'], sizeLimit: Number(x.sizelimit), offset: Number(x.offset), readOnly: !!x.ro, directIO: !!x.dio };
+    };
+    expect(await describeLoop(dev)).toEqual(await fromLosetup(dev));
+    expect(await describeLoop(dev)).toMatchObject({ offset: 4194304, sizeLimit: 8388608, readOnly: true, backFile: await fs.realpath(img) });
+    expect(await describeLoop(plain)).toEqual(await fromLosetup(plain));
+    expect(await describeLoop(plain)).toMatchObject({ offset: 0, sizeLimit: 0, readOnly: false });
+
+    await execa('losetup', ['-d', plain]);
+    expect(await describeLoop(plain)).toBeUndefined();
+    expect(await describeLoop('/dev/null')).toBeUndefined();
+    expect(await describeLoop(img)).toBeUndefined();
   });
 });
