@@ -2,7 +2,8 @@
 // Host tools the driver spawns per node RPC, and the driver's own CPU per lifecycle: figures
 // that do not move with the machine's load, unlike wall-clock latency. Runs the real driver
 // (loop backend on its own XFS pool; with --lvm, also an LVM VG on a loop PV in nodm mode),
-// walks volumes through create, stage (mkfs), publish, unpublish, unstage, delete, and reads
+// walks volumes through create, stage (mkfs), publish, unpublish, unstage, stage again (the
+// filesystem is there now), unstage, delete, and reads
 // the driver's own tool counter (tscsi_child_processes_seconds_count, by tool) around each RPC.
 //   node dist/bench/spawns.js [--backend loop|lvm] [--rounds N]
 import { parseArgs } from 'node:util';
@@ -18,7 +19,8 @@ import { DRIVER_MAIN } from './subjects.js';
 import { cleanupDir, tool } from './host.js';
 import { readCpu } from './proc.js';
 
-const STEPS = ['CreateVolume', 'NodeStageVolume', 'NodePublishVolume', 'NodeUnpublishVolume', 'NodeUnstageVolume', 'DeleteVolume'] as const;
+// The second stage finds the filesystem the first one made (a pod back on the node).
+const STEPS = ['CreateVolume', 'NodeStageVolume', 'NodePublishVolume', 'NodeUnpublishVolume', 'NodeUnstageVolume', 'NodeStageVolume again', 'NodeUnstageVolume again', 'DeleteVolume'] as const;
 type Step = (typeof STEPS)[number];
 
 async function toolCounts(port: number): Promise<Map<string, number>> {
@@ -105,6 +107,8 @@ async function main(): Promise<void> {
         NodePublishVolume: () => c.Node.NodePublishVolume({ volume_id: id, staging_target_path: staging, target_path: target, volume_capability: cap }),
         NodeUnpublishVolume: () => c.Node.NodeUnpublishVolume({ volume_id: id, target_path: target }),
         NodeUnstageVolume: () => c.Node.NodeUnstageVolume({ volume_id: id, staging_target_path: staging }),
+        'NodeStageVolume again': () => calls.NodeStageVolume(),
+        'NodeUnstageVolume again': () => calls.NodeUnstageVolume(),
         DeleteVolume: () => c.Controller.DeleteVolume({ volume_id: id }),
       };
       const cpu0 = readCpu(proc.pid)!.self;

@@ -266,7 +266,7 @@ export class NodeService {
     } else if (found.type !== fsType) {
       throw failedPrecondition(`volume ${vol.id} already holds ${found.type ?? 'unknown data'}, not ${fsType}; refusing to format it`);
     } else if (fsType === 'ext4' || fsType === 'ext3') {
-      const fsBytes = await extFilesystemBytes(device);
+      const fsBytes = found.extBytes ?? (await extFilesystemBytes(device));
       if (fsBytes !== undefined && fsBytes < (await deviceSize(device))) await fsx.growOffline(device, fsType);
     }
   }

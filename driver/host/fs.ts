@@ -2,6 +2,7 @@
 import fsp from 'node:fs/promises';
 import { run, CommandError } from './exec.js';
 import { failedPrecondition } from '../errors.js';
+import { readSuperblock } from './superblock.js';
 
 export const SUPPORTED_FS = ['ext4', 'ext3', 'xfs', 'btrfs'] as const;
 export type FsType = (typeof SUPPORTED_FS)[number];
@@ -21,20 +22,26 @@ export function isSupportedFs(t: string): t is FsType {
 export interface Probe {
   type?: string;
   uuid?: string;
+  /** ext*: its size from the superblock, when that was read here. */
+  extBytes?: bigint;
 }
 
-/** What is on the device; undefined when blkid finds nothing (a blank device). */
+/**
+ * What is on the device; undefined when blkid finds nothing (a blank device). A filesystem
+ * of ours is named from its superblock; blkid runs only for what that cannot name.
+ */
 export async function probe(device: string): Promise<Probe | undefined> {
   const loopName = /^\/dev\/(loop\d+)$/.exec(device)?.[1];
   if (loopName) {
     // A whole sparse file that was never written reads as zeros: nothing for blkid to find.
-    const back = await fsp.readFile(`/sys/block/${loopName}/loop/backing_file`, 'utf8').then((s) => s.trim(), () => undefined);
-    const offset = await fsp.readFile(`/sys/block/${loopName}/loop/offset`, 'utf8').then((s) => s.trim(), () => '');
+    const [back, offset] = await Promise.all(['backing_file', 'offset'].map((f) => fsp.readFile(`/sys/block/${loopName}/loop/${f}`, 'utf8').then((s) => s.trim(), () => undefined)));
     if (back && !back.endsWith(' (deleted)') && offset === '0') {
       const st = await fsp.stat(back).catch(() => undefined);
       if (st && st.blocks === 0) return undefined;
     }
   }
+  const sb = await readSuperblock(device);
+  if (sb) return { type: sb.type, extBytes: sb.extBytes };
   const r = await run('blkid', ['-p', '-o', 'export', device], { okCodes: [2] });
   if (r.exitCode === 2 || !r.stdout.trim()) return undefined;
   const kv: Record<string, string> = {};

@@ -3,6 +3,7 @@
 import fs from 'node:fs/promises';
 import path from 'node:path';
 import { run } from './exec.js';
+import { deviceNumber } from './mount.js';
 
 export const LOOP_SECTOR_SIZE = 4096;
 
@@ -137,7 +138,14 @@ export async function setDirectIO(device: string, on: boolean): Promise<void> {
   await run('losetup', [`--direct-io=${on ? 'on' : 'off'}`, device]);
 }
 
+/**
+ * The block device's size in bytes, from /sys/dev/block/MAJ:MIN/size (512-byte units whatever
+ * the sector size; the figure BLKGETSIZE64 answers from); blockdev where sysfs has none.
+ */
 export async function deviceSize(device: string): Promise<bigint> {
+  const devno = await deviceNumber(device);
+  const sectors = devno && (await fs.readFile(`/sys/dev/block/${devno}/size`, 'utf8').then((s) => s.trim(), () => undefined));
+  if (sectors && /^\d+$/.test(sectors)) return BigInt(sectors) * 512n;
   const r = await run('blockdev', ['--getsize64', device]);
   return BigInt(r.stdout.trim());
 }
