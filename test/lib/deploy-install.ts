@@ -1,15 +1,18 @@
-// Installing the driver from deploy/ on the real single-node cluster the way an admin does,
-// shared by the e2e files that test the installed driver (deploy.test.ts,
-// deploy-snapshots.test.ts): the image from deploy/image/build (cached under the hash of its
-// inputs) imported into the node's containerd, the snapshot CRDs (a documented
+// Installing the driver from deploy/ on the real test cluster the way an admin does, shared
+// by the e2e files that test the installed driver (deploy.test.ts, deploy-snapshots.test.ts,
+// multinode-driver.test.ts): the image from deploy/image/build (cached under the hash of its
+// inputs) imported into every node's containerd, the snapshot CRDs (a documented
 // prerequisite), then `kubectl apply -k` through deploy/overlays/e2e and one overlay
-// generated for this cluster run's paths.
+// generated for this cluster run. On one node (the host's namespaces) that overlay moves the
+// kubelet's paths into the run dir; on several (`cluster up --nodes N`) every node has the
+// standard /var/lib/kubelet and /var/lib/tscsi of its own, and only the API server's address
+// (the run's bridge) is added.
 import { execa } from 'execa';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import * as k8s from '@kubernetes/client-node';
-import { ClusterEnv, DRIVER, KUBECTL, MIN } from './cluster-env.js';
+import { ClusterEnv, DRIVER, KUBECTL, MIN, NODE_NAME } from './cluster-env.js';
 import { freePort } from './wait.js';
 import { CsiClient } from '../../sidecars/common/csi-client.js';
 
@@ -76,6 +79,8 @@ export interface InstallOptions {
   healthIntervalS: number;
   /** Install through deploy/overlays/rbd (the controller Deployment at 1 replica, the image with the RBD tools) instead of overlays/e2e alone. */
   rbd?: boolean;
+  /** Kubelet nodes: 1 (default) is the single node in the host's namespaces; more is `cluster up --nodes N`. */
+  nodes?: number;
 }
 
 /** overlays/e2e's own patches (images never pulled, the controller on the host network), for an install through another overlay. */
@@ -84,12 +89,16 @@ function e2ePatches(): unknown[] {
   return k.patches;
 }
 
+/** The node names of `cluster up --nodes n`. */
+export const nodeNames = (n: number): string[] => (n > 1 ? Array.from({ length: n }, (_, i) => `node-${i + 1}`) : [NODE_NAME]);
+
 /** One installation of deploy/ on a cluster run of the file's own. */
 export class Installation {
   readonly work = fs.mkdtempSync(path.join(os.tmpdir(), 'tscsi-e2e-deploy-'));
   readonly overlay = path.join(this.work, 'overlay');
-  /** The DaemonSet's data dir on the host; removed (unmounted, loops detached) by `cluster down`. */
+  /** The DaemonSet's data dir on the host (the first node's with several); removed (unmounted, loops detached) by `cluster down`. */
   readonly dataDir: string;
+  readonly nodes: string[];
   readonly results: Results = {};
   /** Volumes this run made: their loop devices are detached at the end. */
   readonly handles = new Set<string>();
@@ -103,7 +112,22 @@ export class Installation {
     readonly env: ClusterEnv,
     private readonly opts: InstallOptions,
   ) {
-    this.dataDir = path.join(env.runDir, 'tscsi-data');
+    this.nodes = nodeNames(opts.nodes ?? 1);
+    this.dataDir = this.dataDirOf(this.nodes[0]);
+  }
+
+  get multiNode(): boolean {
+    return this.nodes.length > 1;
+  }
+
+  /** Where a node's driver keeps its volumes and state, as the host sees it. */
+  dataDirOf(node: string): string {
+    return this.multiNode ? path.join(this.env.runDir, 'nodes', node, 'var-lib', 'tscsi') : path.join(this.env.runDir, 'tscsi-data');
+  }
+
+  /** A node's kubelet root dir as the host sees it. */
+  kubeletDirOf(node: string): string {
+    return this.multiNode ? this.env.nodeKubeletDir(node) : this.env.kubeletDir;
   }
 
   /**
@@ -113,12 +137,15 @@ export class Installation {
    */
   async prepare(driverArgs: string[] = [], hostDirs: string[] = []): Promise<void> {
     this.pool = driverArgs.some((a) => a.startsWith('--data-pool-size'));
-    const [, archive] = await Promise.all([this.env.up(), image(this.results, this.opts.rbd === true)]);
+    const [, archive] = await Promise.all([this.env.up(...(this.multiNode ? ['--nodes', String(this.nodes.length)] : [])), image(this.results, this.opts.rbd === true)]);
     this.results.imageBytes = fs.statSync(archive).size;
     await installSnapshotCrds(this.env);
     const imp = await this.env.cluster('import', archive);
     if (imp.exitCode !== 0) throw new Error(`cluster import failed (${imp.exitCode})`);
-    await this.writeOverlay(this.env.settings().PORT_APISERVER, [await freePort(), await freePort(), await freePort()], driverArgs, hostDirs);
+    const s = this.env.settings();
+    // on one node everything is on the host's loopback; on several the API server is on the bridge
+    const api = { host: this.multiNode ? s.API_HOST : '127.0.0.1', port: s.PORT_APISERVER };
+    await this.writeOverlay(api, [await freePort(), await freePort(), await freePort()], driverArgs, hostDirs);
   }
 
   /**
@@ -127,14 +154,14 @@ export class Installation {
    * follow edits of deploy/base). Ports: the node's health port, the controller's health and
    * metrics ports (both pods on the host network of one node: the manifests' ports would clash).
    */
-  private async writeOverlay(apiPort: string, [healthPort, controllerHealthPort, controllerMetricsPort]: number[], driverArgs: string[], hostDirs: string[]): Promise<void> {
+  private async writeOverlay(api: { host: string; port: string }, [healthPort, controllerHealthPort, controllerMetricsPort]: number[], driverArgs: string[], hostDirs: string[]): Promise<void> {
     const below = path.join(DEPLOY, 'overlays', this.opts.rbd ? 'rbd' : 'e2e');
     const rendered = (await execa(KUBECTL, ['kustomize', below])).stdout;
     const objs = k8s.loadAllYaml(rendered) as any[];
     const kubelet = this.env.kubeletDir;
     const apiEnv = [
-      { name: 'KUBERNETES_SERVICE_HOST', value: '127.0.0.1' },
-      { name: 'KUBERNETES_SERVICE_PORT', value: apiPort },
+      { name: 'KUBERNETES_SERVICE_HOST', value: api.host },
+      { name: 'KUBERNETES_SERVICE_PORT', value: api.port },
     ];
     const patchesFor = (kind: string, name: string, edit: (spec: any, ops: any[]) => void) => {
       const obj = objs.find((o) => o.kind === kind && o.metadata.name === name);
@@ -156,7 +183,10 @@ export class Installation {
         for (const e of apiEnv) ops.push({ op: 'add', path: `${P}/containers/${ci}/env/-`, value: e });
       }
     };
-    const node = patchesFor('DaemonSet', 'tscsi-node', (spec, ops) => {
+    // One node in the host's namespaces: the kubelet's root is <run dir>/kubelet, not
+    // /var/lib/kubelet, and the health port one no other run uses. Several nodes have the
+    // standard paths, each in its own mount and network namespace: nothing to move.
+    const hostPaths = (spec: any, ops: any[]) => {
       const vol = (n: string, p: string) => ops.push({ op: 'replace', path: `${P}/volumes/${idx(spec.volumes, n)}/hostPath/path`, value: p });
       vol('socket-dir', path.join(kubelet, 'plugins', DRIVER));
       vol('registration-dir', path.join(kubelet, 'plugins_registry'));
@@ -165,13 +195,8 @@ export class Installation {
       const d = idx(spec.containers, 'driver');
       ops.push({ op: 'replace', path: `${P}/containers/${d}/volumeMounts/${idx(spec.containers[d].volumeMounts, 'kubelet-dir')}/mountPath`, value: kubelet });
       ops.push({ op: 'replace', path: `${P}/containers/${d}/ports/${idx(spec.containers[d].ports, 'healthz')}/containerPort`, value: healthPort });
-      // kubelet's root is not /var/lib/kubelet here: the driver may stage and publish only below it.
+      // the driver may stage and publish only below the kubelet's root
       ops.push({ op: 'add', path: `${P}/containers/${d}/args/-`, value: `--allowed-path-root=${kubelet}` });
-      for (const a of driverArgs) ops.push({ op: 'add', path: `${P}/containers/${d}/args/-`, value: a });
-      for (const [i, dir] of hostDirs.entries()) {
-        ops.push({ op: 'add', path: `${P}/volumes/-`, value: { name: `host-dir-${i}`, hostPath: { path: dir, type: 'Directory' } } });
-        ops.push({ op: 'add', path: `${P}/containers/${d}/volumeMounts/-`, value: { name: `host-dir-${i}`, mountPath: dir } });
-      }
       const r = idx(spec.containers, 'registrar');
       ops.push({
         op: 'replace',
@@ -181,16 +206,29 @@ export class Installation {
       const l = idx(spec.containers, 'livenessprobe');
       const args = (spec.containers[l].args as string[]).map((a) => (a.startsWith('--http-endpoint=') ? `--http-endpoint=$(POD_IP):${healthPort}` : a));
       ops.push({ op: 'replace', path: `${P}/containers/${l}/args`, value: args });
-      // the node health monitor names kubelet's staging and publish paths to the driver
-      // (and polls often, so a case waits seconds, not its default minute)
-      const h = idx(spec.containers, 'health-monitor');
-      ops.push({ op: 'add', path: `${P}/containers/${h}/args/-`, value: `--kubelet-dir=${kubelet}` });
-      ops.push({ op: 'add', path: `${P}/containers/${h}/args/-`, value: `--monitor-interval=${this.opts.healthIntervalS}s` });
+      ops.push({ op: 'add', path: `${P}/containers/${idx(spec.containers, 'health-monitor')}/args/-`, value: `--kubelet-dir=${kubelet}` });
+    };
+    const node = patchesFor('DaemonSet', 'tscsi-node', (spec, ops) => {
+      if (!this.multiNode) hostPaths(spec, ops);
+      const d = idx(spec.containers, 'driver');
+      for (const a of driverArgs) ops.push({ op: 'add', path: `${P}/containers/${d}/args/-`, value: a });
+      for (const [i, dir] of hostDirs.entries()) {
+        ops.push({ op: 'add', path: `${P}/volumes/-`, value: { name: `host-dir-${i}`, hostPath: { path: dir, type: 'Directory' } } });
+        ops.push({ op: 'add', path: `${P}/containers/${d}/volumeMounts/-`, value: { name: `host-dir-${i}`, mountPath: dir } });
+      }
+      // the node health monitor polls often, so a case waits seconds, not its default minute
+      ops.push({ op: 'add', path: `${P}/containers/${idx(spec.containers, 'health-monitor')}/args/-`, value: `--monitor-interval=${this.opts.healthIntervalS}s` });
       withApi(spec, ops);
     });
     const controller = patchesFor('Deployment', 'tscsi-controller', (spec, ops) => {
       withApi(spec, ops);
-      // host network (overlays/e2e), next to the node pod: free ports, not the manifest's
+      // several nodes: several replicas may share a node, each in a pod network namespace of
+      // its own (the nodes route pods to the API server) with the manifest's ports
+      if (this.multiNode) {
+        ops.push({ op: 'replace', path: `${P}/hostNetwork`, value: false });
+        return;
+      }
+      // one node: host network (overlays/e2e), next to the node pod: free ports, not the manifest's
       const d = idx(spec.containers, 'driver');
       const port = (name: string, container: string, flag: string, value: number) => {
         ops.push({ op: 'replace', path: `${P}/containers/${d}/ports/${idx(spec.containers[d].ports, name)}/containerPort`, value });
@@ -222,8 +260,11 @@ export class Installation {
     ]) {
       parts.push(`--- kubectl ${args.join(' ')} ---\n${await this.env.kubectl(args).catch((e) => String(e))}`);
     }
-    for (const c of NODE_CONTAINERS) {
-      parts.push(`--- logs ${c} ---\n${await this.env.kubectl(['logs', '-n', NS, 'daemonset/tscsi-node', '-c', c, '--tail=30']).catch((e) => String(e))}`);
+    const pods = this.multiNode ? (await this.nodePods().catch(() => [])).map((p) => `pod/${p.metadata.name as string}`) : ['daemonset/tscsi-node'];
+    for (const pod of pods) {
+      for (const c of NODE_CONTAINERS) {
+        parts.push(`--- logs ${pod} ${c} ---\n${await this.env.kubectl(['logs', '-n', NS, pod, '-c', c, '--tail=30']).catch((e) => String(e))}`);
+      }
     }
     for (const c of this.opts.rbd ? CONTROLLER_CONTAINERS : []) {
       parts.push(`--- controller logs ${c} ---\n${await this.env.kubectl(['logs', '-n', NS, 'deployment/tscsi-controller', '-c', c, '--tail=30']).catch((e) => String(e))}`);
@@ -237,7 +278,7 @@ export class Installation {
 
   async nodePodReady(): Promise<boolean> {
     const pods = await this.nodePods();
-    return pods.length === 1 && pods.every((p: any) => p.status.conditions?.some((c: any) => c.type === 'Ready' && c.status === 'True'));
+    return pods.length === this.nodes.length && pods.every((p: any) => p.status.conditions?.some((c: any) => c.type === 'Ready' && c.status === 'True'));
   }
 
   async controllerPodReady(): Promise<boolean> {
@@ -245,23 +286,36 @@ export class Installation {
     return pods.length === 1 && pods.every((p: any) => p.status.conditions?.some((c: any) => c.type === 'Ready' && c.status === 'True'));
   }
 
+  private readonly clients = new Map<string, CsiClient>();
+
+  /** The CSI client of a node's driver, through its socket in the node's kubelet plugin dir (a unix socket: reachable from the host). */
+  csiOf(node: string): CsiClient {
+    let c = this.clients.get(node);
+    if (!c) {
+      c = new CsiClient(path.join(this.kubeletDirOf(node), 'plugins', DRIVER, 'csi.sock'));
+      this.clients.set(node, c);
+    }
+    return c;
+  }
+
   /**
    * kubectl apply -k of the overlay, then `objects` (what the installed pods need from the
    * admin, e.g. the RBD ConfigMap and Secret) and the example StorageClasses, as an admin
-   * installs; then the driver answers on the host socket.
+   * installs; then every node's driver answers on its socket.
    */
   async install(objects: object[] = []): Promise<void> {
     const t0 = Date.now();
     await this.env.kubectl(['apply', '-k', this.overlay]);
     for (const o of objects) await this.env.apply(o);
-    await this.env.waitFor('node pod Ready', () => this.nodePodReady(), 4 * MIN, () => this.diagnostics());
+    await this.env.waitFor('node pods Ready', () => this.nodePodReady(), 4 * MIN, () => this.diagnostics());
     if (this.opts.rbd) await this.env.waitFor('controller pod Ready', () => this.controllerPodReady(), 4 * MIN, () => this.diagnostics());
     this.results.applyToPodReadyMs = Date.now() - t0;
     await this.env.kubectl(['apply', '-k', path.join(DEPLOY, 'examples')]);
-    // the driver's socket is on the host, in the kubelet's plugin dir: the test talks CSI to it
-    // (a Ready pod may not serve yet: installed means answering there)
-    this.csi ??= new CsiClient(path.join(this.env.kubeletDir, 'plugins', DRIVER, 'csi.sock'));
-    await this.env.waitFor('the driver to answer on the host socket', async () => (await this.csi!.Identity.GetPluginInfo({})).name, 2 * MIN, () => this.diagnostics());
+    // the test talks CSI to the drivers (a Ready pod may not serve yet: installed means answering)
+    this.csi = this.csiOf(this.nodes[0]);
+    for (const node of this.nodes) {
+      await this.env.waitFor(`the driver on ${node} to answer on its socket`, async () => (await this.csiOf(node).Identity.GetPluginInfo({})).name, 2 * MIN, () => this.diagnostics());
+    }
   }
 
   /**
@@ -293,7 +347,7 @@ export class Installation {
 
   /** Everything down, whatever failed before: the cluster (and the pods' mounts), leftover loop devices, the work dir. */
   async teardown(): Promise<void> {
-    this.csi?.close();
+    for (const c of this.clients.values()) c.close();
     if (process.env.TSCSI_E2E_KEEP_LOGS) console.log(await this.diagnostics());
     await this.env.down();
     await this.detachLeftovers();

@@ -71,6 +71,15 @@ describe('deploy/ manifests', () => {
     expect(dep.spec.replicas).toBe(0);
   });
 
+  it('controller Deployment: every sidecar that writes to the API elects a leader, as the pod (POD_NAME), in the pod\'s namespace', () => {
+    const byName = Object.fromEntries(dep.spec.template.spec.containers.map((c: any) => [c.name, c]));
+    for (const name of ['provisioner', 'attacher', 'resizer', 'snapshotter', 'health-monitor']) {
+      expect(byName[name].args, name).toContain('--leader-election');
+      expect(byName[name].env, name).toContainEqual({ name: 'POD_NAME', valueFrom: { fieldRef: { fieldPath: 'metadata.name' } } });
+      expect(byName[name].env, name).toContainEqual({ name: 'POD_NAMESPACE', valueFrom: { fieldRef: { fieldPath: 'metadata.namespace' } } });
+    }
+  });
+
   it('RBAC: no wildcards, no Secrets in the base, one service account per component, the node a role of its own', () => {
     for (const r of objs.filter((o) => o.kind === 'ClusterRole' || o.kind === 'Role')) {
       for (const rule of r.rules) {

@@ -1,0 +1,204 @@
+// The driver from deploy/ on three nodes (`cluster up --nodes 3`, each node in its own
+// network, mount and PID namespace): the node DaemonSet runs on every node with the node's
+// name as its node ID and the node's own /var/lib/tscsi, the image imported into every
+// node's containerd (test/lib/deploy-install.ts). Through Kubernetes objects only: loop
+// volumes on all three nodes, a WaitForFirstConsumer claim made on the node the scheduler
+// chose and its pod held there, a pod pinned to a node without room kept off it by capacity
+// tracking, and the controller Deployment's leader election (#15).
+//
+// Needs root, kubectl, a built tree (`npm run build`).
+import { describe, it, expect, beforeAll, afterAll } from 'vitest';
+import fs from 'node:fs';
+import path from 'node:path';
+import { ClusterEnv, DRIVER, MIN, claim, pod } from '../lib/cluster-env.js';
+import { Installation, NS } from '../lib/deploy-install.js';
+import { parseSize } from '../../lib/size.js';
+
+const NODES = 3;
+/** The loop backend's --capacity on every node: what a node offers in all (sparse files: no disk is used up). */
+const CAPACITY = '1Gi';
+const KEY = 'topology.tscsi.dev/node';
+const HOSTNAME = 'kubernetes.io/hostname';
+
+const env = new ClusterEnv();
+const inst = new Installation(env, { healthIntervalS: 60, nodes: NODES });
+const { results, handles } = inst;
+const diagnostics = () => inst.diagnostics();
+const waitPhase = (p: string, want: string[]) => env.waitPhase(p, want, 3 * MIN, diagnostics);
+
+beforeAll(async () => {
+  await inst.prepare([`--capacity=${CAPACITY}`]);
+  await inst.install();
+}, 60 * MIN);
+
+afterAll(async () => {
+  await inst.teardown();
+  console.log(`multinode driver e2e: ${JSON.stringify(results)}`);
+}, 15 * MIN);
+
+/** `pod()` held to `node` by the scheduler (a nodeSelector, not spec.nodeName: the scheduler must agree). */
+function podOn(node: string | undefined, name: string, claimName: string, script: string) {
+  const p = pod(name, claimName, script);
+  return { ...p, spec: { ...p.spec, ...(node ? { nodeSelector: { [HOSTNAME]: node } } : {}) } };
+}
+
+/** The node a bound claim's PV is pinned to (its node affinity), and its volume ID. */
+async function pvOf(claimName: string): Promise<{ node: string; handle: string }> {
+  const { pvName, handle } = await env.bound(claimName);
+  handles.add(handle);
+  const pv = await env.json(['get', 'pv', pvName]);
+  const terms = pv.spec.nodeAffinity.required.nodeSelectorTerms;
+  expect(terms).toHaveLength(1);
+  const [expr] = terms[0].matchExpressions;
+  expect(expr.key).toBe(KEY);
+  expect(expr.values).toHaveLength(1);
+  return { node: expr.values[0], handle };
+}
+
+/** Whether node's driver keeps the volume's backing file in its own data dir. */
+const fileOn = (node: string, handle: string) => fs.existsSync(path.join(inst.dataDirOf(node), 'loop', 'volumes', `${handle}.img`));
+
+/** The FailedScheduling messages the scheduler gave a pod. */
+async function schedulingMessages(podName: string): Promise<string[]> {
+  const events = (await env.json(['get', 'events', '--field-selector', `involvedObject.name=${podName},reason=FailedScheduling`])).items as any[];
+  return events.map((e) => String(e.message));
+}
+
+describe('the driver from deploy/ on three nodes', () => {
+  it('a node pod runs on every node, each with the node name as its node ID and topology, registered in that node\'s CSINode', { timeout: 2 * MIN }, async () => {
+    const pods = await inst.nodePods();
+    expect(pods.map((p) => p.spec.nodeName).sort()).toEqual(inst.nodes);
+    for (const p of pods) expect(p.status.containerStatuses.every((c: any) => c.ready && c.restartCount === 0), p.metadata.name).toBe(true);
+    for (const node of inst.nodes) {
+      const info = await inst.csiOf(node).Node.NodeGetInfo({});
+      expect(info.node_id).toBe(node);
+      expect(info.accessible_topology.segments).toEqual({ [KEY]: node });
+      const csiNode = await env.json(['get', 'csinode', node]);
+      expect(csiNode.spec.drivers.find((d: any) => d.name === DRIVER)?.nodeID, node).toBe(node);
+      // the node's own /var/lib/tscsi (its mount namespace's /var/lib), not the host's
+      expect(fs.existsSync(path.join(inst.dataDirOf(node), 'node')), node).toBe(true);
+    }
+  });
+
+  it('pods on all three nodes run with loop volumes of their own, each made in its node\'s data dir', { timeout: 8 * MIN }, async () => {
+    for (const node of inst.nodes) {
+      await env.apply(claim(`own-${node}`, 'tscsi-loop', '64Mi'));
+      await env.apply(podOn(node, `own-${node}`, `own-${node}`, `echo ${node} > /data/who && sleep 3600`));
+    }
+    for (const node of inst.nodes) {
+      await waitPhase(`own-${node}`, ['Running']);
+      const { node: pinned, handle } = await pvOf(`own-${node}`);
+      expect(pinned).toBe(node);
+      expect((await env.json(['get', 'pod', `own-${node}`])).spec.nodeName).toBe(node);
+      for (const other of inst.nodes) expect(fileOn(other, handle), `${handle} on ${other}`).toBe(other === node);
+      expect(await env.kubectl(['exec', `own-${node}`, '--', 'cat', '/data/who'])).toBe(node);
+    }
+  });
+
+  it('a WaitForFirstConsumer claim is made on the node the scheduler chose, and its pod never lands elsewhere', { timeout: 10 * MIN }, async () => {
+    await env.apply(claim('wffc', 'tscsi-loop', '64Mi'));
+    await env.apply({
+      apiVersion: 'apps/v1',
+      kind: 'Deployment',
+      metadata: { name: 'wffc', namespace: 'default' },
+      spec: {
+        replicas: 1,
+        selector: { matchLabels: { app: 'wffc' } },
+        template: {
+          metadata: { labels: { app: 'wffc' } },
+          spec: {
+            terminationGracePeriodSeconds: 1,
+            containers: [{ name: 'c', image: 'tscsi.local/busybox:1', imagePullPolicy: 'Never', command: ['sh', '-c', 'hostname >> /data/seen; sleep 3600'], volumeMounts: [{ name: 'v', mountPath: '/data' }] }],
+            volumes: [{ name: 'v', persistentVolumeClaim: { claimName: 'wffc' } }],
+          },
+        },
+      },
+    });
+    const runningPod = (except?: string) =>
+      env.waitFor(
+        'the wffc pod Running',
+        async () => {
+          const pods = (await env.json(['get', 'pods', '-l', 'app=wffc'])).items as any[];
+          const p = pods.find((x) => x.metadata.name !== except && x.status.phase === 'Running' && !x.metadata.deletionTimestamp);
+          return p && { name: p.metadata.name as string, node: p.spec.nodeName as string };
+        },
+        3 * MIN,
+        diagnostics,
+      );
+    const first = await runningPod();
+    const { node, handle } = await pvOf('wffc');
+    expect(node).toBe(first.node);
+    expect((await env.json(['get', 'pvc', 'wffc'])).metadata.annotations['volume.kubernetes.io/selected-node']).toBe(first.node);
+    expect(fileOn(first.node, handle)).toBe(true);
+
+    // the chosen node cordoned: the replacement of a deleted pod waits rather than go elsewhere
+    await env.kubectl(['cordon', node]);
+    try {
+      await env.kubectl(['delete', 'pod', first.name, '--wait=true', '--timeout=120s']);
+      const pending = await env.waitFor(
+        'the replacement pod refused by the scheduler',
+        async () => {
+          const pods = ((await env.json(['get', 'pods', '-l', 'app=wffc'])).items as any[]).filter((p) => p.metadata.name !== first.name);
+          if (pods.length !== 1) return false;
+          const msgs = await schedulingMessages(pods[0].metadata.name);
+          return msgs.length > 0 && { pod: pods[0], msgs };
+        },
+        3 * MIN,
+        diagnostics,
+      );
+      expect(pending.pod.spec.nodeName ?? '').toBe('');
+      // the other nodes are refused for the volume's node affinity, the chosen one for the cordon
+      expect(pending.msgs.join('\n')).toMatch(/volume node affinity conflict/);
+      expect(pending.msgs.join('\n')).toMatch(/unschedulable/);
+    } finally {
+      await env.kubectl(['uncordon', node]);
+    }
+    const second = await runningPod(first.name);
+    expect(second.node).toBe(node);
+    // the same volume: both pods' hostnames in it
+    expect((await env.kubectl(['exec', second.name, '--', 'cat', '/data/seen'])).split('\n')).toEqual([first.name, second.name]);
+    await env.kubectl(['delete', 'deployment', 'wffc', '--wait=true', '--timeout=120s']);
+  });
+
+  it('a pod pinned to a node without room is not scheduled there (capacity tracking); the same claim unpinned goes to another node', { timeout: 10 * MIN }, async () => {
+    const full = inst.nodes[2];
+    // most of the node's capacity taken by one volume
+    await env.apply(claim('big', 'tscsi-loop', '800Mi'));
+    await env.apply(podOn(full, 'big', 'big', 'sleep 3600'));
+    await waitPhase('big', ['Running']);
+    expect((await pvOf('big')).node).toBe(full);
+    // the scheduler reads the node's CSIStorageCapacity: wait until it tells what is left
+    const left = await env.waitFor(
+      `${full}'s CSIStorageCapacity below 512Mi`,
+      async () => {
+        const objs = ((await env.json(['get', 'csistoragecapacities', '-n', NS])).items as any[]).filter(
+          (c) => c.storageClassName === 'tscsi-loop' && c.nodeTopology?.matchLabels?.[KEY] === full,
+        );
+        return objs.length === 1 && parseSize(objs[0].capacity) < parseSize('512Mi') && objs[0].capacity;
+      },
+      3 * MIN,
+      diagnostics,
+    );
+    results.capacityLeftOnFullNode = String(left);
+
+    await env.apply(claim('nofit', 'tscsi-loop', '512Mi'));
+    await env.apply(podOn(full, 'nofit', 'nofit', 'sleep 3600'));
+    const msgs = await env.waitFor('the pinned pod refused by the scheduler', async () => {
+      const m = await schedulingMessages('nofit');
+      return m.some((x) => /did not have enough free storage/.test(x)) && m;
+    }, 3 * MIN, diagnostics);
+    expect(msgs.join('\n')).toMatch(/did not have enough free storage/);
+    expect(await env.phase('nofit')).toBe('Pending');
+    const pvc = await env.json(['get', 'pvc', 'nofit']);
+    expect(pvc.status.phase).toBe('Pending');
+    expect(pvc.metadata.annotations?.['volume.kubernetes.io/selected-node']).toBeUndefined();
+
+    // the same size without the pin: placed on a node that has the room
+    await env.kubectl(['delete', 'pod', 'nofit', '--wait=true', '--timeout=60s']);
+    await env.apply(podOn(undefined, 'nofit', 'nofit', 'sleep 3600'));
+    await waitPhase('nofit', ['Running']);
+    const placed = (await pvOf('nofit')).node;
+    expect(placed).not.toBe(full);
+    expect((await env.json(['get', 'pod', 'nofit'])).spec.nodeName).toBe(placed);
+  });
+});
