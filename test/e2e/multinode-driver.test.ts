@@ -10,9 +10,10 @@
 import { describe, it, expect, beforeAll, afterAll } from 'vitest';
 import fs from 'node:fs';
 import path from 'node:path';
-import { ClusterEnv, DRIVER, MIN, claim, pod } from '../lib/cluster-env.js';
+import { ClusterEnv, DRIVER, MIN, claim, pod, storageClass } from '../lib/cluster-env.js';
 import { Installation, NS } from '../lib/deploy-install.js';
 import { parseSize } from '../../lib/size.js';
+import { leaseName } from '../../sidecars/common/run.js';
 
 const NODES = 3;
 /** The loop backend's --capacity on every node: what a node offers in all (sparse files: no disk is used up). */
@@ -58,6 +59,27 @@ async function pvOf(claimName: string): Promise<{ node: string; handle: string }
 /** Whether node's driver keeps the volume's backing file in its own data dir. */
 const fileOn = (node: string, handle: string) => fs.existsSync(path.join(inst.dataDirOf(node), 'loop', 'volumes', `${handle}.img`));
 
+/** The resident memory of a node: its cgroup's (daemons, driver, pods; page cache included) and its kubelet's and containerd's RSS, in MiB. */
+function nodeMemoryMiB(node: string): { cgroup: number; kubelet: number; containerd: number } {
+  const root = env.settings().CGROUP_ROOT;
+  const mib = (bytes: number) => Math.round(bytes / 2 ** 20);
+  const cgroup = Number(fs.readFileSync(path.join('/sys/fs/cgroup/memory', root, node, 'memory.usage_in_bytes'), 'utf8'));
+  const rss = (comm: string) => {
+    let kb = 0;
+    // the node's daemons sit in its cgroup itself (pods are below, in kubepods)
+    for (const pid of fs.readFileSync(path.join('/sys/fs/cgroup/pids', root, node, 'cgroup.procs'), 'utf8').split('\n').filter(Boolean)) {
+      try {
+        const status = fs.readFileSync(`/proc/${pid}/status`, 'utf8');
+        if (/^Name:\s+(\S+)/m.exec(status)?.[1] === comm) kb += Number(/^VmRSS:\s+(\d+)/m.exec(status)?.[1] ?? 0);
+      } catch {
+        /* exited */
+      }
+    }
+    return Math.round(kb / 1024);
+  };
+  return { cgroup: mib(cgroup), kubelet: rss('kubelet'), containerd: rss('containerd') };
+}
+
 /** The FailedScheduling messages the scheduler gave a pod. */
 async function schedulingMessages(podName: string): Promise<string[]> {
   const events = (await env.json(['get', 'events', '--field-selector', `involvedObject.name=${podName},reason=FailedScheduling`])).items as any[];
@@ -73,11 +95,22 @@ describe('the driver from deploy/ on three nodes', () => {
       const info = await inst.csiOf(node).Node.NodeGetInfo({});
       expect(info.node_id).toBe(node);
       expect(info.accessible_topology.segments).toEqual({ [KEY]: node });
-      const csiNode = await env.json(['get', 'csinode', node]);
-      expect(csiNode.spec.drivers.find((d: any) => d.name === DRIVER)?.nodeID, node).toBe(node);
+      // the registrar registers the driver with the node's kubelet, which writes the CSINode
+      const registered = await env.waitFor(`${DRIVER} in ${node}'s CSINode`, async () => {
+        const csiNode = await env.json(['get', 'csinode', node]).catch(() => undefined);
+        return (csiNode?.spec?.drivers ?? []).find((d: any) => d.name === DRIVER);
+      }, 2 * MIN, diagnostics);
+      expect(registered.nodeID).toBe(node);
+      expect(registered.topologyKeys).toEqual([KEY]);
       // the node's own /var/lib/tscsi (its mount namespace's /var/lib), not the host's
       expect(fs.existsSync(path.join(inst.dataDirOf(node), 'node')), node).toBe(true);
     }
+    // measured, not asserted: when each node turned Ready after `cluster up` began, its memory with the driver running
+    for (const n of (await env.json(['get', 'nodes'])).items as any[]) {
+      const ready = n.status.conditions.find((c: any) => c.type === 'Ready');
+      results[`readyAfterUpS.${n.metadata.name}`] = Math.round((Date.parse(ready.lastTransitionTime) - inst.upStartedMs) / 1000);
+    }
+    for (const node of inst.nodes) results[`memoryMiB.${node}`] = JSON.stringify(nodeMemoryMiB(node));
   });
 
   it('pods on all three nodes run with loop volumes of their own, each made in its node\'s data dir', { timeout: 8 * MIN }, async () => {
@@ -148,8 +181,8 @@ describe('the driver from deploy/ on three nodes', () => {
       );
       expect(pending.pod.spec.nodeName ?? '').toBe('');
       // the other nodes are refused for the volume's node affinity, the chosen one for the cordon
-      expect(pending.msgs.join('\n')).toMatch(/volume node affinity conflict/);
-      expect(pending.msgs.join('\n')).toMatch(/unschedulable/);
+      expect(pending.msgs.join('\n')).toMatch(/2 node\(s\) didn't match PersistentVolume's node affinity/);
+      expect(pending.msgs.join('\n')).toMatch(/1 node\(s\) were unschedulable/);
     } finally {
       await env.kubectl(['uncordon', node]);
     }
@@ -200,5 +233,62 @@ describe('the driver from deploy/ on three nodes', () => {
     const placed = (await pvOf('nofit')).node;
     expect(placed).not.toBe(full);
     expect((await env.json(['get', 'pod', 'nofit'])).spec.nodeName).toBe(placed);
+  });
+
+  // The controller Deployment is RBD's, and no Ceph is reachable from the nodes here: the
+  // work shown is the new leader's provisioner taking claims and its driver answering
+  // CreateVolume (with the cluster list of the ConfigMap it mounted), as Events of the
+  // leader's pod (an Event's source.host is the pod's hostname: its name).
+  it('controller Deployment with two replicas: one leader per sidecar; the leader\'s pod killed, the other takes over and works the claims', { timeout: 10 * MIN }, async () => {
+    const cfg = { clusters: [{ clusterID: 'here', monitors: [`${env.settings().API_HOST}:6789`], pools: ['rbd'] }] };
+    await env.apply({ apiVersion: 'v1', kind: 'ConfigMap', metadata: { name: 'tscsi-rbd-config', namespace: NS }, data: { 'rbd.json': JSON.stringify(cfg) } });
+    await env.apply(storageClass('le-rbd', { volumeBindingMode: 'Immediate', parameters: { backend: 'rbd', clusterID: 'elsewhere', pool: 'rbd' } }));
+    await env.kubectl(['scale', '-n', NS, 'deployment/tscsi-controller', '--replicas=2']);
+    const controllerPods = async () =>
+      ((await env.json(['get', 'pods', '-n', NS, '-l', 'app.kubernetes.io/component=controller'])).items as any[]).filter((p) => !p.metadata.deletionTimestamp);
+    const ready = (p: any) => p.status.conditions?.some((c: any) => c.type === 'Ready' && c.status === 'True');
+    const pods = await env.waitFor('two controller pods Ready', async () => {
+      const ps = await controllerPods();
+      return ps.length === 2 && ps.every(ready) && ps.map((p) => p.metadata.name as string);
+    }, 4 * MIN, diagnostics);
+    const leases = ['provisioner', 'attacher', 'resizer', 'snapshotter', 'health-monitor'].map((c) => leaseName(`tscsi-${c}`, DRIVER));
+    const holder = async (lease: string) => (await env.json(['get', 'lease', '-n', NS, lease]).catch(() => undefined))?.spec?.holderIdentity as string | undefined;
+    // every sidecar has one leader, one of the two pods
+    await env.waitFor('every controller sidecar led by a replica', async () => {
+      for (const l of leases) if (!pods.includes((await holder(l)) ?? '')) return false;
+      return true;
+    }, 2 * MIN, diagnostics);
+    const leader = (await holder(leases[0]))!;
+    const other = pods.find((p) => p !== leader)!;
+
+    // the claim's Events come from the pod that leads the provisioners
+    const failedBy = (claimName: string) =>
+      env.waitFor(`a ProvisioningFailed Event on ${claimName}`, async () => {
+        const evs = (await env.json(['get', 'events', '--field-selector', `involvedObject.name=${claimName},reason=ProvisioningFailed`])).items as any[];
+        return evs.length > 0 && evs;
+      }, 2 * MIN, diagnostics);
+    await env.apply(claim('le-1', 'le-rbd', '64Mi'));
+    const before = await failedBy('le-1');
+    expect(new Set(before.map((e) => e.source.host))).toEqual(new Set([leader]));
+    expect(before[0].message).toContain('clusterID "elsewhere" is not in the driver\'s rbd config; known: here');
+    await env.kubectl(['delete', 'pvc', 'le-1', '--wait=false']);
+
+    const transitions = (await env.json(['get', 'lease', '-n', NS, leases[0]])).spec.leaseTransitions ?? 0;
+    await env.kubectl(['delete', 'pod', '-n', NS, leader, '--grace-period=0', '--force', '--wait=false']);
+    // the survivor, or the replacement the ReplicaSet starts, but never the killed pod again
+    const next = await env.waitFor('a new provisioner leader', async () => {
+      const h = await holder(leases[0]);
+      return h && h !== leader && h;
+    }, 2 * MIN, diagnostics);
+    results.newLeaderWasTheStandby = next === other;
+    expect((await env.json(['get', 'lease', '-n', NS, leases[0]])).spec.leaseTransitions).toBeGreaterThan(transitions);
+    for (const l of leases) await env.waitFor(`${l} led by a live replica`, async () => ((await holder(l)) ?? leader) !== leader, 2 * MIN, diagnostics);
+
+    await env.apply(claim('le-2', 'le-rbd', '64Mi'));
+    const after = await failedBy('le-2');
+    expect(new Set(after.map((e) => e.source.host))).toEqual(new Set([next]));
+    expect(after[0].message).toContain('known: here');
+    await env.kubectl(['delete', 'pvc', 'le-2', '--wait=false']);
+    await env.kubectl(['scale', '-n', NS, 'deployment/tscsi-controller', '--replicas=0']);
   });
 });

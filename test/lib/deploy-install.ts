@@ -105,6 +105,8 @@ export class Installation {
   /** RBD images this run made (csi-vol-…): the loop devices the fuse mapper put on them are detached at the end. */
   readonly rbdImages = new Set<string>();
   csi?: CsiClient;
+  /** When `cluster up` was started (Date.now()). */
+  upStartedMs = 0;
   /** Whether the driver keeps its loop volumes in an XFS pool image (--data-pool-size). */
   private pool = false;
 
@@ -137,7 +139,11 @@ export class Installation {
    */
   async prepare(driverArgs: string[] = [], hostDirs: string[] = []): Promise<void> {
     this.pool = driverArgs.some((a) => a.startsWith('--data-pool-size'));
-    const [, archive] = await Promise.all([this.env.up(...(this.multiNode ? ['--nodes', String(this.nodes.length)] : [])), image(this.results, this.opts.rbd === true)]);
+    this.upStartedMs = Date.now();
+    const up = this.env.up(...(this.multiNode ? ['--nodes', String(this.nodes.length)] : [])).then(() => {
+      this.results.clusterUpMs = Date.now() - this.upStartedMs;
+    });
+    const [, archive] = await Promise.all([up, image(this.results, this.opts.rbd === true)]);
     this.results.imageBytes = fs.statSync(archive).size;
     await installSnapshotCrds(this.env);
     const imp = await this.env.cluster('import', archive);
