@@ -56,6 +56,7 @@ export interface DriverOptions {
   maxConcurrentRpcs?: CountValue;
   maxChildProcesses?: CountValue;
   metricsAddress?: string;
+  metricsSharedBackends?: string | boolean;
   logLevel?: string;
 }
 
@@ -93,6 +94,11 @@ const FLAGS: { [K in keyof Required<DriverOptions>]: FlagSpec } = {
   maxConcurrentRpcs: { arg: 'N', help: 'Controller/Node calls served at once; more get UNAVAILABLE; 0 = no cap', default: String(DEFAULT_MAX_CONCURRENT_RPCS) },
   maxChildProcesses: { arg: 'N', help: 'host tools (mkfs, cp, rbd, ...) run at once; more wait their turn', default: String(DEFAULT_MAX_CHILD_PROCESSES) },
   metricsAddress: { arg: 'HOST:PORT', help: 'serve Prometheus metrics on http://HOST:PORT/metrics (":9810": every interface)', defaultText: 'off' },
+  metricsSharedBackends: {
+    arg: 'true|false',
+    help: "metrics: also report shared backends' (rbd) pools, volumes and snapshots; one driver in the cluster should (they are the same from every node)",
+    defaultText: 'true with --mode controller, else false',
+  },
   logLevel: { arg: 'LEVEL', help: 'pino level', defaultText: '$LOG_LEVEL, else info' },
 };
 
@@ -120,6 +126,8 @@ export interface DriverSettings extends DriverConfig {
   maxChildProcesses: number;
   /** Where /metrics is served; absent: no metrics. */
   metricsAddress?: string;
+  /** Whether the metrics read shared backends' (rbd) pools and counts, or only node-local ones. */
+  metricsSharedBackends: boolean;
   /** Absent: this driver has no loop backend. */
   loop?: { dataDir: string; dataPoolBytes?: bigint; capacityBytes?: bigint };
   lvm?: { volumeGroups: string[]; devices?: string[]; mode: LvmMode; thinOverprovisionRatio: number };
@@ -314,6 +322,7 @@ export function resolveSettings(opts: DriverOptions = {}, { env = process.env, b
     maxConcurrentRpcs: r.count('maxConcurrentRpcs', 0),
     maxChildProcesses: r.count('maxChildProcesses', 1),
     metricsAddress: metricsAddressOf(r),
+    metricsSharedBackends: r.given('metricsSharedBackends') ? r.oneOf('metricsSharedBackends', ['true', 'false']) === 'true' : mode === 'controller',
     ...backends,
   };
   if (!path.isAbsolute(settings.nodeStateDir)) r.problems.push(`--state-dir must be an absolute path; got ${JSON.stringify(settings.nodeStateDir)}`);

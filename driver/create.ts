@@ -169,7 +169,7 @@ function buildMetrics(s: DriverSettings, backends: Map<string, Backend>, nodeSta
     driverName: s.driverName,
     defaultBackend: s.defaultBackend,
     backends,
-    controller: s.mode !== 'node',
+    sharedBackends: s.metricsSharedBackends,
     nodeState: s.mode !== 'controller' ? nodeState : undefined,
     log,
   });

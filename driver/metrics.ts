@@ -30,8 +30,12 @@ export interface MetricsOptions {
   driverName: string;
   defaultBackend: string;
   backends: Map<string, Backend>;
-  /** Whether this driver serves the controller: then it reports shared backends' pools and counts too. */
-  controller: boolean;
+  /**
+   * Whether this driver reports shared backends' (RBD's) pools and counts too: they are the
+   * same from every driver, so one driver reports them (--metrics-shared-backends, which the
+   * controller Deployment sets), not every node plugin every scrape.
+   */
+  sharedBackends: boolean;
   /** The node service's records (node and all modes). */
   nodeState?: NodeStateStore;
   log: Logger;
@@ -107,10 +111,11 @@ export class DriverMetrics implements RpcObserver {
 
   /** Fills the scrape-time gauges (cached, bounded); the registry renders them next. */
   async refresh(): Promise<void> {
+    await this.scrape.refresh();
+    // After the scrape-time reads: a read still running (a hung tool) shows here.
     const { running, waiting } = childProcessCounts();
     this.childSlots.set({ state: 'running' }, running);
     this.childSlots.set({ state: 'waiting' }, waiting);
-    await this.scrape.refresh();
   }
 }
 
@@ -118,6 +123,9 @@ export class DriverMetrics implements RpcObserver {
  * What is read at scrape time: pool capacity and free bytes, volume and snapshot counts,
  * the node's staged and published volumes. One collection at a time, at most once per TTL;
  * a scrape that outwaits the timeout gets the last values and the collection goes on.
+ * Each source (a backend, the node records) stands alone: one that fails loses its series
+ * (old values must not pass for current ones) and the others keep theirs; each source's
+ * last good read is a timestamp, so a slow or failing source shows as stale.
  */
 class ScrapeGauges {
   private readonly capacity: Gauge;
@@ -127,6 +135,8 @@ class ScrapeGauges {
   private readonly staged: Gauge;
   private readonly published: Gauge;
   private readonly errors: Counter;
+  private readonly lastSuccess: Gauge;
+  private readonly backends: Backend[];
   private running?: Promise<void>;
   private freshUntil = 0;
 
@@ -142,6 +152,14 @@ class ScrapeGauges {
     this.staged = r.gauge('tscsi_node_staged_volumes', 'Volumes staged on this node.');
     this.published = r.gauge('tscsi_node_published_volumes', 'Volume publications (targets) on this node.');
     this.errors = r.counter('tscsi_metrics_collect_errors_total', 'Scrape-time reads that failed or outlasted their time, by source (a backend, or node).', ['source']);
+    this.lastSuccess = r.gauge(
+      'tscsi_metrics_last_success_timestamp_seconds',
+      'When each scrape-time source (a backend, or node) was last read in full, in seconds since the epoch; 0 before its first good read.',
+      ['source'],
+    );
+    this.backends = [...opts.backends.values()].filter((b) => b.nodeLocal || opts.sharedBackends);
+    // Every source from the start: one that never succeeds shows as 0 (stale), not as absent.
+    for (const source of [...this.backends.map((b) => b.name), ...(opts.nodeState ? ['node'] : [])]) this.lastSuccess.set({ source }, 0);
   }
 
   async refresh(): Promise<void> {
@@ -160,28 +178,34 @@ class ScrapeGauges {
 
   /** Each source on its own: one failing backend leaves the others' values. */
   private async collect(): Promise<void> {
-    const jobs: Array<Promise<void>> = [];
-    for (const b of this.opts.backends.values()) {
-      // A shared backend's pools and volumes are the controller's to report, not every node's.
-      if (!b.nodeLocal && !this.opts.controller) continue;
-      jobs.push(this.guard(b.name, () => this.collectBackend(b)));
-    }
+    const jobs = this.backends.map((b) => this.guard(b.name, () => this.collectBackend(b), () => this.dropBackend(b.name)));
     const nodeState = this.opts.nodeState;
-    if (nodeState) jobs.push(this.guard('node', () => this.collectNode(nodeState)));
+    if (nodeState) jobs.push(this.guard('node', () => this.collectNode(nodeState), () => this.dropNode()));
     await Promise.all(jobs);
   }
 
-  private async guard(source: string, fn: () => Promise<void>): Promise<void> {
+  private async guard(source: string, fn: () => Promise<void>, drop: () => void): Promise<void> {
     try {
       await fn();
+      this.lastSuccess.set({ source }, Date.now() / 1000);
     } catch (err) {
+      drop();
       this.errors.inc({ source });
       this.opts.log.warn({ source, err: err instanceof Error ? err.message : String(err) }, 'metrics: a scrape-time read failed');
     }
   }
 
+  private dropBackend(name: string): void {
+    for (const g of [this.capacity, this.free, this.volumes, this.snapshots]) g.removeWhere({ backend: name });
+  }
+
+  private dropNode(): void {
+    this.staged.removeWhere({});
+    this.published.removeWhere({});
+  }
+
   private async collectBackend(b: Backend): Promise<void> {
-    const [pools, vols, snaps] = await Promise.all([b.poolUsage ? b.poolUsage() : [], b.listVolumes(), b.listSnapshots()]);
+    const [pools, counts] = await Promise.all([b.poolUsage ? b.poolUsage() : [], countsOf(b)]);
     // Set only once every read worked, and without the backend's old pools: one that went away stops being exported.
     this.capacity.removeWhere({ backend: b.name });
     this.free.removeWhere({ backend: b.name });
@@ -190,8 +214,8 @@ class ScrapeGauges {
       this.capacity.set(labels, Number(p.capacityBytes));
       if (p.freeBytes !== undefined) this.free.set(labels, Number(p.freeBytes));
     }
-    this.volumes.set({ backend: b.name }, vols.length);
-    this.snapshots.set({ backend: b.name }, snaps.length);
+    this.volumes.set({ backend: b.name }, counts.volumes);
+    this.snapshots.set({ backend: b.name }, counts.snapshots);
   }
 
   private async collectNode(store: NodeStateStore): Promise<void> {
@@ -199,4 +223,11 @@ class ScrapeGauges {
     this.staged.set({}, all.filter((s) => s.stagingPath).length);
     this.published.set({}, all.reduce((n, s) => n + Object.keys(s.publications ?? {}).length, 0));
   }
+}
+
+/** How many volumes and snapshots a backend holds: its cheap count where it has one, else its listings' lengths. */
+async function countsOf(b: Backend): Promise<{ volumes: number; snapshots: number }> {
+  if (b.countObjects) return b.countObjects();
+  const [vols, snaps] = await Promise.all([b.listVolumes(), b.listSnapshots()]);
+  return { volumes: vols.length, snapshots: snaps.length };
 }

@@ -204,6 +204,12 @@ export interface ControllerBackend extends BackendBase {
 
   listVolumes(): Promise<VolumeRecord[]>;
   /**
+   * For the metrics, where listing costs a call per object (RBD reads each image's record):
+   * how many volumes and snapshots there are, from names alone, so it may count one that a
+   * crash left half-made. Without it the metrics count the listings.
+   */
+  countObjects?(): Promise<{ volumes: number; snapshots: number }>;
+  /**
    * Creates the storage for a record the controller has fully decided (content source
    * included) and returns the record as stored. The controller calls it only when getVolume
    * found nothing; storage a crashed attempt left half-made under this ID is made again.

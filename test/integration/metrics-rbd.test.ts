@@ -1,15 +1,16 @@
 // The driver's metrics on the RBD backend against a real Ceph cluster (test/lib/ceph): the
 // pool gauges come from `ceph df` as the configured cephx user sees it, and move when data
-// is written into a volume.
+// is written into a volume. Only a driver asked to (--metrics-shared-backends, the
+// controller's) reads them, with one `rbd ls` per pool, not one process per image.
 import { describe, it, expect, beforeAll, afterAll } from 'vitest';
 import fs from 'node:fs/promises';
 import path from 'node:path';
 import { execa } from 'execa';
-import type { CephEnv } from '../lib/ceph/cluster.js';
+import { cleanupDriverDir, type CephEnv } from '../lib/ceph/cluster.js';
 import { RbdDriverRun } from '../lib/rbd-driver.js';
 import { DriverHarness, mountCap, MiB } from '../lib/driver-harness.js';
 import { freePort, waitFor } from '../lib/wait.js';
-import { scrape, sampleOf } from '../lib/prometheus.js';
+import { scrape, sampleOf, type Scrape } from '../lib/prometheus.js';
 
 let ceph: CephEnv;
 let h: DriverHarness | undefined;
@@ -20,11 +21,16 @@ const run = new RbdDriverRun('tscsi-metrics-rbd-', 'mc');
 beforeAll(async () => {
   const port = await freePort();
   url = `http://127.0.0.1:${port}/metrics`;
-  h = await run.start({ metricsAddress: `127.0.0.1:${port}` });
+  h = await run.start({ metricsAddress: `127.0.0.1:${port}`, metricsSharedBackends: 'true' });
   ceph = run.ceph;
 }, 600_000);
 
 afterAll(() => run.stop(), 180_000);
+
+/** Host tools the driver ran, of one tool (all outcomes). */
+function toolRuns(s: Scrape, tool: string): number {
+  return s.samples.filter((x) => x.name === 'tscsi_child_processes_seconds_count' && x.labels.tool === tool).reduce((a, x) => a + x.value, 0);
+}
 
 describe('driver metrics on the rbd backend', () => {
   it('exports the Ceph pool as its user sees it, and the pool fills as a volume is written', async () => {
@@ -56,8 +62,51 @@ describe('driver metrics on the rbd backend', () => {
     expect(sampleOf(after, 'tscsi_operations_seconds_count', { method_name: '/csi.v1.Controller/CreateVolume', backend: 'rbd', grpc_status_code: 'OK' })).toBe(1);
     expect(sampleOf(after, 'tscsi_child_processes_seconds_count', { tool: 'ceph', outcome: 'ok' })).toBeGreaterThan(0);
 
+    // Each scrape-time read runs one `ceph df` and one `rbd ls` (one pool configured), however
+    // many images there are: no `rbd image-meta list` per image. Nothing else runs rbd now.
+    const snap = (await c.Controller.CreateSnapshot({ name: 'snap-rbd-metrics', source_volume_id: id })).snapshot.snapshot_id;
+    const counted = await waitFor('a read that shows the snapshot', async () => {
+      const s = await scrape(url);
+      return sampleOf(s, 'tscsi_snapshots', { backend: 'rbd' }) === 1 && s;
+    }, { timeoutMs: 60_000, everyMs: 1_000 });
+    const later = await waitFor('another scrape-time read', async () => {
+      const s = await scrape(url);
+      return toolRuns(s, 'ceph') > toolRuns(counted, 'ceph') && s;
+    }, { timeoutMs: 60_000, everyMs: 1_000 });
+    expect(toolRuns(later, 'rbd') - toolRuns(counted, 'rbd')).toBe(toolRuns(later, 'ceph') - toolRuns(counted, 'ceph'));
+    expect(sampleOf(later, 'tscsi_volumes', { backend: 'rbd' })).toBe(1);
+    await c.Controller.DeleteSnapshot({ snapshot_id: snap });
+
     await c.Node.NodeUnpublishVolume({ volume_id: id, target_path: target });
     await c.Node.NodeUnstageVolume({ volume_id: id, staging_target_path: staging });
     await c.Controller.DeleteVolume({ volume_id: id });
+  });
+});
+
+describe('a node plugin on the rbd backend', () => {
+  let node: DriverHarness | undefined;
+  afterAll(async () => {
+    await node?.stopProcess();
+    if (node) await cleanupDriverDir(node.dir);
+    await node?.cleanup();
+  }, 120_000);
+
+  it('reports its loop pool but not the shared Ceph pools, and runs no ceph or rbd for them', async () => {
+    const port = await freePort();
+    const nurl = `http://127.0.0.1:${port}/metrics`;
+    node = await DriverHarness.start({ nodeId: 'it-node-2', driver: { rbdConfig: run.configFile, rbdMapper: 'fuse', metricsAddress: `127.0.0.1:${port}` } });
+    // two reads, the second after the cache period: a read that happened, not a guess
+    const first = await waitFor('a first scrape-time read', async () => {
+      const s = await scrape(nurl);
+      return (sampleOf(s, 'tscsi_metrics_last_success_timestamp_seconds', { source: 'loop' }) ?? 0) > 0 && s;
+    }, { timeoutMs: 60_000, everyMs: 1_000 });
+    const s = await waitFor('a second scrape-time read', async () => {
+      const x = await scrape(nurl);
+      return sampleOf(x, 'tscsi_metrics_last_success_timestamp_seconds', { source: 'loop' })! > sampleOf(first, 'tscsi_metrics_last_success_timestamp_seconds', { source: 'loop' })! && x;
+    }, { timeoutMs: 60_000, everyMs: 1_000 });
+    expect(sampleOf(s, 'tscsi_pool_capacity_bytes', { backend: 'loop', pool: node.dataDir, part: 'data' })).toBeGreaterThan(0);
+    expect(s.samples.filter((x) => x.labels.backend === 'rbd' && /^tscsi_(pool_|volumes|snapshots)/.test(x.name))).toEqual([]);
+    expect(sampleOf(s, 'tscsi_metrics_last_success_timestamp_seconds', { source: 'rbd' })).toBeUndefined();
+    expect([toolRuns(s, 'ceph'), toolRuns(s, 'rbd')]).toEqual([0, 0]);
   });
 });

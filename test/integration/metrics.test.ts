@@ -3,7 +3,7 @@
 import { describe, it, expect, beforeAll, afterAll } from 'vitest';
 import fs from 'node:fs/promises';
 import path from 'node:path';
-import { execa } from 'execa';
+import { execa, type ResultPromise } from 'execa';
 import { DriverHarness, mountCap, MiB } from '../lib/driver-harness.js';
 import { codeName, type CsiClient } from '../../sidecars/common/csi-client.js';
 import { freePort, waitFor } from '../lib/wait.js';
@@ -106,22 +106,42 @@ describe('driver metrics on the loop backend', () => {
   });
 });
 
+/** Host tools the driver ran, of one tool (all outcomes). */
+function toolRuns(s: Scrape, tool: string): number {
+  return s.samples.filter((x) => x.name === 'tscsi_child_processes_seconds_count' && x.labels.tool === tool).reduce((a, x) => a + x.value, 0);
+}
+
+const lastRead = (s: Scrape, source: string) => sampleOf(s, 'tscsi_metrics_last_success_timestamp_seconds', { source });
+
 // Thin pools need device-mapper, which this machine's kernel lacks: their data and metadata
-// gauges are checked where dm is (the guest tier); here the volume group's own.
+// gauges are checked where dm is (the guest tier); here the volume group's own. This driver
+// has the loop backend too, so one source can be slow or fail while the others answer.
 describe('driver metrics on the lvm backend', () => {
   let lh: DriverHarness | undefined;
   let vg: TestVg | undefined;
   let lurl: string;
+  /** The driver's own sbin: every tool of /usr/sbin linked, so one can be taken away (lvm) while it runs. */
+  let sbin: string;
+  let lockHolder: ResultPromise | undefined;
 
   beforeAll(async () => {
     vg = await TestVg.create(await fs.mkdtemp('/tmp/tscsi-metrics-lvm-'), 1);
+    sbin = path.join(vg.dir, 'sbin');
+    await fs.mkdir(sbin);
+    for (const t of await fs.readdir('/usr/sbin')) await fs.symlink(path.join('/usr/sbin', t), path.join(sbin, t));
     const port = await freePort();
     lurl = `http://127.0.0.1:${port}/metrics`;
-    lh = await DriverHarness.start({ driver: { lvmVolumeGroups: vg.name, lvmDevices: vg.pvs.join(','), defaultBackend: 'lvm', metricsAddress: `127.0.0.1:${port}` } });
+    lh = await DriverHarness.start({
+      env: { PATH: `${sbin}:/usr/local/bin:/usr/bin:/bin` },
+      driver: { lvmVolumeGroups: vg.name, lvmDevices: vg.pvs.join(','), defaultBackend: 'lvm', metricsAddress: `127.0.0.1:${port}` },
+    });
   });
   afterAll(async () => {
+    lockHolder?.kill();
+    await lockHolder?.catch(() => undefined);
     await lh?.cleanup();
     await vg?.remove();
+    if (vg) await fs.rm(`/run/lock/lvm/V_${vg.name}`, { force: true });
   });
 
   it('shows the volume group filling when a volume is made, and the lvm calls it ran', async () => {
@@ -141,5 +161,70 @@ describe('driver metrics on the lvm backend', () => {
     expect(sampleOf(after, 'tscsi_operations_seconds_count', { method_name: CREATE, backend: 'lvm', grpc_status_code: 'OK' })).toBe(1);
     expect(sampleOf(after, 'tscsi_child_processes_seconds_count', { tool: 'lvm', outcome: 'ok' })).toBeGreaterThan(0);
     await lh!.client!.Controller.DeleteVolume({ volume_id: vol.volume_id });
+  });
+  it('a second scrape within the cache period runs no host tool; a later one reads again', async () => {
+    const first = await scrape(lurl);
+    const second = await scrape(lurl);
+    // Nothing else runs lvm between the two: the second answered from the cache.
+    expect(toolRuns(second, 'lvm')).toBe(toolRuns(first, 'lvm'));
+    expect(lastRead(second, 'lvm')).toBe(lastRead(first, 'lvm'));
+    await waitFor('a scrape after the cache period to run lvm again', async () => {
+      const s = await scrape(lurl);
+      return toolRuns(s, 'lvm') > toolRuns(first, 'lvm') && lastRead(s, 'lvm')! > lastRead(first, 'lvm')!;
+    }, { timeoutMs: 60_000, everyMs: 1_000 });
+  });
+
+  it('a hung lvm (its VG lock held) makes the scrape answer in time with the other sources read, and lvm stale', async () => {
+    const before = await scrape(lurl);
+    // lvm waits for the VG's file lock, as behind a stuck lvm command on a node.
+    lockHolder = execa('flock', ['-x', `/run/lock/lvm/V_${vg!.name}`, 'sh', '-c', 'echo held; exec cat'], { stdin: 'pipe', stdout: 'pipe' });
+    await new Promise<void>((resolve) => lockHolder!.stdout!.once('data', () => resolve()));
+    try {
+      await hungLvmAnswers(before);
+    } finally {
+      lockHolder.stdin!.end();
+      await lockHolder;
+      lockHolder = undefined;
+    }
+    await waitFor('lvm to be read again once its lock is free', async () => lastRead(await scrape(lurl), 'lvm')! > lastRead(before, 'lvm')!, { timeoutMs: 90_000, everyMs: 1_000 });
+  });
+
+  /** What a scrape shows while lvm waits for its lock. */
+  async function hungLvmAnswers(before: Scrape): Promise<void> {
+    const timeoutsBefore = sampleOf(before, 'tscsi_metrics_collect_errors_total', { source: 'timeout' }) ?? 0;
+    const during = await waitFor('a scrape that timed out waiting for lvm', async () => {
+      const s = await scrape(lurl);
+      return (sampleOf(s, 'tscsi_metrics_collect_errors_total', { source: 'timeout' }) ?? 0) > timeoutsBefore && s;
+    }, { timeoutMs: 90_000, everyMs: 1_000 });
+    // The scrape answered while lvm still waited: loop and node were read, lvm was not.
+    expect(lastRead(during, 'loop')).toBeGreaterThan(lastRead(before, 'loop')!);
+    expect(lastRead(during, 'node')).toBeGreaterThan(lastRead(before, 'node')!);
+    expect(lastRead(during, 'lvm')).toBe(lastRead(before, 'lvm'));
+    expect(sampleOf(during, 'tscsi_pool_capacity_bytes', { backend: 'loop', pool: lh!.dataDir, part: 'data' })).toBeGreaterThan(0);
+    // lvm's last values stay (it has not failed, only not finished), with their age shown
+    expect(sampleOf(during, 'tscsi_pool_capacity_bytes', { backend: 'lvm', pool: vg!.name, part: 'data' })).toBeGreaterThan(0);
+    expect(sampleOf(during, 'tscsi_child_processes', { state: 'running' })).toBeGreaterThanOrEqual(1);
+  }
+
+  it('a failing lvm (the tool gone) loses its series and counts an error; loop and node keep theirs', async () => {
+    const before = await scrape(lurl);
+    expect(sampleOf(before, 'tscsi_volumes', { backend: 'lvm' })).toBe(0);
+    await fs.rm(path.join(sbin, 'lvm'));
+    try {
+      const after = await waitFor('the lvm source to fail at scrape time', async () => {
+        const s = await scrape(lurl);
+        return (sampleOf(s, 'tscsi_metrics_collect_errors_total', { source: 'lvm' }) ?? 0) > (sampleOf(before, 'tscsi_metrics_collect_errors_total', { source: 'lvm' }) ?? 0) && s;
+      }, { timeoutMs: 60_000, everyMs: 1_000 });
+      for (const name of ['tscsi_pool_capacity_bytes', 'tscsi_pool_free_bytes', 'tscsi_volumes', 'tscsi_snapshots']) {
+        expect([name, after.samples.filter((x) => x.name === name && x.labels.backend === 'lvm')]).toEqual([name, []]);
+      }
+      expect(lastRead(after, 'lvm')).toBe(lastRead(before, 'lvm'));
+      expect(lastRead(after, 'loop')).toBeGreaterThan(lastRead(before, 'loop')!);
+      expect(sampleOf(after, 'tscsi_volumes', { backend: 'loop' })).toBe(0);
+      expect(sampleOf(after, 'tscsi_pool_capacity_bytes', { backend: 'loop', pool: lh!.dataDir, part: 'data' })).toBeGreaterThan(0);
+      expect(sampleOf(after, 'tscsi_node_staged_volumes')).toBe(0);
+    } finally {
+      await fs.symlink('/usr/sbin/lvm', path.join(sbin, 'lvm'));
+    }
   });
 });

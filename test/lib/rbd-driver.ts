@@ -24,10 +24,15 @@ export class RbdDriverRun {
     this.ceph = await startCeph(path.join(this.root, 'ceph'));
     const c = this.ceph;
     this.config = { clusters: [{ clusterID: this.clusterID, monitors: [c.mon], pools: [c.pool], user: c.user, keyFile: c.keyFile }], mapper: 'fuse' };
-    const file = path.join(this.root, 'rbd.json');
+    const file = this.configFile;
     await fs.writeFile(file, JSON.stringify(this.config));
     this.h = await DriverHarness.start({ driver: { rbdConfig: file, rbdMapper: 'fuse', defaultBackend: 'rbd', ...driver } });
     return this.h;
+  }
+
+  /** The --rbd-config file (for more drivers on the same cluster). */
+  get configFile(): string {
+    return path.join(this.root, 'rbd.json');
   }
 
   async stop(): Promise<void> {

@@ -54,6 +54,15 @@ describe('driver settings: defaults', () => {
 });
 
 describe('driver settings: a backend only where it is used', () => {
+  it("reads shared backends' pools for the metrics only where asked: by default on a controller-only driver", () => {
+    const rbd = { rbdConfig: '/etc/tscsi/rbd.json', defaultBackend: 'rbd' };
+    expect(resolveSettings({ ...rbd, mode: 'controller' }, { env: {} }).metricsSharedBackends).toBe(true);
+    expect(resolveSettings({ ...rbd, mode: 'all' }, { env: {} }).metricsSharedBackends).toBe(false);
+    expect(resolveSettings({ ...rbd, mode: 'node' }, { env: {} }).metricsSharedBackends).toBe(false);
+    expect(resolveSettings({ ...rbd, mode: 'all', metricsSharedBackends: 'true' }, { env: {} }).metricsSharedBackends).toBe(true);
+    expect(resolveSettings({ ...rbd, mode: 'controller', metricsSharedBackends: false }, { env: {} }).metricsSharedBackends).toBe(false);
+  });
+
   it('a controller-only driver has no loop backend unless a loop flag asks for one', () => {
     const rbdOnly = resolveSettings({ mode: 'controller', rbdConfig: '/etc/tscsi/rbd.json' }, { env: {} });
     expect(rbdOnly.loop).toBeUndefined();
@@ -98,6 +107,7 @@ describe('driver settings: bad values are refused, each naming its flag', () => 
     [{ driverName: '' }, '--driver-name must not be empty'],
     [{ metricsAddress: 'localhost' }, '--metrics-address: not a host:port endpoint: "localhost"'],
     [{ metricsAddress: ':99999' }, '--metrics-address: bad port in ":99999"'],
+    [{ metricsSharedBackends: 'yes' }, '--metrics-shared-backends must be one of true, false; got "yes"'],
   ])('%j', (opts, problem) => {
     expect(problemsOf(opts)).toEqual([problem]);
   });

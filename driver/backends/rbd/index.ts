@@ -635,6 +635,18 @@ export class RbdBackend implements Backend {
     return (await this.listStored<VolumeRecord>(VOL_RE)).map((s) => s.stored.record);
   }
 
+  /** One `rbd ls` per pool: no `rbd image-meta list` per image, as listVolumes and listSnapshots need. */
+  async countObjects(): Promise<{ volumes: number; snapshots: number }> {
+    let volumes = 0;
+    let snapshots = 0;
+    for (const loc of this.allLocs()) {
+      const names = (await this.cli.rbdJson<string[] | null>(loc.cluster, this.creds(loc.cluster), ['ls', poolSpec(loc.pool)])) ?? [];
+      volumes += names.filter((n) => VOL_RE.test(n)).length;
+      snapshots += names.filter((n) => SNAP_RE.test(n)).length;
+    }
+    return { volumes, snapshots };
+  }
+
   async createVolume(rec: VolumeRecord, secrets?: Record<string, string>): Promise<VolumeRecord> {
     const loc = this.locFromParams(rec.parameters);
     const creds = credentialsFrom(loc.cluster, secrets);
