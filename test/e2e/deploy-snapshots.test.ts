@@ -21,7 +21,7 @@ import { Installation, DEPLOY, NS } from '../lib/deploy-install.js';
 import { installSnapshotController } from '../lib/snapshot-controller.js';
 import { TestVg } from '../lib/lvm-vg.js';
 import { loopDevices } from '../lib/driver-harness.js';
-import { SNAPSHOT_API as API, WRITER, claimAndReader as claimAndReaderOn, claimFromSnapshot, fsBlocks, podPrinted, removePodsAndClaims as removeOn, snapshotReady, volumeSnapshot } from '../lib/kube-snapshots.js';
+import { WRITER, claimAndReader as claimAndReaderOn, claimFromClaim, claimFromSnapshot, fsBlocks, groupMember, groupSnapshotReady, podOfClaims, podPrinted, removeGroupSnapshot, removePodsAndClaims as removeOn, snapshotReady, staticContent, volumeGroupSnapshot, volumeSnapshot } from '../lib/kube-snapshots.js';
 
 const SNAP_DELETE = 'tscsi-snapshots';
 const SNAP_RETAIN = 'tscsi-snapshots-retain';
@@ -88,7 +88,7 @@ function flows(b: Backend): void {
   const n = (name: string) => `${b.name}-${name}`;
   const time = (what: string, ms: number) => (timings[`${b.name}.${what}`] = ms);
   const fromSnapshot = (name: string, snapshot: string, size: string) => claimFromSnapshot(name, b.storageClass, snapshot, size);
-  const fromClaim = (name: string, source: string, size: string) => claim(name, b.storageClass, size, { dataSource: { kind: 'PersistentVolumeClaim', name: source } });
+  const fromClaim = (name: string, source: string, size: string) => claimFromClaim(name, b.storageClass, source, size);
   const src = n('src');
   const handlePattern = new RegExp(`^snap-${b.name}-[0-9a-f]{32}$`);
 
@@ -178,12 +178,7 @@ function flows(b: Backend): void {
     it('a static VolumeSnapshotContent imports a snapshot made out of band; a claim restores from it; Delete removes it', { timeout: 8 * MIN }, async () => {
       const made = await inst.csi!.Controller.CreateSnapshot({ name: n('out-of-band'), source_volume_id: sourceHandle });
       const id = made.snapshot.snapshot_id as string;
-      await env.apply({
-        apiVersion: API,
-        kind: 'VolumeSnapshotContent',
-        metadata: { name: n('imported-content') },
-        spec: { driver: DRIVER, deletionPolicy: 'Delete', source: { snapshotHandle: id }, volumeSnapshotRef: { name: n('imported'), namespace: 'default' } },
-      });
+      await env.apply(staticContent(n('imported-content'), id, n('imported'), 'Delete'));
       const t0 = Date.now();
       await env.apply(volumeSnapshot(n('imported'), { volumeSnapshotContentName: n('imported-content') }));
       const { vs, content, ms } = await ready(n('imported'), t0);
@@ -241,37 +236,24 @@ describe('the node service account and VolumeSnapshotContents', () => {
 // --node-name) may watch and write VolumeGroupSnapshotContents (rbac.yaml's node role) of its
 // own node only (node-admission.yaml, tscsi-node-groupsnapshotcontents).
 describe('a VolumeGroupSnapshot of loop claims through the installed node snapshotter', () => {
-  const GROUP_API = 'groupsnapshot.storage.k8s.io/v1';
   const members = ['grp-a', 'grp-b'];
-  /** A pod with claim grp-a at /data and each other claim at /<its name>. */
-  const podOfMembers = (name: string, claims: string[], script: string) => {
-    const p: any = pod(name, claims[0], script);
-    for (const c of claims.slice(1)) {
-      p.spec.containers[0].volumeMounts.push({ name: c, mountPath: `/${c}` });
-      p.spec.volumes.push({ name: c, persistentVolumeClaim: { claimName: c } });
-    }
-    return p;
-  };
   const groupDiagnostics = async () =>
     `${await env.kubectl(['describe', 'volumegroupsnapshot,volumegroupsnapshotcontent']).catch(String)}\n${await diagnostics()}`;
 
   it('two claims of one pod -> group ready, taken by the node -> both restored and read; only the node may write it; deleting it deletes the snapshots', { timeout: 12 * MIN }, async () => {
-    for (const c of members) await env.apply({ ...claim(c, 'tscsi-loop', SOURCE_SIZE), metadata: { name: c, namespace: 'default', labels: { group: 'deploy-grp' } } });
-    await env.apply(podOfMembers('grp-writer', members, 'echo first > /data/n && echo second > /grp-b/n && sync && echo written && sleep 3600'));
+    for (const c of members) await env.apply(groupMember(c, 'tscsi-loop', SOURCE_SIZE, 'deploy-grp'));
+    await env.apply(podOfClaims('grp-writer', members, 'echo first > /data/n && echo second > /grp-b/n && sync && echo written && sleep 3600'));
     await env.waitPhase('grp-writer', ['Running'], 4 * MIN, diagnostics);
     const handles = await Promise.all(members.map(async (c) => (await env.bound(c)).handle));
     for (const h of handles) inst.handles.add(h);
     await env.waitFor('grp-writer wrote', async () => (await env.logs('grp-writer')).includes('written'), MIN, diagnostics);
 
     const t0 = Date.now();
-    await env.apply({ apiVersion: GROUP_API, kind: 'VolumeGroupSnapshot', metadata: { name: 'grp-snap', namespace: 'default' }, spec: { volumeGroupSnapshotClassName: 'tscsi-group-snapshots', source: { selector: { matchLabels: { group: 'deploy-grp' } } } } });
-    const vgs = await env.waitFor('VolumeGroupSnapshot grp-snap readyToUse', async () => {
-      const g = await env.json(['get', 'volumegroupsnapshot', 'grp-snap']);
-      return g.status?.readyToUse === true && g;
-    }, 3 * MIN, groupDiagnostics);
-    timings['loop.groupReady'] = Date.now() - t0;
-    const contentName = vgs.status.boundVolumeGroupSnapshotContentName;
-    const content = await env.json(['get', 'volumegroupsnapshotcontent', contentName]);
+    await env.apply(volumeGroupSnapshot('grp-snap', 'tscsi-group-snapshots', 'deploy-grp'));
+    const { vgs, content, snapshotOfClaim: byClaim, readyMs, membersMs } = await groupSnapshotReady(env, 'grp-snap', members.length, t0, groupDiagnostics);
+    timings['loop.groupReady'] = readyMs;
+    timings['loop.groupMembersReady'] = membersMs;
+    const contentName = content.metadata.name;
     expect(content.spec).toMatchObject({ driver: DRIVER, deletionPolicy: 'Delete' });
     expect([...content.spec.source.volumeHandles].sort()).toEqual([...handles].sort());
     expect(content.status.volumeGroupSnapshotHandle).toMatch(/^group-loop-[0-9a-f]{32}$/);
@@ -280,17 +262,12 @@ describe('a VolumeGroupSnapshot of loop claims through the installed node snapsh
     expect([...snapshotOf.keys()].sort()).toEqual([...handles].sort());
 
     // the member VolumeSnapshots the snapshot-controller made, one per claim, restore into new claims a pod reads
-    const byClaim = await env.waitFor('2 ready member VolumeSnapshots', async () => {
-      const vss = (await env.json(['get', 'volumesnapshot'])).items.filter((s: any) => s.metadata.ownerReferences?.some((o: any) => o.uid === vgs.metadata.uid));
-      return vss.length === 2 && vss.every((s: any) => s.status?.readyToUse === true) && new Map<string, string>(vss.map((s: any) => [s.spec.source.persistentVolumeClaimName, s.metadata.name]));
-    }, 2 * MIN, groupDiagnostics);
-    timings['loop.groupMembersReady'] = Date.now() - t0;
     const restored = members.map((c) => `${c}-restored`);
     const t1 = Date.now();
     for (const [i, c] of members.entries()) {
-      await env.apply(claim(restored[i], 'tscsi-loop', SOURCE_SIZE, { dataSourceRef: { apiGroup: 'snapshot.storage.k8s.io', kind: 'VolumeSnapshot', name: byClaim.get(c) } }));
+      await env.apply(claimFromSnapshot(restored[i], 'tscsi-loop', byClaim.get(c)!, SOURCE_SIZE));
     }
-    await env.apply(podOfMembers('grp-reader', restored, `echo "a=$(cat /data/n) b=$(cat /${restored[1]}/n)"`));
+    await env.apply(podOfClaims('grp-reader', restored, `echo "a=$(cat /data/n) b=$(cat /${restored[1]}/n)"`));
     await env.waitPhase('grp-reader', ['Succeeded', 'Failed'], 4 * MIN, diagnostics);
     timings['loop.groupRestoreToRead'] = Date.now() - t1;
     for (const c of restored) inst.handles.add((await env.bound(c)).handle);
@@ -308,9 +285,7 @@ describe('a VolumeGroupSnapshot of loop claims through the installed node snapsh
     await env.kubectl(['delete', 'pod', 'grp-reader', 'grp-writer', '--wait=true', '--timeout=120s']);
     await env.kubectl(['delete', 'pvc', ...restored, '--wait=true', '--timeout=120s']);
     for (const id of snapshotOf.values()) expect(await driverHas(id)).toBe(true);
-    await env.kubectl(['delete', 'volumegroupsnapshot', 'grp-snap', '--wait=true', '--timeout=120s']);
-    await env.waitFor(`${contentName} gone`, async () => !(await exists('volumegroupsnapshotcontent', contentName)), 2 * MIN, groupDiagnostics);
-    await env.waitFor('member VolumeSnapshots gone', async () => !(await env.json(['get', 'volumesnapshot'])).items.some((s: any) => s.metadata.ownerReferences?.some((o: any) => o.uid === vgs.metadata.uid)), 2 * MIN, groupDiagnostics);
+    await removeGroupSnapshot(env, vgs, groupDiagnostics);
     for (const id of snapshotOf.values()) expect(await driverHas(id)).toBe(false);
   });
 
@@ -379,12 +354,7 @@ describe('an Immediate-binding claim restored from a snapshot this node does not
 
   it('is not taken by this node, which says why; a snapshot it holds restores', { timeout: 6 * MIN }, async () => {
     await env.apply(storageClass('tscsi-e2e-now', { volumeBindingMode: 'Immediate', reclaimPolicy: 'Delete', parameters: { backend: 'loop' } }));
-    await env.apply({
-      apiVersion: API,
-      kind: 'VolumeSnapshotContent',
-      metadata: { name: 'elsewhere-content', annotations: { [NODE_ANNOTATION]: ELSEWHERE } },
-      spec: { driver: DRIVER, deletionPolicy: 'Retain', source: { snapshotHandle: id }, volumeSnapshotRef: { name: 'elsewhere', namespace: 'default' } },
-    });
+    await env.apply(staticContent('elsewhere-content', id, 'elsewhere', 'Retain', { [NODE_ANNOTATION]: ELSEWHERE }));
     await env.kubectl(['patch', 'volumesnapshotcontent', 'elsewhere-content', '--subresource=status', '--type', 'merge', '-p', JSON.stringify({ status: { snapshotHandle: id, readyToUse: true, restoreSize: 64 << 20 } })]);
     await env.apply(volumeSnapshot('elsewhere', { volumeSnapshotContentName: 'elsewhere-content' }));
     await ready('elsewhere', Date.now());

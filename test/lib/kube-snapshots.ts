@@ -1,7 +1,7 @@
-// VolumeSnapshots and the claims restored from them, as a Kubernetes user makes and reads
-// them (kubectl objects only), shared by the e2e files that run them through an installed
+// VolumeSnapshots, pre-provisioned contents, VolumeGroupSnapshots and the claims restored or
+// cloned from them, as a Kubernetes user makes and reads them (kubectl objects only), shared by the e2e files that run them through an installed
 // driver (deploy-snapshots.test.ts, deploy-rbd.test.ts).
-import { ClusterEnv, MIN, claim, pod } from './cluster-env.js';
+import { ClusterEnv, DRIVER, MIN, claim, pod } from './cluster-env.js';
 
 export const SNAPSHOT_API = 'snapshot.storage.k8s.io/v1';
 
@@ -22,17 +22,22 @@ export function claimFromSnapshot(name: string, sc: string, snapshot: string, si
   return claim(name, sc, size, { dataSourceRef: { apiGroup: 'snapshot.storage.k8s.io', kind: 'VolumeSnapshot', name: snapshot } });
 }
 
-/** Waits for the VolumeSnapshot to be readyToUse; returns it, its content and the ms from `since`. */
-export async function snapshotReady(env: ClusterEnv, name: string, since: number, describe: () => Promise<string>): Promise<{ vs: any; content: any; ms: number }> {
-  const vs = await env.waitFor(
-    `VolumeSnapshot ${name} readyToUse`,
+/** Waits for the (group) snapshot's status.readyToUse; returns the object. */
+function readyToUse(env: ClusterEnv, kind: 'VolumeSnapshot' | 'VolumeGroupSnapshot', name: string, describe: () => Promise<string>): Promise<any> {
+  return env.waitFor(
+    `${kind} ${name} readyToUse`,
     async () => {
-      const v = await env.json(['get', 'volumesnapshot', name]);
+      const v = await env.json(['get', kind.toLowerCase(), name]);
       return v.status?.readyToUse === true && v;
     },
     3 * MIN,
     describe,
   );
+}
+
+/** Waits for the VolumeSnapshot to be readyToUse; returns it, its content and the ms from `since`. */
+export async function snapshotReady(env: ClusterEnv, name: string, since: number, describe: () => Promise<string>): Promise<{ vs: any; content: any; ms: number }> {
+  const vs = await readyToUse(env, 'VolumeSnapshot', name, describe);
   const ms = Date.now() - since;
   return { vs, content: await env.json(['get', 'volumesnapshotcontent', vs.status.boundVolumeSnapshotContentName]), ms };
 }
@@ -65,4 +70,83 @@ export async function claimAndReader(env: ClusterEnv, name: string, spec: object
 export async function removePodsAndClaims(env: ClusterEnv, ...names: string[]): Promise<void> {
   await env.kubectl(['delete', 'pod', ...names, '--ignore-not-found', '--wait=true', '--timeout=120s']);
   await env.kubectl(['delete', 'pvc', ...names, '--ignore-not-found', '--wait=true', '--timeout=120s']);
+}
+
+/** A claim of `sc` cloned from claim `source` (same namespace). */
+export function claimFromClaim(name: string, sc: string, source: string, size: string) {
+  return claim(name, sc, size, { dataSource: { kind: 'PersistentVolumeClaim', name: source } });
+}
+
+/** A pre-provisioned VolumeSnapshotContent importing the driver's snapshot `snapshotHandle` for VolumeSnapshot default/`snapshot`. */
+export function staticContent(name: string, snapshotHandle: string, snapshot: string, deletionPolicy: 'Delete' | 'Retain', annotations?: Record<string, string>) {
+  return {
+    apiVersion: SNAPSHOT_API,
+    kind: 'VolumeSnapshotContent',
+    metadata: { name, ...(annotations ? { annotations } : {}) },
+    spec: { driver: DRIVER, deletionPolicy, source: { snapshotHandle }, volumeSnapshotRef: { name: snapshot, namespace: 'default' } },
+  };
+}
+
+export const GROUP_API = 'groupsnapshot.storage.k8s.io/v1';
+
+/** A claim carrying the label a VolumeGroupSnapshot selects by (`group: <group>`). */
+export function groupMember(name: string, sc: string, size: string, group: string) {
+  const c = claim(name, sc, size);
+  return { ...c, metadata: { ...c.metadata, labels: { group } } };
+}
+
+/** A VolumeGroupSnapshot of class `className` over the claims labelled `group: <group>`. */
+export function volumeGroupSnapshot(name: string, className: string, group: string) {
+  return { apiVersion: GROUP_API, kind: 'VolumeGroupSnapshot', metadata: { name, namespace: 'default' }, spec: { volumeGroupSnapshotClassName: className, source: { selector: { matchLabels: { group } } } } };
+}
+
+/** A pod with claims[0] at /data and each other claim at /<its name>. */
+export function podOfClaims(name: string, claims: string[], script: string) {
+  const p: any = pod(name, claims[0], script);
+  for (const c of claims.slice(1)) {
+    p.spec.containers[0].volumeMounts.push({ name: c, mountPath: `/${c}` });
+    p.spec.volumes.push({ name: c, persistentVolumeClaim: { claimName: c } });
+  }
+  return p;
+}
+
+/**
+ * Waits for the VolumeGroupSnapshot to be readyToUse, then for its member VolumeSnapshots (the
+ * snapshot-controller makes one per claim, owned by the group) to be ready; returns the group,
+ * its content, the member VolumeSnapshot of each claim and the ms from `since` to each point.
+ */
+export async function groupSnapshotReady(
+  env: ClusterEnv,
+  name: string,
+  members: number,
+  since: number,
+  describe: () => Promise<string>,
+): Promise<{ vgs: any; content: any; snapshotOfClaim: Map<string, string>; readyMs: number; membersMs: number }> {
+  const vgs = await readyToUse(env, 'VolumeGroupSnapshot', name, describe);
+  const readyMs = Date.now() - since;
+  const snapshotOfClaim = await env.waitFor(
+    `${members} ready member VolumeSnapshots of ${name}`,
+    async () => {
+      const vss = (await env.json(['get', 'volumesnapshot'])).items.filter((s: any) => s.metadata.ownerReferences?.some((o: any) => o.uid === vgs.metadata.uid));
+      return vss.length === members && vss.every((s: any) => s.status?.readyToUse === true) && new Map<string, string>(vss.map((s: any) => [s.spec.source.persistentVolumeClaimName, s.metadata.name]));
+    },
+    2 * MIN,
+    describe,
+  );
+  const membersMs = Date.now() - since;
+  const content = await env.json(['get', 'volumegroupsnapshotcontent', vgs.status.boundVolumeGroupSnapshotContentName]);
+  return { vgs, content, snapshotOfClaim, readyMs, membersMs };
+}
+
+/** Deletes the VolumeGroupSnapshot and waits for its content and its member VolumeSnapshots to go. */
+export async function removeGroupSnapshot(env: ClusterEnv, vgs: any, describe: () => Promise<string>): Promise<void> {
+  const contentName = vgs.status.boundVolumeGroupSnapshotContentName;
+  await env.kubectl(['delete', 'volumegroupsnapshot', vgs.metadata.name, '--wait=true', '--timeout=120s']);
+  await env.waitFor(`${contentName} gone`, async () => (await env.kubectl(['get', 'volumegroupsnapshotcontent', contentName, '--ignore-not-found', '-o', 'name'])).trim() === '', 2 * MIN, describe);
+  await env.waitFor(
+    `the member VolumeSnapshots of ${vgs.metadata.name} gone`,
+    async () => !(await env.json(['get', 'volumesnapshot'])).items.some((s: any) => s.metadata.ownerReferences?.some((o: any) => o.uid === vgs.metadata.uid)),
+    2 * MIN,
+    describe,
+  );
 }
