@@ -7,13 +7,17 @@ import { CsiClient, rpcErrorText } from '../sidecars/common/csi-client.js';
 import { parseSize } from '../lib/size.js';
 import { parseFlags, runMain } from '../lib/process.js';
 import { demo } from './demo.js';
+import { status } from './status.js';
 
 function show(title: string, value: unknown) {
   process.stdout.write(`\n== ${title}\n${JSON.stringify(value, null, 2)}\n`);
 }
 
-const USAGE = `tscsi-cli [--endpoint unix:///run/tscsi/csi.sock] COMMAND
+const USAGE = `tscsi-cli [--endpoint unix:///run/tscsi/csi.sock] [--state-dir DIR] [--metrics-url URL] COMMAND
 
+  status                     this node's view: each volume with where it is staged and published
+                             (the node records under --state-dir, default /var/lib/tscsi/node),
+                             and how full each pool is (from the driver's /metrics at --metrics-url)
   info                       plugin name, version, capabilities, node
   volumes                    ListVolumes
   snapshots                  ListSnapshots
@@ -85,7 +89,15 @@ async function command(c: CsiClient, cmd: string, args: string[]): Promise<void>
 }
 
 async function main(): Promise<void> {
-  const flags = parseFlags(USAGE, { endpoint: { type: 'string', default: 'unix:///run/tscsi/csi.sock' } }, true);
+  const flags = parseFlags(
+    USAGE,
+    {
+      endpoint: { type: 'string', default: 'unix:///run/tscsi/csi.sock' },
+      'state-dir': { type: 'string', default: '/var/lib/tscsi/node' },
+      'metrics-url': { type: 'string' },
+    },
+    true,
+  );
   if (!flags) return;
   const [cmd, ...args] = flags.positionals;
   if (!cmd) {
@@ -95,7 +107,8 @@ async function main(): Promise<void> {
   if (cmd === 'demo') return demo();
   const c = new CsiClient(flags.values.endpoint as string);
   try {
-    await command(c, cmd, args);
+    if (cmd === 'status') process.stdout.write(await status(c, { stateDir: flags.values['state-dir'] as string, metricsUrl: flags.values['metrics-url'] as string | undefined }));
+    else await command(c, cmd, args);
   } finally {
     c.close();
   }

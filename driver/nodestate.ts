@@ -3,34 +3,9 @@
 import fs from 'node:fs/promises';
 import path from 'node:path';
 import { readJson, writeJsonAtomic, removeFile } from './host/atomic.js';
-import type { AccessType } from './backends/backend.js';
+import { nodeRecordFile, type NodeVolumeState } from '../lib/node-records.js';
 
-export interface NodePublication {
-  readonly: boolean;
-  mode: string;
-  /**
-   * NodePublish made the target (directory or file) itself, so NodeUnpublish removes it;
-   * a target the CO made is left alone. Absent in records of older versions: not ours.
-   */
-  created?: boolean;
-}
-
-export interface NodeVolumeState {
-  volumeId: string;
-  stagingPath: string;
-  accessType: AccessType;
-  fsType: string;
-  mountFlags: string[];
-  mode: string;
-  publications: Record<string, NodePublication>;
-  /**
-   * The device NodeStage attached, so NodeUnstage can still find it once the volume's record
-   * is gone from its backend (absent in records of older versions).
-   */
-  device?: string;
-  /** Set while mkfs runs on a device that was blank: a retry formats it again. */
-  formatting?: boolean;
-}
+export type { NodePublication, NodeVolumeState } from '../lib/node-records.js';
 
 export class NodeStateStore {
   constructor(private readonly dir: string) {}
@@ -40,7 +15,7 @@ export class NodeStateStore {
   }
 
   private file(volumeId: string) {
-    return path.join(this.dir, `${volumeId}.json`);
+    return nodeRecordFile(this.dir, volumeId);
   }
 
   get(volumeId: string): Promise<NodeVolumeState | undefined> {
