@@ -154,7 +154,7 @@ describe('csi-sanity output', () => {
       ran: 102,
       total: 103,
       runs: ['loop mount', 'loop block', 'lvm mount', 'lvm block', 'rbd mount', 'rbd block'],
-      guestRuns: ['lvm-thin mount'],
+      guestRuns: ['lvm-dm mount'],
       notYetPassing: expect.any(Array),
     });
     expect(() => readSanityExpectation('VERSION=v5.6.0\n')).toThrow(/SPECS_RAN/);
