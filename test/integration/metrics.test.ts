@@ -162,16 +162,18 @@ describe('driver metrics on the lvm backend', () => {
     expect(sampleOf(after, 'tscsi_child_processes_seconds_count', { tool: 'lvm', outcome: 'ok' })).toBeGreaterThan(0);
     await lh!.client!.Controller.DeleteVolume({ volume_id: vol.volume_id });
   });
-  it('a second scrape within the cache period runs no host tool; a later one reads again', async () => {
-    const first = await scrape(lurl);
+  it('a scrape after the cache period runs lvm again; one right after it runs no host tool', async () => {
+    const start = await scrape(lurl);
+    // A scrape that read afresh: the cache period starts as it answers.
+    const first = await waitFor('a scrape after the cache period to run lvm again', async () => {
+      const s = await scrape(lurl);
+      return lastRead(s, 'lvm')! > lastRead(start, 'lvm')! && s;
+    }, { timeoutMs: 60_000, everyMs: 1_000 });
+    expect(toolRuns(first, 'lvm')).toBeGreaterThan(toolRuns(start, 'lvm'));
     const second = await scrape(lurl);
     // Nothing else runs lvm between the two: the second answered from the cache.
     expect(toolRuns(second, 'lvm')).toBe(toolRuns(first, 'lvm'));
     expect(lastRead(second, 'lvm')).toBe(lastRead(first, 'lvm'));
-    await waitFor('a scrape after the cache period to run lvm again', async () => {
-      const s = await scrape(lurl);
-      return toolRuns(s, 'lvm') > toolRuns(first, 'lvm') && lastRead(s, 'lvm')! > lastRead(first, 'lvm')!;
-    }, { timeoutMs: 60_000, everyMs: 1_000 });
   });
 
   it('a hung lvm (its VG lock held) makes the scrape answer in time with the other sources read, and lvm stale', async () => {
