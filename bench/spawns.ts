@@ -5,7 +5,7 @@
 // walks volumes through create, stage (mkfs), publish, unpublish, unstage, stage again (the
 // filesystem is there now), unstage, delete, and reads
 // the driver's own tool counter (tscsi_child_processes_seconds_count, by tool) around each RPC.
-//   node dist/bench/spawns.js [--backend loop|lvm] [--rounds N]
+//   node dist/bench/spawns.js [--backend loop|lvm] [--fs-type ext4|xfs|btrfs] [--rounds N]
 import { parseArgs } from 'node:util';
 import fs from 'node:fs/promises';
 import os from 'node:os';
@@ -54,9 +54,10 @@ async function makeVg(dir: string): Promise<{ vg: string; pv: string; conf: stri
 }
 
 async function main(): Promise<void> {
-  const { values } = parseArgs({ options: { backend: { type: 'string', default: 'loop' }, rounds: { type: 'string', default: '5' } } });
+  const { values } = parseArgs({ options: { backend: { type: 'string', default: 'loop' }, rounds: { type: 'string', default: '5' }, 'fs-type': { type: 'string', default: 'ext4' } } });
   const backend = values.backend!;
   const rounds = Number(values.rounds);
+  const fsType = values['fs-type']!;
   const dir = await fs.mkdtemp(path.join(os.tmpdir(), 'tscsi-spawns-'));
   const work = path.join(dir, 'work');
   await fs.mkdir(work, { recursive: true });
@@ -74,7 +75,7 @@ async function main(): Promise<void> {
       stateDir: path.join(dir, 'node'),
       allowedPathRoot: [work],
       metricsAddress: `127.0.0.1:${port}`,
-      defaultFsType: 'ext4',
+      defaultFsType: fsType,
       logLevel: 'warn',
       ...(vg ? { lvmVolumeGroups: vg.vg, lvmDevices: vg.pv, lvmMode: 'nodm' } : {}),
     };
@@ -90,7 +91,7 @@ async function main(): Promise<void> {
     }
     const c = new CsiClient(sock, 120_000);
     await c.Identity.Probe({});
-    const cap = { mount: { fs_type: 'ext4', mount_flags: [] }, access_mode: { mode: 'SINGLE_NODE_WRITER' } };
+    const cap = { mount: { fs_type: fsType, mount_flags: [] }, access_mode: { mode: 'SINGLE_NODE_WRITER' } };
     const per = new Map<Step, Map<string, number>>(STEPS.map((s) => [s, new Map()]));
     let cpu = 0;
     for (let r = 0; r < rounds; r++) {
@@ -100,7 +101,7 @@ async function main(): Promise<void> {
       let id = '';
       const calls: Record<Step, () => Promise<unknown>> = {
         CreateVolume: async () => {
-          const res = await c.Controller.CreateVolume({ name: `spawns-${r}`, capacity_range: { required_bytes: String(256 << 20) }, volume_capabilities: [cap], parameters: vg ? { backend: 'lvm', volumeGroup: vg.vg } : {} });
+          const res = await c.Controller.CreateVolume({ name: `spawns-${r}`, capacity_range: { required_bytes: String(320 << 20) }, volume_capabilities: [cap], parameters: vg ? { backend: 'lvm', volumeGroup: vg.vg } : {} });
           id = res.volume.volume_id as string;
         },
         NodeStageVolume: () => c.Node.NodeStageVolume({ volume_id: id, staging_target_path: staging, volume_capability: cap }),
@@ -123,7 +124,7 @@ async function main(): Promise<void> {
       cpu += readCpu(proc.pid)!.self - cpu0;
     }
     c.close();
-    console.log(`backend ${backend}, ${rounds} lifecycles (256 MiB ext4 volume), host tools per RPC (mean):`);
+    console.log(`backend ${backend}, ${rounds} lifecycles (320 MiB ${fsType} volume), host tools per RPC (mean):`);
     console.log('| RPC | tools | count |\n|---|---|---|');
     let total = 0;
     for (const s of STEPS) {

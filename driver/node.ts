@@ -11,6 +11,7 @@ import { resolveUnderRoots, locateUnderRoots, isEmptyDir, DEFAULT_PATH_ROOTS, ty
 import * as mnt from './host/mount.js';
 import * as fsx from './host/fs.js';
 import { deviceSize } from './host/loop.js';
+import { readSuperblock } from './host/superblock.js';
 import { run, hostFailure } from './host/exec.js';
 import { NodeStateStore, type NodeVolumeState } from './nodestate.js';
 import { failpoint } from './failpoints.js';
@@ -234,11 +235,11 @@ export class NodeService {
         await fs.mkdir(where.real, { recursive: true, mode: 0o750 });
         createdDir = true;
       }
-      await this.ensureFilesystem(vol, device, fsType, prev?.formatting === true);
+      const growAfterMount = await this.ensureFilesystem(vol, device, fsType, prev?.formatting === true);
       await mnt.mount(device, where.real, fsType, [...fsx.implicitMountOptions(fsType), ...cap.mountFlags]);
       mounted = true;
       failpoint('node.stage.afterMount');
-      if (fsType === 'xfs' || fsType === 'btrfs') await fsx.growOnline(device, fsType, where.real);
+      if (growAfterMount) await fsx.growOnline(device, fsType, where.real);
     } catch (err) {
       await this.undoStage(backend, vol, { path: where.real, mounted, createdDir, wasAttached, recorded: !prev });
       throw hostFailure(`staging volume ${vol.id} at ${r.staging}`, err);
@@ -250,9 +251,22 @@ export class NodeService {
    * ext filesystem offline to the device. A device that was blank when an earlier NodeStage
    * started mkfs may hold a half-written filesystem (the driver was killed mid-mkfs): the
    * record says so (`resumeFormat`), and it is formatted again instead of mounted or refused.
+   * True when an xfs or btrfs filesystem is to be grown online once mounted.
    */
-  private async ensureFilesystem(vol: VolumeRecord, device: string, fsType: string, resumeFormat: boolean): Promise<void> {
+  private async ensureFilesystem(vol: VolumeRecord, device: string, fsType: string, resumeFormat: boolean): Promise<boolean> {
     const found = resumeFormat ? undefined : await fsx.probe(device);
+    if (fsType !== 'xfs' && fsType !== 'btrfs') {
+      await this.formatOrCheck(vol, device, fsType, found);
+      return false;
+    }
+    // A filesystem that already spans its device has nothing to grow into: no growfs process.
+    if (found?.type === fsType) return !(await spansDevice(device, found));
+    await this.formatOrCheck(vol, device, fsType, found);
+    return !(await spansDevice(device, await readSuperblock(device).catch(() => undefined)));
+  }
+
+  /** ensureFilesystem's work proper: mkfs on a blank device, refusal, ext's offline growth. */
+  private async formatOrCheck(vol: VolumeRecord, device: string, fsType: string, found: fsx.Probe | undefined): Promise<void> {
     if (!found) {
       const rec = await this.state.get(vol.id);
       if (rec && !rec.formatting) await this.state.put({ ...rec, formatting: true });
@@ -266,7 +280,7 @@ export class NodeService {
     } else if (found.type !== fsType) {
       throw failedPrecondition(`volume ${vol.id} already holds ${found.type ?? 'unknown data'}, not ${fsType}; refusing to format it`);
     } else if (fsType === 'ext4' || fsType === 'ext3') {
-      const fsBytes = found.extBytes ?? (await extFilesystemBytes(device));
+      const fsBytes = found.fsBytes ?? (await extFilesystemBytes(device));
       if (fsBytes !== undefined && fsBytes < (await deviceSize(device))) await fsx.growOffline(device, fsType);
     }
   }
@@ -590,6 +604,12 @@ export class NodeService {
       return { capacity_bytes: (await deviceSize(device)).toString() };
     });
   }
+}
+
+/** Whether the filesystem a superblock describes leaves no whole block of its device unused. */
+async function spansDevice(device: string, sb: { fsBytes?: bigint; blockBytes?: number } | undefined): Promise<boolean> {
+  if (sb?.fsBytes === undefined || !sb.blockBytes) return false;
+  return (await deviceSize(device)) - sb.fsBytes < BigInt(sb.blockBytes);
 }
 
 /** mkfs options a StorageClass may pass (parameter mkfsOptions), checked as single dash-options. */

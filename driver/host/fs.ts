@@ -22,8 +22,9 @@ export function isSupportedFs(t: string): t is FsType {
 export interface Probe {
   type?: string;
   uuid?: string;
-  /** ext*: its size from the superblock, when that was read here. */
-  extBytes?: bigint;
+  /** Its size and unit of growth from the superblock, when that was read here. */
+  fsBytes?: bigint;
+  blockBytes?: number;
 }
 
 /**
@@ -41,7 +42,7 @@ export async function probe(device: string): Promise<Probe | undefined> {
     }
   }
   const sb = await readSuperblock(device);
-  if (sb) return { type: sb.type, extBytes: sb.extBytes };
+  if (sb) return { type: sb.type, fsBytes: sb.fsBytes, blockBytes: sb.blockBytes };
   const r = await run('blkid', ['-p', '-o', 'export', device], { okCodes: [2] });
   if (r.exitCode === 2 || !r.stdout.trim()) return undefined;
   const kv: Record<string, string> = {};

@@ -1,6 +1,6 @@
-// Which of the filesystems this driver makes (ext*, xfs, btrfs) a device holds, and an ext
-// filesystem's size, read from their superblocks in the device's first 68 KiB: what blkid
-// and dumpe2fs would say, without a process per NodeStage. Anything this cannot name for
+// Which of the filesystems this driver makes (ext*, xfs, btrfs) a device holds, and how big
+// it is, read from their superblocks in the device's first 68 KiB: what blkid and dumpe2fs
+// would say, and whether growfs has anything to do, without a process per NodeStage. Anything this cannot name for
 // certain (no superblock of ours, two of them, an encrypted or odd header) is left to blkid.
 import fs from 'node:fs/promises';
 
@@ -21,8 +21,10 @@ const FLAGS_TEST_FILESYS = 0x4;
 
 export interface Superblock {
   type: 'ext2' | 'ext3' | 'ext4' | 'ext4dev' | 'jbd' | 'xfs' | 'btrfs';
-  /** ext*: block count x block size, as dumpe2fs computes it. */
-  extBytes?: bigint;
+  /** The filesystem's size as its superblock has it (ext*: block count x block size, as dumpe2fs computes it). */
+  fsBytes: bigint;
+  /** Its unit of growth: a device larger by less than this has nothing to grow into. */
+  blockBytes: number;
 }
 
 /** The ext type libblkid would name for these feature words. */
@@ -44,18 +46,23 @@ function ext(b: Buffer): Superblock | undefined {
   const blocks = (hi << 32n) | BigInt(b.readUInt32LE(EXT_SB + 0x4));
   return {
     type: extType(b.readUInt32LE(EXT_SB + 0x5c), incompat, b.readUInt32LE(EXT_SB + 0x64), b.readUInt32LE(EXT_SB + 0x160)),
-    extBytes: blocks * (1024n << BigInt(logBlock)),
+    fsBytes: blocks * (1024n << BigInt(logBlock)),
+    blockBytes: 1024 << logBlock,
   };
 }
 
+// xfs: big-endian sb_blocksize at 4, sb_dblocks (data blocks) at 8.
 function xfs(b: Buffer): Superblock | undefined {
-  if (b.length < 8 || b.toString('latin1', 0, 4) !== 'XFSB') return undefined;
+  if (b.length < 16 || b.toString('latin1', 0, 4) !== 'XFSB') return undefined;
   const bs = b.readUInt32BE(4);
-  return bs >= 512 && bs <= 65536 && (bs & (bs - 1)) === 0 ? { type: 'xfs' } : undefined;
+  return bs >= 512 && bs <= 65536 && (bs & (bs - 1)) === 0 ? { type: 'xfs', fsBytes: b.readBigUInt64BE(8) * BigInt(bs), blockBytes: bs } : undefined;
 }
 
+// btrfs: the superblock at 64 KiB, its magic at +0x40, total_bytes at +0x70, sectorsize at +0x90.
+const BTRFS_SB = 0x10000;
 function btrfs(b: Buffer): Superblock | undefined {
-  return b.length >= 0x10048 && b.toString('latin1', 0x10040, 0x10048) === '_BHRfS_M' ? { type: 'btrfs' } : undefined;
+  if (b.length < BTRFS_SB + 0x94 || b.toString('latin1', BTRFS_SB + 0x40, BTRFS_SB + 0x48) !== '_BHRfS_M') return undefined;
+  return { type: 'btrfs', fsBytes: b.readBigUInt64LE(BTRFS_SB + 0x70), blockBytes: b.readUInt32LE(BTRFS_SB + 0x90) };
 }
 
 /** A LUKS header (either version) at the start: whatever else shows through is not to be named here. */

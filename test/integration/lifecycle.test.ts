@@ -207,4 +207,26 @@ describe('volume lifecycle on the loop backend', () => {
     await unpublishAndUnstage(v.volume_id, p);
     await c.Controller.DeleteVolume({ volume_id: v.volume_id });
   });
+  it('xfs and btrfs grown while unstaged fill their device at the next stage, and keep their data', async () => {
+    for (const fsType of ['xfs', 'btrfs']) {
+      const cap = mountCap(fsType);
+      const v = (await c.Controller.CreateVolume({ name: `pvc-${fsType}-restage`, capacity_range: { required_bytes: String(320 * MiB) }, volume_capabilities: [cap] })).volume;
+      let p = await stageAndPublish(v.volume_id, cap, `${fsType}-1`);
+      await fs.writeFile(path.join(p.target, 'keep'), 'kept');
+      const total = async () => BigInt((await c.Node.NodeGetVolumeStats({ volume_id: v.volume_id, volume_path: p.target })).usage.find((u: any) => u.unit === 'BYTES').total);
+      const before = await total();
+      await unpublishAndUnstage(v.volume_id, p);
+      await c.Controller.ControllerExpandVolume({ volume_id: v.volume_id, capacity_range: { required_bytes: String(640 * MiB) } });
+      p = await stageAndPublish(v.volume_id, cap, `${fsType}-2`);
+      expect(await total()).toBeGreaterThan(before + 256n * BigInt(MiB));
+      // Staged again at the same size: it stays as it is.
+      const grown = await total();
+      await unpublishAndUnstage(v.volume_id, p);
+      p = await stageAndPublish(v.volume_id, cap, `${fsType}-3`);
+      expect(await total()).toBe(grown);
+      expect(await fs.readFile(path.join(p.target, 'keep'), 'utf8')).toBe('kept');
+      await unpublishAndUnstage(v.volume_id, p);
+      await c.Controller.DeleteVolume({ volume_id: v.volume_id });
+    }
+  });
 });

@@ -58,7 +58,7 @@ describe('filesystems named from their superblock', () => {
     { mkfs: 'mkfs.btrfs', args: ['-q', '-f'], mib: 512 },
   ];
   for (const c of cases) {
-    it(`${c.mkfs} ${c.args.join(' ')}: the type blkid names${c.mkfs.startsWith('mkfs.ext') ? ', the size dumpe2fs gives' : ''}, no process`, async () => {
+    it(`${c.mkfs} ${c.args.join(' ')}: the type blkid names${c.mkfs.startsWith('mkfs.ext') ? ', the size dumpe2fs gives' : ''}, spanning its device, no process`, async () => {
       const dev = await device(c.mib ?? 64, c.losetup);
       await execa(c.mkfs, [...c.args, dev]);
       const want = await blkidType(dev);
@@ -67,7 +67,10 @@ describe('filesystems named from their superblock', () => {
       const got = await probe(dev);
       expect(spawned).toEqual([]);
       expect(got?.type).toBe(want);
-      if (c.mkfs.startsWith('mkfs.ext')) expect(got?.extBytes).toBe(await dumpe2fsBytes(dev));
+      if (c.mkfs.startsWith('mkfs.ext')) expect(got?.fsBytes).toBe(await dumpe2fsBytes(dev));
+      // Made on the whole device: it spans it to the last whole block.
+      const size = BigInt((await execa('blockdev', ['--getsize64', dev])).stdout.trim());
+      if (got?.fsBytes !== undefined && c.mkfs !== 'mke2fs') expect(size - got.fsBytes).toBeLessThan(BigInt(got.blockBytes!));
     });
   }
 
