@@ -1,0 +1,211 @@
+// RBD volumes across nodes (#15): the driver from deploy/overlays/rbd on three nodes
+// (`cluster up --nodes 3`, each node in its own network, mount and PID namespace; the node
+// DaemonSet on every node, the controller Deployment in the pod network), reaching a one-host
+// Ceph bound to the run's bridge address on the host (test/lib/ceph/cluster.sh ADDR: nothing
+// outside loopback and the cluster's own namespaces). Through Kubernetes objects only:
+//  - a Deployment's pod deleted and rescheduled on another node keeps its data, its
+//    VolumeAttachment moves from the first node to the second;
+//  - RWO fence: a second pod of a ReadWriteOnce claim on another node stays ContainerCreating
+//    with the attach-detach controller's FailedAttachVolume Event naming the first pod until
+//    that pod is gone; a ReadWriteOncePod claim's second pod is held by the scheduler with its
+//    Event;
+//  - node lost: one node's processes killed at once (its `unshare`, a simulated crash), the
+//    node tainted out-of-service (non-graceful node shutdown): the pod comes up on another
+//    node with its data and no VolumeAttachment stays on the dead node.
+//
+// Needs root, kubectl, a built tree (`npm run build`).
+import { describe, it, expect, beforeAll, afterAll } from 'vitest';
+import fs from 'node:fs';
+import path from 'node:path';
+import { ClusterEnv, DRIVER, MIN, claim, pod } from '../lib/cluster-env.js';
+import { Installation } from '../lib/deploy-install.js';
+import { RBD_CLASS, TestCeph } from '../lib/rbd-install.js';
+
+const HOSTNAME = 'kubernetes.io/hostname';
+const OUT_OF_SERVICE = 'node.kubernetes.io/out-of-service';
+
+const env = new ClusterEnv();
+const inst = new Installation(env, { healthIntervalS: 60, nodes: 3, rbd: true });
+const ceph = new TestCeph();
+const results: Record<string, number | string> = {};
+const diagnostics = async () => `${await inst.diagnostics()}\n--- ceph images ---\n${await ceph.listing()}`;
+
+beforeAll(async () => {
+  await inst.prepare();
+  // the bridge's host-side address: what every node's namespace (and the pod network) reaches
+  await ceph.start(env.settings().API_HOST);
+  await inst.install(ceph.adminObjects);
+  await env.apply(ceph.example!.storageClass);
+}, 60 * MIN);
+
+afterAll(async () => {
+  await env.kubectl(['delete', 'deployment', '--all', '--wait=true', '--timeout=120s']).catch(() => undefined);
+  await env.kubectl(['delete', 'pod', '--all', '--wait=true', '--timeout=120s']).catch(() => undefined);
+  await env.kubectl(['delete', 'pvc', '--all', '--wait=true', '--timeout=120s']).catch(() => undefined);
+  await ceph.teardownWith(inst);
+  console.log(`multinode-rbd e2e: ${JSON.stringify(results)}; install: ${JSON.stringify(inst.results)}`);
+}, 15 * MIN);
+
+/** `pod()` held to `node` by the scheduler, on the pod network. */
+function podOn(node: string, name: string, claimName: string, script: string) {
+  const p = pod(name, claimName, script);
+  return { ...p, spec: { ...p.spec, hostNetwork: false, nodeSelector: { [HOSTNAME]: node } } };
+}
+
+/** A Deployment of one busybox pod on `claimName` that appends its name to /data/seen; `prefer` a node (it may still go elsewhere). */
+function deployment(name: string, claimName: string, prefer?: string) {
+  const affinity = prefer ? { nodeAffinity: { preferredDuringSchedulingIgnoredDuringExecution: [{ weight: 100, preference: { matchExpressions: [{ key: HOSTNAME, operator: 'In', values: [prefer] }] } }] } } : undefined;
+  return {
+    apiVersion: 'apps/v1',
+    kind: 'Deployment',
+    metadata: { name, namespace: 'default' },
+    spec: {
+      replicas: 1,
+      selector: { matchLabels: { app: name } },
+      template: {
+        metadata: { labels: { app: name } },
+        spec: {
+          terminationGracePeriodSeconds: 1,
+          ...(affinity ? { affinity } : {}),
+          containers: [{ name: 'c', image: 'tscsi.local/busybox:1', imagePullPolicy: 'Never', command: ['sh', '-c', 'hostname >> /data/seen && sync && sleep 3600'], volumeMounts: [{ name: 'v', mountPath: '/data' }] }],
+          volumes: [{ name: 'v', persistentVolumeClaim: { claimName } }],
+        },
+      },
+    },
+  };
+}
+
+/** The Deployment's Running pod other than `except`, and its node. */
+function runningPod(app: string, except?: string) {
+  return env.waitFor(
+    `a Running pod of ${app}`,
+    async () => {
+      const pods = (await env.json(['get', 'pods', '-l', `app=${app}`])).items as any[];
+      const p = pods.find((x) => x.metadata.name !== except && x.status.phase === 'Running' && !x.metadata.deletionTimestamp);
+      return p && { name: p.metadata.name as string, node: p.spec.nodeName as string };
+    },
+    4 * MIN,
+    diagnostics,
+  );
+}
+
+/** The nodes the PV of `claimName` has VolumeAttachments on, and whether each is attached. */
+async function attachments(claimName: string): Promise<Record<string, boolean>> {
+  const pv = (await env.json(['get', 'pvc', claimName])).spec.volumeName as string;
+  const vas = ((await env.json(['get', 'volumeattachment'])).items as any[]).filter((a) => a.spec.source.persistentVolumeName === pv);
+  for (const a of vas) expect(a.spec.attacher).toBe(DRIVER);
+  return Object.fromEntries(vas.map((a) => [a.spec.nodeName as string, a.status?.attached === true]));
+}
+
+const onlyAttachedTo = (claimName: string, node: string) =>
+  env.waitFor(`${claimName} attached to ${node} only`, async () => JSON.stringify(await attachments(claimName)) === JSON.stringify({ [node]: true }), 3 * MIN, diagnostics);
+
+async function eventsOf(podName: string, reason: string): Promise<string[]> {
+  return ((await env.json(['get', 'events', '--field-selector', `involvedObject.name=${podName},reason=${reason}`])).items as any[]).map((e) => String(e.message));
+}
+
+const seen = async (podName: string) => (await env.kubectl(['exec', podName, '--', 'cat', '/data/seen'])).trim().split('\n');
+
+describe('RBD volumes across three nodes, the driver from deploy/overlays/rbd', () => {
+  it("a Deployment's pod rescheduled on another node keeps its data; the VolumeAttachment moves with it", { timeout: 10 * MIN }, async () => {
+    await env.apply(claim('mover', RBD_CLASS, '64Mi'));
+    const t0 = Date.now();
+    await env.apply(deployment('mover', 'mover'));
+    const first = await runningPod('mover');
+    results.firstPodRunningMs = Date.now() - t0;
+    await onlyAttachedTo('mover', first.node);
+    await env.kubectl(['cordon', first.node]);
+    try {
+      const t1 = Date.now();
+      await env.kubectl(['delete', 'pod', first.name, '--wait=true', '--timeout=120s']);
+      const second = await runningPod('mover', first.name);
+      results.movedPodRunningMs = Date.now() - t1;
+      expect(second.node).not.toBe(first.node);
+      await onlyAttachedTo('mover', second.node);
+      expect(await seen(second.name)).toEqual([first.name, second.name]);
+    } finally {
+      await env.kubectl(['uncordon', first.node]);
+    }
+    await env.kubectl(['delete', 'deployment', 'mover', '--wait=true', '--timeout=120s']);
+  });
+
+  it('RWO fence: a second pod of a ReadWriteOnce claim on another node stays ContainerCreating with a FailedAttachVolume Event naming the first pod until it is gone', { timeout: 10 * MIN }, async () => {
+    const [a, b] = inst.nodes;
+    await env.apply(claim('fence', RBD_CLASS, '64Mi'));
+    await env.apply(podOn(a, 'fence-a', 'fence', 'hostname >> /data/seen && sync && sleep 3600'));
+    await env.waitPhase('fence-a', ['Running'], 4 * MIN, diagnostics);
+    await env.apply(podOn(b, 'fence-b', 'fence', 'hostname >> /data/seen && sync && sleep 3600'));
+    const msgs = await env.waitFor('the FailedAttachVolume Event on fence-b', async () => {
+      const m = await eventsOf('fence-b', 'FailedAttachVolume');
+      return m.length > 0 && m;
+    }, 3 * MIN, diagnostics);
+    // Kubernetes 1.37 words it 'Waiting for detach for volume "<pv>" Volume is already used by
+    // pod(s) <pod>' (older releases: 'Multi-Attach error for volume ...')
+    const pv = (await env.json(['get', 'pvc', 'fence'])).spec.volumeName as string;
+    expect(msgs.join('\n')).toContain(`for volume "${pv}" Volume is already used by pod(s) fence-a`);
+    const waiting = await env.json(['get', 'pod', 'fence-b']);
+    expect(waiting.spec.nodeName).toBe(b);
+    expect(waiting.status.phase).toBe('Pending');
+    expect(waiting.status.containerStatuses?.[0]?.state?.waiting?.reason ?? 'ContainerCreating').toBe('ContainerCreating');
+    expect(await attachments('fence')).toEqual({ [a]: true });
+    const t0 = Date.now();
+    await env.kubectl(['delete', 'pod', 'fence-a', '--wait=true', '--timeout=120s']);
+    await env.waitPhase('fence-b', ['Running'], 4 * MIN, diagnostics);
+    results.rwoFirstPodDeletedToSecondRunningMs = Date.now() - t0;
+    await onlyAttachedTo('fence', b);
+    expect(await seen('fence-b')).toEqual(['fence-a', 'fence-b']);
+    await env.kubectl(['delete', 'pod', 'fence-b', '--wait=true', '--timeout=120s']);
+  });
+
+  it("RWOP fence: a ReadWriteOncePod claim's second pod is held by the scheduler with its Event until the first is gone", { timeout: 10 * MIN }, async () => {
+    const [, b, c] = inst.nodes;
+    await env.apply({ ...claim('fence-rwop', RBD_CLASS, '64Mi'), spec: { ...claim('fence-rwop', RBD_CLASS, '64Mi').spec, accessModes: ['ReadWriteOncePod'] } });
+    await env.apply(podOn(b, 'rwop-b', 'fence-rwop', 'hostname >> /data/seen && sync && sleep 3600'));
+    await env.waitPhase('rwop-b', ['Running'], 4 * MIN, diagnostics);
+    await env.apply(podOn(c, 'rwop-c', 'fence-rwop', 'hostname >> /data/seen && sync && sleep 3600'));
+    const msgs = await env.waitFor('the FailedScheduling Event on rwop-c', async () => {
+      const m = await eventsOf('rwop-c', 'FailedScheduling');
+      return m.length > 0 && m;
+    }, 3 * MIN, diagnostics);
+    expect(msgs.join('\n')).toMatch(/ReadWriteOncePod/);
+    expect((await env.json(['get', 'pod', 'rwop-c'])).spec.nodeName ?? '').toBe('');
+    const t0 = Date.now();
+    await env.kubectl(['delete', 'pod', 'rwop-b', '--wait=true', '--timeout=120s']);
+    await env.waitPhase('rwop-c', ['Running'], 4 * MIN, diagnostics);
+    results.rwopFirstPodDeletedToSecondRunningMs = Date.now() - t0;
+    await onlyAttachedTo('fence-rwop', c);
+    expect(await seen('rwop-c')).toEqual(['rwop-b', 'rwop-c']);
+    await env.kubectl(['delete', 'pod', 'rwop-c', '--wait=true', '--timeout=120s']);
+  });
+
+  // Last: the node stays dead for the rest of the run.
+  it('a node lost (its processes killed at once, then tainted out-of-service): the pod comes up on another node with its data; no VolumeAttachment stays on the dead node', { timeout: 12 * MIN }, async () => {
+    // not the node of the controller pod: it would have to move too (which works the same way, but is not this case)
+    const controllerNode = ((await env.json(['get', 'pods', '-n', 'tscsi', '-l', 'app.kubernetes.io/component=controller'])).items as any[])[0].spec.nodeName as string;
+    const victim = inst.nodes.find((n) => n !== controllerNode)!;
+    await env.apply(claim('survivor', RBD_CLASS, '64Mi'));
+    await env.apply(deployment('survivor', 'survivor', victim));
+    const first = await runningPod('survivor');
+    expect(first.node).toBe(victim);
+    await onlyAttachedTo('survivor', victim);
+    expect(await seen(first.name)).toEqual([first.name]);
+
+    const pid = Number(fs.readFileSync(path.join(env.runDir, 'pids', victim), 'utf8').trim());
+    const t0 = Date.now();
+    process.kill(pid, 'SIGKILL');
+    await env.waitFor(`${victim} NotReady`, async () => {
+      const n = await env.json(['get', 'node', victim]);
+      return n.status.conditions.find((c: any) => c.type === 'Ready')?.status !== 'True';
+    }, 3 * MIN, diagnostics);
+    results.nodeNotReadyMs = Date.now() - t0;
+    await env.kubectl(['taint', 'node', victim, `${OUT_OF_SERVICE}=nodeshutdown:NoExecute`]);
+    const second = await runningPod('survivor', first.name);
+    results.podElsewhereAfterKillMs = Date.now() - t0;
+    expect(second.node).not.toBe(victim);
+    await onlyAttachedTo('survivor', second.node);
+    expect(await seen(second.name)).toEqual([first.name, second.name]);
+    // nothing of any claim stays attached to the dead node
+    const stuck = ((await env.json(['get', 'volumeattachment'])).items as any[]).filter((a) => a.spec.nodeName === victim);
+    expect(stuck).toEqual([]);
+  });
+});
