@@ -322,7 +322,7 @@ export function resolveSettings(opts: DriverOptions = {}, { env = process.env, b
     maxConcurrentRpcs: r.count('maxConcurrentRpcs', 0),
     maxChildProcesses: r.count('maxChildProcesses', 1),
     metricsAddress: metricsAddressOf(r),
-    metricsSharedBackends: r.given('metricsSharedBackends') ? r.oneOf('metricsSharedBackends', ['true', 'false']) === 'true' : mode === 'controller',
+    metricsSharedBackends: r.given('metricsSharedBackends') ? r.oneOf('metricsSharedBackends', ['true', 'false']) === 'true' : mode !== 'node',
     ...backends,
   };
   if (!path.isAbsolute(settings.nodeStateDir)) r.problems.push(`--state-dir must be an absolute path; got ${JSON.stringify(settings.nodeStateDir)}`);

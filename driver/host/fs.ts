@@ -28,8 +28,10 @@ export interface Probe {
 }
 
 /**
- * What is on the device; undefined when blkid finds nothing (a blank device). A filesystem
- * of ours is named from its superblock; blkid runs only for what that cannot name.
+ * What is on the device; undefined when blkid finds nothing (a blank device). blkid always
+ * names it: a superblock of ours at the start says nothing of signatures elsewhere (an md
+ * RAID member keeps its own at the device's end, and mounting the member directly would
+ * corrupt its array). The superblock read only adds the size, so growth needs no dumpe2fs.
  */
 export async function probe(device: string): Promise<Probe | undefined> {
   const loopName = /^\/dev\/(loop\d+)$/.exec(device)?.[1];
@@ -41,16 +43,15 @@ export async function probe(device: string): Promise<Probe | undefined> {
       if (st && st.blocks === 0) return undefined;
     }
   }
-  const sb = await readSuperblock(device);
-  if (sb) return { type: sb.type, fsBytes: sb.fsBytes, blockBytes: sb.blockBytes };
-  const r = await run('blkid', ['-p', '-o', 'export', device], { okCodes: [2] });
+  const [r, sb] = await Promise.all([run('blkid', ['-p', '-o', 'export', device], { okCodes: [2] }), readSuperblock(device).catch(() => undefined)]);
   if (r.exitCode === 2 || !r.stdout.trim()) return undefined;
   const kv: Record<string, string> = {};
   for (const line of r.stdout.split('\n')) {
     const i = line.indexOf('=');
     if (i > 0) kv[line.slice(0, i)] = line.slice(i + 1);
   }
-  return { type: kv.TYPE, uuid: kv.UUID };
+  const found: Probe = { type: kv.TYPE, uuid: kv.UUID };
+  return sb && sb.type === found.type ? { ...found, fsBytes: sb.fsBytes, blockBytes: sb.blockBytes } : found;
 }
 
 export async function mkfs(device: string, fsType: FsType, extraArgs: string[] = []): Promise<void> {

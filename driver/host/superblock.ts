@@ -1,7 +1,8 @@
-// Which of the filesystems this driver makes (ext*, xfs, btrfs) a device holds, and how big
-// it is, read from their superblocks in the device's first 68 KiB: what blkid and dumpe2fs
-// would say, and whether growfs has anything to do, without a process per NodeStage. Anything this cannot name for
-// certain (no superblock of ours, two of them, an encrypted or odd header) is left to blkid.
+// How big a filesystem of this driver's kinds (ext*, xfs, btrfs) is, and which kind, read
+// from their superblocks in the device's first 68 KiB: what dumpe2fs would say, and whether
+// growfs has anything to do, without a process per NodeStage. Which signature a device holds
+// is blkid's to say (fs.ts probe): it also looks beyond these 68 KiB. Anything this cannot
+// read for certain (no superblock of ours, two of them) answers undefined.
 import fs from 'node:fs/promises';
 
 /** Up to the end of btrfs's superblock at 64 KiB; ext's is at 1 KiB, xfs's at 0. */

@@ -91,10 +91,10 @@ describe('a node plugin on the rbd backend', () => {
     await node?.cleanup();
   }, 120_000);
 
-  it('reports its loop pool but not the shared Ceph pools, and runs no ceph or rbd for them', async () => {
+  it('with --metrics-shared-backends=false (as deploy/base/node.yaml runs it) reports its loop pool but not the shared Ceph pools, and runs no ceph or rbd for them', async () => {
     const port = await freePort();
     const nurl = `http://127.0.0.1:${port}/metrics`;
-    node = await DriverHarness.start({ nodeId: 'it-node-2', driver: { rbdConfig: run.configFile, rbdMapper: 'fuse', metricsAddress: `127.0.0.1:${port}` } });
+    node = await DriverHarness.start({ nodeId: 'it-node-2', driver: { rbdConfig: run.configFile, rbdMapper: 'fuse', metricsAddress: `127.0.0.1:${port}`, metricsSharedBackends: 'false' } });
     // two reads, the second after the cache period: a read that happened, not a guess
     const first = await waitFor('a first scrape-time read', async () => {
       const s = await scrape(nurl);

@@ -54,13 +54,13 @@ describe('driver settings: defaults', () => {
 });
 
 describe('driver settings: a backend only where it is used', () => {
-  it("reads shared backends' pools for the metrics only where asked: by default on a controller-only driver", () => {
+  it("reads shared backends' pools for the metrics only where asked: by default wherever the controller service runs", () => {
     const rbd = { rbdConfig: '/etc/tscsi/rbd.json', defaultBackend: 'rbd' };
     expect(resolveSettings({ ...rbd, mode: 'controller' }, { env: {} }).metricsSharedBackends).toBe(true);
-    expect(resolveSettings({ ...rbd, mode: 'all' }, { env: {} }).metricsSharedBackends).toBe(false);
+    expect(resolveSettings({ ...rbd, mode: 'all' }, { env: {} }).metricsSharedBackends).toBe(true);
+    expect(resolveSettings({ ...rbd, mode: 'all', metricsSharedBackends: 'false' }, { env: {} }).metricsSharedBackends).toBe(false);
     expect(resolveSettings({ ...rbd, mode: 'node' }, { env: {} }).metricsSharedBackends).toBe(false);
-    expect(resolveSettings({ ...rbd, mode: 'all', metricsSharedBackends: 'true' }, { env: {} }).metricsSharedBackends).toBe(true);
-    expect(resolveSettings({ ...rbd, mode: 'controller', metricsSharedBackends: false }, { env: {} }).metricsSharedBackends).toBe(false);
+        expect(resolveSettings({ ...rbd, mode: 'controller', metricsSharedBackends: false }, { env: {} }).metricsSharedBackends).toBe(false);
   });
 
   it('a controller-only driver has no loop backend unless a loop flag asks for one', () => {
