@@ -469,7 +469,8 @@ function scenarios(backends: Array<'loop' | 'lvm'>): Scenario[] {
     out.push({
       backend: B,
       rpc: 'NodeStageVolume (xfs)',
-      points: ['host.mkfs:during', 'node.stage.afterMount', 'host.growfs:during'],
+      // A fresh mkfs spans its device: no growfs to kill here (the case below has one).
+      points: ['host.mkfs:during', 'node.stage.afterMount'],
       setup: async () =>
         ({ v: (await c().Controller.CreateVolume({ name: `fp-${B}-xfs`, parameters: params(), capacity_range: { required_bytes: String(320 * MiB) }, volume_capabilities: [mountCap('xfs')] })).volume }),
       act: (x) => stage(x.v.volume_id, `${B}-xfs`, mountCap('xfs')),
@@ -478,6 +479,24 @@ function scenarios(backends: Array<'loop' | 'lvm'>): Scenario[] {
         expect(m.stdout.trim()).toBe('xfs');
         const data = await writePattern(stagingOf(`${B}-xfs`));
         expect((await readPattern(stagingOf(`${B}-xfs`))).equals(data)).toBe(true);
+      },
+      staged: 1,
+    });
+    out.push({
+      backend: B,
+      rpc: 'NodeStageVolume (xfs grown while unstaged)',
+      points: ['host.growfs:during'],
+      setup: async () => {
+        const s = await stagedXfsSource();
+        await c().Node.NodeUnstageVolume({ volume_id: s.src.volume_id, staging_target_path: s.staging });
+        await c().Controller.ControllerExpandVolume({ volume_id: s.src.volume_id, capacity_range: { required_bytes: String(400 * MiB) } });
+        return s;
+      },
+      act: (x) => stage(x.src.volume_id, `${B}-xfs-src`, mountCap('xfs')),
+      check: async (x) => {
+        const st = await fs.statfs(x.staging);
+        expect(st.blocks * st.bsize, 'more than the old 320 MiB device could hold').toBeGreaterThan(320 * MiB);
+        expect((await readPattern(x.staging)).equals(x.pattern)).toBe(true);
       },
       staged: 1,
     });
