@@ -72,9 +72,9 @@ export async function devicesFor(file: string): Promise<LoopDevice[]> {
 /** Every bound loop device (its name under /sys/block) and the backing path sysfs shows for it, read all at once. */
 async function boundDevices(): Promise<Array<{ dev: string; back: string }>> {
   const names = (await fs.readdir(SYS_BLOCK)).filter((d) => d.startsWith('loop'));
-  const backs = await Promise.all(names.map((dev) => sysRead(dev, 'loop/backing_file')));
+  const backs = await Promise.all(names.map((dev) => backingFile(`/dev/${dev}`)));
   // Unbound devices have no loop/backing_file.
-  return names.flatMap((dev, i) => (backs[i] === undefined ? [] : [{ dev, back: backs[i]!.replace(/ \(deleted\)$/, '') }]));
+  return names.flatMap((dev, i) => (backs[i] === undefined ? [] : [{ dev, back: backs[i]!.path }]));
 }
 
 /**
@@ -189,6 +189,6 @@ export async function setSizeLimit(device: string, bytes: bigint): Promise<void>
  */
 export async function describe(device: string): Promise<LoopDevice | undefined> {
   const dev = /^\/dev\/(loop\d+)$/.exec(await fs.realpath(device).catch(() => device))?.[1];
-  const back = dev ? await sysRead(dev, 'loop/backing_file') : undefined;
-  return back ? describeSys(dev!, back.replace(/ \(deleted\)$/, '')) : undefined;
+  const back = dev ? await backingFile(`/dev/${dev}`) : undefined;
+  return back ? describeSys(dev!, back.path) : undefined;
 }
