@@ -121,11 +121,13 @@ export class DriverMetrics implements RpcObserver {
 
 /**
  * What is read at scrape time: pool capacity and free bytes, volume and snapshot counts,
- * the node's staged and published volumes. One collection at a time, at most once per TTL;
- * a scrape that outwaits the timeout gets the last values and the collection goes on.
- * Each source (a backend, the node records) stands alone: one that fails loses its series
- * (old values must not pass for current ones) and the others keep theirs; each source's
- * last good read is a timestamp, so a slow or failing source shows as stale.
+ * the node's staged and published volumes. Each source (a backend, the node records) stands
+ * alone: it is read at most once per TTL and never twice at once, on its own clock, so a
+ * source that hangs (an lvm behind a held VG lock, a Ceph that does not answer) holds back
+ * only its own values, not the others' next reads. A scrape that outwaits the timeout gets
+ * the last values and the slow reads go on. One that fails loses its series (old values must
+ * not pass for current ones) and the others keep theirs; each source's last good read is a
+ * timestamp, so a slow or failing source shows as stale.
  */
 class ScrapeGauges {
   private readonly capacity: Gauge;
@@ -136,9 +138,7 @@ class ScrapeGauges {
   private readonly published: Gauge;
   private readonly errors: Counter;
   private readonly lastSuccess: Gauge;
-  private readonly backends: Backend[];
-  private running?: Promise<void>;
-  private freshUntil = 0;
+  private readonly sources: Source[];
 
   constructor(
     r: Registry,
@@ -157,31 +157,31 @@ class ScrapeGauges {
       'When each scrape-time source (a backend, or node) was last read in full, in seconds since the epoch; 0 before its first good read.',
       ['source'],
     );
-    this.backends = [...opts.backends.values()].filter((b) => b.nodeLocal || opts.sharedBackends);
+    const backends = [...opts.backends.values()].filter((b) => b.nodeLocal || opts.sharedBackends);
+    this.sources = backends.map((b) => ({ name: b.name, read: () => this.collectBackend(b), drop: () => this.dropBackend(b.name), freshUntil: 0 }));
+    const nodeState = opts.nodeState;
+    if (nodeState) this.sources.push({ name: 'node', read: () => this.collectNode(nodeState), drop: () => this.dropNode(), freshUntil: 0 });
     // Every source from the start: one that never succeeds shows as 0 (stale), not as absent.
-    for (const source of [...this.backends.map((b) => b.name), ...(opts.nodeState ? ['node'] : [])]) this.lastSuccess.set({ source }, 0);
+    for (const { name } of this.sources) this.lastSuccess.set({ source: name }, 0);
   }
 
   async refresh(): Promise<void> {
-    if (Date.now() < this.freshUntil) return;
-    if (!this.running) {
-      this.running = this.collect().finally(() => {
-        this.running = undefined;
-        this.freshUntil = Date.now() + (this.opts.ttlMs ?? COLLECT_TTL_MS);
-      });
-    }
+    const reads = this.sources.map((s) => this.start(s)).filter((p) => p !== undefined);
+    if (reads.length === 0) return;
     let timer: NodeJS.Timeout | undefined;
     const late = new Promise<'late'>((resolve) => (timer = setTimeout(() => resolve('late'), this.opts.timeoutMs ?? COLLECT_TIMEOUT_MS)));
-    const r = await Promise.race([this.running, late]).finally(() => clearTimeout(timer));
+    const r = await Promise.race([Promise.all(reads), late]).finally(() => clearTimeout(timer));
     if (r === 'late') this.errors.inc({ source: 'timeout' });
   }
 
-  /** Each source on its own: one failing backend leaves the others' values. */
-  private async collect(): Promise<void> {
-    const jobs = this.backends.map((b) => this.guard(b.name, () => this.collectBackend(b), () => this.dropBackend(b.name)));
-    const nodeState = this.opts.nodeState;
-    if (nodeState) jobs.push(this.guard('node', () => this.collectNode(nodeState), () => this.dropNode()));
-    await Promise.all(jobs);
+  /** The source's read in progress (started now when its values are older than the TTL), or undefined when they are fresh. */
+  private start(s: Source): Promise<void> | undefined {
+    if (s.running || Date.now() < s.freshUntil) return s.running;
+    s.running = this.guard(s.name, s.read, s.drop).finally(() => {
+      s.running = undefined;
+      s.freshUntil = Date.now() + (this.opts.ttlMs ?? COLLECT_TTL_MS);
+    });
+    return s.running;
   }
 
   private async guard(source: string, fn: () => Promise<void>, drop: () => void): Promise<void> {
@@ -223,6 +223,15 @@ class ScrapeGauges {
     this.staged.set({}, all.filter((s) => s.stagingPath).length);
     this.published.set({}, all.reduce((n, s) => n + Object.keys(s.publications ?? {}).length, 0));
   }
+}
+
+/** One scrape-time source: its read, what a failed read removes, and its own refresh state. */
+interface Source {
+  name: string;
+  read: () => Promise<void>;
+  drop: () => void;
+  running?: Promise<void>;
+  freshUntil: number;
 }
 
 /** How many volumes and snapshots a backend holds: its cheap count where it has one, else its listings' lengths. */

@@ -176,7 +176,7 @@ describe('driver metrics on the lvm backend', () => {
     expect(lastRead(second, 'lvm')).toBe(lastRead(first, 'lvm'));
   });
 
-  it('a hung lvm (its VG lock held) makes the scrape answer in time with the other sources read, and lvm stale', async () => {
+  it('a hung lvm (its VG lock held) makes the scrape answer in time with the other sources read, again and again, and lvm stale', async () => {
     const before = await scrape(lurl);
     // lvm waits for the VG's file lock, as behind a stuck lvm command on a node.
     lockHolder = execa('flock', ['-x', `/run/lock/lvm/V_${vg!.name}`, 'sh', '-c', 'echo held; exec cat'], { stdin: 'pipe', stdout: 'pipe' });
@@ -206,6 +206,13 @@ describe('driver metrics on the lvm backend', () => {
     // lvm's last values stay (it has not failed, only not finished), with their age shown
     expect(sampleOf(during, 'tscsi_pool_capacity_bytes', { backend: 'lvm', pool: vg!.name, part: 'data' })).toBeGreaterThan(0);
     expect(sampleOf(during, 'tscsi_child_processes', { state: 'running' })).toBeGreaterThanOrEqual(1);
+    // Each source on its own clock: past the cache period loop and node are read again while
+    // lvm still hangs (one stuck source used to hold back every other source's next read).
+    const later = await waitFor('loop and node read again while lvm still hangs', async () => {
+      const s = await scrape(lurl);
+      return lastRead(s, 'loop')! > lastRead(during, 'loop')! && lastRead(s, 'node')! > lastRead(during, 'node')! && s;
+    }, { timeoutMs: 60_000, everyMs: 1_000 });
+    expect(lastRead(later, 'lvm')).toBe(lastRead(before, 'lvm'));
   }
 
   it('a failing lvm (the tool gone) loses its series and counts an error; loop and node keep theirs', async () => {
