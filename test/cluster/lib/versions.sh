@@ -13,6 +13,9 @@ SNAPSHOTTER_VERSION="${SNAPSHOTTER_VERSION:-v8.7.0}"
 # promtool (deploy/monitoring's alert rules are checked with it): cmd/promtool of the Go module
 # github.com/prometheus/prometheus, whose v0.3xx.y tags are Prometheus v3.xx.y.
 PROMETHEUS_VERSION="${PROMETHEUS_VERSION:-v0.316.0}"
+# helm (deploy/helm/tscsi is linted, rendered and compared with kustomize's output with it):
+# cmd/helm of the Go module helm.sh/helm/v4.
+HELM_VERSION="${HELM_VERSION:-v4.3.2}"
 # Where built binaries are cached, one directory per component and version.
 TSCSI_CLUSTER_CACHE="${TSCSI_CLUSTER_CACHE:-/var/cache/tscsi-cluster}"
 K8S_BIN="$TSCSI_CLUSTER_CACHE/kubernetes-$K8S_VERSION"
@@ -27,6 +30,7 @@ SNAPSHOT_CONTROLLER_BIN="$TSCSI_CLUSTER_CACHE/snapshot-controller-$SNAPSHOTTER_V
 # promtool is a test tool, not a cluster binary: its own cache (and lock) beside the cluster's.
 TSCSI_TOOLS_CACHE="${TSCSI_TOOLS_CACHE:-/var/cache/tscsi-tools}"
 PROMTOOL_BIN="$TSCSI_TOOLS_CACHE/promtool-$PROMETHEUS_VERSION"
+HELM_BIN="$TSCSI_TOOLS_CACHE/helm-$HELM_VERSION"
 # Kubernetes' e2e suite (e2e.test) of the cluster's version, for the external storage tests, and
 # its agnhost: test tools too (an e2e.test build holds its cache's lock for a long while).
 E2E_TEST_BIN="$TSCSI_TOOLS_CACHE/e2e-test-$K8S_VERSION"
