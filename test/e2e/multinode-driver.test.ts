@@ -4,16 +4,22 @@
 // node's containerd (test/lib/deploy-install.ts). Through Kubernetes objects only: loop
 // volumes on all three nodes, a WaitForFirstConsumer claim made on the node the scheduler
 // chose and its pod held there, a pod pinned to a node without room kept off it by capacity
-// tracking, and the controller Deployment's leader election (#15).
+// tracking, and the controller Deployment's leader election (#15). LVM on three nodes that see
+// each other's disks (one /dev): each node's volume group is named after the node
+// (--lvm-volume-groups=<prefix>-$(NODE_NAME), deploy/README.md), on a PV of its own whose
+// image lies in the run dir, so `cluster down` takes the PVs with it.
 //
 // Needs root, kubectl, a built tree (`npm run build`).
 import { describe, it, expect, beforeAll, afterAll } from 'vitest';
+import { execa } from 'execa';
 import fs from 'node:fs';
 import path from 'node:path';
 import { ClusterEnv, DRIVER, MIN, claim, pod, storageClass } from '../lib/cluster-env.js';
 import { Installation, NS } from '../lib/deploy-install.js';
 import { parseSize } from '../../lib/size.js';
 import { leaseName } from '../../sidecars/common/run.js';
+import { TestVg } from '../lib/lvm-vg.js';
+import { loopDevices } from '../lib/driver-harness.js';
 
 const NODES = 3;
 /** The loop backend's --capacity on every node: what a node offers in all (sparse files: no disk is used up). */
@@ -27,14 +33,35 @@ const { results, handles } = inst;
 const diagnostics = () => inst.diagnostics();
 const waitPhase = (p: string, want: string[]) => env.waitPhase(p, want, 3 * MIN, diagnostics);
 
+/** Where the nodes' PV images are: in the run dir, so `cluster down` detaches them (and the driver's windows on them). */
+const LVM_DIR = path.join(env.runDir, 'lvm');
+/** Each node's VG is `${VG_PREFIX}-<node>`: unique among all the VGs the shared /dev shows (other runs' too). */
+const VG_PREFIX = `tscsimn${process.pid}`;
+/** Each node's PV, MiB: a different size per node, so each node's capacity is told apart. */
+const PV_MIB = [256, 320, 384];
+const LVM_SC = 'mn-lvm';
+const vgs = new Map<string, TestVg>();
+const vgOf = (node: string) => vgs.get(node)!;
+
 beforeAll(async () => {
-  await inst.prepare([`--capacity=${CAPACITY}`]);
+  // the DaemonSet's one argument, each node's driver its own VG: Kubernetes expands $(NODE_NAME) per pod
+  await inst.prepare([`--capacity=${CAPACITY}`, `--lvm-volume-groups=${VG_PREFIX}-$(NODE_NAME)`], [LVM_DIR]);
+  for (const [i, node] of inst.nodes.entries()) vgs.set(node, await TestVg.create(path.join(LVM_DIR, node), 0, [PV_MIB[i]], { name: `${VG_PREFIX}-${node}` }));
   await inst.install();
 }, 60 * MIN);
 
 afterAll(async () => {
-  await inst.teardown();
-  console.log(`multinode driver e2e: ${JSON.stringify(results)}`);
+  try {
+    await inst.teardown();
+    // what `cluster down` left of the VGs: loop devices on their images (PVs, the drivers' windows), the VGs in a scan of every device
+    const loops = (await loopDevices()).filter((d) => d.backFile.startsWith(LVM_DIR + '/'));
+    const scan = await execa('lvm', ['vgs', '--reportformat', 'json', '-o', 'vg_name'], { env: { LVM_SUPPRESS_FD_WARNINGS: '1' }, reject: false });
+    expect(loops, 'loop devices on the PV images after cluster down').toEqual([]);
+    expect(String(scan.stdout), 'VGs after cluster down').not.toContain(VG_PREFIX);
+  } finally {
+    for (const vg of vgs.values()) await vg.remove();
+    console.log(`multinode driver e2e: ${JSON.stringify(results)}`);
+  }
 }, 15 * MIN);
 
 /** `pod()` held to `node` by the scheduler (a nodeSelector, not spec.nodeName: the scheduler must agree). */
@@ -78,6 +105,14 @@ function nodeMemoryMiB(node: string): { cgroup: number; kubelet: number; contain
     return Math.round(kb / 1024);
   };
   return { cgroup: mib(cgroup), kubelet: rss('kubelet'), containerd: rss('containerd') };
+}
+
+/** The capacity of node's CSIStorageCapacity object for class sc (undefined while there is none, or several). */
+async function capacityOn(sc: string, node: string): Promise<string | undefined> {
+  const objs = ((await env.json(['get', 'csistoragecapacities', '-n', NS])).items as any[]).filter(
+    (c) => c.storageClassName === sc && c.nodeTopology?.matchLabels?.[KEY] === node,
+  );
+  return objs.length === 1 ? String(objs[0].capacity) : undefined;
 }
 
 /** The FailedScheduling messages the scheduler gave a pod. */
@@ -204,10 +239,8 @@ describe('the driver from deploy/ on three nodes', () => {
     const left = await env.waitFor(
       `${full}'s CSIStorageCapacity below 512Mi`,
       async () => {
-        const objs = ((await env.json(['get', 'csistoragecapacities', '-n', NS])).items as any[]).filter(
-          (c) => c.storageClassName === 'tscsi-loop' && c.nodeTopology?.matchLabels?.[KEY] === full,
-        );
-        return objs.length === 1 && parseSize(objs[0].capacity) < parseSize('512Mi') && objs[0].capacity;
+        const c = await capacityOn('tscsi-loop', full);
+        return c !== undefined && parseSize(c) < parseSize('512Mi') && c;
       },
       3 * MIN,
       diagnostics,
@@ -290,5 +323,75 @@ describe('the driver from deploy/ on three nodes', () => {
     expect(after[0].message).toContain('known: here');
     await env.kubectl(['delete', 'pvc', 'le-2', '--wait=false']);
     await env.kubectl(['scale', '-n', NS, 'deployment/tscsi-controller', '--replicas=0']);
+  });
+});
+
+describe('LVM on three nodes that see each other\'s disks, each node\'s driver on its own volume group', () => {
+  /** node -> the LV names in its VG, read with lvm restricted to that node's PV. */
+  const lvsByNode = async () => new Map(await Promise.all(inst.nodes.map(async (n) => [n, [...(await vgOf(n).lvs()).keys()].sort()] as const)));
+  /** Waits until node's CSIStorageCapacity of the LVM class is exactly its VG's free space, and returns it. */
+  const capacityIsFree = (node: string) =>
+    env.waitFor(`${node}'s CSIStorageCapacity of ${LVM_SC} = its VG's free space`, async () => {
+      const [c, free] = await Promise.all([capacityOn(LVM_SC, node), vgOf(node).freeBytes()]);
+      return c !== undefined && BigInt(parseSize(c)) === free && free;
+    }, 3 * MIN, diagnostics);
+
+  it('each node reports its own VG\'s free space in its CSIStorageCapacity', { timeout: 4 * MIN }, async () => {
+    // no volumeGroup: each node's driver takes its own (its first --lvm-volume-groups)
+    await env.apply(storageClass(LVM_SC, { volumeBindingMode: 'WaitForFirstConsumer', reclaimPolicy: 'Delete', parameters: { backend: 'lvm', 'csi.storage.k8s.io/fstype': 'ext4' } }));
+    const free = await Promise.all(inst.nodes.map((n) => capacityIsFree(n)));
+    // three PVs of three sizes: three different figures, none the sum of the others
+    expect(new Set(free.map(String)).size).toBe(inst.nodes.length);
+    for (const [i, f] of free.entries()) expect(f).toBeLessThanOrEqual(BigInt(PV_MIB[i]) * 2n ** 20n);
+    for (const [i, node] of inst.nodes.entries()) results[`lvmCapacity.${node}`] = String(free[i]);
+  });
+
+  it('pods on all three nodes with LVM volumes of their own, each LV in its node\'s VG only', { timeout: 6 * MIN }, async () => {
+    for (const node of inst.nodes) {
+      await env.apply(claim(`lvm-${node}`, LVM_SC, '64Mi'));
+      await env.apply(podOn(node, `lvm-${node}`, `lvm-${node}`, `echo ${node} > /data/who && sleep 3600`));
+    }
+    const lvs = new Map<string, string>();
+    for (const node of inst.nodes) {
+      await waitPhase(`lvm-${node}`, ['Running']);
+      const { node: pinned, handle } = await pvOf(`lvm-${node}`);
+      expect(pinned).toBe(node);
+      expect(await env.kubectl(['exec', `lvm-${node}`, '--', 'cat', '/data/who'])).toBe(node);
+      lvs.set(node, handle);
+    }
+    const now = await lvsByNode();
+    for (const node of inst.nodes) expect(now.get(node), `LVs in ${vgOf(node).name}`).toEqual([lvs.get(node)]);
+    // each node's capacity went down by its own volume (the provisioner refreshes after a create)
+    for (const node of inst.nodes) expect(await capacityIsFree(node)).toBe(BigInt(results[`lvmCapacity.${node}`] as string) - 64n * 2n ** 20n);
+  });
+
+  it('a WaitForFirstConsumer LVM claim is made in the VG of the node the scheduler chose, a pod of it pinned elsewhere is never scheduled, and deleting the claim removes only that LV', { timeout: 8 * MIN }, async () => {
+    const before = await lvsByNode();
+    const capacityBefore = new Map(await Promise.all(inst.nodes.map(async (n) => [n, await capacityIsFree(n)] as const)));
+    await env.apply(claim('lvm-wffc', LVM_SC, '32Mi'));
+    await env.apply(podOn(undefined, 'lvm-wffc', 'lvm-wffc', 'echo here > /data/x && sleep 3600'));
+    await waitPhase('lvm-wffc', ['Running']);
+    const chosen = (await env.json(['get', 'pod', 'lvm-wffc'])).spec.nodeName as string;
+    const { node, handle } = await pvOf('lvm-wffc');
+    expect(node).toBe(chosen);
+    expect((await env.json(['get', 'pvc', 'lvm-wffc'])).metadata.annotations['volume.kubernetes.io/selected-node']).toBe(chosen);
+    const made = await lvsByNode();
+    for (const n of inst.nodes) expect(made.get(n), `LVs in ${vgOf(n).name}`).toEqual(n === chosen ? [...before.get(n)!, handle].sort() : before.get(n));
+
+    // a second pod of the claim, pinned to another node: the scheduler keeps it off (the PV's node affinity)
+    const elsewhere = inst.nodes.find((n) => n !== chosen)!;
+    await env.apply(podOn(elsewhere, 'lvm-wffc-elsewhere', 'lvm-wffc', 'sleep 3600'));
+    const msgs = await env.waitFor('the pod pinned elsewhere refused by the scheduler', async () => {
+      const m = await schedulingMessages('lvm-wffc-elsewhere');
+      return m.length > 0 && m;
+    }, 3 * MIN, diagnostics);
+    expect(msgs.join('\n')).toMatch(/didn't match PersistentVolume's node affinity/);
+    expect((await env.json(['get', 'pod', 'lvm-wffc-elsewhere'])).spec.nodeName ?? '').toBe('');
+
+    await env.kubectl(['delete', 'pod', 'lvm-wffc', 'lvm-wffc-elsewhere', '--wait=true', '--timeout=120s']);
+    await env.kubectl(['delete', 'pvc', 'lvm-wffc', '--wait=true', '--timeout=120s']);
+    await env.waitFor(`LV ${handle} gone from ${vgOf(chosen).name}`, async () => !(await vgOf(chosen).lvs()).has(handle), 3 * MIN, diagnostics);
+    expect(await lvsByNode()).toEqual(before);
+    expect(await capacityIsFree(chosen)).toBe(capacityBefore.get(chosen));
   });
 });

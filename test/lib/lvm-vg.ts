@@ -21,8 +21,9 @@ export class TestVg {
   /**
    * A VG on one PV of sizeGiB, or on several PVs of these sizes in MiB. deviceMapper: lvm may
    * activate (a kernel with device-mapper: the guest tier), without udev; a name with '-' in it.
+   * name: the VG's (default: one of its own, unique to the process).
    */
-  static async create(dir: string, sizeGiB = 4, pvSizesMiB: number[] = [sizeGiB * 1024], opts: { deviceMapper?: boolean } = {}): Promise<TestVg> {
+  static async create(dir: string, sizeGiB = 4, pvSizesMiB: number[] = [sizeGiB * 1024], opts: { deviceMapper?: boolean; name?: string } = {}): Promise<TestVg> {
     await fs.mkdir(path.join(dir, 'lvmconf'), { recursive: true });
     const pvs: string[] = [];
     for (const [i, mib] of pvSizesMiB.entries()) {
@@ -36,7 +37,7 @@ export class TestVg {
       `devices { filter = [ ${accept}"r|.*|" ] use_devicesfile = 0 obtain_device_list_from_udev = 0 }\nbackup { backup = 0 archive = 0 }\n` +
         `global { activation = ${opts.deviceMapper ? 1 : 0} }\nactivation { udev_sync = 0 udev_rules = 0 monitoring = 0 }\n`,
     );
-    const vg = new TestVg(dir, `tscsi${opts.deviceMapper ? '-dm-' : 'test'}${process.pid}${Math.floor(Math.random() * 1e6)}`, pvs);
+    const vg = new TestVg(dir, opts.name ?? `tscsi${opts.deviceMapper ? '-dm-' : 'test'}${process.pid}${Math.floor(Math.random() * 1e6)}`, pvs);
     await vg.lvm(['vgcreate', '-q', vg.name, ...pvs]);
     return vg;
   }
@@ -50,6 +51,12 @@ export class TestVg {
     const r = await this.lvm(['lvs', '--reportformat', 'json', '-o', 'lv_name,lv_tags', this.name]);
     const rows = (JSON.parse(r.stdout) as { report: Array<{ lv: Array<{ lv_name: string; lv_tags: string }> }> }).report[0].lv;
     return new Map(rows.map((x) => [x.lv_name, x.lv_tags ? x.lv_tags.split(',') : []]));
+  }
+
+  /** The VG's free bytes, as lvm2 reports them. */
+  async freeBytes(): Promise<bigint> {
+    const r = await this.lvm(['vgs', '--reportformat', 'json', '--units', 'b', '--nosuffix', '-o', 'vg_free', this.name]);
+    return BigInt((JSON.parse(r.stdout) as { report: Array<{ vg: Array<{ vg_free: string }> }> }).report[0].vg[0].vg_free);
   }
 
   /** Detaches the PV and any window the driver left over it (the metadata goes with the file). */
