@@ -682,9 +682,38 @@ describe('rbd backend on a real Ceph cluster (fuse mapper)', () => {
   });
 
   it('registers its node in RADOS, which is what knowsNode answers from', async () => {
+    await drv!.backend.nodeRegistered;
     expect(await drv!.backend.knowsNode(NODE)).toBe(true);
     expect(await drv!.backend.knowsNode(OTHER_NODE)).toBe(true); // from the config's list
     expect(await drv!.backend.knowsNode('never-registered')).toBe(false);
+  });
+
+  it('a default key file that is not there yet (an optional Secret kubelet fills later): start-up does not wait on Ceph, calls answer FAILED_PRECONDITION naming the file, and the node registers itself once the key arrives', { timeout: 5 * 60_000 }, async () => {
+    // Without the file the Ceph tools drop cephx and hunt for a monitor until our two-minute
+    // timeout: start-up hung on the registration, the liveness probe killed the plugin, and a
+    // registration that failed was never tried again (ControllerPublish to the node: NOT_FOUND).
+    const keyFile = path.join(root, 'late-key', 'userKey');
+    const lateNode = 'rbd-node-late-key';
+    const cfg = parseConfig({ clusters: [{ clusterID: 'test', monitors: [ceph!.mon], pools: [ceph!.pool], user: ceph!.user, keyFile }], mapper: 'fuse' });
+    const b = new RbdBackend({ config: cfg, stateDir: path.join(root, 'late-key-state'), nodeId: lateNode, node: true, controller: false, log: pino({ level: 'silent' }) });
+    const codeAndMessage = (p: Promise<unknown>) =>
+      p.then(
+        () => 'OK',
+        (e: unknown) => {
+          const c = toCsiError(e);
+          return c ? `${codeName(c)}: ${c.message}` : String(e);
+        },
+      );
+    await b.init();
+    expect(await codeAndMessage(b.capacity({ clusterID: 'test', pool: ceph!.pool }))).toMatch(new RegExp(`^FAILED_PRECONDITION: the cephx key file ${keyFile} of user ${ceph!.user} is not usable \\(ENOENT\\)`));
+    expect(await drv!.backend.knowsNode(lateNode)).toBe(false);
+    await fs.mkdir(path.dirname(keyFile), { recursive: true });
+    await fs.writeFile(keyFile, ''); // kubelet's atomic writer never shows an empty file, but an admin's mistake can
+    expect(await codeAndMessage(b.capacity({ clusterID: 'test', pool: ceph!.pool }))).toMatch(/^FAILED_PRECONDITION: .* is not usable \(empty\)/);
+    await fs.copyFile(ceph!.keyFile, keyFile);
+    await b.nodeRegistered;
+    expect(await drv!.backend.knowsNode(lateNode)).toBe(true);
+    expect(BigInt((await b.capacity({ clusterID: 'test', pool: ceph!.pool })).availableBytes)).toBeGreaterThan(0n);
   });
 
   it('GetCapacity of a pool the mgr has not reported yet is UNAVAILABLE (ask again), of a pool the cluster lacks NOT_FOUND', async () => {

@@ -145,8 +145,14 @@ describe('rbd credentials', () => {
       await expect(fs.stat(seen)).rejects.toThrow();
       await expect(cli.withKeyFile({ user: 'kube', key: KEY }, async () => Promise.reject(new Error('boom')))).rejects.toThrow('boom');
       expect(await fs.readdir(path.join(dir, 'keys'))).toEqual([]);
-      // A config key file is used in place, nothing is copied.
-      await cli.withKeyFile({ user: 'csi', keyFile: '/etc/tscsi/csi.key' }, async (f) => expect(f).toBe('/etc/tscsi/csi.key'));
+      // A config key file is used in place, nothing is copied; one that is missing or empty is
+      // refused before any tool runs (the tools would drop cephx and hang).
+      const keyFile = path.join(dir, 'csi.key');
+      await expect(cli.withKeyFile({ user: 'csi', keyFile }, async () => 'ran')).rejects.toThrow(/key file .* is not usable \(ENOENT\)/);
+      await fs.writeFile(keyFile, '');
+      await expect(cli.withKeyFile({ user: 'csi', keyFile }, async () => 'ran')).rejects.toThrow(/is not usable \(empty\)/);
+      await fs.writeFile(keyFile, `${KEY}\n`);
+      await cli.withKeyFile({ user: 'csi', keyFile }, async (f) => expect(f).toBe(keyFile));
       expect(cli.connArgs(cluster, 'kube', '/k')).toEqual(['-c', '/dev/null', '-m', '127.0.0.1:6789,v2:10.0.0.2:3300,mon.example.com', '--id', 'kube', '--keyfile', '/k']);
     } finally {
       await fs.rm(dir, { recursive: true, force: true });

@@ -7,6 +7,7 @@ import path from 'node:path';
 import { randomBytes } from 'node:crypto';
 import { run, CommandError, type RunResult } from '../../host/exec.js';
 import type { FailpointName } from '../../failpoints.js';
+import { BackendError } from '../backend.js';
 import { checkKey, checkUser, invalid, type ClusterConfig, type PoolRef } from './config.js';
 
 export interface Credentials {
@@ -55,6 +56,20 @@ export function isNotFound(err: unknown): boolean {
 /** An rbd/rados/ceph command that has not answered in this long (a monitor unreachable) is taken as hung. */
 const CEPH_TOOL_TIMEOUT_MS = 120_000;
 
+/**
+ * A configured key file must hold a key before any tool runs with it: given a missing or empty
+ * --keyfile, the Ceph tools fall back to no authentication and keep hunting for a monitor
+ * that insists on cephx until our timeout, two minutes per call. Kubelet fills an optional
+ * Secret volume some time after the container starts, so "not yet" is an ordinary state.
+ */
+async function checkKeyFile(user: string, file: string): Promise<void> {
+  const st = await fs.stat(file).catch((err: NodeJS.ErrnoException) => err);
+  if (st instanceof Error || !st.isFile() || st.size === 0) {
+    const why = st instanceof Error ? (st.code ?? st.message) : st.isFile() ? 'empty' : 'not a file';
+    throw new BackendError('precondition', `the cephx key file ${file} of user ${user} is not usable (${why}): the rbd config names it as this cluster's default key; put the key there (in Kubernetes, the Secret mounted at that path, which kubelet may fill in a minute after the Secret is created)`);
+  }
+}
+
 export class CephCli {
   constructor(
     private readonly keyDir: string,
@@ -70,7 +85,10 @@ export class CephCli {
 
   /** Runs fn with the path of a key file for creds; a secret's file exists only meanwhile. */
   async withKeyFile<T>(creds: Credentials, fn: (file: string) => Promise<T>): Promise<T> {
-    if (creds.keyFile) return fn(creds.keyFile);
+    if (creds.keyFile) {
+      await checkKeyFile(creds.user, creds.keyFile);
+      return fn(creds.keyFile);
+    }
     const file = path.join(this.keyDir, `key-${process.pid}-${randomBytes(8).toString('hex')}`);
     const h = await fs.open(file, 'wx', 0o600);
     try {

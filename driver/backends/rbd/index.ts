@@ -48,6 +48,9 @@ const RESIZE_POLL_MS = 100;
 const FLATTEN_TIMEOUT_MS = 30 * 60_000;
 /** A node found registered stays known this long without asking RADOS again. */
 const KNOWN_NODE_CACHE_MS = 60_000;
+/** Retries of the node's registration in RADOS: soon at first (kubelet writes a late Secret within about a minute), then once a minute. */
+const REGISTER_RETRY_MIN_MS = 2_000;
+const REGISTER_RETRY_MAX_MS = 60_000;
 /** `ceph df` is asked at most this often per pool (GetCapacity is polled by the CO). */
 const POOL_FREE_CACHE_MS = 10_000;
 const CEPH_DF_TIMEOUT_MS = 30_000;
@@ -136,6 +139,8 @@ export class RbdBackend implements Backend {
   readonly snapshotBlocks: RbdSnapshotBlocks;
   private readonly where = new Map<string, Loc>(); // image name -> where it was last seen
   private readonly knownNodes = new Map<string, number>();
+  /** Settles once init's background registration of this node succeeded in every cluster with a default key. */
+  nodeRegistered: Promise<void> = Promise.resolve();
   private capCache = new Map<string, { at: number; bytes: bigint }>();
   private readonly records = new ImageRecordCache();
 
@@ -493,14 +498,7 @@ export class RbdBackend implements Backend {
     const log = this.opts.log;
     if (this.opts.node && this.opts.nodeId) {
       if (!NODE_ID_RE.test(this.opts.nodeId)) throw new Error(`node ID ${JSON.stringify(this.opts.nodeId)} cannot be registered in RADOS: letters, digits, '_', '.', ':', '-'`);
-      for (const cluster of this.config.clusters) {
-        const creds = this.defaultCreds(cluster);
-        if (!creds) continue;
-        await this.rados(cluster, creds, ['setomapval', NODES_OBJECT, this.opts.nodeId, JSON.stringify({ registeredAt: new Date().toISOString() })]).then(
-          () => log.info({ clusterID: cluster.clusterID, nodeId: this.opts.nodeId }, 'node registered in RADOS'),
-          (err: unknown) => log.error({ clusterID: cluster.clusterID, err: String(err) }, 'could not register this node in RADOS'),
-        );
-      }
+      this.nodeRegistered = Promise.all(this.config.clusters.map((c) => this.registerNode(c, this.opts.nodeId!))).then(() => undefined);
       await this.mapper.recover(this.config.clusters, (c) => this.defaultCreds(c));
     }
     if (this.opts.controller) {
@@ -513,6 +511,29 @@ export class RbdBackend implements Backend {
           log.error({ pool: poolSpec(loc.pool), clusterID: loc.cluster.clusterID, err: String(err) }, 'start-up reconciliation failed');
         }
       }
+    }
+  }
+
+  /**
+   * Registers this node in the cluster's RADOS (what knowsNode answers ControllerPublish from),
+   * in the background and again until it succeeds: start-up does not wait on Ceph (a key file
+   * kubelet has not written yet, or a monitor out of reach, would hold every backend's calls
+   * back until the liveness probe killed the plugin), and a key that arrives later registers
+   * the node without a restart. Never rejects.
+   */
+  private async registerNode(cluster: ClusterConfig, nodeId: string): Promise<void> {
+    const log = this.opts.log;
+    for (let delay = REGISTER_RETRY_MIN_MS; ; delay = Math.min(2 * delay, REGISTER_RETRY_MAX_MS)) {
+      const creds = this.defaultCreds(cluster);
+      if (!creds) return;
+      try {
+        await this.rados(cluster, creds, ['setomapval', NODES_OBJECT, nodeId, JSON.stringify({ registeredAt: new Date().toISOString() })]);
+        log.info({ clusterID: cluster.clusterID, nodeId }, 'node registered in RADOS');
+        return;
+      } catch (err) {
+        log.error({ clusterID: cluster.clusterID, nodeId, err: String(err), retryInMs: delay }, 'could not register this node in RADOS yet; ControllerPublish to it is NOT_FOUND until it is');
+      }
+      await new Promise((r) => setTimeout(r, delay).unref());
     }
   }
 
