@@ -122,10 +122,31 @@ export async function attach(file: string, opts: AttachOptions = {}): Promise<st
 /** Detaches every device backed by `file`; a no-op when there is none. */
 export async function detachAll(file: string): Promise<void> {
   for (const d of await devicesFor(file)) {
+    const back = await sysRead(path.basename(d.name), 'loop/backing_file');
     await run('losetup', ['-d', d.name]).catch(async (err) => {
       // Already gone between the lookup and the detach: fine. Anything else is real.
       if ((await devicesFor(file)).some((x) => x.name === d.name)) throw err;
     });
+    await settleDetach(d.name, back);
+  }
+}
+
+/** How long a detach waits for whoever holds the device open to let go. */
+const DETACH_SETTLE_MS = 5_000;
+
+/**
+ * `losetup -d` of a device some process holds open (an `lvm` or `blkid` scanning every block
+ * device, our own LVM backend's included) only marks it autoclear and answers 0: the kernel
+ * unbinds it at the last close. Waiting here for that moment keeps "unstaged" meaning
+ * "detached", so a DeleteVolume right after an answered NodeUnstage does not find the device
+ * still bound. A holder that stays longer is left to the kernel (the device goes when it closes).
+ * `back`: the binding before the detach (a device unbound and bound again to another file is done).
+ */
+async function settleDetach(dev: string, back: string | undefined): Promise<void> {
+  const name = path.basename(dev);
+  const deadline = Date.now() + DETACH_SETTLE_MS;
+  for (let wait = 5; back !== undefined && (await sysRead(name, 'loop/backing_file')) === back && Date.now() < deadline; wait = Math.min(2 * wait, 100)) {
+    await new Promise((r) => setTimeout(r, wait));
   }
 }
 
@@ -166,7 +187,9 @@ export async function attachWindow(file: string, offset: number, size: number, o
 }
 
 export async function detach(device: string): Promise<void> {
+  const back = await sysRead(path.basename(device), 'loop/backing_file');
   await run('losetup', ['-d', device]);
+  await settleDetach(device, back);
 }
 
 /**

@@ -6,7 +6,7 @@ import fs from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { execa } from 'execa';
-import { devicesFor, describe as describeLoop } from '../../driver/host/loop.js';
+import { devicesFor, detachAll, describe as describeLoop } from '../../driver/host/loop.js';
 
 const dir = await fs.mkdtemp(path.join(os.tmpdir(), 'tscsi-loophost-'));
 const attached: string[] = [];
@@ -67,5 +67,25 @@ describe('describe', () => {
     expect(await describeLoop(plain)).toBeUndefined();
     expect(await describeLoop('/dev/null')).toBeUndefined();
     expect(await describeLoop(img)).toBeUndefined();
+  });
+});
+
+describe('detachAll', () => {
+  it('answers once the device is unbound, also when something held it open at the detach (losetup -d only marks it autoclear then)', async () => {
+    const img = path.join(dir, 'held.img');
+    await execa('truncate', ['-s', '16M', img]);
+    const dev = (await execa('losetup', ['-f', '--show', img])).stdout.trim();
+    attached.push(dev);
+    // As an lvm or blkid scan of every block device does: open, read a little, close.
+    const holder = await fs.open(dev, 'r');
+    const released = new Promise<void>((resolve) => setTimeout(() => void holder.close().then(resolve), 300));
+    try {
+      await detachAll(img);
+      // Before the fix: still bound here (autoclear pending), so a DeleteVolume right after
+      // an answered NodeUnstage refused with "still attached".
+      expect(await devicesFor(img)).toEqual([]);
+    } finally {
+      await released;
+    }
   });
 });
