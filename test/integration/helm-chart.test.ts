@@ -120,7 +120,7 @@ describe('deploy/helm/tscsi', () => {
     expectSame(chart, examples, [...INTENDED.labels, ...INTENDED.exampleLabels]);
   });
 
-  it('values change what they say: image by digest, scheduling, limits, leader election, metrics, another namespace and kubelet dir', async () => {
+  it('values change what they say: image by digest, scheduling, limits, leader election, metrics, sidecar env, another namespace and kubelet dir', async () => {
     const digest = `sha256:${'ab'.repeat(32)}`;
     const objs = await template(
       [
@@ -137,6 +137,7 @@ describe('deploy/helm/tscsi', () => {
         'rbd.readableSecrets={ceph-a,ceph-b}',
         'kubeletDir=/var/lib/k0s/kubelet',
         'loop.poolSize=100Gi',
+        'sidecarEnv[0].name=KUBERNETES_SERVICE_HOST,sidecarEnv[0].value=10.0.0.1',
       ],
       'storage',
     );
@@ -157,6 +158,9 @@ describe('deploy/helm/tscsi', () => {
     expect(node.volumes.map((v: Obj) => v.hostPath?.path).filter(Boolean)).toEqual(
       expect.arrayContaining(['/var/lib/k0s/kubelet', '/var/lib/k0s/kubelet/plugins/csi.tscsi.dev', '/var/lib/k0s/kubelet/plugins_registry']),
     );
+    const apiEnv = { name: 'KUBERNETES_SERVICE_HOST', value: '10.0.0.1' };
+    const withApiEnv = containers(objs).filter((c) => (c.env ?? []).some((e: Obj) => e.name === apiEnv.name)).map((c) => c.name);
+    expect(withApiEnv.sort()).toEqual([...['provisioner', 'attacher', 'resizer', 'snapshotter', 'health-monitor'], ...['provisioner', 'attacher', 'resizer', 'snapshotter', 'health-monitor']].sort());
     expect(byName(objs, 'Role', 'tscsi-controller-secrets').rules[0].resourceNames).toEqual(['ceph-a', 'ceph-b']);
     // Everything namespaced is in the release's namespace, and so is every name that points there
     // (RBAC subjects, the service account the admission policies hold to its node).
