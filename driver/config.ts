@@ -47,6 +47,7 @@ export interface DriverOptions {
   lvmVolumeGroups?: string;
   lvmDevices?: string;
   lvmMode?: string;
+  lvmSystemId?: string;
   lvmThinOverprovision?: string | number;
   rbdConfig?: string;
   rbdMapper?: string;
@@ -85,6 +86,7 @@ const FLAGS: { [K in keyof Required<DriverOptions>]: FlagSpec } = {
   lvmVolumeGroups: { arg: 'VG[,VG]', help: 'enable the lvm backend on these volume groups (the only ones it touches)' },
   lvmDevices: { arg: 'DEV[,DEV]', help: 'their physical volumes', defaultText: 'found by one scan at start' },
   lvmMode: { arg: LVM_MODES.join('|'), help: 'device-mapper or loop windows over the PVs (auto: /proc/misc)', default: 'auto' },
+  lvmSystemId: { arg: 'ID', help: "this node's lvm system ID (vgcreate --systemid): on disks several nodes see, VGs with another node's ID stay foreign to it", defaultText: 'none (VGs without a system ID only)' },
   lvmThinOverprovision: { arg: 'N', help: 'thin pools may promise N x their size', default: String(DEFAULT_THIN_OVERPROVISION_RATIO) },
   rbdConfig: { arg: 'FILE', help: 'enable the rbd backend: Ceph clusters, allowed pools, default cephx user (JSON)' },
   rbdMapper: { arg: MAPPERS.join('|'), help: 'how node plugins map RBD images', defaultText: "the config's, else krbd" },
@@ -130,7 +132,7 @@ export interface DriverSettings extends DriverConfig {
   metricsSharedBackends: boolean;
   /** Absent: this driver has no loop backend. */
   loop?: { dataDir: string; dataPoolBytes?: bigint; capacityBytes?: bigint };
-  lvm?: { volumeGroups: string[]; devices?: string[]; mode: LvmMode; thinOverprovisionRatio: number };
+  lvm?: { volumeGroups: string[]; devices?: string[]; mode: LvmMode; thinOverprovisionRatio: number; systemId?: string };
   rbd?: { configFile: string; mapper?: MapperName };
 }
 
@@ -205,6 +207,14 @@ class Reader {
   }
 }
 
+/** --lvm-system-id, checked: it goes into the driver's lvm.conf as a quoted string. */
+function lvmSystemId(r: Reader): string | undefined {
+  if (!r.given('lvmSystemId')) return undefined;
+  const id = r.text('lvmSystemId');
+  if (!/^[A-Za-z0-9][A-Za-z0-9.+_-]{0,127}$/.test(id)) r.problems.push(`--lvm-system-id must be 1-128 letters, digits and . + _ - (lvm's system ID characters), starting with a letter or digit; got ${JSON.stringify(id.slice(0, 140))}`);
+  return id;
+}
+
 /**
  * The loop backend serves node-local volumes, so a node plugin has it; a controller-only
  * driver (the central RBD Deployment) has it only when a loop flag asks for it.
@@ -224,9 +234,9 @@ function backendSettings(r: Reader, mode: DriverMode): Pick<DriverSettings, 'loo
   if (groups !== undefined) {
     if (groups.length === 0) r.problems.push('--lvm-volume-groups must name at least one volume group');
     const ratio = r.ratio('lvmThinOverprovision');
-    out.lvm = { volumeGroups: groups, devices: r.list('lvmDevices'), mode: r.oneOf('lvmMode', LVM_MODES), thinOverprovisionRatio: ratio };
+    out.lvm = { volumeGroups: groups, devices: r.list('lvmDevices'), mode: r.oneOf('lvmMode', LVM_MODES), thinOverprovisionRatio: ratio, systemId: lvmSystemId(r) };
   } else {
-    for (const k of ['lvmDevices', 'lvmMode', 'lvmThinOverprovision'] as const) {
+    for (const k of ['lvmDevices', 'lvmMode', 'lvmThinOverprovision', 'lvmSystemId'] as const) {
       if (r.given(k)) r.problems.push(`--${flagName(k)} needs --lvm-volume-groups (the lvm backend is off without it)`);
     }
   }

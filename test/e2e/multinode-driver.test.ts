@@ -6,8 +6,9 @@
 // chose and its pod held there, a pod pinned to a node without room kept off it by capacity
 // tracking, and the controller Deployment's leader election (#15). LVM on three nodes that see
 // each other's disks (one /dev): each node's volume group is named after the node
-// (--lvm-volume-groups=<prefix>-$(NODE_NAME), deploy/README.md), on a PV of its own whose
-// image lies in the run dir, so `cluster down` takes the PVs with it.
+// (--lvm-volume-groups=<prefix>-$(NODE_NAME), deploy/README.md) and carries the node's name as
+// its lvm system ID (--lvm-system-id=$(NODE_NAME)), on a PV of its own whose image lies in the
+// run dir, so `cluster down` takes the PVs with it.
 //
 // Needs root, kubectl, a built tree (`npm run build`).
 import { describe, it, expect, beforeAll, afterAll } from 'vitest';
@@ -44,9 +45,11 @@ const vgs = new Map<string, TestVg>();
 const vgOf = (node: string) => vgs.get(node)!;
 
 beforeAll(async () => {
-  // the DaemonSet's one argument, each node's driver its own VG: Kubernetes expands $(NODE_NAME) per pod
-  await inst.prepare([`--capacity=${CAPACITY}`, `--lvm-volume-groups=${VG_PREFIX}-$(NODE_NAME)`], [LVM_DIR]);
-  for (const [i, node] of inst.nodes.entries()) vgs.set(node, await TestVg.create(path.join(LVM_DIR, node), 0, [PV_MIB[i]], { name: `${VG_PREFIX}-${node}` }));
+  // the DaemonSet's arguments, each node's driver its own VG: Kubernetes expands $(NODE_NAME) per pod
+  await inst.prepare([`--capacity=${CAPACITY}`, `--lvm-volume-groups=${VG_PREFIX}-$(NODE_NAME)`, '--lvm-system-id=$(NODE_NAME)'], [LVM_DIR]);
+  for (const [i, node] of inst.nodes.entries()) {
+    vgs.set(node, await TestVg.create(path.join(LVM_DIR, node), 0, [PV_MIB[i]], { name: `${VG_PREFIX}-${node}`, systemId: node }));
+  }
   await inst.install();
 }, 60 * MIN);
 

@@ -21,9 +21,10 @@ export class TestVg {
   /**
    * A VG on one PV of sizeGiB, or on several PVs of these sizes in MiB. deviceMapper: lvm may
    * activate (a kernel with device-mapper: the guest tier), without udev; a name with '-' in it.
-   * name: the VG's (default: one of its own, unique to the process).
+   * name: the VG's (default: one of its own, unique to the process). systemId: the lvm system
+   * ID the private configuration has, so the VG is made with it (vgcreate takes the host's).
    */
-  static async create(dir: string, sizeGiB = 4, pvSizesMiB: number[] = [sizeGiB * 1024], opts: { deviceMapper?: boolean; name?: string } = {}): Promise<TestVg> {
+  static async create(dir: string, sizeGiB = 4, pvSizesMiB: number[] = [sizeGiB * 1024], opts: { deviceMapper?: boolean; name?: string; systemId?: string } = {}): Promise<TestVg> {
     await fs.mkdir(path.join(dir, 'lvmconf'), { recursive: true });
     const pvs: string[] = [];
     for (const [i, mib] of pvSizesMiB.entries()) {
@@ -35,7 +36,8 @@ export class TestVg {
     await fs.writeFile(
       path.join(dir, 'lvmconf', 'lvm.conf'),
       `devices { filter = [ ${accept}"r|.*|" ] use_devicesfile = 0 obtain_device_list_from_udev = 0 }\nbackup { backup = 0 archive = 0 }\n` +
-        `global { activation = ${opts.deviceMapper ? 1 : 0} }\nactivation { udev_sync = 0 udev_rules = 0 monitoring = 0 }\n`,
+        `global { activation = ${opts.deviceMapper ? 1 : 0}${opts.systemId ? ' system_id_source = "lvmlocal"' : ''} }\nactivation { udev_sync = 0 udev_rules = 0 monitoring = 0 }\n` +
+        (opts.systemId ? `local { system_id = "${opts.systemId}" }\n` : ''),
     );
     const vg = new TestVg(dir, opts.name ?? `tscsi${opts.deviceMapper ? '-dm-' : 'test'}${process.pid}${Math.floor(Math.random() * 1e6)}`, pvs);
     await vg.lvm(['vgcreate', '-q', vg.name, ...pvs]);

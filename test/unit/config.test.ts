@@ -50,6 +50,7 @@ describe('driver settings: defaults', () => {
     const typed = resolveSettings({ maxVolumesPerNode: 0, defaultVolumeSize: 512n << 20n, dataPoolSize: 20n << 30n, lvmVolumeGroups: 'vg1,vg2', lvmThinOverprovision: 1.5 }, { env: {} });
     expect(text).toEqual(typed);
     expect(text.lvm).toEqual({ volumeGroups: ['vg1', 'vg2'], devices: undefined, mode: 'auto', thinOverprovisionRatio: 1.5 });
+    expect(resolveSettings({ lvmVolumeGroups: 'tscsi-node-1', lvmSystemId: 'node-1' }, { env: {} }).lvm?.systemId).toBe('node-1');
   });
 });
 
@@ -101,6 +102,8 @@ describe('driver settings: bad values are refused, each naming its flag', () => 
     [{ lvmVolumeGroups: 'vg', lvmThinOverprovision: '0' }, '--lvm-thin-overprovision must be a number above 0 (such as 10 or 1.5); got "0"'],
     [{ lvmVolumeGroups: ',' }, '--lvm-volume-groups must name at least one volume group'],
     [{ lvmDevices: '/dev/sdb' }, '--lvm-devices needs --lvm-volume-groups (the lvm backend is off without it)'],
+    [{ lvmSystemId: 'node-1' }, '--lvm-system-id needs --lvm-volume-groups (the lvm backend is off without it)'],
+    [{ lvmVolumeGroups: 'vg', lvmSystemId: 'node "1" } global { activation = 1' }, '--lvm-system-id must be 1-128 letters, digits and . + _ - (lvm\'s system ID characters), starting with a letter or digit; got "node \\"1\\" } global { activation = 1"'],
     [{ rbdMapper: 'fuse' }, '--rbd-mapper needs --rbd-config (the rbd backend is off without it)'],
     [{ rbdConfig: '/r.json', rbdMapper: 'iscsi' }, '--rbd-mapper must be one of krbd, rbd-nbd, fuse; got "iscsi"'],
     [{ defaultBackend: 'lvm' }, '--default-backend lvm is not enabled; enabled: loop'],

@@ -12,7 +12,7 @@ import fs from 'node:fs/promises';
 import path from 'node:path';
 import { BackendError, type Backend, type Capacity, type PoolUsage, type GroupSnapshotRecord, type GroupSnapshotStore, type SnapshotRecord, type HealthProblem, type StorageProblem, type VolumeRecord } from '../backend.js';
 import { lvProblems, vgProblems } from './health.js';
-import { Lvm, type LvInfo, type LvmRunner } from './lvm.js';
+import { Lvm, type LvInfo, type LvmRunner, type ScannedPv } from './lvm.js';
 import { readJson, writeJsonAtomic, removeFile } from '../../host/atomic.js';
 import { LvmSnapshotBlocks } from './blocks.js';
 import { TAG_DIRTY, TAG_HOLDS, TAG_RECORD, holdsOf, newLvTagArgs, recordTags, snapshotRecordOf, volumeRecordOf, type LvHolds, type SnapshotWithGroup } from './records.js';
@@ -63,6 +63,8 @@ export interface LvmBackendOptions {
   runner?: LvmRunner;
   /** Explicit PV devices; default: found by one scan at start. */
   devices?: string[];
+  /** This node's lvm system ID (--lvm-system-id); without it only VGs without one are usable. */
+  systemId?: string;
   mode: 'auto' | 'dm' | 'nodm';
   stateDir: string;
   maxVolumeBytes?: bigint;
@@ -133,8 +135,8 @@ export class LvmBackend implements Backend {
     const dmPresent = await this.host.hasDeviceMapper();
     if (this.opts.mode === 'dm' && !dmPresent) throw new Error('--lvm-mode dm, but the kernel has no device-mapper (/proc/misc)');
     this.deviceMapper = this.opts.mode === 'dm' || (this.opts.mode === 'auto' && dmPresent);
-    this.lvm = new Lvm(this.opts.stateDir, this.deviceMapper, this.opts.runner);
-    const devices = this.opts.devices ?? (await Lvm.scanPvs()).filter((p) => this.opts.volumeGroups.includes(p.vg)).map((p) => p.name);
+    this.lvm = new Lvm(this.opts.stateDir, this.deviceMapper, this.opts.runner, this.opts.systemId);
+    const devices = this.opts.devices ?? this.ownPvs(await Lvm.scanPvs());
     await this.lvm.configure(devices);
     let missing: string[];
     try {
@@ -165,6 +167,24 @@ export class LvmBackend implements Backend {
     }
     await this.releaseTempDevices();
     this.opts.log.info({ mode: this.deviceMapper ? 'dm' : 'nodm', volumeGroups: this.opts.volumeGroups, devices }, 'lvm backend ready');
+  }
+
+  /**
+   * The scanned PVs of our VGs. A VG whose system ID is not this node's is another host's
+   * (disks several nodes see): lvm would refuse it later with "not found", so say why now.
+   */
+  private ownPvs(scanned: ScannedPv[]): string[] {
+    const mine = scanned.filter((p) => this.opts.volumeGroups.includes(p.vg));
+    const own = this.opts.systemId ?? '';
+    const foreign = [...new Map(mine.filter((p) => p.systemId !== '' && p.systemId !== own).map((p) => [p.vg, p.systemId])).entries()];
+    if (foreign.length) {
+      const which = foreign.map(([vg, id]) => `${vg} has lvm system ID ${JSON.stringify(id)}`).join(', ');
+      throw new Error(
+        `volume group(s) of --lvm-volume-groups belong to another host: ${which}, and this driver's is ${own ? JSON.stringify(own) : 'none'} (--lvm-system-id): ` +
+          `serve each VG from the node whose ID it carries (start that node's driver with --lvm-system-id=<that ID>), or change the VG's (vgchange --systemid) if this node owns it now`,
+      );
+    }
+    return mine.map((p) => p.name);
   }
 
   private async ours(select?: string): Promise<LvInfo[]> {

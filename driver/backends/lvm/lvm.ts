@@ -60,6 +60,11 @@ export interface PvInfo {
   peStartBytes: bigint;
 }
 
+/** A PV as the start-up scan sees it: with its VG's system ID ('' for none), foreign VGs' included. */
+export interface ScannedPv extends PvInfo {
+  systemId: string;
+}
+
 type Report = { report: Array<Record<string, Array<Record<string, string>>>> };
 
 /** How lvm is run: the real `lvm` binary, or a recorder in unit tests. */
@@ -78,6 +83,8 @@ export class Lvm {
     stateDir: string,
     readonly deviceMapper: boolean,
     private readonly runner: LvmRunner = realRunner,
+    /** This node's lvm system ID: VGs that carry another are foreign to lvm here (shared disks). */
+    readonly systemId?: string,
   ) {
     this.confDir = path.join(stateDir, 'lvm-conf');
   }
@@ -87,7 +94,8 @@ export class Lvm {
     this.devices = [...new Set(devices)].sort();
     const filter = [...this.devices.map((d) => `"a|^${d.replace(/[|"\\]/g, '')}$|"`), '"r|.*|"'].join(', ');
     const conf = [
-      `global { activation = ${this.deviceMapper ? 1 : 0} }`,
+      `global { activation = ${this.deviceMapper ? 1 : 0}${this.systemId ? ' system_id_source = "lvmlocal"' : ''} }`,
+      ...(this.systemId ? [`local { system_id = "${this.systemId}" }`] : []),
       `devices { filter = [ ${filter} ] global_filter = [ ${filter} ] use_devicesfile = 0 obtain_device_list_from_udev = 0 }`,
       `backup { backup = ${this.deviceMapper ? 1 : 0} archive = 0 }`,
       `activation { udev_sync = 0 udev_rules = 0 monitoring = 0 }`,
@@ -109,13 +117,16 @@ export class Lvm {
     return j.report.flatMap((x) => x[key] ?? []);
   }
 
-  /** Every PV the system shows (used once at start to find the volume groups' devices). */
-  static async scanPvs(): Promise<PvInfo[]> {
-    const r = await run('lvm', ['pvs', '--reportformat', 'json', '--units', 'b', '--nosuffix', '-o', 'pv_name,vg_name,pe_start'], {
+  /**
+   * Every PV the system shows (used once at start to find the volume groups' devices), also
+   * those of VGs with a system ID (foreign to a host without it), so start-up can say so.
+   */
+  static async scanPvs(): Promise<ScannedPv[]> {
+    const r = await run('lvm', ['pvs', '--foreign', '--reportformat', 'json', '--units', 'b', '--nosuffix', '-o', 'pv_name,vg_name,pe_start,vg_systemid'], {
       env: { LVM_SUPPRESS_FD_WARNINGS: '1' },
     });
     const j = JSON.parse(r.stdout) as Report;
-    return j.report.flatMap((x) => x.pv ?? []).map((p) => ({ name: p.pv_name, vg: p.vg_name, peStartBytes: BigInt(p.pe_start) }));
+    return j.report.flatMap((x) => x.pv ?? []).map((p) => ({ name: p.pv_name, vg: p.vg_name, peStartBytes: BigInt(p.pe_start), systemId: p.vg_systemid ?? '' }));
   }
 
   async pvs(vgs: string[]): Promise<PvInfo[]> {
