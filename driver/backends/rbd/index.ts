@@ -48,9 +48,13 @@ const RESIZE_POLL_MS = 100;
 const FLATTEN_TIMEOUT_MS = 30 * 60_000;
 /** A node found registered stays known this long without asking RADOS again. */
 const KNOWN_NODE_CACHE_MS = 60_000;
-/** Retries of the node's registration in RADOS: soon at first (kubelet writes a late Secret within about a minute), then once a minute. */
-const REGISTER_RETRY_MIN_MS = 2_000;
-const REGISTER_RETRY_MAX_MS = 60_000;
+/**
+ * Retries of the node's registration in RADOS. Kubelet writes a late Secret about a minute in,
+ * and until the node is registered every ControllerPublish to it fails: retry often. An attempt
+ * without a key file is a stat; one against an unreachable monitor is one tool at a time.
+ */
+const REGISTER_RETRY_MIN_MS = 1_000;
+const REGISTER_RETRY_MAX_MS = 10_000;
 /** `ceph df` is asked at most this often per pool (GetCapacity is polled by the CO). */
 const POOL_FREE_CACHE_MS = 10_000;
 const CEPH_DF_TIMEOUT_MS = 30_000;
