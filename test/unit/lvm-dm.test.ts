@@ -218,7 +218,7 @@ describe('lvm backend, device-mapper mode (exact lvm2 commands)', () => {
     expect(fake.calls[1]).toEqual(['lvchange', '-an', `${VG}/vol-lvm-s`]);
   });
 
-  it('snapshots thin volumes with thin snapshots inside one freeze, and clones from them', async () => {
+  it('snapshots a thin volume with a thin snapshot, leaving the freeze to lvm\'s suspend of the origin, and clones from it', async () => {
     const v = await b.createVolume(volume('vol-lvm-src', thin));
     await b.attach(v);
     fake.calls = [];
@@ -227,8 +227,9 @@ describe('lvm backend, device-mapper mode (exact lvm2 commands)', () => {
     expect(fake.calls[0].slice(0, 7)).toEqual(['lvcreate', '-y', '-s', '-kn', '-an', '-n', 'snap-lvm-1']);
     expect(fake.calls[0][fake.calls[0].length - 1]).toBe(`${VG}/vol-lvm-src`);
     expect(tagArgs(fake.calls[0])).toContain('tscsi.kind=snap');
-    expect(host.ops).toEqual([`freeze /dev/${VG}/vol-lvm-src`, `thaw /dev/${VG}/vol-lvm-src`]);
-    expect(host.ops.some((o) => o.startsWith('copy'))).toBe(false);
+    // A freeze of ours would make the kernel refuse lvm's suspend of the origin (EBUSY):
+    // test/guest/lvm-dm-ops.guest.ts shows that suspend freezing the filesystem instead.
+    expect(host.ops).toEqual([]);
     expect((await b.listSnapshots()).map((s) => s.id)).toEqual(['snap-lvm-1']);
 
     fake.calls = [];

@@ -78,6 +78,11 @@ const PARAMS = new Set(['volumeGroup', 'type', 'thinPool']);
 const UNKNOWN_PV = '[unknown]';
 
 function exhaustedOr(err: unknown, what: string): unknown {
+  // lvm refuses a new thin volume or snapshot in a pool with no data space left (it would
+  // only fail its writes): the pool, not the volume group, is what to grow.
+  if (err instanceof CommandError && /free space in thin pool \S+ reached threshold|thin pool \S+ is out of data space/i.test(err.stderr)) {
+    return new BackendError('exhausted', `${what}: the thin pool is out of data space (${err.stderr.trim().split('\n').pop()?.trim()}); extend the pool (lvextend) or delete volumes or snapshots in it`);
+  }
   if (err instanceof CommandError && /Insufficient (suitable )?(contiguous )?(allocatable )?(free )?extents|insufficient free space/i.test(err.stderr)) {
     return new BackendError('exhausted', `${what}: not enough ${/contiguous/.test(err.stderr) ? 'contiguous ' : ''}free space in the volume group (${err.stderr.trim().split('\n').pop()})`);
   }
@@ -326,9 +331,12 @@ export class LvmBackend implements Backend {
 
     if (rec.parameters.type === 'thin') await this.mustZeroNewBlocks(vg, rec.parameters.thinPool);
     if (src && this.deviceMapper && rec.parameters.type === 'thin' && src.poolLv) {
-      // Thin clone: a thin snapshot of the source, instant and sharing blocks.
+      // Thin clone: a thin snapshot of the source, instant and sharing blocks. lvm suspends an
+      // active source for the cut, which freezes (and so syncs) a filesystem mounted on it.
       const tags = newLvTagArgs('vol', rec);
-      await this.lvm.run(['lvcreate', '-y', '-s', '-kn', '-an', '-n', rec.id, ...tags, `${vg}/${src.name}`]);
+      await this.lvm.run(['lvcreate', '-y', '-s', '-kn', '-an', '-n', rec.id, ...tags, `${vg}/${src.name}`]).catch((err: unknown) => {
+        throw exhaustedOr(err, `cloning ${src.name}`);
+      });
       if (rec.capacityBytes > src.sizeBytes) await this.lvm.run(['lvextend', '-L', `${rec.capacityBytes}b`, `${vg}/${rec.id}`]);
     } else {
       await this.lvcreate('vol', rec.id, vg, rec.capacityBytes, rec.parameters, rec);
@@ -554,13 +562,21 @@ export class LvmBackend implements Backend {
     const attached = (await Promise.all(sources.map((s) => this.deviceOf(s)))).filter((d): d is string => !!d);
     const thin = this.deviceMapper && sources.every((s) => s.poolLv);
     if (thin) {
-      // Thin snapshots are instant: cut them all inside one freeze.
-      await this.host.withQuiescedDevices(attached, async () => {
+      const cut = async () => {
         for (let i = 0; i < recs.length; i++) {
           const tags = newLvTagArgs('snap', recs[i]);
-          await this.lvm.run(['lvcreate', '-y', '-s', '-kn', '-an', '-n', recs[i].id, ...tags, `${sources[i].vg}/${sources[i].name}`]);
+          await this.lvm.run(['lvcreate', '-y', '-s', '-kn', '-an', '-n', recs[i].id, ...tags, `${sources[i].vg}/${sources[i].name}`]).catch((err: unknown) => {
+            throw exhaustedOr(err, `snapshotting ${sources[i].name}`);
+          });
         }
-      });
+      };
+      // Thin snapshots are instant. lvm suspends an active origin for the cut, and that
+      // suspend freezes (so syncs) a filesystem mounted on it: one source needs no freeze of
+      // ours, and gets none, since the kernel refuses to suspend an origin whose filesystem
+      // is already frozen (EBUSY). Several are cut inside one freeze of all of them, which
+      // the kernel refuses in the same way when they are mounted (known limit, #17).
+      if (recs.length === 1) await cut();
+      else await this.host.withQuiescedDevices(attached, cut);
     } else {
       await this.mustBeCopyable(sources, 'snapshotting');
       for (let i = 0; i < recs.length; i++) {
