@@ -3,6 +3,7 @@ import fsp from 'node:fs/promises';
 import { run, CommandError } from './exec.js';
 import { failedPrecondition } from '../errors.js';
 import { readSuperblock } from './superblock.js';
+import { backingFile, loopOffset } from './loop.js';
 
 export const SUPPORTED_FS = ['ext4', 'ext3', 'xfs', 'btrfs'] as const;
 export type FsType = (typeof SUPPORTED_FS)[number];
@@ -34,14 +35,13 @@ export interface Probe {
  * corrupt its array). The superblock read only adds the size, so growth needs no dumpe2fs.
  */
 export async function probe(device: string): Promise<Probe | undefined> {
-  const loopName = /^\/dev\/(loop\d+)$/.exec(device)?.[1];
-  if (loopName) {
-    // A whole sparse file that was never written reads as zeros: nothing for blkid to find.
-    const [back, offset] = await Promise.all(['backing_file', 'offset'].map((f) => fsp.readFile(`/sys/block/${loopName}/loop/${f}`, 'utf8').then((s) => s.trim(), () => undefined)));
-    if (back && !back.endsWith(' (deleted)') && offset === '0') {
-      const st = await fsp.stat(back).catch(() => undefined);
-      if (st && st.blocks === 0) return undefined;
-    }
+  // A whole sparse file that was never written reads as zeros: nothing for blkid to find.
+  // Not a window at an offset (a block count says nothing of one part), nor an unlinked file
+  // (the path may name another file now).
+  const [back, offset] = await Promise.all([backingFile(device), loopOffset(device)]);
+  if (back && !back.deleted && offset === 0) {
+    const st = await fsp.stat(back.path).catch(() => undefined);
+    if (st && st.blocks === 0) return undefined;
   }
   const [r, sb] = await Promise.all([run('blkid', ['-p', '-o', 'export', device], { okCodes: [2] }), readSuperblock(device).catch(() => undefined)]);
   if (r.exitCode === 2 || !r.stdout.trim()) return undefined;

@@ -103,6 +103,13 @@ export async function backingFile(device: string): Promise<{ path: string; delet
   return { path: deleted ? back.slice(0, -' (deleted)'.length) : back, deleted };
 }
 
+/** Where a bound loop device's window starts in its backing file (bytes), or undefined when it is not one. */
+export async function loopOffset(device: string): Promise<number | undefined> {
+  const dev = /^\/dev\/(loop\d+)$/.exec(device)?.[1];
+  const v = dev ? await sysRead(dev, 'loop/offset') : undefined;
+  return v !== undefined && /^\d+$/.test(v) ? Number(v) : undefined;
+}
+
 export interface AttachOptions {
   directIO?: boolean;
   readOnly?: boolean;
