@@ -1,7 +1,10 @@
 // The device-mapper path of the LVM backend cannot run on these VMs (no device-mapper), so
 // it is checked here against a small in-memory lvm that answers the JSON reports and
 // records every command: the assertions are the exact lvm2 argument lists the backend runs.
-import { describe, it, expect, beforeEach } from 'vitest';
+import { describe, it, expect, beforeEach, afterEach } from 'vitest';
+import fs from 'node:fs/promises';
+import os from 'node:os';
+import path from 'node:path';
 import { pino } from 'pino';
 import { LvmBackend, type LvmHost } from '../../driver/backends/lvm/index.js';
 import type { VolumeRecord, SnapshotRecord } from '../../driver/backends/backend.js';
@@ -174,11 +177,17 @@ const thin = { backend: 'lvm', volumeGroup: VG, type: 'thin', thinPool: 'pool' }
 const linear = { backend: 'lvm', volumeGroup: VG };
 const tagArgs = (args: string[]) => args.filter((_a, i) => args[i - 1] === '--addtag');
 
+// Each test's own state directory (the backend's lvm.conf and temporary-device marks), removed after it.
+let stateDir: string;
 beforeEach(async () => {
+  stateDir = await fs.mkdtemp(path.join(os.tmpdir(), 'tscsi-unit-lvm-'));
   fake = new FakeLvm(VG);
   host = new FakeHost();
-  b = new LvmBackend({ volumeGroups: [VG], devices: ['/dev/sdb'], mode: 'auto', stateDir: '/tmp/tscsi-unit-lvm', log: pino({ level: 'silent' }), host, runner: fake.runner });
+  b = new LvmBackend({ volumeGroups: [VG], devices: ['/dev/sdb'], mode: 'auto', stateDir, log: pino({ level: 'silent' }), host, runner: fake.runner });
   await b.init();
+});
+afterEach(async () => {
+  await fs.rm(stateDir, { recursive: true, force: true });
 });
 
 describe('lvm backend, device-mapper mode (exact lvm2 commands)', () => {
@@ -293,6 +302,12 @@ describe('lvm backend, device-mapper mode (exact lvm2 commands)', () => {
     expect(cap.availableBytes).toBe(70n * GiB);
   });
 
+  it('does not count an inactive thin pool (no data percent) as empty: capacity says its fill is unknown', async () => {
+    await b.createVolume(volume('vol-lvm-u', thin, { capacityBytes: 30n * GiB }));
+    fake.lvs.get('pool')!.dataPercent = '';
+    await expect(b.capacity(thin)).rejects.toMatchObject({ reason: 'precondition', message: expect.stringMatching(/thin pool vg0\/pool does not report how full it is .*lvchange -ay vg0\/pool/) });
+  });
+
   it('removes LVs left dirty by a crash at start-up, with lvremove', async () => {
     fake.lvs.set('vol-lvm-half', { name: 'vol-lvm-half', size: GiB, tags: ['tscsi.kind=vol', 'tscsi.dirty'], pool: 'pool', active: false, segType: 'thin' });
     fake.calls = [];
@@ -336,7 +351,7 @@ describe('lvm backend, device-mapper mode (exact lvm2 commands)', () => {
 
   it('tells "could not look up the volume group" from "not found" at start-up', async () => {
     fake.vgsFailure = '  /run/lock/lvm/V_vg0:aux: open failed: Permission denied\n  Can\'t get lock for vg0';
-    const b2 = new LvmBackend({ volumeGroups: [VG], devices: ['/dev/sdb'], mode: 'auto', stateDir: '/tmp/tscsi-unit-lvm', log: pino({ level: 'silent' }), host, runner: fake.runner });
+    const b2 = new LvmBackend({ volumeGroups: [VG], devices: ['/dev/sdb'], mode: 'auto', stateDir, log: pino({ level: 'silent' }), host, runner: fake.runner });
     const err = await b2.init().then(() => undefined, (e: Error) => e);
     expect(err?.message).toMatch(/could not look up volume group\(s\) vg0: .*Can't get lock for vg0/);
     expect(err?.message).not.toMatch(/not found/);

@@ -262,7 +262,15 @@ export class LvmBackend implements Backend {
       const ratio = BigInt(Math.round((this.opts.thinOverprovisionRatio ?? DEFAULT_THIN_OVERPROVISION_RATIO) * 100));
       const claimed = all.filter((l) => l.poolLv === pool.name).reduce((a, l) => a + l.sizeBytes, 0n);
       const promised = (pool.sizeBytes * ratio) / 100n - claimed;
-      const unwritten = (pool.sizeBytes * BigInt(Math.floor((100 - (pool.dataPercent ?? 0)) * 100))) / 10000n;
+      // An unknown fill (lvm prints "" for a pool with no kernel state, such as an inactive
+      // one) is not 0 % used: read so, a full pool would look empty and take more volumes.
+      if (pool.dataPercent === undefined) {
+        throw new BackendError(
+          'precondition',
+          `thin pool ${vg}/${pool.name} does not report how full it is (it is not active), so its free space is unknown: activate it (lvchange -ay ${vg}/${pool.name}) and retry`,
+        );
+      }
+      const unwritten = (pool.sizeBytes * BigInt(Math.floor((100 - pool.dataPercent) * 100))) / 10000n;
       const cap = (unwritten * ratio) / 100n;
       const available = promised < 0n ? 0n : promised < cap ? promised : cap;
       return { availableBytes: available, maximumVolumeBytes: this.opts.maxVolumeBytes };

@@ -211,8 +211,8 @@ export class Lvm {
           attr: r.lv_attr,
           poolLv: r.pool_lv ?? '',
           segments: [],
-          dataPercent: r.data_percent ? Number(r.data_percent) : undefined,
-          metadataPercent: r.metadata_percent ? Number(r.metadata_percent) : undefined,
+          dataPercent: percentOf(r.data_percent),
+          metadataPercent: percentOf(r.metadata_percent),
         };
         byName.set(key, lv);
       }
