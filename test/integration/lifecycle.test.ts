@@ -7,10 +7,14 @@ import { execa } from 'execa';
 import { type DriverHarness, mountCap, blockCap, MiB, loopDevicesUnder, mountsUnder } from '../lib/driver-harness.js';
 import { driverPerFile } from '../lib/driver-per-file.js';
 import { codeName, type CsiClient } from '../../sidecars/common/csi-client.js';
+import { freePort } from '../lib/wait.js';
+import { scrape, toolRunCount } from '../lib/prometheus.js';
 
 let h: DriverHarness;
 let c: CsiClient;
-driverPerFile((driver, client) => ([h, c] = [driver, client]));
+// The metrics count the host tools the driver runs: what a re-stage did is seen there.
+const metricsUrl = `http://127.0.0.1:${await freePort()}/metrics`;
+driverPerFile((driver, client) => ([h, c] = [driver, client]), { driver: { metricsAddress: new URL(metricsUrl).host } });
 
 async function stageAndPublish(volumeId: string, cap: object, name: string) {
   const staging = path.join(h.dir, 'staging', name);
@@ -214,15 +218,20 @@ describe('volume lifecycle on the loop backend', () => {
       let p = await stageAndPublish(v.volume_id, cap, `${fsType}-1`);
       await fs.writeFile(path.join(p.target, 'keep'), 'kept');
       const total = async () => BigInt((await c.Node.NodeGetVolumeStats({ volume_id: v.volume_id, volume_path: p.target })).usage.find((u: any) => u.unit === 'BYTES').total);
+      const growTool = fsType === 'xfs' ? 'xfs_growfs' : 'btrfs';
+      const growRuns = async () => toolRunCount(await scrape(metricsUrl), growTool);
       const before = await total();
       await unpublishAndUnstage(v.volume_id, p);
       await c.Controller.ControllerExpandVolume({ volume_id: v.volume_id, capacity_range: { required_bytes: String(640 * MiB) } });
+      const growsBefore = await growRuns();
       p = await stageAndPublish(v.volume_id, cap, `${fsType}-2`);
       expect(await total()).toBeGreaterThan(before + 256n * BigInt(MiB));
-      // Staged again at the same size: it stays as it is.
+      expect(await growRuns()).toBe(growsBefore + 1);
+      // Staged again at the same size: the filesystem already fills its device, so nothing grows it.
       const grown = await total();
       await unpublishAndUnstage(v.volume_id, p);
       p = await stageAndPublish(v.volume_id, cap, `${fsType}-3`);
+      expect(await growRuns()).toBe(growsBefore + 1);
       expect(await total()).toBe(grown);
       expect(await fs.readFile(path.join(p.target, 'keep'), 'utf8')).toBe('kept');
       await unpublishAndUnstage(v.volume_id, p);

@@ -123,6 +123,7 @@ describe('driver metrics on the lvm backend', () => {
   /** The driver's own sbin: every tool of /usr/sbin linked, so one can be taken away (lvm) while it runs. */
   let sbin: string;
   let lockHolder: ResultPromise | undefined;
+  let lock: { file: string; madeDir: string | undefined } | undefined;
 
   beforeAll(async () => {
     vg = await TestVg.create(await fs.mkdtemp('/tmp/tscsi-metrics-lvm-'), 1);
@@ -135,14 +136,31 @@ describe('driver metrics on the lvm backend', () => {
       env: { PATH: `${sbin}:/usr/local/bin:/usr/bin:/bin` },
       driver: { lvmVolumeGroups: vg.name, lvmDevices: vg.pvs.join(','), defaultBackend: 'lvm', metricsAddress: `127.0.0.1:${port}` },
     });
+    lock = await vgLockFile();
   });
   afterAll(async () => {
     lockHolder?.kill();
     await lockHolder?.catch(() => undefined);
     await lh?.cleanup();
     await vg?.remove();
-    if (vg) await fs.rm(`/run/lock/lvm/V_${vg.name}`, { force: true });
+    if (lock) {
+      await fs.rm(lock.file, { force: true });
+      // Only a directory this file made, and only while empty: lvm's own locks may be in it now.
+      if (lock.madeDir) await fs.rmdir(lock.madeDir).catch(() => undefined);
+    }
   });
+
+  /**
+   * The VG's lock file where the driver's lvm takes it: lvm's locking_dir (as the driver's own
+   * configuration gives it), made here when it is not there yet and removed again after.
+   */
+  async function vgLockFile(): Promise<{ file: string; madeDir: string | undefined }> {
+    const r = await execa('lvm', ['lvmconfig', '--typeconfig', 'full', 'global/locking_dir'], { env: { LVM_SYSTEM_DIR: path.join(lh!.stateDir, 'lvm-conf'), LVM_SUPPRESS_FD_WARNINGS: '1' } });
+    const dir = /^locking_dir="(.+)"$/m.exec(r.stdout)?.[1];
+    if (!dir) throw new Error(`lvmconfig named no locking_dir: ${r.stdout}`);
+    const madeDir = await fs.mkdir(dir, { recursive: true, mode: 0o700 });
+    return { file: path.join(dir, `V_${vg!.name}`), madeDir };
+  }
 
   it('shows the volume group filling when a volume is made, and the lvm calls it ran', async () => {
     const pool = { backend: 'lvm', pool: vg!.name, part: 'data' };
@@ -179,7 +197,7 @@ describe('driver metrics on the lvm backend', () => {
   it('a hung lvm (its VG lock held) makes the scrape answer in time with the other sources read, again and again, and lvm stale', async () => {
     const before = await scrape(lurl);
     // lvm waits for the VG's file lock, as behind a stuck lvm command on a node.
-    lockHolder = execa('flock', ['-x', `/run/lock/lvm/V_${vg!.name}`, 'sh', '-c', 'echo held; exec cat'], { stdin: 'pipe', stdout: 'pipe' });
+    lockHolder = execa('flock', ['-x', lock!.file, 'sh', '-c', 'echo held; exec cat'], { stdin: 'pipe', stdout: 'pipe' });
     await new Promise<void>((resolve) => lockHolder!.stdout!.once('data', () => resolve()));
     try {
       await hungLvmAnswers(before);

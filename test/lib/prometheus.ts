@@ -45,3 +45,8 @@ export function sampleOf(s: Scrape, name: string, match: Record<string, string> 
   if (hits.length > 1) throw new Error(`${name} ${JSON.stringify(match)} matches ${hits.length} series: ${JSON.stringify(hits.map((h) => h.labels))}`);
   return hits[0]?.value;
 }
+
+/** How many times the driver ran one host tool (its child-process histogram's count, all outcomes). */
+export function toolRunCount(s: Scrape, tool: string): number {
+  return s.samples.filter((x) => x.name === 'tscsi_child_processes_seconds_count' && x.labels.tool === tool).reduce((a, x) => a + x.value, 0);
+}
