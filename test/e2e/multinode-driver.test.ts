@@ -56,9 +56,10 @@ beforeAll(async () => {
 afterAll(async () => {
   try {
     await inst.teardown();
-    // what `cluster down` left of the VGs: loop devices on their images (PVs, the drivers' windows), the VGs in a scan of every device
+    // what `cluster down` left of the VGs: loop devices on their images (PVs, the drivers' windows), the VGs in a scan of
+    // every device (--foreign: the VGs carry their nodes' system IDs, which a plain vgs here hides)
     const loops = (await loopDevices()).filter((d) => d.backFile.startsWith(LVM_DIR + '/'));
-    const scan = await execa('lvm', ['vgs', '--reportformat', 'json', '-o', 'vg_name'], { env: { LVM_SUPPRESS_FD_WARNINGS: '1' }, reject: false });
+    const scan = await execa('lvm', ['vgs', '--foreign', '--reportformat', 'json', '-o', 'vg_name'], { env: { LVM_SUPPRESS_FD_WARNINGS: '1' }, reject: false });
     expect(loops, 'loop devices on the PV images after cluster down').toEqual([]);
     expect(String(scan.stdout), 'VGs after cluster down').not.toContain(VG_PREFIX);
   } finally {
