@@ -6,6 +6,8 @@
 // filesystem is there now), unstage, delete, and reads
 // the driver's own tool counter (tscsi_child_processes_seconds_count, by tool) around each RPC.
 //   node dist/bench/spawns.js [--backend loop|lvm] [--fs-type ext4|xfs|btrfs] [--rounds N]
+//     [--timed 1,8 --timed-ops N]: then N whole lifecycles (create, stage, publish, unpublish,
+//     unstage, delete) at each concurrency, wall time per lifecycle (p50, p90).
 import { parseArgs } from 'node:util';
 import fs from 'node:fs/promises';
 import os from 'node:os';
@@ -18,6 +20,7 @@ import { optionsToArgv, type DriverOptions } from '../driver/config.js';
 import { DRIVER_MAIN } from './subjects.js';
 import { cleanupDir, tool } from './host.js';
 import { readCpu } from './proc.js';
+import { percentile } from './stats.js';
 
 // The second stage finds the filesystem the first one made (a pod back on the node).
 const STEPS = ['CreateVolume', 'NodeStageVolume', 'NodePublishVolume', 'NodeUnpublishVolume', 'NodeUnstageVolume', 'NodeStageVolume again', 'NodeUnstageVolume again', 'DeleteVolume'] as const;
@@ -53,8 +56,41 @@ async function makeVg(dir: string): Promise<{ vg: string; pv: string; conf: stri
   return { vg, pv, conf };
 }
 
+type Cap = { mount: { fs_type: string; mount_flags: string[] }; access_mode: { mode: string } };
+
+/** One whole lifecycle of a new volume, timed; each worker keeps its own directories. */
+async function timedLifecycles(c: CsiClient, work: string, cap: Cap, params: Record<string, string>, concurrency: number, ops: number): Promise<number[]> {
+  const times: number[] = [];
+  let next = 0;
+  const worker = async (w: number) => {
+    const staging = path.join(work, `tc${concurrency}w${w}s`);
+    const target = path.join(work, `tc${concurrency}w${w}t`);
+    await fs.mkdir(staging);
+    for (let i = next++; i < ops; i = next++) {
+      const t0 = performance.now();
+      const id = (await c.Controller.CreateVolume({ name: `timed-${concurrency}-${i}`, capacity_range: { required_bytes: String(64 << 20) }, volume_capabilities: [cap], parameters: params })).volume.volume_id as string;
+      await c.Node.NodeStageVolume({ volume_id: id, staging_target_path: staging, volume_capability: cap });
+      await c.Node.NodePublishVolume({ volume_id: id, staging_target_path: staging, target_path: target, volume_capability: cap });
+      await c.Node.NodeUnpublishVolume({ volume_id: id, target_path: target });
+      await c.Node.NodeUnstageVolume({ volume_id: id, staging_target_path: staging });
+      await c.Controller.DeleteVolume({ volume_id: id });
+      times.push(performance.now() - t0);
+    }
+  };
+  await Promise.all(Array.from({ length: concurrency }, (_x, w) => worker(w)));
+  return times;
+}
+
 async function main(): Promise<void> {
-  const { values } = parseArgs({ options: { backend: { type: 'string', default: 'loop' }, rounds: { type: 'string', default: '5' }, 'fs-type': { type: 'string', default: 'ext4' } } });
+  const { values } = parseArgs({
+    options: {
+      backend: { type: 'string', default: 'loop' },
+      rounds: { type: 'string', default: '5' },
+      'fs-type': { type: 'string', default: 'ext4' },
+      timed: { type: 'string', default: '' },
+      'timed-ops': { type: 'string', default: '16' },
+    },
+  });
   const backend = values.backend!;
   const rounds = Number(values.rounds);
   const fsType = values['fs-type']!;
@@ -122,6 +158,12 @@ async function main(): Promise<void> {
       }
       // The scrapes' own CPU is in here too; it is the same for every build measured.
       cpu += readCpu(proc.pid)!.self - cpu0;
+    }
+    for (const conc of values.timed ? values.timed.split(',').map(Number) : []) {
+      const cpu1 = readCpu(proc.pid)!.self;
+      const t = await timedLifecycles(c, work, cap, vg ? { backend: 'lvm', volumeGroup: vg.vg } : {}, conc, Number(values['timed-ops']));
+      const cpuPer = ((readCpu(proc.pid)!.self - cpu1) / t.length) * 1000;
+      console.log(`lifecycle (64 MiB ${fsType}, create..delete) c=${conc}, ${t.length} ops: p50 ${percentile(t, 50).toFixed(0)} ms, p90 ${percentile(t, 90).toFixed(0)} ms; driver CPU ${cpuPer.toFixed(0)} ms per lifecycle; load ${os.loadavg().map((x) => x.toFixed(1)).join(' ')}`);
     }
     c.close();
     console.log(`backend ${backend}, ${rounds} lifecycles (320 MiB ${fsType} volume), host tools per RPC (mean):`);

@@ -110,6 +110,16 @@ describe('lvm backend (no device-mapper: loop windows over the PV)', () => {
     expect((await vg.lvs()).get('not-ours')).toEqual(foreignTagsBefore);
   });
 
+  it('an LV removed by someone else right after the driver looked is seen at once: NodeStage answers NOT_FOUND and attaches nothing', async () => {
+    // The driver reuses its last lvm report until a metadata commit; this one is not its own.
+    const v = (await c.Controller.CreateVolume({ name: 'pvc-lvm-gone', parameters: params(), capacity_range: { required_bytes: String(16 * MiB) }, volume_capabilities: [mountCap('ext4')] })).volume;
+    await vg.lvm(['lvremove', '-q', '-y', `${vg.name}/${v.volume_id}`]);
+    const staging = path.join(h.dir, 'staging', 'gone');
+    await fs.mkdir(staging, { recursive: true });
+    expect(await outcomeOf(c.Node.NodeStageVolume({ volume_id: v.volume_id, staging_target_path: staging, volume_capability: mountCap('ext4') }))).toBe('NOT_FOUND');
+    expect(await loopDevicesUnder(vg.dir)).toEqual([vg.pv]);
+  });
+
   it('wipes new volumes: a filesystem left by a deleted volume does not reappear', async () => {
     const cap = mountCap('ext4');
     const a = (await c.Controller.CreateVolume({ name: 'pvc-old-tenant', parameters: params(), capacity_range: { required_bytes: String(64 * MiB) }, volume_capabilities: [cap] })).volume;

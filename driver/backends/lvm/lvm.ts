@@ -5,6 +5,7 @@
 import fs from 'node:fs/promises';
 import path from 'node:path';
 import { run, CommandError, type RunResult } from '../../host/exec.js';
+import { metadataStates } from './mda.js';
 
 export interface LvInfo {
   vg: string;
@@ -75,9 +76,35 @@ const LVM_COMMAND_TIMEOUT_MS = 120_000;
 
 const realRunner: LvmRunner = (args, env, timeoutMs) => run('lvm', args, { env, timeoutMs });
 
+/** The PVs' metadata commit state (see mda.ts); undefined: cannot tell, so no report is reused. */
+export type MetadataStates = (devices: string[]) => Promise<string | undefined>;
+
+/**
+ * How long a report is reused while no metadata commit happened: what lvm shows that is not
+ * in the metadata (activation, a thin pool's fill) is at most this old.
+ */
+export const REPORT_REUSE_MS = 5_000;
+const READ_COMMANDS = new Set(['lvs', 'vgs', 'pvs']);
+
+interface CachedReport {
+  rows: Array<Record<string, string>>;
+  at: number;
+  states: string;
+}
+
 export class Lvm {
   readonly confDir: string;
   private devices: string[] = [];
+  /**
+   * Reports reused by their arguments (a lookup of one LV reads the whole report of its VGs).
+   * The driver is the only writer of its VGs, and each of its writes drops them all; the PVs'
+   * metadata headers are compared on every reuse as well, so a commit by anyone else (an
+   * admin's lvchange, another process) is seen and the report read afresh.
+   */
+  private readonly reports = new Map<string, CachedReport>();
+  /** Bumped as each write starts and ends: a report read across a write is not kept. */
+  private generation = 0;
+  private writing = 0;
 
   constructor(
     stateDir: string,
@@ -85,6 +112,8 @@ export class Lvm {
     private readonly runner: LvmRunner = realRunner,
     /** This node's lvm system ID: VGs that carry another are foreign to lvm here (shared disks). */
     readonly systemId?: string,
+    /** Tests with a recorded lvm have no PVs to read: no reuse unless they give one. */
+    private readonly states: MetadataStates | undefined = runner === realRunner ? metadataStates : undefined,
   ) {
     this.confDir = path.join(stateDir, 'lvm-conf');
   }
@@ -92,6 +121,7 @@ export class Lvm {
   /** Writes the configuration, accepting exactly these PV devices. */
   async configure(devices: string[]): Promise<void> {
     this.devices = [...new Set(devices)].sort();
+    this.reports.clear();
     const filter = [...this.devices.map((d) => `"a|^${d.replace(/[|"\\]/g, '')}$|"`), '"r|.*|"'].join(', ');
     const conf = [
       `global { activation = ${this.deviceMapper ? 1 : 0}${this.systemId ? ' system_id_source = "lvmlocal"' : ''} }`,
@@ -108,13 +138,32 @@ export class Lvm {
   }
 
   async run(args: string[], timeoutMs = LVM_COMMAND_TIMEOUT_MS): Promise<RunResult> {
-    return this.runner(args, { LVM_SYSTEM_DIR: this.confDir, LVM_SUPPRESS_FD_WARNINGS: '1' }, timeoutMs);
+    if (READ_COMMANDS.has(args[0])) return this.runner(args, { LVM_SYSTEM_DIR: this.confDir, LVM_SUPPRESS_FD_WARNINGS: '1' }, timeoutMs);
+    // Anything else may commit metadata or change activation: no report read before it is reused.
+    this.writing++;
+    this.generation++;
+    this.reports.clear();
+    try {
+      return await this.runner(args, { LVM_SYSTEM_DIR: this.confDir, LVM_SUPPRESS_FD_WARNINGS: '1' }, timeoutMs);
+    } finally {
+      this.writing--;
+      this.generation++;
+      this.reports.clear();
+    }
   }
 
   private async report(args: string[], key: string): Promise<Array<Record<string, string>>> {
+    const cacheKey = `${key} ${args.join(' ')}`;
+    const states = this.states && this.writing === 0 ? await this.states(this.devices) : undefined;
+    const hit = this.reports.get(cacheKey);
+    if (hit && states !== undefined && hit.states === states && Date.now() - hit.at < REPORT_REUSE_MS) return hit.rows;
+    const gen = this.generation;
     const r = await this.run([...args, '--reportformat', 'json', '--units', 'b', '--nosuffix']);
     const j = JSON.parse(r.stdout) as Report;
-    return j.report.flatMap((x) => x[key] ?? []);
+    const rows = j.report.flatMap((x) => x[key] ?? []);
+    // Read before the report ran: a commit racing with the report makes the next reuse miss.
+    if (states !== undefined && gen === this.generation && this.writing === 0) this.reports.set(cacheKey, { rows, at: Date.now(), states });
+    return rows;
   }
 
   /**
@@ -196,8 +245,11 @@ export class Lvm {
   async lvs(vgs: string[], select?: string): Promise<LvInfo[]> {
     if (vgs.length === 0) return [];
     const args = ['lvs', '--segments', '-o', 'vg_name,lv_name,lv_size,lv_tags,lv_attr,pool_lv,seg_start_pe,seg_size_pe,seg_pe_ranges,data_percent,metadata_percent'];
-    if (select) args.push('-S', select);
-    const rows = await this.report([...args, ...vgs], 'seg');
+    // One LV by name is picked from the whole report (one report to reuse for every lookup);
+    // any other selection goes to lvm.
+    const byLvName = select !== undefined && this.states ? /^lv_name=([A-Za-z0-9+_.-]+)$/.exec(select)?.[1] : undefined;
+    if (select && byLvName === undefined) args.push('-S', select);
+    const rows = (await this.report([...args, ...vgs], 'seg')).filter((r) => byLvName === undefined || r.lv_name === byLvName);
     const byName = new Map<string, LvInfo>();
     for (const r of rows) {
       const key = `${r.vg_name}/${r.lv_name}`;
