@@ -137,6 +137,9 @@ describe('deploy/helm/tscsi', () => {
         'rbd.readableSecrets={ceph-a,ceph-b}',
         'kubeletDir=/var/lib/k0s/kubelet',
         'loop.poolSize=100Gi',
+        'lvm.volumeGroups={tscsi-$(NODE_NAME)}',
+        'lvm.mode=dm',
+        'lvm.systemId=$(NODE_NAME)',
         'sidecarEnv[0].name=KUBERNETES_SERVICE_HOST,sidecarEnv[0].value=10.0.0.1',
       ],
       'storage',
@@ -152,7 +155,9 @@ describe('deploy/helm/tscsi', () => {
       expect(c.args.filter((a: string) => a.startsWith('--metrics')), c.name).toEqual([]);
       expect((c.ports ?? []).map((p: Obj) => p.name), c.name).not.toContain('metrics');
     }
-    expect(arg(objs, 'DaemonSet', 'driver')).toEqual(expect.arrayContaining(['--data-pool-size=100Gi', '--rbd-config=/etc/tscsi/rbd.json', '--allowed-path-root=/var/lib/k0s/kubelet']));
+    expect(arg(objs, 'DaemonSet', 'driver')).toEqual(
+      expect.arrayContaining(['--data-pool-size=100Gi', '--rbd-config=/etc/tscsi/rbd.json', '--allowed-path-root=/var/lib/k0s/kubelet', '--lvm-volume-groups=tscsi-$(NODE_NAME)', '--lvm-mode=dm', '--lvm-system-id=$(NODE_NAME)']),
+    );
     expect(arg(objs, 'DaemonSet', 'health-monitor')).toContain('--kubelet-dir=/var/lib/k0s/kubelet');
     expect(node.containers[0].volumeMounts).toContainEqual({ name: 'kubelet-dir', mountPath: '/var/lib/k0s/kubelet', mountPropagation: 'Bidirectional' });
     expect(node.volumes.map((v: Obj) => v.hostPath?.path).filter(Boolean)).toEqual(
