@@ -338,6 +338,7 @@ export class LvmBackend implements Backend {
     if (src && !(this.deviceMapper && rec.parameters.type === 'thin' && src.poolLv)) await this.mustBeCopyable([src], `cloning ${src.name}`);
 
     if (rec.parameters.type === 'thin') await this.mustZeroNewBlocks(vg, rec.parameters.thinPool);
+    let made: LvInfo | undefined;
     if (src && this.deviceMapper && rec.parameters.type === 'thin' && src.poolLv) {
       // Thin clone: a thin snapshot of the source, instant and sharing blocks. lvm suspends an
       // active source for the cut, which freezes (and so syncs) a filesystem mounted on it.
@@ -353,6 +354,7 @@ export class LvmBackend implements Backend {
       // Thin pools that zero (checked above) hand out zeroed blocks; everything else is wiped before first use.
       if (!thinVolume || src) {
         const lv = (await this.findLv(rec.id, 'vol'))!;
+        made = lv;
         await this.withTempDevice(lv, async (dst) => {
           if (!thinVolume) await this.host.wipe(dst);
           if (src) await this.copySources([src], [rec.id], `cloning ${src.name}`, async (_i, s) => this.host.copy(s, dst, src.sizeBytes));
@@ -361,6 +363,8 @@ export class LvmBackend implements Backend {
     }
     failpoint('lvm.create.afterCopy');
     await this.clearDirty(vg, rec.id);
+    // The LV read after lvcreate, less the tag just removed, is what a new lookup would find: one lvs fewer.
+    if (made) return this.volumeFrom({ ...made, tags: made.tags.filter((t) => t !== TAG_DIRTY) })!;
     return (await this.getVolume(rec.id))!;
   }
 
