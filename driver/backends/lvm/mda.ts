@@ -1,7 +1,7 @@
 // The commit state of an LVM2 physical volume's metadata, read from its on-disk headers
 // without running lvm: every metadata commit (by this driver or anyone else) rewrites the
-// first metadata area's header (where the new metadata lies and its checksum), so equal
-// headers mean no commit happened in between. Layout: lvm2 lib/format_text/layout.h and
+// header of each metadata area in use (where the new metadata lies and its checksum), so
+// equal headers mean no commit happened in between. Layout: lvm2 lib/format_text/layout.h and
 // lib/label/label.h (label in one of the first four sectors, pv_header after it).
 import fs from 'node:fs/promises';
 
@@ -19,8 +19,8 @@ async function readAt(fh: fs.FileHandle, offset: number, length: number): Promis
   return buf;
 }
 
-/** Where the first metadata area starts on the PV, from its label's pv_header. */
-function firstMdaOffset(head: Buffer): number {
+/** Where the metadata areas start on the PV, from its label's pv_header. */
+function mdaOffsets(head: Buffer): number[] {
   for (let s = 0; s < 4; s++) {
     const label = head.subarray(s * SECTOR, (s + 1) * SECTOR);
     if (label.toString('latin1', 0, 8) !== LABEL_ID || label.toString('latin1', 24, 32) !== LABEL_TYPE) continue;
@@ -28,27 +28,41 @@ function firstMdaOffset(head: Buffer): number {
     // data areas, a zero entry, the metadata areas, a zero entry.
     let p = s * SECTOR + label.readUInt32LE(20) + 32 + 8;
     let list = 0;
+    const out: number[] = [];
     while (p + 16 <= head.length) {
       const offset = Number(head.readBigUInt64LE(p));
       const size = Number(head.readBigUInt64LE(p + 8));
       p += 16;
       if (offset === 0 && size === 0) {
         if (++list === 2) break;
-      } else if (list === 1) return offset;
+      } else if (list === 1) out.push(offset);
     }
-    throw new Error('the PV label lists no metadata area');
+    if (out.length === 0) throw new Error('the PV label lists no metadata area');
+    return out;
   }
   throw new Error('no LVM2 label in the first four sectors');
 }
 
-/** The PV's metadata commit state as an opaque string; throws when it is not an LVM2 text-format PV. */
+/** raw_locn[0].flags: RAW_LOCN_IGNORED, an area lvm keeps but no longer writes (vgmetadatacopies, pvchange --metadataignore). */
+const RAW_LOCN_FLAGS = 40 + 20;
+const RAW_LOCN_IGNORED = 1;
+
+/**
+ * The PV's metadata commit state as an opaque string: the headers of its areas in use (an
+ * ignored area is not rewritten by a commit, so it alone would hide one); throws when it is
+ * not an LVM2 text-format PV or has no area in use.
+ */
 export async function metadataState(device: string): Promise<string> {
   const fh = await fs.open(device, 'r');
   try {
-    const mda = firstMdaOffset(await readAt(fh, 0, 4 * SECTOR));
-    const hdr = await readAt(fh, mda, MDA_HEADER_BYTES);
-    if (hdr.toString('latin1', 4, 20) !== MDA_MAGIC) throw new Error(`no metadata area header at ${mda}`);
-    return hdr.toString('hex');
+    const used: string[] = [];
+    for (const mda of mdaOffsets(await readAt(fh, 0, 4 * SECTOR))) {
+      const hdr = await readAt(fh, mda, MDA_HEADER_BYTES);
+      if (hdr.toString('latin1', 4, 20) !== MDA_MAGIC) throw new Error(`no metadata area header at ${mda}`);
+      if ((hdr.readUInt32LE(RAW_LOCN_FLAGS) & RAW_LOCN_IGNORED) === 0) used.push(hdr.toString('hex'));
+    }
+    if (used.length === 0) throw new Error('every metadata area of the PV is ignored');
+    return used.join(',');
   } finally {
     await fh.close();
   }
