@@ -194,6 +194,39 @@ describe('lvm device-mapper mode, inside the guest', () => {
     await c().Controller.DeleteVolume({ volume_id: v2 });
   });
 
+  it('a driver killed right after cutting a thin snapshot of a mounted volume leaves it writable (not frozen, not suspended), no half-made snapshot once restarted, and the retry succeeds', async () => {
+    const id = await create('pvc-kill', thin(), 64);
+    const st = await stage(id, 'kill');
+    await fs.writeFile(path.join(st, 'before.txt'), 'written before the snapshot');
+    await h.stopProcess();
+    // Armed for this start only: the snapshot LV is cut and still tagged dirty.
+    await h.startProcess('lvm.snapshot.afterCopy');
+    const died = new Promise<NodeJS.Signals | null>((r) => h.proc!.once('exit', (_code, sig) => r(sig)));
+    const first = await c().Controller.CreateSnapshot({ name: 'snap-kill', source_volume_id: id }).then(() => 'OK', (e: unknown) => codeName(e));
+    expect(first).toBe('UNAVAILABLE');
+    expect(await died).toBe('SIGKILL');
+    expect(await dirtyLvs(), 'the half-made snapshot LV').toHaveLength(1);
+    // lvm suspended the origin for the cut: it must have been resumed (a suspended device holds every write).
+    const suspended = await execa('dmsetup', ['info', '-c', '--noheadings', '-o', 'suspended', `${vg.name.replace(/-/g, '--')}-${id.replace(/-/g, '--')}`]);
+    expect(suspended.stdout.trim()).toBe('Active');
+    expect(await isFrozen(st)).toBe(false);
+
+    await h.stopProcess('SIGKILL');
+    await h.startProcess();
+    expect(await dirtyLvs()).toEqual([]);
+    await fs.writeFile(path.join(st, 'after.txt'), 'the application writes again');
+    await execa('sync', ['-f', path.join(st, 'after.txt')]);
+    const snap = (await c().Controller.CreateSnapshot({ name: 'snap-kill', source_volume_id: id })).snapshot;
+    expect(snap.ready_to_use).toBe(true);
+    const restored = await create('pvc-kill-restored', thin(), 64, { source: { snapshot: { snapshot_id: snap.snapshot_id } } });
+    const at = await stage(restored, 'kill-restored');
+    expect(await fs.readFile(path.join(at, 'after.txt'), 'utf8')).toBe('the application writes again');
+    await unstageAndDelete(restored, at);
+    await unstageAndDelete(id, st);
+    await c().Controller.DeleteSnapshot({ snapshot_id: snap.snapshot_id });
+    expect(await dirtyLvs()).toEqual([]);
+  });
+
   for (const [fsType, type, fromMiB, toMiB] of [['ext4', 'linear', 64, 96], ['xfs', 'thin', 304, 400]] as const) {
     it(`grows a staged and published ${fsType} on a ${type} LV online: lvextend, then the filesystem, data intact and the new size in df`, async () => {
       const cap = mountCap(fsType);
