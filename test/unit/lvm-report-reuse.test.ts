@@ -75,13 +75,14 @@ describe('lvm reports reused between writes', () => {
     expect(lvsRuns).toBe(4);
   });
 
-  it('reads again once a report is older than the reuse period (activation and fill are not in the metadata)', async () => {
-    vi.useFakeTimers({ toFake: ['Date'] });
+  it('reads again once a report is older than the reuse period (activation and fill are not in the metadata), on the monotonic clock', async () => {
+    vi.useFakeTimers({ toFake: ['Date', 'performance'] });
     await lvm.lvs(['vg0']);
-    vi.setSystemTime(Date.now() + REPORT_REUSE_MS - 1);
+    vi.setSystemTime(Date.now() - 3_600_000); // the wall clock stepped back (NTP) does not stretch the period
+    vi.advanceTimersByTime(REPORT_REUSE_MS - 1);
     await lvm.lvs(['vg0']);
     expect(lvsRuns).toBe(1);
-    vi.setSystemTime(Date.now() + 2);
+    vi.advanceTimersByTime(2);
     await lvm.lvs(['vg0']);
     expect(lvsRuns).toBe(2);
   });

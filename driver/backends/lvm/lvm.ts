@@ -156,13 +156,13 @@ export class Lvm {
     const cacheKey = `${key} ${args.join(' ')}`;
     const states = this.states && this.writing === 0 ? await this.states(this.devices) : undefined;
     const hit = this.reports.get(cacheKey);
-    if (hit && states !== undefined && hit.states === states && Date.now() - hit.at < REPORT_REUSE_MS) return hit.rows;
+    if (hit && states !== undefined && hit.states === states && performance.now() - hit.at < REPORT_REUSE_MS) return hit.rows;
     const gen = this.generation;
     const r = await this.run([...args, '--reportformat', 'json', '--units', 'b', '--nosuffix']);
     const j = JSON.parse(r.stdout) as Report;
     const rows = j.report.flatMap((x) => x[key] ?? []);
     // Read before the report ran: a commit racing with the report makes the next reuse miss.
-    if (states !== undefined && gen === this.generation && this.writing === 0) this.reports.set(cacheKey, { rows, at: Date.now(), states });
+    if (states !== undefined && gen === this.generation && this.writing === 0) this.reports.set(cacheKey, { rows, at: performance.now(), states });
     return rows;
   }
 
