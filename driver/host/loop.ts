@@ -129,13 +129,20 @@ export async function attach(file: string, opts: AttachOptions = {}): Promise<st
 /** Detaches every device backed by `file`; a no-op when there is none. */
 export async function detachAll(file: string): Promise<void> {
   for (const d of await devicesFor(file)) {
-    const back = await sysRead(path.basename(d.name), 'loop/backing_file');
+    const back = await binding(d.name);
     await run('losetup', ['-d', d.name]).catch(async (err) => {
       // Already gone between the lookup and the detach: fine. Anything else is real.
       if ((await devicesFor(file)).some((x) => x.name === d.name)) throw err;
     });
     await settleDetach(d.name, back);
   }
+}
+
+/** What a device is bound to (file and window offset), or undefined when unbound. */
+async function binding(dev: string): Promise<string | undefined> {
+  const name = path.basename(dev);
+  const back = await sysRead(name, 'loop/backing_file');
+  return back === undefined ? undefined : `${back}@${(await sysRead(name, 'loop/offset')) ?? ''}`;
 }
 
 /** How long a detach waits for whoever holds the device open to let go. */
@@ -147,12 +154,12 @@ const DETACH_SETTLE_MS = 5_000;
  * unbinds it at the last close. Waiting here for that moment keeps "unstaged" meaning
  * "detached", so a DeleteVolume right after an answered NodeUnstage does not find the device
  * still bound. A holder that stays longer is left to the kernel (the device goes when it closes).
- * `back`: the binding before the detach (a device unbound and bound again to another file is done).
+ * `back`: the binding before the detach (a device unbound and bound again to another file or
+ * window, as LVM without device-mapper binds windows of one PV file, is done).
  */
 async function settleDetach(dev: string, back: string | undefined): Promise<void> {
-  const name = path.basename(dev);
   const deadline = Date.now() + DETACH_SETTLE_MS;
-  for (let wait = 5; back !== undefined && (await sysRead(name, 'loop/backing_file')) === back && Date.now() < deadline; wait = Math.min(2 * wait, 100)) {
+  for (let wait = 5; back !== undefined && (await binding(dev)) === back && Date.now() < deadline; wait = Math.min(2 * wait, 100)) {
     await new Promise((r) => setTimeout(r, wait));
   }
 }
@@ -194,7 +201,7 @@ export async function attachWindow(file: string, offset: number, size: number, o
 }
 
 export async function detach(device: string): Promise<void> {
-  const back = await sysRead(path.basename(device), 'loop/backing_file');
+  const back = await binding(device);
   await run('losetup', ['-d', device]);
   await settleDetach(device, back);
 }
