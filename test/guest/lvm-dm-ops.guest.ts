@@ -1,6 +1,6 @@
 // What the LVM backend does on a real kernel with device-mapper (inside test/guest/run) that
 // the host tier cannot run at all: thin snapshots and clones (no thin pools without
-// device-mapper), a thin pool promised beyond its size and then filled, online growth of an
+// device-mapper), a COW snapshot of a mounted linear volume, a thin pool promised beyond its size and then filled, online growth of an
 // active LV (lvextend under a mounted filesystem; ext4's online resize also needs
 // CAP_SYS_RESOURCE, which the host's root lacks), and the wipe of extents an activated LV
 // wrote.
@@ -165,6 +165,27 @@ describe('lvm device-mapper mode, inside the guest', () => {
       for (const f of files) expect(await fs.readFile(path.join(at, f), 'utf8'), `${name}: ${f}`).toMatch(/^cached when the (snapshot|clone) was cut$/);
       await unstageAndDelete(id, at);
     }
+    await unstageAndDelete(src, st);
+    await c().Controller.DeleteSnapshot({ snapshot_id: snap.snapshot_id });
+    expect(await dirtyLvs()).toEqual([]);
+  });
+
+  it('snapshots a mounted linear volume through a COW snapshot (its filesystem frozen by lvm\'s suspend) and restores what was written, leaving nothing frozen or behind', async () => {
+    const src = await create('pvc-lin-src', linear(), 64);
+    const st = await stage(src, 'lin-src');
+    const base = randomBytes(8 * MiB);
+    await fs.writeFile(path.join(st, 'base.bin'), base);
+    // Written and never synced (periodic writeback is off): only a freeze at the cut saves it.
+    await fs.writeFile(path.join(st, 'before-snapshot.txt'), 'cached when the snapshot was cut');
+    const snap = (await c().Controller.CreateSnapshot({ name: 'snap-lin', source_volume_id: src })).snapshot;
+    expect(snap.ready_to_use).toBe(true);
+    expect(await isFrozen(st)).toBe(false);
+    expect([...(await vg.lvs()).keys()].filter((n) => n.endsWith('.pit')), 'the COW snapshot of the cut is removed').toEqual([]);
+    const restored = await create('pvc-lin-restored', linear(), 64, { source: { snapshot: { snapshot_id: snap.snapshot_id } } });
+    const at = await stage(restored, 'lin-restored');
+    expect(sha(await fs.readFile(path.join(at, 'base.bin')))).toBe(sha(base));
+    expect(await fs.readFile(path.join(at, 'before-snapshot.txt'), 'utf8')).toBe('cached when the snapshot was cut');
+    await unstageAndDelete(restored, at);
     await unstageAndDelete(src, st);
     await c().Controller.DeleteSnapshot({ snapshot_id: snap.snapshot_id });
     expect(await dirtyLvs()).toEqual([]);

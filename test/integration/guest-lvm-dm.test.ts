@@ -20,7 +20,7 @@ describe('inside the guest: the LVM backend in device-mapper mode', () => {
     );
     const out = r.all ?? '';
     console.log(out);
-    expect(out).toMatch(/^\s*Tests\s+10 passed \(10\)\s*$/m);
+    expect(out).toMatch(/^\s*Tests\s+11 passed \(11\)\s*$/m);
     expect(r.exitCode, out).toBe(0);
   });
 });

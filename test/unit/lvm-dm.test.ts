@@ -316,29 +316,21 @@ describe('lvm backend, device-mapper mode (exact lvm2 commands)', () => {
     expect(fake.lvs.has('vol-lvm-half')).toBe(false);
   });
 
-  it('never copies a mounted linear volume inside the freeze: a COW snapshot is cut inside it, copied after the thaw, then removed', async () => {
+  it('never copies a mounted linear volume inside a freeze: a COW snapshot is cut (lvm\'s suspend of the origin freezes it, none of ours), copied, then removed', async () => {
     const v = await b.createVolume(volume('vol-lvm-m', linear));
     await b.attach(v);
     host.mounted.set(`/dev/${VG}/vol-lvm-m`, '/var/lib/kubelet/staging/m');
     fake.calls = [];
     host.ops = [];
     const snap: SnapshotRecord = { id: 'snap-lvm-m', name: 's', sourceVolumeId: v.id, sizeBytes: GiB, createdAtSeconds: 1n, createdAtNanos: 0, groupSnapshotId: '', parameters: {} };
-    const seenDuringFreeze: string[][] = [];
-    const realFreeze = host.withQuiescedDevices.bind(host);
-    host.withQuiescedDevices = async <T,>(devs: string[], fn: () => Promise<T>) =>
-      realFreeze(devs, async () => {
-        const r = await fn();
-        seenDuringFreeze.push(...fake.calls.filter((c) => c[0] === 'lvcreate' && c.includes('-s')));
-        return r;
-      });
     await b.createSnapshots([snap]);
-    expect(seenDuringFreeze).toEqual([['lvcreate', '-y', '-s', '-l', '100%ORIGIN', '-n', 'snap-lvm-m.pit', '--addtag', 'tscsi.pit', `${VG}/vol-lvm-m`]]);
-    const thaw = host.ops.indexOf(`thaw /dev/${VG}/vol-lvm-m`);
-    const copy = host.ops.findIndex((o) => o.startsWith('copy '));
-    expect(thaw).toBeGreaterThan(-1);
-    expect(copy).toBeGreaterThan(thaw);
-    expect(host.ops[copy]).toBe(`copy /dev/${VG}/snap-lvm-m.pit /dev/${VG}/snap-lvm-m ${GiB}`);
-    expect(fake.calls).toContainEqual(['lvremove', '-y', `${VG}/snap-lvm-m.pit`]);
+    // A freeze of ours would make the kernel refuse lvm's suspend of the origin (EBUSY), as
+    // test/guest/lvm-dm-ops.guest.ts shows for a mounted linear volume.
+    expect(host.ops.filter((o) => o.startsWith('freeze '))).toEqual([]);
+    const cut = fake.calls.findIndex((c) => c[0] === 'lvcreate' && c.includes('-s'));
+    expect(fake.calls[cut]).toEqual(['lvcreate', '-y', '-s', '-l', '100%ORIGIN', '-n', 'snap-lvm-m.pit', '--addtag', 'tscsi.pit', `${VG}/vol-lvm-m`]);
+    expect(host.ops.filter((o) => o.startsWith('copy '))).toEqual([`copy /dev/${VG}/snap-lvm-m.pit /dev/${VG}/snap-lvm-m ${GiB}`]);
+    expect(fake.calls.findIndex((c) => c[0] === 'lvremove' && c.includes(`${VG}/snap-lvm-m.pit`))).toBeGreaterThan(cut);
     expect(fake.lvs.has('snap-lvm-m.pit')).toBe(false);
   });
 

@@ -403,9 +403,9 @@ export class LvmBackend implements Backend {
    * Runs copyOne for each source LV with a device to read it from, all as of one point in
    * time. An unmounted source is read directly (flushed first: nothing writes to it through
    * a filesystem). Mounted ones are never copied inside a freeze, which would stall their
-   * applications for the whole copy: with device-mapper, COW snapshots of all of them are
-   * cut inside one short freeze and copied after the thaw; without it there is no such
-   * image, and the error says so.
+   * applications for the whole copy: with device-mapper, COW snapshots of them are cut (one
+   * by lvm's own suspend, several inside one short freeze) and copied after; without it
+   * there is no such image, and the error says so.
    */
   private async copySources(sources: LvInfo[], ids: string[], what: string, copyOne: (i: number, device: string) => Promise<void>): Promise<void> {
     const { attached, mounted } = await this.mustBeCopyable(sources, what);
@@ -420,13 +420,19 @@ export class LvmBackend implements Backend {
     const pits = sources.map((s, i) => ({ vg: s.vg, name: `${ids[i]}.pit` }));
     const made: string[] = [];
     try {
-      await this.host.withQuiescedDevices(attached, async () => {
+      const cut = async () => {
         for (let i = 0; i < sources.length; i++) {
           if (!live[i]) continue;
           await this.lvm.run(['lvcreate', '-y', '-s', '-l', '100%ORIGIN', '-n', pits[i].name, '--addtag', TAG_PIT, `${sources[i].vg}/${sources[i].name}`]);
           made.push(`${pits[i].vg}/${pits[i].name}`);
         }
-      });
+      };
+      // As for thin snapshots: lvm suspends the active origin of a COW snapshot, and that
+      // suspend freezes (so syncs) the filesystem mounted on it; the kernel refuses it on a
+      // filesystem frozen already (EBUSY). One source gets no freeze of ours. Several are cut
+      // inside one freeze of all of them, refused the same way when mounted (known limit, #17).
+      if (sources.length === 1) await cut();
+      else await this.host.withQuiescedDevices(attached, cut);
       for (let i = 0; i < sources.length; i++) {
         if (live[i]) await copyOne(i, `/dev/${pits[i].vg}/${pits[i].name}`);
         else await this.withTempDevice(sources[i], (d) => copyOne(i, d));
