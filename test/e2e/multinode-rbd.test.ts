@@ -16,6 +16,7 @@
 // Needs root, kubectl, a built tree (`npm run build`).
 import { describe, it, expect, beforeAll, afterAll } from 'vitest';
 import fs from 'node:fs';
+import { execa } from 'execa';
 import path from 'node:path';
 import { ClusterEnv, DRIVER, MIN, claim, pod } from '../lib/cluster-env.js';
 import { Installation } from '../lib/deploy-install.js';
@@ -102,6 +103,45 @@ const onlyAttachedTo = (claimName: string, node: string) =>
 
 async function eventsOf(podName: string, reason: string): Promise<string[]> {
   return ((await env.json(['get', 'events', '--field-selector', `involvedObject.name=${podName},reason=${reason}`])).items as any[]).map((e) => String(e.message));
+}
+
+/** Every process of a node: its cgroup and all below it (kubepods: its containers, their helpers such as rbd-fuse). */
+function nodeProcesses(node: string): number[] {
+  const walk = (dir: string): number[] => [
+    ...fs.readFileSync(path.join(dir, 'cgroup.procs'), 'utf8').split('\n').filter(Boolean).map(Number),
+    ...fs.readdirSync(dir, { withFileTypes: true }).filter((e) => e.isDirectory()).flatMap((e) => walk(path.join(dir, e.name))),
+  ];
+  return walk(path.join('/sys/fs/cgroup/pids', env.settings().CGROUP_ROOT, node));
+}
+
+/**
+ * The FUSE connections (fusectl names them by the mount's minor device number) of the FUSE
+ * mounts a node's processes see: the fuse mapper's rbd-fuse mounts, under a loop device and a
+ * filesystem. A dead node's kernel takes them along; this node shares the test machine's
+ * kernel, where they would outlive the killed rbd-fuse and hang that filesystem's journal (and
+ * every global `sync` on the machine) for good. The test aborts them, as that kernel's death would.
+ */
+function fuseConnectionsOf(node: string): Set<string> {
+  const out = new Set<string>();
+  for (const pid of nodeProcesses(node)) {
+    let info: string;
+    try {
+      info = fs.readFileSync(`/proc/${pid}/mountinfo`, 'utf8');
+    } catch {
+      continue; // gone meanwhile
+    }
+    for (const line of info.split('\n')) {
+      const [pre, post] = line.split(' - ');
+      if (post && /^fuse(\.|\s)/.test(post)) out.add(pre.split(' ')[2].split(':')[1]);
+    }
+  }
+  return out;
+}
+
+async function abortFuseConnections(conns: Set<string>): Promise<void> {
+  const dir = '/sys/fs/fuse/connections';
+  if (fs.readdirSync(dir).length === 0) await execa('mount', ['-t', 'fusectl', 'fusectl', dir], { reject: false }); // not mounted (or no connection: then no-op)
+  for (const c of conns) if (fs.existsSync(path.join(dir, c))) fs.writeFileSync(path.join(dir, c, 'abort'), '1');
 }
 
 const seen = async (podName: string) => (await env.kubectl(['exec', podName, '--', 'cat', '/data/seen'])).trim().split('\n');
@@ -202,8 +242,11 @@ describe('RBD volumes across three nodes, the driver from deploy/overlays/rbd', 
     expect(await seen(first.name)).toEqual([first.name]);
 
     const pid = Number(fs.readFileSync(path.join(env.runDir, 'pids', victim), 'utf8').trim());
+    const fuse = fuseConnectionsOf(victim);
+    expect(fuse.size, 'the rbd-fuse mount of the volume on the victim').toBeGreaterThan(0);
     const t0 = Date.now();
     process.kill(pid, 'SIGKILL');
+    await abortFuseConnections(fuse);
     await env.waitFor(`${victim} NotReady`, async () => {
       const n = await env.json(['get', 'node', victim]);
       return n.status.conditions.find((c: any) => c.type === 'Ready')?.status !== 'True';

@@ -69,7 +69,10 @@ export class TestCeph {
    */
   async teardownWith(inst: Installation): Promise<void> {
     if (this.env) for (const i of await this.images().catch(() => [])) inst.rbdImages.add(i);
-    await inst.teardown();
-    await stopCeph(this.dir);
+    try {
+      await inst.teardown();
+    } finally {
+      await stopCeph(this.dir); // also when the cluster's teardown failed: no Ceph daemons left running
+    }
   }
 }
